@@ -1,0 +1,106 @@
+//! Request extractors that turn every rejection into the contract's JSON error: a lenient JSON
+//! body (no Content-Type needed), query strings, numeric path ids, and the authenticated user.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use bytes::Bytes;
+use chat_auth::{TokenError, UserToken, bearer_token};
+use chat_proto::ErrorCode;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A JSON request body.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    }
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(ErrorCode::TooLarge, "request body is too large (limit 1 MiB)")
+    } else {
+        ApiError::invalid(rejection.body_text())
+    }
+}
+
+/// Query-string parameters.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| QueryParams(v))
+            .map_err(|e| ApiError::invalid(e.body_text()))
+    }
+}
+
+/// Parses an id taken from the path; a non-numeric id names nothing, hence 404.
+pub fn parse_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("resource"))
+}
+
+/// The caller, authenticated by a bearer token that is valid and not revoked.
+pub struct AuthUser {
+    pub id: u64,
+    pub token: UserToken,
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        let raw = bearer_token(header).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        let token = state.keys.verify_user_token(raw).map_err(|e| match e {
+            TokenError::Expired => ApiError::unauthorized("token has expired"),
+            TokenError::Invalid | TokenError::WrongScope => ApiError::unauthorized("invalid token"),
+        })?;
+        if state.bus.is_revoked(&token.jti).await? {
+            return Err(ApiError::unauthorized("token has been revoked"));
+        }
+        Ok(Self {
+            id: token.user_id,
+            token,
+        })
+    }
+}
+
+/// A gateway calling an internal endpoint with a service token; holds the node id.
+pub struct ServiceCaller(#[allow(dead_code)] pub String);
+
+impl FromRequestParts<AppState> for ServiceCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let raw = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+            .ok_or_else(|| ApiError::unauthorized("missing service token"))?;
+        state
+            .keys
+            .verify_service_token(raw)
+            .map(ServiceCaller)
+            .map_err(|_| ApiError::unauthorized("invalid service token"))
+    }
+}

@@ -1,0 +1,92 @@
+//! chat-api: the HTTP/JSON service that owns users, chats and messages in MySQL and publishes
+//! events to the per-user Redis channels after each commit.
+
+mod config;
+mod error;
+mod extract;
+mod routes;
+mod state;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use chat_auth::TokenKeys;
+use chat_bus::{BusConfig, RedisBus};
+use chat_store::{Store, StoreError};
+use clap::Parser;
+
+use crate::config::Config;
+use crate::state::AppState;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    chat_ops::init_logging(config.log_format);
+    let metrics = chat_ops::install_metrics()?;
+    let secret = match (&config.jwt_secret, config.dev) {
+        (Some(secret), _) if !secret.is_empty() => secret.clone(),
+        (_, true) => {
+            tracing::warn!("--dev: no CHAT_JWT_SECRET given, using a random one");
+            TokenKeys::random_dev_secret()
+        }
+        _ => anyhow::bail!("CHAT_JWT_SECRET is required (or pass --dev for a throwaway secret)"),
+    };
+    tracing::info!(
+        listen = %config.listen,
+        database_url = %chat_ops::mask_url(&config.database_url),
+        redis_url = %chat_ops::mask_url(&config.redis_url),
+        redis_mode = ?config.redis_mode,
+        redis_prefix = %config.redis_prefix,
+        jwt_ttl_secs = config.jwt_ttl_secs,
+        "starting chat-api"
+    );
+
+    let store = Store::connect_lazy(&config.database_url, config.db_max_connections)
+        .context("DATABASE_URL")?;
+    let bus = RedisBus::new(&BusConfig::new(
+        config.redis_mode,
+        &config.redis_url,
+        &config.redis_prefix,
+    ))?;
+    let state = AppState {
+        store: store.clone(),
+        bus,
+        keys: TokenKeys::hs256(secret.as_bytes()),
+        token_ttl: Duration::from_secs(config.jwt_ttl_secs),
+        migrated: Arc::new(AtomicBool::new(false)),
+    };
+    tokio::spawn(migrate_until_done(store.clone(), state.migrated.clone()));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, routes::router(state, metrics))
+        .with_graceful_shutdown(chat_ops::shutdown_signal())
+        .await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs migrations, waiting for the database to come up rather than exiting.
+async fn migrate_until_done(store: Store, migrated: Arc<AtomicBool>) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match store.migrate().await {
+            Ok(()) => {
+                migrated.store(true, Ordering::Release);
+                tracing::info!("database migrations are applied");
+                return;
+            }
+            Err(e @ StoreError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "database not reachable yet; retrying");
+            }
+            Err(e) => tracing::error!(error = %e, "migrations failed; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,175 @@
+//! Messages: send (idempotent by client_msg_id), history, read watermark, typing.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chat_proto::codec::BusBody;
+use chat_proto::{Message, MessageBody, MessageKind, SendMessageRequest, ServerEvent};
+use chat_store::NewMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AuthUser, JsonBody, QueryParams, parse_id};
+use crate::routes::chats::chat_not_found;
+use crate::state::AppState;
+
+const MAX_TEXT_CHARS: usize = 5000;
+const MAX_CLIENT_MSG_ID_CHARS: usize = 64;
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 100;
+
+pub async fn send(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<SendMessageRequest>,
+) -> ApiResult<(StatusCode, Json<MessageBody>)> {
+    let chat_id = parse_id(&id)?;
+    let kind = req.kind.unwrap_or(MessageKind::Text);
+    let client_msg_id_len = req.client_msg_id.chars().count();
+    if client_msg_id_len == 0 || client_msg_id_len > MAX_CLIENT_MSG_ID_CHARS {
+        return Err(ApiError::invalid("client_msg_id must be 1-64 characters"));
+    }
+    let text = match kind {
+        MessageKind::Text => Some(valid_text(req.text.as_deref())?),
+        MessageKind::Image | MessageKind::File => {
+            return Err(ApiError::invalid(
+                "image and file messages need attachments, which this server does not support yet",
+            ));
+        }
+    };
+    let outcome = state
+        .store
+        .send_message(NewMessage {
+            chat_id,
+            sender_id: caller.id,
+            kind,
+            text,
+            attachment_id: req.attachment_id,
+            reply_to_id: req.reply_to_id,
+            client_msg_id: &req.client_msg_id,
+        })
+        .await
+        .map_err(chat_not_found)?;
+    if !outcome.created {
+        return Ok((StatusCode::OK, Json(MessageBody { message: outcome.message })));
+    }
+    metrics::counter!("chat_messages_published_total").increment(1);
+    let event = ServerEvent::NewMessage {
+        message: outcome.message.clone(),
+    };
+    state.publish(&outcome.member_ids, BusBody::Event(event)).await;
+    Ok((StatusCode::CREATED, Json(MessageBody { message: outcome.message })))
+}
+
+/// 1–5000 characters after trimming; returns the trimmed text.
+fn valid_text(text: Option<&str>) -> ApiResult<&str> {
+    let text = text.map(str::trim).unwrap_or_default();
+    let chars = text.chars().count();
+    if chars == 0 || chars > MAX_TEXT_CHARS {
+        return Err(ApiError::invalid(format!(
+            "text must be 1-{MAX_TEXT_CHARS} characters after trimming"
+        )));
+    }
+    Ok(text)
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    before_seq: Option<u64>,
+    #[serde(default)]
+    after_seq: Option<u64>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct MessagePage {
+    messages: Vec<Message>,
+    has_more: bool,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> ApiResult<Json<MessagePage>> {
+    let chat_id = parse_id(&id)?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(format!("limit must be 1-{MAX_PAGE}")));
+    }
+    let page = state
+        .store
+        .messages(caller.id, chat_id, query.before_seq, query.after_seq, limit)
+        .await
+        .map_err(chat_not_found)?;
+    Ok(Json(MessagePage {
+        messages: page.messages,
+        has_more: page.has_more,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct ReadRequest {
+    up_to_seq: u64,
+}
+
+pub async fn read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<ReadRequest>,
+) -> ApiResult<StatusCode> {
+    let chat_id = parse_id(&id)?;
+    let outcome = state
+        .store
+        .mark_read(caller.id, chat_id, req.up_to_seq)
+        .await
+        .map_err(chat_not_found)?;
+    if let Some(up_to_seq) = outcome.moved_to {
+        let event = ServerEvent::MessageRead {
+            chat_id,
+            user_id: caller.id,
+            up_to_seq,
+        };
+        state.publish(&outcome.member_ids, BusBody::Event(event)).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Relays a typing notice to the other members (the gateway's `typing` frame lands here).
+pub async fn typing(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let chat_id = parse_id(&id)?;
+    let members = state.store.member_ids(chat_id).await?;
+    if !members.contains(&caller.id) {
+        return Err(ApiError::not_found("chat"));
+    }
+    let others: Vec<u64> = members.into_iter().filter(|&m| m != caller.id).collect();
+    let event = ServerEvent::Typing {
+        chat_id,
+        user_id: caller.id,
+    };
+    state.publish(&others, BusBody::Event(event)).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_text;
+
+    #[test]
+    fn text_limits_count_characters_after_trimming() {
+        assert!(valid_text(None).is_err());
+        assert!(valid_text(Some("   ")).is_err());
+        assert_eq!(valid_text(Some("  hi  ")).ok(), Some("hi"));
+        assert!(valid_text(Some(&"é".repeat(5000))).is_ok());
+        assert!(valid_text(Some(&"é".repeat(5001))).is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! The router: every endpoint of the contract, JSON fallbacks for unknown paths and methods,
+//! the body limit, and request metrics.
+
+mod auth;
+mod chats;
+mod contacts;
+mod internal;
+mod messages;
+mod ops;
+mod users;
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const BODY_LIMIT: usize = 1 << 20;
+
+pub fn router(state: AppState, metrics: PrometheusHandle) -> Router {
+    let v1 = Router::new()
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/users/me", get(users::me))
+        .route("/users", get(users::search))
+        .route("/contacts", get(contacts::list))
+        .route("/contacts/{user_id}", put(contacts::add).delete(contacts::remove))
+        .route("/chats", post(chats::create).get(chats::list))
+        .route("/chats/{id}", get(chats::get).patch(chats::update))
+        .route("/chats/{id}/members", get(chats::members).post(chats::add_member))
+        .route("/chats/{id}/members/{user_id}", axum::routing::delete(chats::remove_member))
+        .route("/chats/{id}/messages", post(messages::send).get(messages::list))
+        .route("/chats/{id}/read", post(messages::read))
+        .route("/chats/{id}/typing", post(messages::typing))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_migrated));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/internal/v1/presence", post(internal::presence))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics).with_state(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(record_metrics))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(chat_proto::ErrorCode::MethodNotAllowed, "method not allowed on this path")
+}
+
+/// Until the schema exists, answer 503 rather than failing on missing tables.
+async fn require_migrated(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.is_migrated() {
+        next.run(req).await
+    } else {
+        ApiError::unavailable("the database is not ready yet").into_response()
+    }
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("chat_api_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("chat_api_http_request_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

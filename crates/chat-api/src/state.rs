@@ -1,0 +1,37 @@
+//! Shared state of the API's handlers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chat_auth::TokenKeys;
+use chat_bus::RedisBus;
+use chat_proto::BusEnvelope;
+use chat_proto::codec::BusBody;
+use chat_store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub bus: RedisBus,
+    pub keys: TokenKeys,
+    pub token_ttl: Duration,
+    /// Set once migrations have run; until then `/v1` answers 503.
+    pub migrated: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.load(Ordering::Acquire)
+    }
+
+    /// Publishes to the users' channels after a commit. A failure is logged and counted, not
+    /// returned: the write is durable and clients recover missed events from history.
+    pub async fn publish(&self, users: &[u64], body: BusBody) {
+        let payload = BusEnvelope::new(body).encode();
+        if let Err(e) = self.bus.publish_to_users(users, &payload).await {
+            metrics::counter!("chat_bus_publish_failures_total").increment(1);
+            tracing::warn!(error = %e, recipients = users.len(), "publishing an event failed");
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Names of every Redis key and channel, in one place.
+
+use crate::UserId;
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// `P:u:{42}`: the pub/sub channel of one user.
+    pub fn user_channel(&self, user: UserId) -> String {
+        format!("{}:u:{{{user}}}", self.prefix)
+    }
+
+    /// The user id of a channel made by [`Keys::user_channel`].
+    pub fn user_of_channel(&self, channel: &[u8]) -> Option<UserId> {
+        let rest = channel.strip_prefix(self.prefix.as_bytes())?;
+        let id = rest.strip_prefix(b":u:{")?.strip_suffix(b"}")?;
+        std::str::from_utf8(id).ok()?.parse().ok()
+    }
+
+    /// `P:presence:{42}`: sorted set of the nodes holding the user's sockets, scored by expiry.
+    pub fn presence(&self, user: UserId) -> String {
+        format!("{}:presence:{{{user}}}", self.prefix)
+    }
+
+    /// `P:gw:nodes`: sorted set of gateway nodes, scored by heartbeat expiry.
+    pub fn nodes(&self) -> String {
+        format!("{}:gw:nodes", self.prefix)
+    }
+
+    /// `P:gw:node:<node>`: set of users with sockets on that node.
+    pub fn node_users(&self, node: &str) -> String {
+        format!("{}:gw:node:{node}", self.prefix)
+    }
+
+    /// `P:revoked:<jti>`: present while a logged-out token would still be valid.
+    pub fn revoked(&self, jti: &str) -> String {
+        format!("{}:revoked:{jti}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn channel_names_round_trip() {
+        let keys = Keys::new("t1");
+        let channel = keys.user_channel(42);
+        assert_eq!(channel, "t1:u:{42}");
+        assert_eq!(keys.user_of_channel(channel.as_bytes()), Some(42));
+        assert_eq!(keys.user_of_channel(b"t2:u:{42}"), None);
+        assert_eq!(keys.user_of_channel(b"t1:u:{x}"), None);
+        assert_eq!(keys.presence(7), "t1:presence:{7}");
+    }
+}

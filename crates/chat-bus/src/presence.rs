@@ -1,0 +1,187 @@
+//! The presence registry: which gateway nodes hold sockets of which users.
+//!
+//! `P:presence:{uid}` is a sorted set of node ids scored by an expiry time that the owning node
+//! refreshes with its heartbeat. A user is online while the set has an unexpired entry. The
+//! first/last transitions are decided inside Lua scripts, so two nodes racing on the same user
+//! cannot both (or neither) report it. A node that dies stops refreshing; the survivors reap its
+//! entries and report the users that thereby went offline.
+
+use std::time::Duration;
+
+use redis::Script;
+
+use crate::{RedisBus, Result, UserId};
+
+/// Removes expired entries, adds this node, and answers how many nodes held the user before.
+const CONNECT: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local before = redis.call('ZCARD', KEYS[1])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return before
+";
+
+/// Removes a node's entry; answers 1 when that made the user go offline.
+const DISCONNECT: &str = r"
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local left = redis.call('ZCARD', KEYS[1])
+if removed == 1 and left == 0 then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// Heartbeat batches are cut into pipelines of this many users.
+const HEARTBEAT_CHUNK: usize = 1000;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl RedisBus {
+    /// Registers the user's first socket on `node`; `true` when the user had no socket anywhere
+    /// (the user just came online).
+    pub async fn presence_connect(&self, user: UserId, node: &str, ttl: Duration) -> Result<bool> {
+        let now = now_ms();
+        let ttl_ms = ttl.as_millis() as i64;
+        let mut conn = self.conn().await?;
+        let before: i64 = Script::new(CONNECT)
+            .key(self.keys.presence(user))
+            .arg(node)
+            .arg(now)
+            .arg(now + ttl_ms)
+            .arg(ttl_ms * 2)
+            .invoke_async(&mut conn)
+            .await?;
+        let node_users = self.keys.node_users(node);
+        redis::pipe()
+            .sadd(&node_users, user)
+            .ignore()
+            .pexpire(&node_users, ttl_ms * 10)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(before == 0)
+    }
+
+    /// Unregisters the user's last socket on `node`; `true` when no node holds the user any more
+    /// (the user just went offline).
+    pub async fn presence_disconnect(&self, user: UserId, node: &str) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let went_offline = self.remove_node_entry(&mut conn, user, node).await?;
+        let _: i64 = redis::cmd("SREM")
+            .arg(self.keys.node_users(node))
+            .arg(user)
+            .query_async(&mut conn)
+            .await?;
+        Ok(went_offline)
+    }
+
+    async fn remove_node_entry(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        user: UserId,
+        node: &str,
+    ) -> Result<bool> {
+        let offline: i64 = Script::new(DISCONNECT)
+            .key(self.keys.presence(user))
+            .arg(node)
+            .arg(now_ms())
+            .invoke_async(conn)
+            .await?;
+        Ok(offline == 1)
+    }
+
+    /// Refreshes this node's liveness and the expiry of each local user's entry. Entries that
+    /// were removed meanwhile are not re-created (`ZADD XX`).
+    pub async fn presence_heartbeat(&self, node: &str, users: &[UserId], ttl: Duration) -> Result<()> {
+        let ttl_ms = ttl.as_millis() as i64;
+        let expiry = now_ms() + ttl_ms;
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .zadd(self.keys.nodes(), node, expiry)
+            .ignore()
+            .pexpire(self.keys.node_users(node), ttl_ms * 10)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        for chunk in users.chunks(HEARTBEAT_CHUNK) {
+            let mut pipe = redis::pipe();
+            for &user in chunk {
+                let key = self.keys.presence(user);
+                pipe.cmd("ZADD").arg(&key).arg("XX").arg(expiry).arg(node).ignore();
+                pipe.pexpire(&key, ttl_ms * 2).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes this node from the registry on a clean shutdown, after its sockets are closed.
+    pub async fn presence_leave(&self, node: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .zrem(self.keys.nodes(), node)
+            .ignore()
+            .del(self.keys.node_users(node))
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Finds nodes whose heartbeat expired, claims each (only one reaper wins a node), removes its
+    /// entries and returns the users that went offline because of it.
+    pub async fn reap_dead_nodes(&self) -> Result<Vec<UserId>> {
+        let mut conn = self.conn().await?;
+        let dead: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.nodes())
+            .arg("-inf")
+            .arg(now_ms())
+            .query_async(&mut conn)
+            .await?;
+        let mut offline = Vec::new();
+        for node in dead {
+            let claimed: i64 = redis::cmd("ZREM")
+                .arg(self.keys.nodes())
+                .arg(&node)
+                .query_async(&mut conn)
+                .await?;
+            if claimed == 0 {
+                continue;
+            }
+            let users: Vec<UserId> = redis::cmd("SMEMBERS")
+                .arg(self.keys.node_users(&node))
+                .query_async(&mut conn)
+                .await?;
+            for user in users {
+                if self.remove_node_entry(&mut conn, user, &node).await? {
+                    offline.push(user);
+                }
+            }
+            let _: i64 = redis::cmd("DEL")
+                .arg(self.keys.node_users(&node))
+                .query_async(&mut conn)
+                .await?;
+            tracing::warn!(node = %node, "reaped a gateway node whose heartbeat expired");
+        }
+        Ok(offline)
+    }
+
+    /// Whether each user has an unexpired entry, in the order given.
+    pub async fn online(&self, users: &[UserId]) -> Result<Vec<bool>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        for &user in users {
+            pipe.zcount(self.keys.presence(user), now, "+inf");
+        }
+        let mut conn = self.conn().await?;
+        let counts: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(counts.into_iter().map(|n| n > 0).collect())
+    }
+}

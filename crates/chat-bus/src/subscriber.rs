@@ -1,0 +1,112 @@
+//! A gateway's subscription connection: one RESP3 connection carrying a SUBSCRIBE per locally
+//! connected user. Messages arrive as RESP3 pushes and are forwarded, with the user id already
+//! parsed from the channel name, to a channel the gateway's dispatcher reads.
+//!
+//! The connection manager reconnects with backoff and re-issues every subscription by itself;
+//! a `Disconnected` message tells the gateway that events may have been missed meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
+
+use crate::keys::Keys;
+use crate::{Result, UserId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusMessage {
+    /// A payload published to a user's channel.
+    Payload { user: UserId, payload: Bytes },
+    /// The subscription connection dropped; what was published until it is back is lost to it.
+    Disconnected,
+}
+
+#[derive(Clone)]
+pub struct Subscriber {
+    conn: ConnectionManager,
+    keys: Arc<Keys>,
+}
+
+impl Subscriber {
+    pub(crate) async fn connect(
+        url: &str,
+        keys: Arc<Keys>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<BusMessage>)> {
+        let client = redis::Client::open(with_resp3(url))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let push_keys = keys.clone();
+        let forward = move |info: PushInfo| {
+            if let Some(message) = to_bus_message(&push_keys, info) {
+                // The receiver is gone only while the gateway shuts down.
+                let _ = tx.send(message);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(forward)
+            .set_automatic_resubscription()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok((Self { conn, keys }, rx))
+    }
+
+    pub async fn subscribe(&self, user: UserId) -> Result<()> {
+        let mut conn = self.conn.clone();
+        conn.subscribe(self.keys.user_channel(user)).await?;
+        Ok(())
+    }
+
+    pub async fn unsubscribe(&self, user: UserId) -> Result<()> {
+        let mut conn = self.conn.clone();
+        conn.unsubscribe(self.keys.user_channel(user)).await?;
+        Ok(())
+    }
+}
+
+fn with_resp3(url: &str) -> String {
+    if url.contains("protocol=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}/?protocol=resp3")
+    }
+}
+
+fn to_bus_message(keys: &Keys, info: PushInfo) -> Option<BusMessage> {
+    match info.kind {
+        PushKind::Message | PushKind::SMessage => {
+            let mut data = info.data.into_iter();
+            let channel = data.next()?;
+            let payload = data.next()?;
+            let (Value::BulkString(channel), Value::BulkString(payload)) = (channel, payload) else {
+                return None;
+            };
+            let user = keys.user_of_channel(&channel)?;
+            Some(BusMessage::Payload {
+                user,
+                payload: Bytes::from(payload),
+            })
+        }
+        PushKind::Disconnection => Some(BusMessage::Disconnected),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_resp3;
+
+    #[test]
+    fn resp3_is_requested_once() {
+        assert_eq!(with_resp3("redis://h:1"), "redis://h:1/?protocol=resp3");
+        assert_eq!(with_resp3("redis://h:1/0?x=1"), "redis://h:1/0?x=1&protocol=resp3");
+        assert_eq!(with_resp3("redis://h/?protocol=resp3"), "redis://h/?protocol=resp3");
+    }
+}

@@ -1,0 +1,235 @@
+//! Encoding and decoding: the two client wire formats, and the MessagePack envelope on the bus.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::event::ServerEvent;
+use crate::frame::{ClientFrame, RequestId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame is not valid {format}: {detail}")]
+    Syntax {
+        format: &'static str,
+        detail: String,
+    },
+    #[error("{detail}")]
+    Shape {
+        /// The request id, when the frame had a readable one, so the error can echo it.
+        id: Option<RequestId>,
+        detail: String,
+    },
+}
+
+impl DecodeError {
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Self::Syntax { .. } => None,
+            Self::Shape { id, .. } => id.clone(),
+        }
+    }
+}
+
+/// How a WebSocket connection encodes its frames: JSON text (default) or MessagePack binary
+/// (`?format=msgpack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WireFormat {
+    Json,
+    MsgPack,
+}
+
+impl WireFormat {
+    pub fn encode<T: Serialize>(self, value: &T) -> Bytes {
+        match self {
+            // Serializing our own types cannot fail: they have string keys and no maps with
+            // non-string keys; an empty body is never sent in practice.
+            Self::Json => serde_json::to_vec(value).map(Bytes::from).unwrap_or_default(),
+            Self::MsgPack => rmp_serde::to_vec_named(value)
+                .map(Bytes::from)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Decodes a client frame in two steps so that a frame with a bad shape still yields its
+    /// request id for the error reply.
+    pub fn decode_client_frame(self, raw: &[u8]) -> Result<ClientFrame, DecodeError> {
+        let value: serde_json::Value = match self {
+            Self::Json => serde_json::from_slice(raw).map_err(|e| DecodeError::Syntax {
+                format: "JSON",
+                detail: e.to_string(),
+            })?,
+            Self::MsgPack => rmp_serde::from_slice(raw).map_err(|e| DecodeError::Syntax {
+                format: "MessagePack",
+                detail: e.to_string(),
+            })?,
+        };
+        frame_from_value(value)
+    }
+}
+
+fn frame_from_value(value: serde_json::Value) -> Result<ClientFrame, DecodeError> {
+    let id = value
+        .get("id")
+        .and_then(|id| serde_json::from_value::<RequestId>(id.clone()).ok());
+    let Some(kind) = value.get("type").and_then(|t| t.as_str()) else {
+        return Err(DecodeError::Shape {
+            id,
+            detail: "a frame must be an object with a string field \"type\"".into(),
+        });
+    };
+    if !matches!(kind, "auth" | "ping" | "send" | "read" | "typing") {
+        return Err(DecodeError::Shape {
+            id,
+            detail: format!("unknown frame type {kind:?}"),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| DecodeError::Shape {
+        id,
+        detail: e.to_string(),
+    })
+}
+
+/// What travels on a user's bus channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusEnvelope {
+    /// When chat-api published it (ms since the Unix epoch): the start of the delivery latency.
+    pub published_at_ms: i64,
+    pub body: BusBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusBody {
+    /// An event for the user's sockets.
+    Event(ServerEvent),
+    /// The session with this token id logged out: close its sockets with 4001.
+    SessionRevoked { jti: String },
+}
+
+impl BusEnvelope {
+    pub fn new(body: BusBody) -> Self {
+        Self {
+            published_at_ms: chrono::Utc::now().timestamp_millis(),
+            body,
+        }
+    }
+
+    pub fn encode(&self) -> Bytes {
+        WireFormat::MsgPack.encode(self)
+    }
+
+    pub fn decode(raw: &[u8]) -> Result<Self, rmp_serde::decode::Error> {
+        decode_msgpack(raw)
+    }
+}
+
+fn decode_msgpack<T: DeserializeOwned>(raw: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+    use crate::event::PresenceStatus;
+    use crate::frame::Reply;
+    use crate::model::{Message, MessageKind};
+
+    fn sample_message() -> Message {
+        Message {
+            id: 7,
+            chat_id: 3,
+            seq: 1,
+            sender_id: 1,
+            kind: MessageKind::Text,
+            text: Some("héllo".into()),
+            attachment: None,
+            reply_to_id: None,
+            client_msg_id: "c1".into(),
+            created_at: crate::time::now_millis(),
+        }
+    }
+
+    #[test]
+    fn json_event_has_the_contract_shape() {
+        let event = ServerEvent::NewMessage {
+            message: sample_message(),
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(&WireFormat::Json.encode(&event)).expect("valid json");
+        assert_eq!(json["type"], "new_message");
+        assert_eq!(json["message"]["type"], "text");
+        assert_eq!(json["message"]["seq"], 1);
+        assert!(json["message"]["attachment"].is_null());
+        let created = json["message"]["created_at"].as_str().expect("string");
+        assert!(created.ends_with('Z') && created.len() == 24, "{created}");
+    }
+
+    #[test]
+    fn msgpack_event_is_a_map_with_the_same_keys() {
+        let event = ServerEvent::Presence {
+            user_id: 9,
+            status: PresenceStatus::Offline,
+            last_seen: None,
+        };
+        let raw = WireFormat::MsgPack.encode(&event);
+        let as_json: serde_json::Value = rmp_serde::from_slice(&raw).expect("msgpack map");
+        assert_eq!(as_json["type"], "presence");
+        assert_eq!(as_json["status"], "offline");
+        assert!(as_json["last_seen"].is_null());
+    }
+
+    #[test]
+    fn bus_envelope_round_trips() {
+        let envelope = BusEnvelope::new(BusBody::Event(ServerEvent::NewMessage {
+            message: sample_message(),
+        }));
+        let decoded = BusEnvelope::decode(&envelope.encode()).expect("decodes");
+        assert_eq!(decoded, envelope);
+        let revoked = BusEnvelope::new(BusBody::SessionRevoked { jti: "j".into() });
+        assert_eq!(BusEnvelope::decode(&revoked.encode()).expect("decodes"), revoked);
+    }
+
+    #[test]
+    fn client_frames_decode_in_both_formats() {
+        let json = br#"{"type":"send","id":"r1","chat_id":5,"client_msg_id":"a","text":"hi"}"#;
+        let frame = WireFormat::Json.decode_client_frame(json).expect("valid");
+        assert!(matches!(frame, ClientFrame::Send { chat_id: 5, .. }));
+        let packed = rmp_serde::to_vec_named(&frame).expect("encodes");
+        assert_eq!(
+            WireFormat::MsgPack.decode_client_frame(&packed).expect("valid"),
+            frame
+        );
+    }
+
+    #[test]
+    fn bad_frames_give_errors_that_keep_the_request_id() {
+        let err = WireFormat::Json
+            .decode_client_frame(br#"{"type":"send","id":"r9","chat_id":"x"}"#)
+            .expect_err("bad shape");
+        assert_eq!(err.request_id(), Some(RequestId::Text("r9".into())));
+        let err = WireFormat::Json
+            .decode_client_frame(br#"{"type":"dance","id":4}"#)
+            .expect_err("unknown type");
+        assert_eq!(err.request_id(), Some(RequestId::Number(4)));
+        assert!(WireFormat::Json.decode_client_frame(b"{nope").is_err());
+        assert!(WireFormat::Json.decode_client_frame(b"[]").is_err());
+        assert!(WireFormat::MsgPack.decode_client_frame(&[0xc1]).is_err());
+    }
+
+    #[test]
+    fn error_reply_shape() {
+        let reply = Reply::error(
+            Some(RequestId::Text("r1".into())),
+            ErrorCode::NotFound,
+            "no such chat",
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&WireFormat::Json.encode(&reply)).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"error","id":"r1","code":"not_found","message":"no such chat"})
+        );
+    }
+}

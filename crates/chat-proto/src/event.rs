@@ -1,0 +1,50 @@
+//! Events pushed to clients. chat-api builds them, the bus carries them, gateways encode each one
+//! once per wire format and hand the same bytes to every socket that receives it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Id;
+use crate::model::Message;
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    Offline,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerEvent {
+    NewMessage {
+        message: Message,
+    },
+    MessageRead {
+        chat_id: Id,
+        user_id: Id,
+        up_to_seq: u64,
+    },
+    Presence {
+        user_id: Id,
+        status: PresenceStatus,
+        #[serde(with = "crate::time::option")]
+        last_seen: Option<Timestamp>,
+    },
+    Typing {
+        chat_id: Id,
+        user_id: Id,
+    },
+}
+
+impl ServerEvent {
+    /// The label used in metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NewMessage { .. } => "new_message",
+            Self::MessageRead { .. } => "message_read",
+            Self::Presence { .. } => "presence",
+            Self::Typing { .. } => "typing",
+        }
+    }
+}

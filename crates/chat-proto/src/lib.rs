@@ -1,0 +1,24 @@
+//! Wire and bus types shared by every service: the HTTP objects, the WebSocket frames in both
+//! directions, the error body, and the envelope that travels over the Redis bus.
+//!
+//! Each type has one serde shape; JSON and MessagePack (`to_vec_named`, so maps with the same keys)
+//! are two encodings of it.
+
+pub mod codec;
+pub mod error;
+pub mod event;
+pub mod frame;
+pub mod model;
+pub mod time;
+
+pub use codec::{BusEnvelope, BusBody, DecodeError, WireFormat};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use event::{PresenceStatus, ServerEvent};
+pub use frame::{ClientFrame, Reply, RequestId};
+pub use model::{
+    Attachment, Chat, ChatKind, Contact, Me, Member, MemberRole, Message, MessageBody, MessageKind,
+    SendMessageRequest, UserRef,
+};
+
+/// Database ids: MySQL `BIGINT UNSIGNED AUTO_INCREMENT`, below 2^53 in practice.
+pub type Id = u64;

@@ -1,0 +1,60 @@
+//! Store errors, split by what the caller should tell its client.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule refused the write (e.g. the username is taken).
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// The request names something that breaks a data rule the store checks.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// The database cannot be reached or timed out; retrying later can succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => Self::Unavailable(err),
+            // Lock wait timeout, deadlock, server shutting down, too many connections: transient.
+            sqlx::Error::Database(db)
+                if matches!(
+                    db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                        .map(|e| e.number()),
+                    Some(1205 | 1213 | 1053 | 1040 | 2006 | 2013)
+                ) =>
+            {
+                Self::Unavailable(err)
+            }
+            _ => Self::Database(err),
+        }
+    }
+}
+
+/// Whether the error is a duplicate-key violation of the named unique index.
+pub(crate) fn is_duplicate_of(err: &sqlx::Error, index: &str) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            let number = db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|e| e.number());
+            number == Some(1062) && db.message().contains(index)
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,279 @@
+//! Messages: the gap-free per-chat sequence, idempotent sends, history pages, read watermarks.
+
+use chat_proto::time::now_millis;
+use chat_proto::{Id, Message, MessageKind};
+use sqlx::types::chrono::NaiveDateTime;
+
+use crate::error::is_duplicate_of;
+use crate::{Result, Store, StoreError};
+
+pub(crate) const MESSAGE_COLUMNS: &str = "id, chat_id, seq, sender_id, kind, body, attachment_id, \
+     reply_to_id, client_msg_id, created_at";
+
+pub(crate) type MessageRow = (
+    u64,
+    u64,
+    u64,
+    u64,
+    String,
+    Option<String>,
+    Option<u64>,
+    Option<u64>,
+    Vec<u8>,
+    NaiveDateTime,
+);
+
+pub(crate) fn message_from_row(row: MessageRow) -> Message {
+    let (id, chat_id, seq, sender_id, kind, text, _attachment_id, reply_to_id, client_msg_id, at) =
+        row;
+    Message {
+        id,
+        chat_id,
+        seq,
+        sender_id,
+        kind: MessageKind::parse(&kind).unwrap_or(MessageKind::Text),
+        text,
+        attachment: None,
+        reply_to_id,
+        client_msg_id: String::from_utf8_lossy(&client_msg_id).into_owned(),
+        created_at: at.and_utc(),
+    }
+}
+
+/// A validated message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub chat_id: Id,
+    pub sender_id: Id,
+    pub kind: MessageKind,
+    pub text: Option<&'a str>,
+    pub attachment_id: Option<Id>,
+    pub reply_to_id: Option<Id>,
+    pub client_msg_id: &'a str,
+}
+
+#[derive(Debug, Clone)]
+pub struct SendOutcome {
+    pub message: Message,
+    /// False when the same `client_msg_id` had been stored before: the stored message is returned.
+    pub created: bool,
+    /// Everyone in the chat at commit time (the sender included); empty for a repeat.
+    pub member_ids: Vec<Id>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessagePage {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadOutcome {
+    /// The new watermark when it moved.
+    pub moved_to: Option<u64>,
+    pub member_ids: Vec<Id>,
+}
+
+impl Store {
+    /// Stores a message with the chat's next `seq`. The chat's counter row is locked for the
+    /// length of the transaction, so concurrent senders get consecutive numbers.
+    pub async fn send_message(&self, new: NewMessage<'_>) -> Result<SendOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let locked: Option<(u64, Option<u64>)> = sqlx::query_as(
+            "SELECT c.last_seq, m.user_id FROM chats c \
+             LEFT JOIN chat_members m ON m.chat_id = c.id AND m.user_id = ? \
+             WHERE c.id = ? FOR UPDATE",
+        )
+        .bind(new.sender_id)
+        .bind(new.chat_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let last_seq = match locked {
+            Some((last_seq, Some(_))) => last_seq,
+            _ => return Err(StoreError::NotFound),
+        };
+        if let Some(reply_to) = new.reply_to_id {
+            let target: Option<(u64,)> = sqlx::query_as("SELECT chat_id FROM messages WHERE id = ?")
+                .bind(reply_to)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if target.map(|(chat,)| chat) != Some(new.chat_id) {
+                return Err(StoreError::Invalid(
+                    "reply_to_id must name a message of the same chat".into(),
+                ));
+            }
+        }
+        let seq = last_seq + 1;
+        let created_at = now_millis();
+        let inserted = sqlx::query(
+            "INSERT INTO messages (chat_id, seq, sender_id, kind, body, attachment_id, reply_to_id, \
+             client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new.chat_id)
+        .bind(seq)
+        .bind(new.sender_id)
+        .bind(new.kind.as_str())
+        .bind(new.text)
+        .bind(new.attachment_id)
+        .bind(new.reply_to_id)
+        .bind(new.client_msg_id.as_bytes())
+        .bind(created_at.naive_utc())
+        .execute(&mut *tx)
+        .await;
+        let id = match inserted {
+            Ok(done) => done.last_insert_id(),
+            Err(e) if is_duplicate_of(&e, "uq_messages_idem") => {
+                drop(tx);
+                return self.repeated_send(&new).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        sqlx::query(
+            "UPDATE chats SET last_seq = ?, last_message_id = ?, last_activity_at = ? WHERE id = ?",
+        )
+        .bind(seq)
+        .bind(id)
+        .bind(created_at.naive_utc())
+        .bind(new.chat_id)
+        .execute(&mut *tx)
+        .await?;
+        // Sending implies having read the chat up to one's own message.
+        sqlx::query("UPDATE chat_members SET last_read_seq = ? WHERE chat_id = ? AND user_id = ?")
+            .bind(seq)
+            .bind(new.chat_id)
+            .bind(new.sender_id)
+            .execute(&mut *tx)
+            .await?;
+        let member_ids: Vec<(u64,)> =
+            sqlx::query_as("SELECT user_id FROM chat_members WHERE chat_id = ?")
+                .bind(new.chat_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(SendOutcome {
+            message: Message {
+                id,
+                chat_id: new.chat_id,
+                seq,
+                sender_id: new.sender_id,
+                kind: new.kind,
+                text: new.text.map(str::to_string),
+                attachment: None,
+                reply_to_id: new.reply_to_id,
+                client_msg_id: new.client_msg_id.to_string(),
+                created_at,
+            },
+            created: true,
+            member_ids: member_ids.into_iter().map(|(id,)| id).collect(),
+        })
+    }
+
+    async fn repeated_send(&self, new: &NewMessage<'_>) -> Result<SendOutcome> {
+        let row: MessageRow = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?"
+        ))
+        .bind(new.chat_id)
+        .bind(new.sender_id)
+        .bind(new.client_msg_id.as_bytes())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(SendOutcome {
+            message: message_from_row(row),
+            created: false,
+            member_ids: Vec::new(),
+        })
+    }
+
+    /// A page of history in ascending seq. With only `after_seq`, the page starts right after it;
+    /// otherwise it ends right below `before_seq` (or at the newest message).
+    pub async fn messages(
+        &self,
+        me: Id,
+        chat_id: Id,
+        before_seq: Option<u64>,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<MessagePage> {
+        self.membership(me, chat_id).await?;
+        let fetch = limit + 1;
+        let mut rows: Vec<MessageRow> = match (before_seq, after_seq) {
+            (None, Some(after)) => {
+                sqlx::query_as(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND seq > ? \
+                     ORDER BY seq ASC LIMIT ?"
+                ))
+                .bind(chat_id)
+                .bind(after)
+                .bind(fetch)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            (before, after) => {
+                let mut rows: Vec<MessageRow> = sqlx::query_as(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages \
+                     WHERE chat_id = ? AND seq < ? AND seq > ? ORDER BY seq DESC LIMIT ?"
+                ))
+                .bind(chat_id)
+                .bind(before.unwrap_or(u64::MAX))
+                .bind(after.unwrap_or(0))
+                .bind(fetch)
+                .fetch_all(&self.pool)
+                .await?;
+                let has_more = rows.len() > limit as usize;
+                rows.truncate(limit as usize);
+                rows.reverse();
+                return Ok(MessagePage {
+                    messages: rows.into_iter().map(message_from_row).collect(),
+                    has_more,
+                });
+            }
+        };
+        let has_more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        Ok(MessagePage {
+            messages: rows.into_iter().map(message_from_row).collect(),
+            has_more,
+        })
+    }
+
+    /// Moves the caller's read watermark forward to `min(up_to_seq, last_seq)`; never back.
+    pub async fn mark_read(&self, me: Id, chat_id: Id, up_to_seq: u64) -> Result<ReadOutcome> {
+        let row: Option<(u64, u64)> = sqlx::query_as(
+            "SELECT c.last_seq, m.last_read_seq FROM chat_members m JOIN chats c ON c.id = m.chat_id \
+             WHERE m.chat_id = ? AND m.user_id = ?",
+        )
+        .bind(chat_id)
+        .bind(me)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (last_seq, current) = row.ok_or(StoreError::NotFound)?;
+        let target = up_to_seq.min(last_seq);
+        if target <= current {
+            return Ok(ReadOutcome {
+                moved_to: None,
+                member_ids: Vec::new(),
+            });
+        }
+        let updated = sqlx::query(
+            "UPDATE chat_members SET last_read_seq = ? \
+             WHERE chat_id = ? AND user_id = ? AND last_read_seq < ?",
+        )
+        .bind(target)
+        .bind(chat_id)
+        .bind(me)
+        .bind(target)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(ReadOutcome {
+                moved_to: None,
+                member_ids: Vec::new(),
+            });
+        }
+        Ok(ReadOutcome {
+            moved_to: Some(target),
+            member_ids: self.member_ids(chat_id).await?,
+        })
+    }
+}

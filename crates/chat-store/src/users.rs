@@ -1,0 +1,125 @@
+//! Users: registration, credential lookup, search, and `last_seen`.
+
+use chat_proto::time::{Timestamp, now_millis};
+use chat_proto::{Id, Me, UserRef};
+use sqlx::types::chrono::NaiveDateTime;
+
+use crate::error::is_duplicate_of;
+use crate::{Result, Store, StoreError};
+
+/// What login needs to check a password.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: UserRef,
+    pub password_hash: String,
+}
+
+impl Store {
+    pub async fn create_user(
+        &self,
+        username: &str,
+        email: Option<&str>,
+        password_hash: &str,
+    ) -> Result<UserRef> {
+        let inserted = sqlx::query(
+            "INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(username)
+        .bind(email)
+        .bind(password_hash)
+        .bind(now_millis().naive_utc())
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(done) => Ok(UserRef {
+                id: done.last_insert_id(),
+                username: username.to_string(),
+            }),
+            Err(e) if is_duplicate_of(&e, "uq_users_username") => {
+                Err(StoreError::Conflict("username is taken"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
+        let row: Option<(u64, String, String)> =
+            sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = ?")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(id, username, password_hash)| Credentials {
+            user: UserRef { id, username },
+            password_hash,
+        }))
+    }
+
+    pub async fn me(&self, user_id: Id) -> Result<Me> {
+        let (id, username, email, created_at): (u64, String, Option<String>, NaiveDateTime) =
+            sqlx::query_as("SELECT id, username, email, created_at FROM users WHERE id = ?")
+                .bind(user_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Me {
+            id,
+            username,
+            email,
+            created_at: created_at.and_utc(),
+        })
+    }
+
+    /// Users whose name starts with `prefix` (already lower-cased by the caller).
+    pub async fn search_users(&self, prefix: &str, limit: u32) -> Result<Vec<UserRef>> {
+        let pattern = format!("{}%", escape_like(prefix));
+        let rows: Vec<(u64, String)> = sqlx::query_as(
+            "SELECT id, username FROM users WHERE username LIKE ? ORDER BY username LIMIT ?",
+        )
+        .bind(pattern)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, username)| UserRef { id, username })
+            .collect())
+    }
+
+    pub async fn user_exists(&self, user_id: Id) -> Result<bool> {
+        let row: Option<(u64,)> = sqlx::query_as("SELECT id FROM users WHERE id = ?")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Stores when the user was last seen and returns that time.
+    pub async fn touch_last_seen(&self, user_id: Id) -> Result<Timestamp> {
+        let now = now_millis();
+        sqlx::query("UPDATE users SET last_seen = ? WHERE id = ?")
+            .bind(now.naive_utc())
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(now)
+    }
+}
+
+/// Escapes LIKE wildcards (the default escape character is the backslash).
+fn escape_like(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(super::escape_like("a_b%c\\"), "a\\_b\\%c\\\\");
+    }
+}
