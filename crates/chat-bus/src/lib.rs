@@ -46,7 +46,9 @@ impl FromStr for RedisMode {
         match raw {
             "standalone" => Ok(Self::Standalone),
             "cluster" => Ok(Self::Cluster),
-            other => Err(format!("REDIS_MODE must be standalone or cluster, not {other:?}")),
+            other => Err(format!(
+                "REDIS_MODE must be standalone or cluster, not {other:?}"
+            )),
         }
     }
 }

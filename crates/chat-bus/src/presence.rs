@@ -96,7 +96,12 @@ impl RedisBus {
 
     /// Refreshes this node's liveness and the expiry of each local user's entry. Entries that
     /// were removed meanwhile are not re-created (`ZADD XX`).
-    pub async fn presence_heartbeat(&self, node: &str, users: &[UserId], ttl: Duration) -> Result<()> {
+    pub async fn presence_heartbeat(
+        &self,
+        node: &str,
+        users: &[UserId],
+        ttl: Duration,
+    ) -> Result<()> {
         let ttl_ms = ttl.as_millis() as i64;
         let expiry = now_ms() + ttl_ms;
         let mut conn = self.conn().await?;
@@ -111,7 +116,12 @@ impl RedisBus {
             let mut pipe = redis::pipe();
             for &user in chunk {
                 let key = self.keys.presence(user);
-                pipe.cmd("ZADD").arg(&key).arg("XX").arg(expiry).arg(node).ignore();
+                pipe.cmd("ZADD")
+                    .arg(&key)
+                    .arg("XX")
+                    .arg(expiry)
+                    .arg(node)
+                    .ignore();
                 pipe.pexpire(&key, ttl_ms * 2).ignore();
             }
             pipe.query_async::<()>(&mut conn).await?;

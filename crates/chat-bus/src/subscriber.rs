@@ -56,15 +56,18 @@ impl Subscriber {
         Ok((Self { conn, keys }, rx))
     }
 
-    pub async fn subscribe(&self, user: UserId) -> Result<()> {
+    /// Subscribes to the channels of several users in one command.
+    pub async fn subscribe_many(&self, users: &[UserId]) -> Result<()> {
+        let channels: Vec<String> = users.iter().map(|&u| self.keys.user_channel(u)).collect();
         let mut conn = self.conn.clone();
-        conn.subscribe(self.keys.user_channel(user)).await?;
+        conn.subscribe(channels).await?;
         Ok(())
     }
 
-    pub async fn unsubscribe(&self, user: UserId) -> Result<()> {
+    pub async fn unsubscribe_many(&self, users: &[UserId]) -> Result<()> {
+        let channels: Vec<String> = users.iter().map(|&u| self.keys.user_channel(u)).collect();
         let mut conn = self.conn.clone();
-        conn.unsubscribe(self.keys.user_channel(user)).await?;
+        conn.unsubscribe(channels).await?;
         Ok(())
     }
 }
@@ -85,7 +88,8 @@ fn to_bus_message(keys: &Keys, info: PushInfo) -> Option<BusMessage> {
             let mut data = info.data.into_iter();
             let channel = data.next()?;
             let payload = data.next()?;
-            let (Value::BulkString(channel), Value::BulkString(payload)) = (channel, payload) else {
+            let (Value::BulkString(channel), Value::BulkString(payload)) = (channel, payload)
+            else {
                 return None;
             };
             let user = keys.user_of_channel(&channel)?;
@@ -106,7 +110,13 @@ mod tests {
     #[test]
     fn resp3_is_requested_once() {
         assert_eq!(with_resp3("redis://h:1"), "redis://h:1/?protocol=resp3");
-        assert_eq!(with_resp3("redis://h:1/0?x=1"), "redis://h:1/0?x=1&protocol=resp3");
-        assert_eq!(with_resp3("redis://h/?protocol=resp3"), "redis://h/?protocol=resp3");
+        assert_eq!(
+            with_resp3("redis://h:1/0?x=1"),
+            "redis://h:1/0?x=1&protocol=resp3"
+        );
+        assert_eq!(
+            with_resp3("redis://h/?protocol=resp3"),
+            "redis://h/?protocol=resp3"
+        );
     }
 }

@@ -1,0 +1,172 @@
+//! The gateway's HTTP side: the WebSocket upgrade at `/ws`, health, readiness and metrics.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_proto::{ErrorBody, ErrorCode, WireFormat};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Gateway;
+use crate::socket::{self, SocketParams};
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// Accepts connections until `stop` is cancelled.
+pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(gateway.clone(), req));
+            let connection = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(
+    gateway: Arc<Gateway>,
+    mut req: Request<Incoming>,
+) -> Result<HttpResponse, Infallible> {
+    let response = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ws") => upgrade(gateway, &mut req),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/readyz") => readiness(&gateway).await,
+        (&Method::GET, "/metrics") => text(StatusCode::OK, &gateway.prometheus.render()),
+        (_, "/ws" | "/healthz" | "/readyz" | "/metrics") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::MethodNotAllowed,
+            "use GET",
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "not found; the WebSocket is at /ws",
+        ),
+    };
+    Ok(response)
+}
+
+fn upgrade(gateway: Arc<Gateway>, req: &mut Request<Incoming>) -> HttpResponse {
+    if gateway.draining.load(Ordering::Acquire) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "this gateway is draining",
+        );
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidInput,
+            "expected a WebSocket upgrade",
+        );
+    }
+    let params = match socket_params(req) {
+        Ok(params) => params,
+        Err(message) => return error(StatusCode::BAD_REQUEST, ErrorCode::InvalidInput, message),
+    };
+    match fastwebsockets::upgrade::upgrade(req) {
+        Ok((response, upgraded)) => {
+            tokio::spawn(socket::serve(gateway, upgraded, params));
+            response.map(|_| Full::new(Bytes::new()))
+        }
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidInput,
+            &e.to_string(),
+        ),
+    }
+}
+
+/// Reads `format` and `token` from the query and a bearer token from the headers.
+fn socket_params(req: &Request<Incoming>) -> Result<SocketParams, &'static str> {
+    let mut format = WireFormat::Json;
+    let mut token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(chat_auth::bearer_token)
+        .map(String::from);
+    let query = req.uri().query().unwrap_or_default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "format" => {
+                format = match &*value {
+                    "json" => WireFormat::Json,
+                    "msgpack" => WireFormat::MsgPack,
+                    _ => return Err("format must be json or msgpack"),
+                }
+            }
+            "token" if token.is_none() && !value.is_empty() => token = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    Ok(SocketParams { format, token })
+}
+
+/// Ready while not draining and Redis answers.
+async fn readiness(gateway: &Gateway) -> HttpResponse {
+    if gateway.draining.load(Ordering::Acquire) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
+    let redis_up = matches!(
+        tokio::time::timeout(Duration::from_secs(1), gateway.bus.ping()).await,
+        Ok(Ok(()))
+    );
+    gateway.metrics.bus_up.set(f64::from(u8::from(redis_up)));
+    if redis_up {
+        text(StatusCode::OK, "ready")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "redis unreachable")
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn error(status: StatusCode, code: ErrorCode, message: &str) -> HttpResponse {
+    let body = serde_json::to_vec(&ErrorBody::new(code, message)).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,206 @@
+//! The hub: which sockets on this node belong to which user. It owns that map (nobody else locks
+//! it), hands each event's encoded bytes to every local socket of a user without blocking, and
+//! tells the registry when a user's first local socket opens or last one closes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use bytes::Bytes;
+use chat_proto::{ErrorCode, Reply, WireFormat};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::GatewayMetrics;
+use crate::registry::RegistryHandle;
+use crate::socket::encode_reply;
+use crate::socket::writer::Control;
+
+pub type UserId = u64;
+pub type ConnId = u64;
+
+/// Close codes the server uses.
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const RESTART: u16 = 1012;
+    pub const UNAUTHORIZED: u16 = 4001;
+    pub const TOO_SLOW: u16 = 4008;
+}
+
+/// Asks a connection to close with a code; the first request wins. Both the reader and the
+/// writer of the connection wait on it.
+#[derive(Default)]
+pub struct CloseSignal {
+    code: AtomicU16,
+    token: CancellationToken,
+}
+
+impl CloseSignal {
+    pub fn close(&self, code: u16) {
+        if self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.token.cancel();
+        }
+    }
+
+    pub fn code(&self) -> Option<u16> {
+        match self.code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+
+    pub async fn requested(&self) {
+        self.token.cancelled().await;
+    }
+}
+
+/// What the hub keeps per socket.
+#[derive(Clone)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    /// The token id the socket authenticated with (for logout).
+    pub jti: std::sync::Arc<str>,
+    pub format: WireFormat,
+    pub outbound: mpsc::Sender<Bytes>,
+    /// For frames that must precede a close (the logout error).
+    pub control: mpsc::Sender<Control>,
+    pub signal: std::sync::Arc<CloseSignal>,
+}
+
+/// An event encoded at most once per wire format, shared by every socket that receives it.
+pub struct EncodedEvent<'a, T: serde::Serialize> {
+    event: &'a T,
+    json: Option<Bytes>,
+    msgpack: Option<Bytes>,
+}
+
+impl<'a, T: serde::Serialize> EncodedEvent<'a, T> {
+    pub fn new(event: &'a T) -> Self {
+        Self {
+            event,
+            json: None,
+            msgpack: None,
+        }
+    }
+
+    fn bytes(&mut self, format: WireFormat) -> Bytes {
+        let slot = match format {
+            WireFormat::Json => &mut self.json,
+            WireFormat::MsgPack => &mut self.msgpack,
+        };
+        slot.get_or_insert_with(|| format.encode(self.event))
+            .clone()
+    }
+}
+
+const SHARDS: usize = 64;
+
+pub struct Hub {
+    shards: Vec<Mutex<HashMap<UserId, Vec<ConnHandle>>>>,
+    registry: RegistryHandle,
+    metrics: GatewayMetrics,
+}
+
+impl Hub {
+    pub fn new(registry: RegistryHandle, metrics: GatewayMetrics) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            registry,
+            metrics,
+        }
+    }
+
+    fn shard(&self, user: UserId) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<ConnHandle>>> {
+        // A poisoned shard only means another thread panicked mid-update of plain data.
+        match self.shards[(user % SHARDS as u64) as usize].lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Adds a socket. The registry is told inside the lock, so its view of first/last sockets
+    /// follows the hub's order exactly. Resolves once the user's channel subscription is live.
+    pub fn register(
+        &self,
+        user: UserId,
+        handle: ConnHandle,
+    ) -> tokio::sync::oneshot::Receiver<bool> {
+        let mut shard = self.shard(user);
+        shard.entry(user).or_default().push(handle);
+        self.registry.join(user)
+    }
+
+    /// Removes a socket; the registry hears of it when it was the user's last one here.
+    pub fn unregister(&self, user: UserId, conn: ConnId) {
+        let mut shard = self.shard(user);
+        let Some(conns) = shard.get_mut(&user) else {
+            return;
+        };
+        conns.retain(|c| c.id != conn);
+        if conns.is_empty() {
+            shard.remove(&user);
+            self.registry.leave(user);
+        }
+    }
+
+    /// Queues an event on every local socket of the user. A full queue closes that socket with
+    /// 4008 rather than slowing anyone else down.
+    pub fn deliver<T: serde::Serialize>(&self, user: UserId, event: &mut EncodedEvent<'_, T>) {
+        let shard = self.shard(user);
+        let Some(conns) = shard.get(&user) else {
+            return;
+        };
+        for conn in conns {
+            match conn.outbound.try_send(event.bytes(conn.format)) {
+                Ok(()) => self.metrics.events_delivered.increment(1),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.metrics.outbound_overflow.increment(1);
+                    conn.signal.close(close_code::TOO_SLOW);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    /// Closes the user's sockets that authenticated with the given token id.
+    pub fn close_session(&self, user: UserId, jti: &str, code: u16) {
+        let shard = self.shard(user);
+        for conn in shard.get(&user).into_iter().flatten() {
+            if &*conn.jti == jti {
+                let notice =
+                    Reply::error(None, ErrorCode::Unauthorized, "the session was logged out");
+                let _ = conn.control.try_send(encode_reply(conn.format, &notice));
+                conn.signal.close(code);
+            }
+        }
+    }
+
+    /// Every socket's close signal, for draining.
+    pub fn all_signals(&self) -> Vec<std::sync::Arc<CloseSignal>> {
+        let mut signals = Vec::new();
+        for index in 0..SHARDS {
+            let shard = self.shard(index as u64);
+            signals.extend(shard.values().flatten().map(|c| c.signal.clone()));
+        }
+        signals
+    }
+
+    pub fn connection_count(&self) -> usize {
+        (0..SHARDS)
+            .map(|index| {
+                self.shard(index as u64)
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,39 @@
+//! Metric handles registered once at start, so hot paths don't look names up per event.
+
+use metrics::{Counter, Gauge, Histogram};
+
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    pub connections: Gauge,
+    pub connections_opened: Counter,
+    pub users: Gauge,
+    pub events_delivered: Counter,
+    pub outbound_overflow: Counter,
+    pub auth_failures: Counter,
+    pub delivery_seconds: Histogram,
+    pub bus_up: Gauge,
+    pub draining: Gauge,
+    pub api_request_seconds: Histogram,
+}
+
+impl GatewayMetrics {
+    pub fn register() -> Self {
+        Self {
+            connections: metrics::gauge!("chat_gateway_connections"),
+            connections_opened: metrics::counter!("chat_gateway_connections_opened_total"),
+            users: metrics::gauge!("chat_gateway_users"),
+            events_delivered: metrics::counter!("chat_gateway_events_delivered_total"),
+            outbound_overflow: metrics::counter!("chat_gateway_outbound_overflow_total"),
+            auth_failures: metrics::counter!("chat_gateway_auth_failures_total"),
+            delivery_seconds: metrics::histogram!("chat_delivery_seconds"),
+            bus_up: metrics::gauge!("chat_gateway_bus_up"),
+            draining: metrics::gauge!("chat_gateway_draining"),
+            api_request_seconds: metrics::histogram!("chat_gateway_api_request_seconds"),
+        }
+    }
+
+    /// Counts a received client frame by type (not hot enough to cache per label).
+    pub fn frame_received(&self, kind: &'static str) {
+        metrics::counter!("chat_gateway_frames_received_total", "type" => kind).increment(1);
+    }
+}

@@ -1,0 +1,451 @@
+//! One WebSocket connection: authenticate, register with the hub, then read frames until the
+//! client leaves, idles out, breaks the protocol, or someone asks the socket to close.
+//!
+//! Each socket runs two tasks: this reader (which owns the read half) and a writer (which owns
+//! the write half and the outbound queues). A third, for chat-api calls, starts on demand.
+
+mod assembler;
+mod requests;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_auth::TokenError;
+use chat_proto::{ClientFrame, ErrorCode, Reply, SendMessageRequest, WireFormat};
+use fastwebsockets::upgrade::UpgradeFut;
+use fastwebsockets::{Frame, OpCode, Role, WebSocketError, WebSocketRead};
+use tokio::io::ReadHalf;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use self::assembler::{Assembler, CloseCause, Message};
+use self::requests::{Request, RequestQueue, SocketContext};
+use self::writer::{Control, Writer, data_opcode};
+use crate::Gateway;
+use crate::hub::{CloseSignal, ConnHandle, close_code};
+
+pub use self::requests::encode_reply;
+
+/// Control frames (replies, pongs) waiting for the writer before the client counts as too slow.
+const CONTROL_QUEUE: usize = 64;
+/// How long a closing socket's writer may take to put out its last frames.
+const WRITER_GRACE: Duration = Duration::from_secs(5);
+/// A socket forwards at most one `typing` per chat in this interval.
+const TYPING_INTERVAL: Duration = Duration::from_secs(2);
+/// How long registration (subscription + presence) may take before the socket gives up.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the upgrade request said about the socket.
+pub struct SocketParams {
+    pub format: WireFormat,
+    pub token: Option<String>,
+}
+
+type Io = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+
+/// Serves one upgraded connection to the end.
+pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketParams) {
+    let ws = match upgrade.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let (read_io, write_io) = tokio::io::split(ws.into_inner());
+    // The writer frames outbound data itself (batched), so only fastwebsockets' reading side is
+    // used; the write half it pairs with is a sink.
+    let (mut reader, _) =
+        fastwebsockets::after_handshake_split(read_io, tokio::io::sink(), Role::Server);
+    reader.set_max_message_size(gateway.config.max_frame_bytes + 1);
+
+    let signal = Arc::new(CloseSignal::default());
+    let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (events, events_rx) = mpsc::channel(gateway.config.outbound_queue.max(1));
+    let writer = Writer::new(
+        write_io,
+        params.format,
+        control_rx,
+        events_rx,
+        signal.clone(),
+        gateway.config.ping_interval(),
+    );
+    let mut writer = tokio::spawn(writer.run());
+
+    let mut socket = Socket {
+        gateway: gateway.clone(),
+        format: params.format,
+        control,
+        signal,
+        assembler: Assembler::new(gateway.config.max_frame_bytes),
+        typing_sent: HashMap::new(),
+        requests: RequestQueue::default(),
+    };
+    socket.run(&mut reader, params.token, events).await;
+    drop(socket);
+    if tokio::time::timeout(WRITER_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// The authenticated identity of a socket.
+struct Identity {
+    user_id: u64,
+    jti: Arc<str>,
+    token: Arc<str>,
+}
+
+enum Incoming {
+    Message(Message),
+    /// A control frame (pong or ping): proof of life, nothing to do.
+    Alive,
+    /// The peer sent a close frame (already answered) or the stream ended.
+    Gone,
+}
+
+struct Socket {
+    gateway: Arc<Gateway>,
+    format: WireFormat,
+    control: mpsc::Sender<Control>,
+    signal: Arc<CloseSignal>,
+    assembler: Assembler,
+    typing_sent: HashMap<u64, Instant>,
+    requests: RequestQueue,
+}
+
+impl Socket {
+    async fn run(
+        &mut self,
+        reader: &mut WebSocketRead<ReadHalf<Io>>,
+        token: Option<String>,
+        events: mpsc::Sender<Bytes>,
+    ) {
+        let Some(identity) = self.authenticate(reader, token).await else {
+            return;
+        };
+        let conn_id = self.gateway.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let handle = ConnHandle {
+            id: conn_id,
+            jti: identity.jti.clone(),
+            format: self.format,
+            outbound: events,
+            control: self.control.clone(),
+            signal: self.signal.clone(),
+        };
+        let hub = &self.gateway.hub;
+        let registered = hub.register(identity.user_id, handle);
+        if !matches!(
+            tokio::time::timeout(REGISTER_TIMEOUT, registered).await,
+            Ok(Ok(true))
+        ) {
+            hub.unregister(identity.user_id, conn_id);
+            self.refuse(
+                ErrorCode::Unavailable,
+                "this gateway cannot reach redis; reconnect",
+                close_code::RESTART,
+            );
+            return;
+        }
+        let session_id = format!("{}-{conn_id}", self.gateway.node_id);
+        self.reply(&Reply::AuthOk {
+            user_id: identity.user_id,
+            session_id,
+        });
+        let _ = self.control.try_send(Control::Activate);
+        let metrics = &self.gateway.metrics;
+        metrics.connections.increment(1.0);
+        metrics.connections_opened.increment(1);
+
+        self.read_until_closed(reader, &identity).await;
+
+        self.gateway.hub.unregister(identity.user_id, conn_id);
+        self.gateway.metrics.connections.decrement(1.0);
+    }
+
+    /// Finds the token (upgrade header or query, else a first `auth` frame within the timeout)
+    /// and verifies it. On failure the client gets an error frame and close 4001.
+    async fn authenticate(
+        &mut self,
+        reader: &mut WebSocketRead<ReadHalf<Io>>,
+        token: Option<String>,
+    ) -> Option<Identity> {
+        let token = match token {
+            Some(token) => token,
+            None => {
+                match tokio::time::timeout(self.gateway.config.auth_timeout(), self.next(reader))
+                    .await
+                {
+                    Err(_) => return self.fail_auth("authentication timed out"),
+                    Ok(Ok(Incoming::Message(message))) => match self.decode(&message) {
+                        Some(Ok(ClientFrame::Auth { token })) => token,
+                        _ => {
+                            return self.fail_auth(
+                                "the first frame must be {\"type\":\"auth\",\"token\":...}",
+                            );
+                        }
+                    },
+                    Ok(Ok(Incoming::Alive)) => {
+                        return self.fail_auth("the first frame must be auth");
+                    }
+                    Ok(Ok(Incoming::Gone)) => return None,
+                    Ok(Err(cause)) => {
+                        self.signal.close(cause.code);
+                        return None;
+                    }
+                }
+            }
+        };
+        let verified = match self.gateway.keys.verify_user_token(&token) {
+            Ok(verified) => verified,
+            Err(TokenError::Expired) => return self.fail_auth("token has expired"),
+            Err(_) => return self.fail_auth("invalid token"),
+        };
+        match self.gateway.bus.is_revoked(&verified.jti).await {
+            Ok(false) => Some(Identity {
+                user_id: verified.user_id,
+                jti: verified.jti.into(),
+                token: token.into(),
+            }),
+            Ok(true) => self.fail_auth("token has been revoked"),
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation check failed");
+                self.refuse(
+                    ErrorCode::Unavailable,
+                    "cannot verify the token now; reconnect",
+                    close_code::RESTART,
+                );
+                None
+            }
+        }
+    }
+
+    fn fail_auth(&self, message: &str) -> Option<Identity> {
+        self.gateway.metrics.auth_failures.increment(1);
+        self.refuse(ErrorCode::Unauthorized, message, close_code::UNAUTHORIZED);
+        None
+    }
+
+    /// Sends an error frame, then closes with `code`.
+    fn refuse(&self, code: ErrorCode, message: &str, close: u16) {
+        self.reply(&Reply::error(None, code, message));
+        self.signal.close(close);
+    }
+
+    async fn read_until_closed(
+        &mut self,
+        reader: &mut WebSocketRead<ReadHalf<Io>>,
+        identity: &Identity,
+    ) {
+        let idle = self.gateway.config.idle_timeout();
+        let mut deadline = Instant::now() + idle;
+        let signal = self.signal.clone();
+        loop {
+            tokio::select! {
+                biased;
+                () = signal.requested() => return,
+                () = tokio::time::sleep_until(deadline) => {
+                    self.signal.close(close_code::GOING_AWAY);
+                    return;
+                }
+                incoming = self.next(reader) => match incoming {
+                    Ok(Incoming::Message(message)) => {
+                        deadline = Instant::now() + idle;
+                        self.handle(message, identity);
+                    }
+                    Ok(Incoming::Alive) => deadline = Instant::now() + idle,
+                    Ok(Incoming::Gone) => {
+                        self.signal.close(close_code::NORMAL);
+                        return;
+                    }
+                    Err(cause) => {
+                        tracing::debug!(code = cause.code, reason = cause.reason, "closing socket");
+                        self.signal.close(cause.code);
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Reads the next whole message or control frame. Pings and close frames are answered
+    /// through the writer (the library hands us those answers to send).
+    async fn next(
+        &mut self,
+        reader: &mut WebSocketRead<ReadHalf<Io>>,
+    ) -> Result<Incoming, CloseCause> {
+        let control = self.control.clone();
+        let mut answer = move |frame: Frame<'_>| {
+            let sent = control.try_send(Control::Frame(
+                frame.opcode,
+                Bytes::copy_from_slice(&frame.payload),
+            ));
+            std::future::ready(sent.map_err(|_| "control queue is full"))
+        };
+        loop {
+            let frame = match reader.read_frame(&mut answer).await {
+                Ok(frame) => frame,
+                Err(e) => return classify(e),
+            };
+            match frame.opcode {
+                OpCode::Close => return Ok(Incoming::Gone),
+                OpCode::Ping | OpCode::Pong => return Ok(Incoming::Alive),
+                opcode => {
+                    if let Some(message) = self.assembler.push(frame.fin, opcode, &frame.payload)? {
+                        return Ok(Incoming::Message(message));
+                    }
+                }
+            }
+        }
+    }
+
+    fn decode(&self, message: &Message) -> Option<Result<ClientFrame, chat_proto::DecodeError>> {
+        let expected = data_opcode(self.format);
+        if message.opcode != expected {
+            let wanted = if expected == OpCode::Text {
+                "text (JSON)"
+            } else {
+                "binary (MessagePack)"
+            };
+            self.reply(&Reply::error(
+                None,
+                ErrorCode::InvalidInput,
+                format!("this connection takes {wanted} frames"),
+            ));
+            return None;
+        }
+        Some(self.format.decode_client_frame(&message.payload))
+    }
+
+    fn handle(&mut self, message: Message, identity: &Identity) {
+        let frame = match self.decode(&message) {
+            None => return,
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                self.reply(&Reply::error(
+                    e.request_id(),
+                    ErrorCode::InvalidInput,
+                    e.to_string(),
+                ));
+                return;
+            }
+        };
+        let metrics = &self.gateway.metrics;
+        match frame {
+            ClientFrame::Auth { .. } => {
+                metrics.frame_received("auth");
+                self.reply(&Reply::error(
+                    None,
+                    ErrorCode::InvalidInput,
+                    "already authenticated",
+                ));
+            }
+            ClientFrame::Ping { id } => {
+                metrics.frame_received("ping");
+                self.reply(&Reply::Pong {
+                    ts: chrono::Utc::now().timestamp_millis(),
+                    id,
+                });
+            }
+            ClientFrame::Send {
+                id,
+                chat_id,
+                client_msg_id,
+                text,
+                reply_to_id,
+            } => {
+                metrics.frame_received("send");
+                let body = SendMessageRequest {
+                    client_msg_id,
+                    kind: None,
+                    text: Some(text),
+                    attachment_id: None,
+                    reply_to_id,
+                };
+                self.submit(
+                    identity,
+                    Request::Send {
+                        id: id.clone(),
+                        chat_id,
+                        body,
+                    },
+                    id,
+                );
+            }
+            ClientFrame::Read {
+                id,
+                chat_id,
+                up_to_seq,
+            } => {
+                metrics.frame_received("read");
+                self.submit(
+                    identity,
+                    Request::Read {
+                        id: id.clone(),
+                        chat_id,
+                        up_to_seq,
+                    },
+                    id,
+                );
+            }
+            ClientFrame::Typing { chat_id } => {
+                metrics.frame_received("typing");
+                let now = Instant::now();
+                let recent = self
+                    .typing_sent
+                    .get(&chat_id)
+                    .is_some_and(|at| now.duration_since(*at) < TYPING_INTERVAL);
+                if !recent {
+                    self.typing_sent
+                        .retain(|_, at| now.duration_since(*at) < TYPING_INTERVAL);
+                    self.typing_sent.insert(chat_id, now);
+                    self.submit(identity, Request::Typing { chat_id }, None);
+                }
+            }
+        }
+    }
+
+    fn submit(&mut self, identity: &Identity, request: Request, id: Option<chat_proto::RequestId>) {
+        let context = SocketContext {
+            api: self.gateway.api.clone(),
+            token: identity.token.clone(),
+            format: self.format,
+            control: self.control.clone(),
+            signal: self.signal.clone(),
+        };
+        if !self.requests.submit(&context, request) {
+            self.reply(&Reply::error(
+                id,
+                ErrorCode::RateLimited,
+                "too many requests in flight",
+            ));
+        }
+    }
+
+    fn reply(&self, reply: &Reply) {
+        let frame = Control::Frame(data_opcode(self.format), self.format.encode(reply));
+        if self.control.try_send(frame).is_err() {
+            self.signal.close(close_code::TOO_SLOW);
+        }
+    }
+}
+
+/// Maps a read error to the close code the client should get.
+fn classify(error: WebSocketError) -> Result<Incoming, CloseCause> {
+    let cause = |code, reason| Err(CloseCause { code, reason });
+    match error {
+        WebSocketError::FrameTooLarge => cause(close_code::POLICY, "message too large"),
+        WebSocketError::InvalidUTF8 => cause(close_code::INVALID_DATA, "text is not valid UTF-8"),
+        WebSocketError::UnexpectedEOF
+        | WebSocketError::IoError(_)
+        | WebSocketError::ConnectionClosed => Ok(Incoming::Gone),
+        WebSocketError::SendError(_) => cause(close_code::TOO_SLOW, "not reading replies"),
+        _ => cause(close_code::PROTOCOL_ERROR, "protocol error"),
+    }
+}

@@ -1,0 +1,115 @@
+//! Frames that need chat-api (send, read, typing) run one at a time per socket, in the order the
+//! client sent them (so a client's messages keep their order), on a task started at the first
+//! such frame. The reader keeps reading meanwhile.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chat_proto::{ErrorCode, Reply, RequestId, SendMessageRequest, WireFormat};
+use tokio::sync::mpsc;
+
+use super::writer::{Control, data_opcode};
+use crate::api_client::{ApiClient, ApiReply};
+use crate::hub::{CloseSignal, close_code};
+
+/// Requests queued per socket before new ones are refused with `rate_limited`.
+const IN_FLIGHT: usize = 32;
+
+pub enum Request {
+    Send {
+        id: Option<RequestId>,
+        chat_id: u64,
+        body: SendMessageRequest,
+    },
+    Read {
+        id: Option<RequestId>,
+        chat_id: u64,
+        up_to_seq: u64,
+    },
+    Typing {
+        chat_id: u64,
+    },
+}
+
+/// What a request worker needs from its socket.
+#[derive(Clone)]
+pub struct SocketContext {
+    pub api: ApiClient,
+    pub token: Arc<str>,
+    pub format: WireFormat,
+    pub control: mpsc::Sender<Control>,
+    pub signal: Arc<CloseSignal>,
+}
+
+impl SocketContext {
+    /// Queues a reply frame; a client that does not read its replies is too slow.
+    pub fn reply(&self, reply: &Reply) {
+        let frame = Control::Frame(data_opcode(self.format), self.format.encode(reply));
+        if self.control.try_send(frame).is_err() {
+            self.signal.close(close_code::TOO_SLOW);
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct RequestQueue {
+    sender: Option<mpsc::Sender<Request>>,
+}
+
+impl RequestQueue {
+    /// Queues a request, starting the worker on first use; `false` when too many are waiting.
+    pub fn submit(&mut self, context: &SocketContext, request: Request) -> bool {
+        let sender = self.sender.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(IN_FLIGHT);
+            tokio::spawn(work(context.clone(), rx));
+            tx
+        });
+        sender.try_send(request).is_ok()
+    }
+}
+
+async fn work(context: SocketContext, mut requests: mpsc::Receiver<Request>) {
+    while let Some(request) = requests.recv().await {
+        let (id, reply) = match request {
+            Request::Send { id, chat_id, body } => (
+                id,
+                context
+                    .api
+                    .send_message(&context.token, chat_id, &body)
+                    .await,
+            ),
+            Request::Read {
+                id,
+                chat_id,
+                up_to_seq,
+            } => (
+                id,
+                context
+                    .api
+                    .mark_read(&context.token, chat_id, up_to_seq)
+                    .await,
+            ),
+            Request::Typing { chat_id } => {
+                // No reply to typing; a failure is not worth the client's attention.
+                let _ = context.api.typing(&context.token, chat_id).await;
+                continue;
+            }
+        };
+        match reply {
+            ApiReply::Done(message) => context.reply(&Reply::Ack { id, message }),
+            ApiReply::Failed { code, message } => {
+                context.reply(&Reply::error(id, code, message));
+                if code == ErrorCode::Unauthorized {
+                    // The token expired or was revoked while the socket was open.
+                    context.signal.close(close_code::UNAUTHORIZED);
+                }
+            }
+        }
+    }
+}
+
+/// An encoded reply, for callers outside a socket (the hub's logout handling).
+pub fn encode_reply(format: WireFormat, reply: &Reply) -> Control {
+    let bytes: Bytes = format.encode(reply);
+    Control::Frame(data_opcode(format), bytes)
+}
