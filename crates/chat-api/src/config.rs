@@ -7,7 +7,11 @@ use chat_ops::LogFormat;
 use clap::Parser;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "chat-api", version, about = "Chat HTTP/JSON API: users, contacts, chats, messages")]
+#[command(
+    name = "chat-api",
+    version,
+    about = "Chat HTTP/JSON API: users, contacts, chats, messages"
+)]
 pub struct Config {
     /// Address to listen on (host:port).
     #[arg(long, env = "CHAT_LISTEN", default_value = "0.0.0.0:8080")]

@@ -29,7 +29,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
 fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(ErrorCode::TooLarge, "request body is too large (limit 1 MiB)")
+        ApiError::new(
+            ErrorCode::TooLarge,
+            "request body is too large (limit 1 MiB)",
+        )
     } else {
         ApiError::invalid(rejection.body_text())
     }
@@ -69,7 +72,8 @@ impl FromRequestParts<AppState> for AuthUser {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let raw = bearer_token(header).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        let raw =
+            bearer_token(header).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
         let token = state.keys.verify_user_token(raw).map_err(|e| match e {
             TokenError::Expired => ApiError::unauthorized("token has expired"),
             TokenError::Invalid | TokenError::WrongScope => ApiError::unauthorized("invalid token"),

@@ -1,11 +1,11 @@
 //! Register, login and logout.
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use chat_proto::codec::BusBody;
 use chat_proto::{ErrorCode, UserRef};
 use chat_store::StoreError;
@@ -42,11 +42,15 @@ pub async fn register(
 ) -> ApiResult<(StatusCode, Json<Session>)> {
     validate_username(&req.username)?;
     validate_password(&req.password)?;
-    let email = req.email.as_deref().map(str::trim).filter(|e| !e.is_empty());
-    if let Some(email) = email {
-        if email.chars().count() > 254 || !email.contains('@') {
-            return Err(ApiError::invalid("email must contain @ and have at most 254 characters"));
-        }
+    let email = req
+        .email
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty());
+    if email.is_some_and(|e| e.chars().count() > 254 || !e.contains('@')) {
+        return Err(ApiError::invalid(
+            "email must contain @ and have at most 254 characters",
+        ));
     }
     let hash = hash_password(req.password).await?;
     let user = match state.store.create_user(&req.username, email, &hash).await {
@@ -112,7 +116,9 @@ fn validate_username(username: &str) -> ApiResult<()> {
     if ok_len && ok_chars {
         Ok(())
     } else {
-        Err(ApiError::invalid("username must be 3-32 characters of a-z, 0-9, _ . -"))
+        Err(ApiError::invalid(
+            "username must be 3-32 characters of a-z, 0-9, _ . -",
+        ))
     }
 }
 
@@ -155,8 +161,7 @@ async fn verify_password(password: String, hash: String) -> ApiResult<bool> {
 }
 
 /// The argon2id hash of a random password nobody knows, used for unknown usernames.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0Q3bEhVqRsXGXHfFvJGQSIcWy2Jd0Df2n1Sg0o8sQeA";
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0Q3bEhVqRsXGXHfFvJGQSIcWy2Jd0Df2n1Sg0o8sQeA";
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,8 @@
 //! Chats: create (private get-or-create, groups), list, read, update, and membership.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use chat_proto::{Chat, Member};
 use chat_store::{ChatUpdate, NewGroup, StoreError};
 use serde::{Deserialize, Serialize};
@@ -33,13 +33,19 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Chat>)> {
     match req.kind.as_str() {
         "private" => {
-            let peer = req.peer_id.ok_or_else(|| ApiError::invalid("peer_id is required"))?;
+            let peer = req
+                .peer_id
+                .ok_or_else(|| ApiError::invalid("peer_id is required"))?;
             let (chat, created) = state
                 .store
                 .get_or_create_private(caller.id, peer)
                 .await
                 .map_err(user_not_found)?;
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             Ok((status, Json(chat)))
         }
         "group" => {
@@ -102,7 +108,13 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Chat>> {
     let chat_id = parse_id(&id)?;
-    Ok(Json(state.store.chat(caller.id, chat_id).await.map_err(chat_not_found)?))
+    Ok(Json(
+        state
+            .store
+            .chat(caller.id, chat_id)
+            .await
+            .map_err(chat_not_found)?,
+    ))
 }
 
 /// Any store `NotFound` on a chat route means the chat (for this caller).
@@ -158,7 +170,11 @@ pub async fn members(
     Path(id): Path<String>,
 ) -> ApiResult<Json<MemberList>> {
     let chat_id = parse_id(&id)?;
-    let members = state.store.members(caller.id, chat_id).await.map_err(chat_not_found)?;
+    let members = state
+        .store
+        .members(caller.id, chat_id)
+        .await
+        .map_err(chat_not_found)?;
     Ok(Json(MemberList { members }))
 }
 
@@ -175,7 +191,11 @@ pub async fn add_member(
 ) -> ApiResult<StatusCode> {
     let chat_id = parse_id(&id)?;
     // Membership is checked first, so NotFound for a member caller means the added user.
-    state.store.require_member(caller.id, chat_id).await.map_err(chat_not_found)?;
+    state
+        .store
+        .require_member(caller.id, chat_id)
+        .await
+        .map_err(chat_not_found)?;
     state
         .store
         .add_member(caller.id, chat_id, req.user_id)
@@ -191,7 +211,11 @@ pub async fn remove_member(
 ) -> ApiResult<StatusCode> {
     let chat_id = parse_id(&id)?;
     let user_id = parse_id(&user_id)?;
-    state.store.require_member(caller.id, chat_id).await.map_err(chat_not_found)?;
+    state
+        .store
+        .require_member(caller.id, chat_id)
+        .await
+        .map_err(chat_not_found)?;
     state
         .store
         .remove_member(caller.id, chat_id, user_id)

@@ -1,8 +1,8 @@
 //! The caller's contact list, with live presence from Redis.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use chat_proto::Contact;
 use serde::Serialize;
 
@@ -40,10 +40,14 @@ pub async fn add(
     if user_id == caller.id {
         return Err(ApiError::invalid("you cannot add yourself as a contact"));
     }
-    state.store.add_contact(caller.id, user_id).await.map_err(|e| match e {
-        chat_store::StoreError::NotFound => ApiError::not_found("user"),
-        other => other.into(),
-    })?;
+    state
+        .store
+        .add_contact(caller.id, user_id)
+        .await
+        .map_err(|e| match e {
+            chat_store::StoreError::NotFound => ApiError::not_found("user"),
+            other => other.into(),
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 

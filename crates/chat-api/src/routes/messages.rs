@@ -1,8 +1,8 @@
 //! Messages: send (idempotent by client_msg_id), history, read watermark, typing.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use chat_proto::codec::BusBody;
 use chat_proto::{Message, MessageBody, MessageKind, SendMessageRequest, ServerEvent};
 use chat_store::NewMessage;
@@ -52,14 +52,26 @@ pub async fn send(
         .await
         .map_err(chat_not_found)?;
     if !outcome.created {
-        return Ok((StatusCode::OK, Json(MessageBody { message: outcome.message })));
+        return Ok((
+            StatusCode::OK,
+            Json(MessageBody {
+                message: outcome.message,
+            }),
+        ));
     }
     metrics::counter!("chat_messages_published_total").increment(1);
     let event = ServerEvent::NewMessage {
         message: outcome.message.clone(),
     };
-    state.publish(&outcome.member_ids, BusBody::Event(event)).await;
-    Ok((StatusCode::CREATED, Json(MessageBody { message: outcome.message })))
+    state
+        .publish(&outcome.member_ids, BusBody::Event(event))
+        .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(MessageBody {
+            message: outcome.message,
+        }),
+    ))
 }
 
 /// 1–5000 characters after trimming; returns the trimmed text.
@@ -135,7 +147,9 @@ pub async fn read(
             user_id: caller.id,
             up_to_seq,
         };
-        state.publish(&outcome.member_ids, BusBody::Event(event)).await;
+        state
+            .publish(&outcome.member_ids, BusBody::Event(event))
+            .await;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,11 +11,11 @@ mod users;
 
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::error::ApiError;
@@ -31,15 +31,30 @@ pub fn router(state: AppState, metrics: PrometheusHandle) -> Router {
         .route("/users/me", get(users::me))
         .route("/users", get(users::search))
         .route("/contacts", get(contacts::list))
-        .route("/contacts/{user_id}", put(contacts::add).delete(contacts::remove))
+        .route(
+            "/contacts/{user_id}",
+            put(contacts::add).delete(contacts::remove),
+        )
         .route("/chats", post(chats::create).get(chats::list))
         .route("/chats/{id}", get(chats::get).patch(chats::update))
-        .route("/chats/{id}/members", get(chats::members).post(chats::add_member))
-        .route("/chats/{id}/members/{user_id}", axum::routing::delete(chats::remove_member))
-        .route("/chats/{id}/messages", post(messages::send).get(messages::list))
+        .route(
+            "/chats/{id}/members",
+            get(chats::members).post(chats::add_member),
+        )
+        .route(
+            "/chats/{id}/members/{user_id}",
+            axum::routing::delete(chats::remove_member),
+        )
+        .route(
+            "/chats/{id}/messages",
+            post(messages::send).get(messages::list),
+        )
         .route("/chats/{id}/read", post(messages::read))
         .route("/chats/{id}/typing", post(messages::typing))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_migrated));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_migrated,
+        ));
     Router::new()
         .nest("/v1", v1)
         .route("/internal/v1/presence", post(internal::presence))
@@ -58,7 +73,10 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(chat_proto::ErrorCode::MethodNotAllowed, "method not allowed on this path")
+    ApiError::new(
+        chat_proto::ErrorCode::MethodNotAllowed,
+        "method not allowed on this path",
+    )
 }
 
 /// Until the schema exists, answer 503 rather than failing on missing tables.

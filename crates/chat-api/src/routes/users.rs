@@ -1,7 +1,7 @@
 //! The caller's profile and user search.
 
-use axum::extract::State;
 use axum::Json;
+use axum::extract::State;
 use chat_proto::{Me, UserRef};
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,12 @@ pub async fn search(
     _caller: AuthUser,
     QueryParams(query): QueryParams<SearchQuery>,
 ) -> ApiResult<Json<UserList>> {
-    let prefix = query.q.as_deref().map(str::trim).unwrap_or_default().to_lowercase();
+    let prefix = query
+        .q
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_lowercase();
     if prefix.is_empty() || prefix.chars().count() > 32 {
         return Err(ApiError::invalid("q must be 1-32 characters"));
     }
