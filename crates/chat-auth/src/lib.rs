@@ -212,10 +212,16 @@ mod tests {
     fn scopes_do_not_mix() {
         let keys = TokenKeys::hs256(b"s");
         let service = keys.issue_service_token("gw1", Duration::from_secs(60));
-        assert_eq!(keys.verify_user_token(&service), Err(TokenError::WrongScope));
+        assert_eq!(
+            keys.verify_user_token(&service),
+            Err(TokenError::WrongScope)
+        );
         assert_eq!(keys.verify_service_token(&service).as_deref(), Ok("gw1"));
         let (user, _) = keys.issue_user_token(1, Duration::from_secs(60));
-        assert_eq!(keys.verify_service_token(&user), Err(TokenError::WrongScope));
+        assert_eq!(
+            keys.verify_service_token(&user),
+            Err(TokenError::WrongScope)
+        );
     }
 
     #[test]

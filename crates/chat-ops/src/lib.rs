@@ -15,7 +15,9 @@ pub enum LogFormat {
 /// Logs go to stdout; the level comes from `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     let result = match format {
         LogFormat::Json => builder
             .json()
@@ -105,7 +107,10 @@ mod tests {
 
     #[test]
     fn passwords_are_masked() {
-        assert_eq!(mask_url("mysql://root:pw@h:3306/db"), "mysql://root:***@h:3306/db");
+        assert_eq!(
+            mask_url("mysql://root:pw@h:3306/db"),
+            "mysql://root:***@h:3306/db"
+        );
         assert_eq!(mask_url("mysql://root@h/db"), "mysql://root@h/db");
         assert_eq!(mask_url("redis://h:6379"), "redis://h:6379");
     }

@@ -44,7 +44,9 @@ impl WireFormat {
         match self {
             // Serializing our own types cannot fail: they have string keys and no maps with
             // non-string keys; an empty body is never sent in practice.
-            Self::Json => serde_json::to_vec(value).map(Bytes::from).unwrap_or_default(),
+            Self::Json => serde_json::to_vec(value)
+                .map(Bytes::from)
+                .unwrap_or_default(),
             Self::MsgPack => rmp_serde::to_vec_named(value)
                 .map(Bytes::from)
                 .unwrap_or_default(),
@@ -188,7 +190,10 @@ mod tests {
         let decoded = BusEnvelope::decode(&envelope.encode()).expect("decodes");
         assert_eq!(decoded, envelope);
         let revoked = BusEnvelope::new(BusBody::SessionRevoked { jti: "j".into() });
-        assert_eq!(BusEnvelope::decode(&revoked.encode()).expect("decodes"), revoked);
+        assert_eq!(
+            BusEnvelope::decode(&revoked.encode()).expect("decodes"),
+            revoked
+        );
     }
 
     #[test]
@@ -198,7 +203,9 @@ mod tests {
         assert!(matches!(frame, ClientFrame::Send { chat_id: 5, .. }));
         let packed = rmp_serde::to_vec_named(&frame).expect("encodes");
         assert_eq!(
-            WireFormat::MsgPack.decode_client_frame(&packed).expect("valid"),
+            WireFormat::MsgPack
+                .decode_client_frame(&packed)
+                .expect("valid"),
             frame
         );
     }

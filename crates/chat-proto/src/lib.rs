@@ -11,7 +11,7 @@ pub mod frame;
 pub mod model;
 pub mod time;
 
-pub use codec::{BusEnvelope, BusBody, DecodeError, WireFormat};
+pub use codec::{BusBody, BusEnvelope, DecodeError, WireFormat};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{PresenceStatus, ServerEvent};
 pub use frame::{ClientFrame, Reply, RequestId};

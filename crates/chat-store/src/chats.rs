@@ -53,7 +53,9 @@ impl Store {
     /// The private chat of the pair, created if needed; `true` when it was created now.
     pub async fn get_or_create_private(&self, me: Id, peer: Id) -> Result<(Chat, bool)> {
         if me == peer {
-            return Err(StoreError::Invalid("a private chat needs another user".into()));
+            return Err(StoreError::Invalid(
+                "a private chat needs another user".into(),
+            ));
         }
         if !self.user_exists(peer).await? {
             return Err(StoreError::NotFound);
@@ -79,13 +81,20 @@ impl Store {
             Err(e) if is_duplicate_of(&e, "uq_chats_pair") => {
                 // Another request created it first.
                 drop(tx);
-                let chat_id = self.private_chat_id(&pair_key).await?.ok_or(StoreError::NotFound)?;
+                let chat_id = self
+                    .private_chat_id(&pair_key)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
                 return Ok((self.chat(me, chat_id).await?, false));
             }
             Err(e) => return Err(e.into()),
         };
-        insert_members(&mut tx, chat_id, &[(me, MemberRole::Member), (peer, MemberRole::Member)])
-            .await?;
+        insert_members(
+            &mut tx,
+            chat_id,
+            &[(me, MemberRole::Member), (peer, MemberRole::Member)],
+        )
+        .await?;
         tx.commit().await?;
         Ok((self.chat(me, chat_id).await?, true))
     }
@@ -100,7 +109,12 @@ impl Store {
 
     /// Creates a group with the caller as owner; `NotFound` if a member id is not a user.
     pub async fn create_group(&self, me: Id, group: NewGroup<'_>) -> Result<Chat> {
-        let others: BTreeSet<Id> = group.member_ids.iter().copied().filter(|&id| id != me).collect();
+        let others: BTreeSet<Id> = group
+            .member_ids
+            .iter()
+            .copied()
+            .filter(|&id| id != me)
+            .collect();
         if !others.is_empty() && self.count_users(&others).await? != others.len() as i64 {
             return Err(StoreError::NotFound);
         }
@@ -178,17 +192,19 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(id, kind, title, created_at, last_seq, last_id, last_read, pinned, archived)| Chat {
-                    id,
-                    kind: ChatKind::parse(&kind).unwrap_or(ChatKind::Group),
-                    title,
-                    members: members.remove(&id).unwrap_or_default(),
-                    last_message: last_id.and_then(|mid| last_messages.remove(&mid)),
-                    unread_count: last_seq.saturating_sub(last_read),
-                    pinned,
-                    archived,
-                    created_at: created_at.and_utc(),
-                    last_seq,
+                |(id, kind, title, created_at, last_seq, last_id, last_read, pinned, archived)| {
+                    Chat {
+                        id,
+                        kind: ChatKind::parse(&kind).unwrap_or(ChatKind::Group),
+                        title,
+                        members: members.remove(&id).unwrap_or_default(),
+                        last_message: last_id.and_then(|mid| last_messages.remove(&mid)),
+                        unread_count: last_seq.saturating_sub(last_read),
+                        pinned,
+                        archived,
+                        created_at: created_at.and_utc(),
+                        last_seq,
+                    }
                 },
             )
             .collect())
@@ -223,8 +239,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut query =
-            QueryBuilder::<MySql>::new(format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ("));
+        let mut query = QueryBuilder::<MySql>::new(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ("
+        ));
         let mut list = query.separated(", ");
         for id in ids {
             list.push_bind(*id);
@@ -277,10 +294,11 @@ impl Store {
 
     /// The user ids of a chat's members (for publishing); no access check.
     pub async fn member_ids(&self, chat_id: Id) -> Result<Vec<Id>> {
-        let rows: Vec<(u64,)> = sqlx::query_as("SELECT user_id FROM chat_members WHERE chat_id = ?")
-            .bind(chat_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(u64,)> =
+            sqlx::query_as("SELECT user_id FROM chat_members WHERE chat_id = ?")
+                .bind(chat_id)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
@@ -309,7 +327,9 @@ impl Store {
     pub async fn add_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()> {
         let membership = self.membership(me, chat_id).await?;
         if membership.kind == ChatKind::Private {
-            return Err(StoreError::Invalid("members of a private chat cannot change".into()));
+            return Err(StoreError::Invalid(
+                "members of a private chat cannot change".into(),
+            ));
         }
         if !self.user_exists(user_id).await? {
             return Err(StoreError::NotFound);
@@ -331,10 +351,14 @@ impl Store {
     pub async fn remove_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()> {
         let membership = self.membership(me, chat_id).await?;
         if membership.kind == ChatKind::Private {
-            return Err(StoreError::Invalid("members of a private chat cannot change".into()));
+            return Err(StoreError::Invalid(
+                "members of a private chat cannot change".into(),
+            ));
         }
         if user_id != me && membership.role != MemberRole::Owner {
-            return Err(StoreError::Forbidden("only the owner may remove other members"));
+            return Err(StoreError::Forbidden(
+                "only the owner may remove other members",
+            ));
         }
         let removed = sqlx::query("DELETE FROM chat_members WHERE chat_id = ? AND user_id = ?")
             .bind(chat_id)

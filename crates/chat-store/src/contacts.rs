@@ -12,12 +12,14 @@ impl Store {
         if !self.user_exists(contact_id).await? {
             return Err(StoreError::NotFound);
         }
-        sqlx::query("INSERT IGNORE INTO contacts (owner_id, contact_id, created_at) VALUES (?, ?, ?)")
-            .bind(owner_id)
-            .bind(contact_id)
-            .bind(chat_proto::time::now_millis().naive_utc())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT IGNORE INTO contacts (owner_id, contact_id, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(owner_id)
+        .bind(contact_id)
+        .bind(chat_proto::time::now_millis().naive_utc())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

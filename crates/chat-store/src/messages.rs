@@ -93,10 +93,11 @@ impl Store {
             _ => return Err(StoreError::NotFound),
         };
         if let Some(reply_to) = new.reply_to_id {
-            let target: Option<(u64,)> = sqlx::query_as("SELECT chat_id FROM messages WHERE id = ?")
-                .bind(reply_to)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let target: Option<(u64,)> =
+                sqlx::query_as("SELECT chat_id FROM messages WHERE id = ?")
+                    .bind(reply_to)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if target.map(|(chat,)| chat) != Some(new.chat_id) {
                 return Err(StoreError::Invalid(
                     "reply_to_id must name a message of the same chat".into(),
