@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 TEST_THREADS ?= 4
 
-.PHONY: help build run test unit lint fmt services clean
+.PHONY: help build run test unit lint fmt services clean bench
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,6 +27,9 @@ unit: ## Unit tests only (no services needed)
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: ## Send->delivered latency across two gateways (1,000 sequential messages)
+	scripts/bench-latency.sh 1000
 
 fmt:
 	$(CARGO) fmt --all

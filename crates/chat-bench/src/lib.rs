@@ -1,0 +1,114 @@
+//! Benchmarks that talk to a running system over its public contract only (REST + WebSocket),
+//! so they measure what a client sees. Shared helpers live here; each benchmark is a binary.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A registered user: id and token.
+pub struct Account {
+    pub id: u64,
+    pub token: String,
+}
+
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> anyhow::Result<Value> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.with_context(|| format!("POST {path}"))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("POST {path} answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Registers a fresh user with a random name.
+    pub async fn register(&self, tag: &str) -> anyhow::Result<Account> {
+        let username = format!("{tag}{:08x}", rand::random::<u32>());
+        let body = self
+            .post("/v1/auth/register", None, json!({"username": username, "password": "bench-password"}))
+            .await?;
+        Ok(Account {
+            id: body["user"]["id"].as_u64().context("user id")?,
+            token: body["token"].as_str().context("token")?.to_string(),
+        })
+    }
+}
+
+/// Opens an authenticated socket (token in the query) and waits for `auth_ok`.
+pub async fn connect(ws_url: &str, token: &str) -> anyhow::Result<Socket> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token={token}"))
+        .await
+        .with_context(|| format!("connecting {ws_url}"))?;
+    let first = next_json(&mut socket, Duration::from_secs(10)).await?;
+    if first["type"] != "auth_ok" {
+        bail!("expected auth_ok, got {first}");
+    }
+    Ok(socket)
+}
+
+/// The next JSON text frame.
+pub async fn next_json(socket: &mut Socket, limit: Duration) -> anyhow::Result<Value> {
+    loop {
+        let frame = tokio::time::timeout(limit, socket.next())
+            .await
+            .context("timed out waiting for a frame")?
+            .context("socket closed")??;
+        match frame {
+            Message::Text(text) => return Ok(serde_json::from_str(&text)?),
+            Message::Close(close) => bail!("socket closed: {close:?}"),
+            _ => continue,
+        }
+    }
+}
+
+pub async fn send_json(socket: &mut Socket, value: &Value) -> anyhow::Result<()> {
+    socket.send(Message::Text(value.to_string().into())).await?;
+    Ok(())
+}
+
+/// Percentile (0–100) of sorted samples, nearest-rank.
+pub fn percentile(sorted: &[Duration], pct: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((pct / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+    use std::time::Duration;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&samples, 50.0), Duration::from_millis(50));
+        assert_eq!(percentile(&samples, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&samples, 100.0), Duration::from_millis(100));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+}
