@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deadpool_redis::{Pool, PoolConfig, Runtime};
-use redis::AsyncCommands;
+use redis::aio::ConnectionLike;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, Cmd, FromRedisValue, RedisFuture, Value};
+use tokio::sync::OnceCell;
 
 pub use keys::Keys;
 pub use subscriber::{BusMessage, Subscriber};
@@ -79,36 +83,89 @@ impl BusConfig {
     }
 }
 
+/// Where commands go: a pool of connections to one Redis, or one multiplexed cluster connection
+/// (made on first use and routed by slot).
+#[derive(Clone)]
+enum Backend {
+    Standalone(Pool),
+    Cluster(Arc<ClusterBackend>),
+}
+
+struct ClusterBackend {
+    client: ClusterClient,
+    conn: OnceCell<ClusterConnection>,
+}
+
+/// A connection of either kind; it speaks `ConnectionLike`, so commands, pipelines and scripts
+/// are written once.
+pub(crate) enum BusConn {
+    Pooled(deadpool_redis::Connection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for BusConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Pooled(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Pooled(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Pooled(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
 /// A cheap-to-clone handle for commands: publishing, revocation, presence.
 #[derive(Clone)]
 pub struct RedisBus {
-    pool: Pool,
+    backend: Backend,
     keys: Arc<Keys>,
-    url: String,
+    urls: Vec<String>,
 }
 
 impl RedisBus {
-    /// Builds the pool; connections open on first use, so a service can start before Redis.
+    /// Builds the pool or cluster client; connections open on first use, so a service can start
+    /// before Redis.
     pub fn new(config: &BusConfig) -> Result<Self> {
-        if config.mode == RedisMode::Cluster {
-            return Err(BusError::Config(
-                "REDIS_MODE=cluster is not supported by this build yet; use standalone".into(),
-            ));
-        }
-        let url = config
+        let first = config
             .urls
             .first()
             .cloned()
             .ok_or_else(|| BusError::Config("REDIS_URL is empty".into()))?;
-        let mut pool_config = deadpool_redis::Config::from_url(url.clone());
-        pool_config.pool = Some(PoolConfig::new(config.pool_size));
-        let pool = pool_config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| BusError::Config(e.to_string()))?;
+        let backend = match config.mode {
+            RedisMode::Standalone => {
+                let mut pool_config = deadpool_redis::Config::from_url(first);
+                pool_config.pool = Some(PoolConfig::new(config.pool_size));
+                let pool = pool_config
+                    .create_pool(Some(Runtime::Tokio1))
+                    .map_err(|e| BusError::Config(e.to_string()))?;
+                Backend::Standalone(pool)
+            }
+            RedisMode::Cluster => Backend::Cluster(Arc::new(ClusterBackend {
+                client: cluster_builder(&config.urls).build()?,
+                conn: OnceCell::new(),
+            })),
+        };
         Ok(Self {
-            pool,
+            backend,
             keys: Arc::new(Keys::new(&config.prefix)),
-            url,
+            urls: config.urls.clone(),
         })
     }
 
@@ -116,14 +173,62 @@ impl RedisBus {
         &self.keys
     }
 
-    pub(crate) async fn conn(&self) -> Result<deadpool_redis::Connection> {
+    pub fn mode(&self) -> RedisMode {
+        match self.backend {
+            Backend::Standalone(_) => RedisMode::Standalone,
+            Backend::Cluster(_) => RedisMode::Cluster,
+        }
+    }
+
+    pub(crate) async fn conn(&self) -> Result<BusConn> {
         // A dead Redis must not hang requests: bound the wait for a connection.
-        match tokio::time::timeout(Duration::from_secs(2), self.pool.get()).await {
-            Ok(conn) => Ok(conn?),
-            Err(_) => Err(BusError::Redis(redis::RedisError::from((
+        let limit = Duration::from_secs(2);
+        let timed_out = || {
+            BusError::Redis(redis::RedisError::from((
                 redis::ErrorKind::Io,
                 "timed out waiting for a redis connection",
-            )))),
+            )))
+        };
+        match &self.backend {
+            Backend::Standalone(pool) => match tokio::time::timeout(limit, pool.get()).await {
+                Ok(conn) => Ok(BusConn::Pooled(conn?)),
+                Err(_) => Err(timed_out()),
+            },
+            Backend::Cluster(cluster) => {
+                let connect = cluster
+                    .conn
+                    .get_or_try_init(|| cluster.client.get_async_connection());
+                match tokio::time::timeout(limit, connect).await {
+                    Ok(conn) => Ok(BusConn::Cluster(conn?.clone())),
+                    Err(_) => Err(timed_out()),
+                }
+            }
+        }
+    }
+
+    /// Runs independent commands and returns their replies in order: one pipeline on a single
+    /// Redis; on a cluster, where a pipeline must stay inside one slot, concurrent commands on the
+    /// multiplexed connection (which still share round trips).
+    pub(crate) async fn run_all<T: FromRedisValue>(&self, commands: &[Cmd]) -> Result<Vec<T>> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.conn().await? {
+            BusConn::Pooled(mut conn) => {
+                let mut pipe = redis::pipe();
+                for command in commands {
+                    pipe.add_command(command.clone());
+                }
+                Ok(pipe.query_async(&mut conn).await?)
+            }
+            BusConn::Cluster(conn) => {
+                let replies = futures_util::future::join_all(commands.iter().map(|command| {
+                    let mut conn = conn.clone();
+                    async move { command.query_async::<T>(&mut conn).await }
+                }))
+                .await;
+                Ok(replies.into_iter().collect::<Result<Vec<T>, _>>()?)
+            }
         }
     }
 
@@ -133,19 +238,28 @@ impl RedisBus {
         Ok(())
     }
 
-    /// Publishes one payload to the channel of each user, in one pipelined round trip.
+    /// Publishes one payload to the channel of each user (sharded PUBLISH on a cluster, so each
+    /// message goes only to the shard that owns the channel).
     pub async fn publish_to_users(&self, users: &[UserId], payload: &Bytes) -> Result<()> {
         if users.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
-        let mut pipe = redis::pipe();
-        for &user in users {
-            pipe.publish(self.keys.user_channel(user), payload.as_ref())
-                .ignore();
-        }
-        let mut conn = self.conn().await?;
-        pipe.query_async::<()>(&mut conn).await?;
+        let verb = match self.backend {
+            Backend::Standalone(_) => "PUBLISH",
+            Backend::Cluster(_) => "SPUBLISH",
+        };
+        let commands: Vec<Cmd> = users
+            .iter()
+            .map(|&user| {
+                let mut command = redis::cmd(verb);
+                command
+                    .arg(self.keys.user_channel(user))
+                    .arg(payload.as_ref());
+                command
+            })
+            .collect();
+        let _: Vec<Value> = self.run_all(&commands).await?;
         metrics::histogram!("chat_bus_publish_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("chat_bus_published_total").increment(users.len() as u64);
         Ok(())
@@ -168,6 +282,13 @@ impl RedisBus {
     pub async fn subscriber(
         &self,
     ) -> Result<(Subscriber, tokio::sync::mpsc::UnboundedReceiver<BusMessage>)> {
-        Subscriber::connect(&self.url, self.keys.clone()).await
+        Subscriber::connect(self.mode(), &self.urls, self.keys.clone()).await
     }
+}
+
+/// A cluster client builder from seed URLs, with the timeouts every cluster connection uses.
+pub(crate) fn cluster_builder(urls: &[String]) -> redis::cluster::ClusterClientBuilder {
+    redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(5))
 }

@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use redis::Script;
+use redis::{Cmd, Script, Value};
 
-use crate::{RedisBus, Result, UserId};
+use crate::{BusConn, RedisBus, Result, UserId};
 
 /// Removes expired entries, adds this node, and answers how many nodes held the user before.
 const CONNECT: &str = r"
@@ -55,6 +55,7 @@ impl RedisBus {
             .arg(ttl_ms * 2)
             .invoke_async(&mut conn)
             .await?;
+        // One key, so a pipeline is fine on a cluster too.
         let node_users = self.keys.node_users(node);
         redis::pipe()
             .sadd(&node_users, user)
@@ -81,7 +82,7 @@ impl RedisBus {
 
     async fn remove_node_entry(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut BusConn,
         user: UserId,
         node: &str,
     ) -> Result<bool> {
@@ -104,41 +105,44 @@ impl RedisBus {
     ) -> Result<()> {
         let ttl_ms = ttl.as_millis() as i64;
         let expiry = now_ms() + ttl_ms;
-        let mut conn = self.conn().await?;
-        redis::pipe()
-            .zadd(self.keys.nodes(), node, expiry)
-            .ignore()
-            .pexpire(self.keys.node_users(node), ttl_ms * 10)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
+        let mut liveness = vec![Cmd::new(), Cmd::new()];
+        liveness[0]
+            .arg("ZADD")
+            .arg(self.keys.nodes())
+            .arg(expiry)
+            .arg(node);
+        liveness[1]
+            .arg("PEXPIRE")
+            .arg(self.keys.node_users(node))
+            .arg(ttl_ms * 10);
+        let _: Vec<Value> = self.run_all(&liveness).await?;
         for chunk in users.chunks(HEARTBEAT_CHUNK) {
-            let mut pipe = redis::pipe();
+            let mut commands = Vec::with_capacity(chunk.len() * 2);
             for &user in chunk {
                 let key = self.keys.presence(user);
-                pipe.cmd("ZADD")
+                let mut refresh = Cmd::new();
+                refresh
+                    .arg("ZADD")
                     .arg(&key)
                     .arg("XX")
                     .arg(expiry)
-                    .arg(node)
-                    .ignore();
-                pipe.pexpire(&key, ttl_ms * 2).ignore();
+                    .arg(node);
+                let mut keep = Cmd::new();
+                keep.arg("PEXPIRE").arg(&key).arg(ttl_ms * 2);
+                commands.push(refresh);
+                commands.push(keep);
             }
-            pipe.query_async::<()>(&mut conn).await?;
+            let _: Vec<Value> = self.run_all(&commands).await?;
         }
         Ok(())
     }
 
     /// Removes this node from the registry on a clean shutdown, after its sockets are closed.
     pub async fn presence_leave(&self, node: &str) -> Result<()> {
-        let mut conn = self.conn().await?;
-        redis::pipe()
-            .zrem(self.keys.nodes(), node)
-            .ignore()
-            .del(self.keys.node_users(node))
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
+        let mut commands = vec![Cmd::new(), Cmd::new()];
+        commands[0].arg("ZREM").arg(self.keys.nodes()).arg(node);
+        commands[1].arg("DEL").arg(self.keys.node_users(node));
+        let _: Vec<Value> = self.run_all(&commands).await?;
         Ok(())
     }
 
@@ -186,12 +190,19 @@ impl RedisBus {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let mut pipe = redis::pipe();
-        for &user in users {
-            pipe.zcount(self.keys.presence(user), now, "+inf");
-        }
-        let mut conn = self.conn().await?;
-        let counts: Vec<i64> = pipe.query_async(&mut conn).await?;
+        let commands: Vec<Cmd> = users
+            .iter()
+            .map(|&user| {
+                let mut count = Cmd::new();
+                count
+                    .arg("ZCOUNT")
+                    .arg(self.keys.presence(user))
+                    .arg(now)
+                    .arg("+inf");
+                count
+            })
+            .collect();
+        let counts: Vec<i64> = self.run_all(&commands).await?;
         Ok(counts.into_iter().map(|n| n > 0).collect())
     }
 }

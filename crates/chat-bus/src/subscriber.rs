@@ -14,7 +14,8 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
 use crate::keys::Keys;
-use crate::{Result, UserId};
+use crate::{RedisMode, Result, UserId, cluster_builder};
+use redis::cluster_async::ClusterConnection;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusMessage {
@@ -25,17 +26,26 @@ pub enum BusMessage {
 }
 
 #[derive(Clone)]
+enum SubscriptionConn {
+    /// SUBSCRIBE on one Redis.
+    Standalone(ConnectionManager),
+    /// SSUBSCRIBE on a cluster: each channel lives on the shard owning its slot; the client keeps
+    /// one connection per shard and follows topology changes and failovers.
+    Cluster(ClusterConnection),
+}
+
+#[derive(Clone)]
 pub struct Subscriber {
-    conn: ConnectionManager,
+    conn: SubscriptionConn,
     keys: Arc<Keys>,
 }
 
 impl Subscriber {
     pub(crate) async fn connect(
-        url: &str,
+        mode: RedisMode,
+        urls: &[String],
         keys: Arc<Keys>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<BusMessage>)> {
-        let client = redis::Client::open(with_resp3(url))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let push_keys = keys.clone();
         let forward = move |info: PushInfo| {
@@ -45,31 +55,80 @@ impl Subscriber {
             }
             Ok::<(), std::convert::Infallible>(())
         };
-        let config = ConnectionManagerConfig::new()
-            .set_push_sender(forward)
-            .set_automatic_resubscription()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = match mode {
+            RedisMode::Standalone => {
+                let url = urls.first().map(String::as_str).unwrap_or_default();
+                let client = redis::Client::open(with_resp3(url))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_push_sender(forward)
+                    .set_automatic_resubscription()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(5)))
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_secs(2));
+                SubscriptionConn::Standalone(
+                    ConnectionManager::new_with_config(client, config).await?,
+                )
+            }
+            RedisMode::Cluster => {
+                let client = cluster_builder(urls)
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(forward)
+                    .build()?;
+                SubscriptionConn::Cluster(client.get_async_connection().await?)
+            }
+        };
         Ok((Self { conn, keys }, rx))
     }
 
-    /// Subscribes to the channels of several users in one command.
+    /// Subscribes to the channels of several users.
     pub async fn subscribe_many(&self, users: &[UserId]) -> Result<()> {
         let channels: Vec<String> = users.iter().map(|&u| self.keys.user_channel(u)).collect();
-        let mut conn = self.conn.clone();
-        conn.subscribe(channels).await?;
+        match &self.conn {
+            SubscriptionConn::Standalone(conn) => conn.clone().subscribe(channels).await?,
+            SubscriptionConn::Cluster(conn) => {
+                // One command per channel: channels of different users live in different slots.
+                for_each_channel(conn, channels, |mut conn, channel| async move {
+                    conn.ssubscribe(channel).await
+                })
+                .await?;
+            }
+        }
         Ok(())
     }
 
     pub async fn unsubscribe_many(&self, users: &[UserId]) -> Result<()> {
         let channels: Vec<String> = users.iter().map(|&u| self.keys.user_channel(u)).collect();
-        let mut conn = self.conn.clone();
-        conn.unsubscribe(channels).await?;
+        match &self.conn {
+            SubscriptionConn::Standalone(conn) => conn.clone().unsubscribe(channels).await?,
+            SubscriptionConn::Cluster(conn) => {
+                for_each_channel(conn, channels, |mut conn, channel| async move {
+                    conn.sunsubscribe(channel).await
+                })
+                .await?;
+            }
+        }
         Ok(())
     }
+}
+
+/// Runs one command per channel concurrently on the multiplexed cluster connection.
+async fn for_each_channel<F, Fut>(
+    conn: &ClusterConnection,
+    channels: Vec<String>,
+    command: F,
+) -> redis::RedisResult<()>
+where
+    F: Fn(ClusterConnection, String) -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<()>>,
+{
+    let results = futures_util::future::join_all(
+        channels
+            .into_iter()
+            .map(|channel| command(conn.clone(), channel)),
+    )
+    .await;
+    results.into_iter().collect()
 }
 
 fn with_resp3(url: &str) -> String {
