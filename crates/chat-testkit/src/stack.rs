@@ -1,0 +1,501 @@
+//! A running chat backend: one `chat-api` and N `chat-gateway` processes on free local ports,
+//! sharing a fresh database, a unique Redis prefix and a random JWT secret.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::api::ApiClient;
+use crate::db::TestDb;
+use crate::ports::{free_addr, pid_listens_on};
+use crate::process::Proc;
+use crate::proxy::{TcpProxy, host_port, with_host_port};
+use crate::redis;
+
+/// How long a process may take to answer `/readyz` with 200.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Attempts at starting a process whose free port was taken in the meantime.
+const PORT_ATTEMPTS: usize = 3;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Number of gateway processes (node ids `gw1`, `gw2`, ...).
+    pub gateways: usize,
+    /// `CHAT_PRESENCE_TTL_MS` for the gateways (their default is 30000).
+    pub presence_ttl_ms: Option<u64>,
+    /// `CHAT_AUTH_TIMEOUT_MS` for the gateways (their default is 5000).
+    pub auth_timeout_ms: Option<u64>,
+    /// Extra environment for chat-api.
+    pub api_env: Vec<(String, String)>,
+    /// Extra environment for every gateway.
+    pub gateway_env: Vec<(String, String)>,
+    /// Route chat-api's MySQL connections through a [`TcpProxy`] (see [`Stack::mysql_proxy`]).
+    pub proxy_mysql: bool,
+    /// Route chat-api's Redis connections through a [`TcpProxy`] (see [`Stack::redis_proxy`]).
+    pub proxy_api_redis: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            gateways: 1,
+            presence_ttl_ms: None,
+            auth_timeout_ms: None,
+            api_env: Vec::new(),
+            gateway_env: Vec::new(),
+            proxy_mysql: false,
+            proxy_api_redis: false,
+        }
+    }
+}
+
+impl StackOptions {
+    /// The defaults with `n` gateways.
+    pub fn gateways(n: usize) -> Self {
+        StackOptions {
+            gateways: n,
+            ..StackOptions::default()
+        }
+    }
+}
+
+/// A started backend. Dropping it kills the processes, deletes the Redis keys under its prefix
+/// and drops the database; the process logs are kept (and their tails printed) when the test
+/// panicked.
+pub struct Stack {
+    api: Proc,
+    api_addr: SocketAddr,
+    gateways: Vec<Proc>,
+    gateway_addrs: Vec<SocketAddr>,
+    prefix: String,
+    secret: String,
+    redis_url: String,
+    log_dir: PathBuf,
+    mysql_proxy: Option<TcpProxy>,
+    redis_proxy: Option<TcpProxy>,
+    // Declared last: dropped after the processes are gone.
+    db: TestDb,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("api", &self.api_addr)
+            .field("gateways", &self.gateway_addrs)
+            .field("prefix", &self.prefix)
+            .field("db", &self.db.name())
+            .field("logs", &self.log_dir)
+            .finish()
+    }
+}
+
+/// The directory holding `chat-api` and `chat-gateway`: `CHAT_BIN_DIR`, or the cargo profile
+/// directory of the running test (`target/debug/deps/<test>` → `target/debug`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CHAT_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    dir
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: run `cargo build --workspace --bins` first; `make test` does \
+         (or point CHAT_BIN_DIR at the directory holding the binaries)",
+        path.display()
+    );
+    path
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+/// One process to start: its name, binary and environment (without `CHAT_LISTEN`).
+struct Spec {
+    name: String,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Spec {
+    fn spawn(&self, log_dir: &Path) -> anyhow::Result<(Proc, SocketAddr)> {
+        let addr = free_addr()?;
+        let mut env = self.env.clone();
+        env.push(("CHAT_LISTEN".into(), addr.to_string()));
+        let proc = Proc::spawn(&self.name, &self.binary, &env, log_dir)?;
+        Ok((proc, addr))
+    }
+}
+
+/// Polls `http://addr/readyz` until it answers 200, the process dies or the timeout passes.
+async fn wait_ready(proc: &mut Proc, addr: SocketAddr) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .context("building an HTTP client")?;
+    let url = format!("http://{addr}/readyz");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last = String::from("no answer yet");
+    loop {
+        if !proc.is_running() {
+            bail!(
+                "{} {} before it was ready (last /readyz: {last}); log {}:\n{}",
+                proc.name,
+                proc.describe_exit(),
+                proc.log_path().display(),
+                proc.log_tail(40)
+            );
+        }
+        match http.get(&url).send().await {
+            // A 200 counts only if the listener is our child's: another test's process may
+            // have taken the port before the child could bind it.
+            Ok(resp)
+                if resp.status().as_u16() == 200 && pid_listens_on(proc.pid(), addr.port()) =>
+            {
+                return Ok(());
+            }
+            Ok(resp) if resp.status().as_u16() == 200 => {
+                last = "200 from a process that is not ours (port taken)".to_string()
+            }
+            Ok(resp) => last = format!("status {}", resp.status()),
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} was not ready within {READY_TIMEOUT:?} (last /readyz: {last}); log {}:\n{}",
+                proc.name,
+                proc.log_path().display(),
+                proc.log_tail(40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts `spec` and waits for readiness, picking a new port if the first was taken meanwhile.
+async fn start_ready(spec: &Spec, log_dir: &Path) -> anyhow::Result<(Proc, SocketAddr)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut proc, addr) = spec.spawn(log_dir)?;
+        match wait_ready(&mut proc, addr).await {
+            Ok(()) => return Ok((proc, addr)),
+            Err(e) => {
+                let port_taken = !proc.is_running()
+                    && proc
+                        .log_tail(40)
+                        .to_lowercase()
+                        .contains("address already in use");
+                if !port_taken || attempt >= PORT_ATTEMPTS {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+impl Stack {
+    /// Starts the stack, panicking with the processes' output if it cannot.
+    ///
+    /// Call it from the test's own task (not from `spawn_blocking`): the children die with the
+    /// thread that spawned them.
+    pub async fn start(options: StackOptions) -> Stack {
+        match Self::try_start(options).await {
+            Ok(stack) => stack,
+            Err(e) => panic!("cannot start the chat stack: {e:#}"),
+        }
+    }
+
+    /// Starts one api and one gateway.
+    pub async fn start_default() -> Stack {
+        Self::start(StackOptions::default()).await
+    }
+
+    /// Starts the stack or says why it could not.
+    pub async fn try_start(options: StackOptions) -> anyhow::Result<Stack> {
+        let api_bin = binary("chat-api");
+        let gateway_bin = binary("chat-gateway");
+        let redis_url = redis::redis_url();
+        redis::ping(&redis_url).await.with_context(|| {
+            format!("Redis at {redis_url} does not answer (start it or set CHAT_TEST_REDIS_URL)")
+        })?;
+        let db = TestDb::try_create()
+            .await
+            .context("creating the test database (is MariaDB running?)")?;
+        let prefix = format!("t{}", random_hex(6));
+        let secret = random_hex(32);
+        let log_dir = std::env::temp_dir()
+            .join("chat-testkit")
+            .join(format!("{}-{prefix}", db.name()));
+        std::fs::create_dir_all(&log_dir)
+            .with_context(|| format!("creating {}", log_dir.display()))?;
+
+        let rust_log = std::env::var("CHAT_TEST_RUST_LOG").unwrap_or_else(|_| "info".into());
+        let common = vec![
+            ("REDIS_URL".to_string(), redis_url.clone()),
+            ("REDIS_MODE".to_string(), "standalone".to_string()),
+            ("CHAT_JWT_SECRET".to_string(), secret.clone()),
+            ("CHAT_REDIS_PREFIX".to_string(), prefix.clone()),
+            ("CHAT_LOG_FORMAT".to_string(), "text".to_string()),
+            ("RUST_LOG".to_string(), rust_log),
+            ("RUST_BACKTRACE".to_string(), "1".to_string()),
+        ];
+
+        let mut api_env = common.clone();
+        let mut database_url = db.url();
+        let mut mysql_proxy = None;
+        if options.proxy_mysql {
+            let proxy = TcpProxy::start(&host_port(&database_url, 3306)).await?;
+            database_url = with_host_port(&database_url, proxy.addr());
+            mysql_proxy = Some(proxy);
+        }
+        let mut redis_proxy = None;
+        if options.proxy_api_redis {
+            let proxy = TcpProxy::start(&host_port(&redis_url, 6379)).await?;
+            let proxied = with_host_port(&redis_url, proxy.addr());
+            api_env.retain(|(k, _)| k != "REDIS_URL");
+            api_env.push(("REDIS_URL".into(), proxied));
+            redis_proxy = Some(proxy);
+        }
+        api_env.push(("DATABASE_URL".into(), database_url));
+        api_env.extend(options.api_env.iter().cloned());
+        let api_spec = Spec {
+            name: "chat-api".into(),
+            binary: api_bin,
+            env: api_env,
+        };
+        let (api, api_addr) = start_ready(&api_spec, &log_dir).await?;
+
+        let specs: Vec<Spec> = (1..=options.gateways)
+            .map(|n| {
+                let mut env = common.clone();
+                env.push(("CHAT_API_URL".into(), format!("http://{api_addr}")));
+                env.push(("CHAT_NODE_ID".into(), format!("gw{n}")));
+                if let Some(ttl) = options.presence_ttl_ms {
+                    env.push(("CHAT_PRESENCE_TTL_MS".into(), ttl.to_string()));
+                }
+                if let Some(timeout) = options.auth_timeout_ms {
+                    env.push(("CHAT_AUTH_TIMEOUT_MS".into(), timeout.to_string()));
+                }
+                env.extend(options.gateway_env.iter().cloned());
+                Spec {
+                    name: format!("chat-gateway-gw{n}"),
+                    binary: gateway_bin.clone(),
+                    env,
+                }
+            })
+            .collect();
+        let started =
+            futures_util::future::join_all(specs.iter().map(|s| start_ready(s, &log_dir))).await;
+        let mut gateways = Vec::new();
+        let mut gateway_addrs = Vec::new();
+        for result in started {
+            let (proc, addr) = result?;
+            gateways.push(proc);
+            gateway_addrs.push(addr);
+        }
+        Ok(Stack {
+            api,
+            api_addr,
+            gateways,
+            gateway_addrs,
+            prefix,
+            secret,
+            redis_url,
+            log_dir,
+            mysql_proxy,
+            redis_proxy,
+            db,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` of chat-api.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// An HTTP client for chat-api without a token.
+    pub fn api(&self) -> ApiClient {
+        ApiClient::new(&self.api_url())
+    }
+
+    /// Number of gateways started.
+    pub fn gateway_count(&self) -> usize {
+        self.gateways.len()
+    }
+
+    /// `http://127.0.0.1:PORT` of gateway `i` (0-based).
+    pub fn gateway_http_url(&self, i: usize) -> String {
+        format!("http://{}", self.gateway_addr(i))
+    }
+
+    /// `ws://127.0.0.1:PORT/ws` of gateway `i` (0-based).
+    pub fn gateway_ws_url(&self, i: usize) -> String {
+        format!("ws://{}/ws", self.gateway_addr(i))
+    }
+
+    /// The node id of gateway `i` (0-based): `gw{i+1}`.
+    pub fn gateway_node_id(&self, i: usize) -> String {
+        format!("gw{}", i + 1)
+    }
+
+    fn gateway_addr(&self, i: usize) -> SocketAddr {
+        *self.gateway_addrs.get(i).unwrap_or_else(|| {
+            panic!(
+                "gateway {i} does not exist (stack has {})",
+                self.gateways.len()
+            )
+        })
+    }
+
+    fn gateway_mut(&mut self, i: usize) -> &mut Proc {
+        let n = self.gateways.len();
+        self.gateways
+            .get_mut(i)
+            .unwrap_or_else(|| panic!("gateway {i} does not exist (stack has {n})"))
+    }
+
+    /// SIGKILLs gateway `i` (a crash: no cleanup on its side).
+    pub fn kill_gateway(&mut self, i: usize) {
+        self.gateway_mut(i).kill();
+    }
+
+    /// SIGTERMs gateway `i` and waits for it to exit (panics if it does not within 10 s).
+    pub async fn terminate_gateway(&mut self, i: usize) -> ExitStatus {
+        terminate(self.gateway_mut(i)).await
+    }
+
+    /// SIGTERMs chat-api and waits for it to exit (panics if it does not within 10 s).
+    pub async fn terminate_api(&mut self) -> ExitStatus {
+        terminate(&mut self.api).await
+    }
+
+    /// Panics (with the log tail) if a process of the stack is no longer running.
+    pub fn assert_running(&mut self) {
+        for proc in std::iter::once(&mut self.api).chain(self.gateways.iter_mut()) {
+            assert!(
+                proc.is_running(),
+                "{} {}; log {}:\n{}",
+                proc.name,
+                proc.describe_exit(),
+                proc.log_path().display(),
+                proc.log_tail(40)
+            );
+        }
+    }
+
+    /// The `CHAT_REDIS_PREFIX` of this stack.
+    pub fn redis_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The `CHAT_JWT_SECRET` of this stack (to mint tokens).
+    pub fn jwt_secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// The `DATABASE_URL` given to chat-api.
+    pub fn database_url(&self) -> String {
+        self.db.url()
+    }
+
+    /// The proxy between chat-api and MySQL (needs `StackOptions::proxy_mysql`).
+    pub fn mysql_proxy(&self) -> &TcpProxy {
+        self.mysql_proxy
+            .as_ref()
+            .unwrap_or_else(|| panic!("start the stack with proxy_mysql: true"))
+    }
+
+    /// The proxy between chat-api and Redis (needs `StackOptions::proxy_api_redis`).
+    pub fn redis_proxy(&self) -> &TcpProxy {
+        self.redis_proxy
+            .as_ref()
+            .unwrap_or_else(|| panic!("start the stack with proxy_api_redis: true"))
+    }
+
+    /// The test database.
+    pub fn db(&self) -> &TestDb {
+        &self.db
+    }
+
+    /// Where the processes' logs are.
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    /// The last `lines` lines of every process's log, for failure messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        std::iter::once(&self.api)
+            .chain(self.gateways.iter())
+            .map(|p| {
+                format!(
+                    "---- {} ({}) ----\n{}",
+                    p.name,
+                    p.log_path().display(),
+                    p.log_tail(lines)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+async fn terminate(proc: &mut Proc) -> ExitStatus {
+    let (status, in_time) = proc.terminate(Duration::from_secs(10)).await;
+    assert!(
+        in_time,
+        "{} did not exit within 10 s of SIGTERM; log:\n{}",
+        proc.name,
+        proc.log_tail(40)
+    );
+    status.unwrap_or_else(|| panic!("{} ended but its status is unknown", proc.name))
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        if panicking {
+            eprintln!(
+                "chat-testkit: the test failed; process logs are in {}\n{}",
+                self.log_dir.display(),
+                self.log_tails(60)
+            );
+        }
+        for proc in self.gateways.iter_mut() {
+            proc.kill();
+        }
+        self.api.kill();
+        let url = self.redis_url.clone();
+        let prefix = self.prefix.clone();
+        let cleaner = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            if let Err(e) = runtime.block_on(redis::delete_prefix(&url, &prefix)) {
+                eprintln!("chat-testkit: cannot delete Redis keys {prefix}:*: {e:#}");
+            }
+        });
+        let _ = cleaner.join();
+        let keep = std::env::var("CHAT_TEST_KEEP_LOGS").is_ok_and(|v| v == "1");
+        if !panicking && !keep {
+            let _ = std::fs::remove_dir_all(&self.log_dir);
+        }
+    }
+}

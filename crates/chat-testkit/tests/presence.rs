@@ -1,0 +1,256 @@
+//! Presence across gateway nodes: first socket anywhere → online, last socket anywhere →
+//! offline, to contacts (both directions) and chat peers; a crashed node's users go offline.
+
+use std::time::{Duration, Instant};
+
+use chat_testkit::{
+    QUIET, Stack, StackOptions, Value, WAIT, WsClient, assert_status, assert_time, id_of, json,
+};
+
+fn presence_of(user_id: u64, status: &'static str) -> impl Fn(&Value) -> bool {
+    move |v: &Value| {
+        v["type"] == json!("presence")
+            && v["user_id"] == json!(user_id)
+            && v["status"] == json!(status)
+    }
+}
+
+/// Waits for `user_id`'s presence `status` on `ws` and checks the event's shape.
+async fn expect_presence(
+    ws: &mut WsClient,
+    user_id: u64,
+    status: &'static str,
+    timeout: Duration,
+) -> Value {
+    let event = ws
+        .recv_matching(
+            timeout,
+            &format!("presence {status} of {user_id}"),
+            presence_of(user_id, status),
+        )
+        .await;
+    assert!(
+        event.get("last_seen").is_some(),
+        "presence without last_seen: {event}"
+    );
+    if status == "offline" {
+        assert_time(&event["last_seen"], "last_seen of an offline presence");
+    } else if !event["last_seen"].is_null() {
+        assert_time(&event["last_seen"], "last_seen of an online presence");
+    }
+    event
+}
+
+/// Reads for `duration`; panics on a presence event of `user_id`. Other frames are kept.
+async fn expect_no_presence(ws: &mut WsClient, user_id: u64, duration: Duration) {
+    let frames = ws.collect_for(duration).await;
+    let bad: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] == json!("presence") && f["user_id"] == json!(user_id))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "[{}] unexpected presence of {user_id}: {bad:?}",
+        ws.label()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_on_first_socket_offline_after_last_across_gateways() {
+    let stack = Stack::start(StackOptions::gateways(2)).await;
+    let api = stack.api();
+    let a = api.new_user("pra").await;
+    let b = api.new_user("prb").await;
+    api.as_user(&a).private_chat(b.id).await;
+
+    let mut wa = WsClient::authed(&stack.gateway_ws_url(0), &a.token)
+        .await
+        .labeled("A@gw1");
+    let b1 = WsClient::authed(&stack.gateway_ws_url(1), &b.token)
+        .await
+        .labeled("B1@gw2");
+    expect_presence(&mut wa, b.id, "online", WAIT).await;
+
+    // A second socket, on the other node: B is already online, no new event.
+    let b2 = WsClient::authed(&stack.gateway_ws_url(0), &b.token)
+        .await
+        .labeled("B2@gw1");
+    expect_no_presence(&mut wa, b.id, QUIET).await;
+
+    // Closing one of two sockets: still online.
+    b1.close().await;
+    expect_no_presence(&mut wa, b.id, Duration::from_millis(1200)).await;
+
+    // Closing the last one: offline.
+    b2.close().await;
+    expect_presence(&mut wa, b.id, "offline", WAIT).await;
+    expect_no_presence(&mut wa, b.id, QUIET).await;
+
+    // And online again on reconnect.
+    let _b3 = WsClient::authed(&stack.gateway_ws_url(1), &b.token).await;
+    expect_presence(&mut wa, b.id, "online", WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_goes_to_contacts_both_ways_and_not_to_strangers() {
+    let stack = Stack::start(StackOptions::gateways(2)).await;
+    let api = stack.api();
+    let users = api.new_users("prc", 4).await;
+    let (subject, watcher, watched, stranger) = (&users[0], &users[1], &users[2], &users[3]);
+    // `watcher` has `subject` as a contact; `subject` has `watched` as a contact.
+    let resp = api
+        .as_user(watcher)
+        .put(&format!("/v1/contacts/{}", subject.id), None)
+        .await;
+    assert_status(&resp, 204, "watcher adds subject");
+    let resp = api
+        .as_user(subject)
+        .put(&format!("/v1/contacts/{}", watched.id), None)
+        .await;
+    assert_status(&resp, 204, "subject adds watched");
+
+    let mut w1 = WsClient::authed(&stack.gateway_ws_url(0), &watcher.token)
+        .await
+        .labeled("watcher");
+    let mut w2 = WsClient::authed(&stack.gateway_ws_url(1), &watched.token)
+        .await
+        .labeled("watched");
+    let mut w3 = WsClient::authed(&stack.gateway_ws_url(0), &stranger.token)
+        .await
+        .labeled("stranger");
+
+    let ws = WsClient::authed(&stack.gateway_ws_url(1), &subject.token).await;
+    expect_presence(&mut w1, subject.id, "online", WAIT).await;
+    expect_presence(&mut w2, subject.id, "online", WAIT).await;
+    ws.close().await;
+    expect_presence(&mut w1, subject.id, "offline", WAIT).await;
+    expect_presence(&mut w2, subject.id, "offline", WAIT).await;
+    expect_no_presence(&mut w3, subject.id, Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_gateway_users_go_offline() {
+    let mut stack = Stack::start(StackOptions {
+        gateways: 2,
+        presence_ttl_ms: Some(3000),
+        ..StackOptions::default()
+    })
+    .await;
+    let api = stack.api();
+    let a = api.new_user("kla").await;
+    let b = api.new_user("klb").await;
+    let chat = id_of(&api.as_user(&a).private_chat(b.id).await, "id");
+    let mut wa = WsClient::authed(&stack.gateway_ws_url(0), &a.token)
+        .await
+        .labeled("A@gw1");
+    let _wb = WsClient::authed(&stack.gateway_ws_url(1), &b.token)
+        .await
+        .labeled("B@gw2");
+    expect_presence(&mut wa, b.id, "online", WAIT).await;
+
+    let killed_at = Instant::now();
+    stack.kill_gateway(1);
+    expect_presence(&mut wa, b.id, "offline", Duration::from_secs(10)).await;
+    let took = killed_at.elapsed();
+    eprintln!("offline reported {took:?} after SIGKILL");
+
+    // The survivor keeps working, and B's contact view says offline.
+    let ack = wa
+        .request(
+            &json!({"type": "send", "id": "after", "chat_id": chat, "client_msg_id": "k", "text": "still here"}),
+            WAIT,
+        )
+        .await;
+    assert_eq!(ack["type"], json!("ack"), "{ack}");
+    let resp = api
+        .as_user(&a)
+        .put(&format!("/v1/contacts/{}", b.id), None)
+        .await;
+    assert_status(&resp, 204, "add b");
+    let resp = api.as_user(&a).get("/v1/contacts").await;
+    assert_eq!(resp.1["contacts"][0]["online"], json!(false), "{}", resp.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_presence_event_per_change_even_with_many_links() {
+    let stack = Stack::start(StackOptions::gateways(2)).await;
+    let api = stack.api();
+    let a = api.new_user("dupa").await;
+    let b = api.new_user("dupb").await;
+    let as_a = api.as_user(&a);
+    // A and B are linked four times: contacts both ways, a private chat and two groups.
+    assert_status(
+        &as_a.put(&format!("/v1/contacts/{}", b.id), None).await,
+        204,
+        "a→b",
+    );
+    let resp = api
+        .as_user(&b)
+        .put(&format!("/v1/contacts/{}", a.id), None)
+        .await;
+    assert_status(&resp, 204, "b→a");
+    as_a.private_chat(b.id).await;
+    as_a.group_chat("g1", &[b.id]).await;
+    as_a.group_chat("g2", &[b.id]).await;
+
+    let mut wa = WsClient::authed(&stack.gateway_ws_url(0), &a.token)
+        .await
+        .labeled("A");
+    let wb = WsClient::authed(&stack.gateway_ws_url(1), &b.token).await;
+    expect_presence(&mut wa, b.id, "online", WAIT).await;
+    expect_no_presence(&mut wa, b.id, QUIET).await;
+    wb.close().await;
+    expect_presence(&mut wa, b.id, "offline", WAIT).await;
+    expect_no_presence(&mut wa, b.id, QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_gateway_shutdown_moves_presence_correctly() {
+    let mut stack = Stack::start(StackOptions::gateways(2)).await;
+    let api = stack.api();
+    let users = api.new_users("gs", 3).await;
+    let (watcher, both, only2) = (&users[0], &users[1], &users[2]);
+    let as_watcher = api.as_user(watcher);
+    as_watcher.private_chat(both.id).await;
+    as_watcher.private_chat(only2.id).await;
+
+    let mut ww = WsClient::authed(&stack.gateway_ws_url(0), &watcher.token)
+        .await
+        .labeled("W");
+    let _both1 = WsClient::authed(&stack.gateway_ws_url(0), &both.token).await;
+    let mut both2 = WsClient::authed(&stack.gateway_ws_url(1), &both.token)
+        .await
+        .labeled("both@gw2");
+    let mut only = WsClient::authed(&stack.gateway_ws_url(1), &only2.token)
+        .await
+        .labeled("only@gw2");
+    expect_presence(&mut ww, both.id, "online", WAIT).await;
+    expect_presence(&mut ww, only2.id, "online", WAIT).await;
+
+    // SIGTERM gw2: its sockets get 1012; `only2` goes offline at once (no TTL wait), `both`
+    // stays online through its socket on gw1.
+    let started = Instant::now();
+    let (status, _, _) = tokio::join!(
+        stack.terminate_gateway(1),
+        both2.expect_close(1012, Duration::from_secs(10)),
+        only.expect_close(1012, Duration::from_secs(10)),
+    );
+    assert!(status.success(), "gw2 exit status {status}");
+    let frames = ww.collect_for(Duration::from_secs(2)).await;
+    let presence: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] == json!("presence"))
+        .collect();
+    let offline_only = presence
+        .iter()
+        .any(|p| p["user_id"] == json!(only2.id) && p["status"] == json!("offline"));
+    assert!(
+        offline_only,
+        "no offline for a user whose only node shut down ({:?} after SIGTERM): {presence:?}",
+        started.elapsed()
+    );
+    assert!(
+        !presence.iter().any(|p| p["user_id"] == json!(both.id)),
+        "presence of a user still connected to gw1: {presence:?}"
+    );
+}
