@@ -30,12 +30,20 @@ impl Api {
         }
     }
 
-    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> anyhow::Result<Value> {
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> anyhow::Result<Value> {
         let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.with_context(|| format!("POST {path}"))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -48,7 +56,11 @@ impl Api {
     pub async fn register(&self, tag: &str) -> anyhow::Result<Account> {
         let username = format!("{tag}{:08x}", rand::random::<u32>());
         let body = self
-            .post("/v1/auth/register", None, json!({"username": username, "password": "bench-password"}))
+            .post(
+                "/v1/auth/register",
+                None,
+                json!({"username": username, "password": "bench-password"}),
+            )
             .await?;
         Ok(Account {
             id: body["user"]["id"].as_u64().context("user id")?,

@@ -126,6 +126,10 @@ impl Hub {
         }
     }
 
+    pub fn registry(&self) -> &RegistryHandle {
+        &self.registry
+    }
+
     /// Adds a socket. The registry is told inside the lock, so its view of first/last sockets
     /// follows the hub's order exactly. Resolves once the user's channel subscription is live.
     pub fn register(
@@ -159,14 +163,35 @@ impl Hub {
             return;
         };
         for conn in conns {
-            match conn.outbound.try_send(event.bytes(conn.format)) {
-                Ok(()) => self.metrics.events_delivered.increment(1),
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.metrics.outbound_overflow.increment(1);
-                    conn.signal.close(close_code::TOO_SLOW);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            self.offer(conn, event.bytes(conn.format));
+        }
+    }
+
+    /// Queues an event on every local socket; returns how many sockets got it.
+    pub fn broadcast<T: serde::Serialize>(&self, event: &mut EncodedEvent<'_, T>) -> usize {
+        let mut sent = 0;
+        for index in 0..SHARDS {
+            let shard = self.shard(index as u64);
+            for conn in shard.values().flatten() {
+                sent += usize::from(self.offer(conn, event.bytes(conn.format)));
             }
+        }
+        sent
+    }
+
+    /// Queues bytes on one socket without waiting; a full queue closes it with 4008.
+    fn offer(&self, conn: &ConnHandle, bytes: Bytes) -> bool {
+        match conn.outbound.try_send(bytes) {
+            Ok(()) => {
+                self.metrics.events_delivered.increment(1);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.outbound_overflow.increment(1);
+                conn.signal.close(close_code::TOO_SLOW);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 

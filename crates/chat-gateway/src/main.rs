@@ -83,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         node_id.clone(),
         metrics.clone(),
     )?;
+    let (restored_tx, restored_rx) = tokio::sync::mpsc::unbounded_channel();
     let (registry, registry_handle) = Registry::new(
         subscriber,
         bus.clone(),
@@ -90,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         config.presence_ttl(),
         api.clone(),
         metrics.clone(),
+        restored_tx,
     );
     let gateway = Arc::new(Gateway {
         hub: Hub::new(registry_handle, metrics.clone()),
@@ -105,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let registry_stop = CancellationToken::new();
     let registry_task = tokio::spawn(registry.run(registry_stop.clone()));
-    tokio::spawn(dispatch::run(bus_messages, gateway.clone()));
+    tokio::spawn(dispatch::run(bus_messages, restored_rx, gateway.clone()));
 
     let listener = tokio::net::TcpListener::bind(gateway.config.listen)
         .await

@@ -34,6 +34,8 @@ enum Command {
     Leave {
         user: UserId,
     },
+    /// The subscription connection dropped: subscribe every present user again.
+    Resubscribe,
 }
 
 #[derive(Clone)]
@@ -53,7 +55,15 @@ impl RegistryHandle {
     pub fn leave(&self, user: UserId) {
         let _ = self.commands.send(Command::Leave { user });
     }
+
+    pub fn resubscribe(&self) {
+        let _ = self.commands.send(Command::Resubscribe);
+    }
 }
+
+/// Backoff of resubscription attempts after the subscription connection dropped.
+const RESUBSCRIBE_FIRST_DELAY: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
 
 pub struct Registry {
     commands: mpsc::UnboundedReceiver<Command>,
@@ -64,6 +74,11 @@ pub struct Registry {
     present: HashSet<UserId>,
     notices: Vec<mpsc::UnboundedSender<(UserId, PresenceStatus)>>,
     metrics: GatewayMetrics,
+    /// When to try resubscribing next, while a resubscription is owed.
+    resubscribe_at: Option<tokio::time::Instant>,
+    resubscribe_delay: Duration,
+    /// Told each time the subscriptions are live again after a drop.
+    restored: mpsc::UnboundedSender<()>,
 }
 
 impl Registry {
@@ -74,6 +89,7 @@ impl Registry {
         ttl: Duration,
         api: ApiClient,
         metrics: GatewayMetrics,
+        restored: mpsc::UnboundedSender<()>,
     ) -> (Self, RegistryHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let notices = (0..NOTICE_LANES)
@@ -88,6 +104,9 @@ impl Registry {
             present: HashSet::new(),
             notices,
             metrics,
+            resubscribe_at: None,
+            resubscribe_delay: RESUBSCRIBE_FIRST_DELAY,
+            restored,
         };
         (registry, RegistryHandle { commands: tx })
     }
@@ -96,7 +115,14 @@ impl Registry {
         let mut heartbeat = tokio::time::interval(self.ttl / 3);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let resubscribe_due = async {
+                match self.resubscribe_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = resubscribe_due => self.resubscribe().await,
                 command = self.commands.recv() => {
                     let Some(command) = command else { break };
                     let mut batch = vec![command];
@@ -129,6 +155,12 @@ impl Registry {
                 }
                 Command::Leave { user } => {
                     wanted.insert(user, false);
+                }
+                Command::Resubscribe => {
+                    if self.resubscribe_at.is_none() {
+                        self.resubscribe_delay = RESUBSCRIBE_FIRST_DELAY;
+                        self.resubscribe_at = Some(tokio::time::Instant::now());
+                    }
                 }
             }
         }
@@ -181,6 +213,25 @@ impl Registry {
                 Ok(true) => self.notify(user, PresenceStatus::Offline),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, user, "presence removal failed"),
+            }
+        }
+    }
+
+    /// Subscribes every present user again (a no-op for channels still subscribed). On a cluster
+    /// a failing attempt also makes the client refresh its slot map, so a later attempt reaches
+    /// the promoted replica. Once it succeeds the sockets are told to resync.
+    async fn resubscribe(&mut self) {
+        let users: Vec<UserId> = self.present.iter().copied().collect();
+        match self.subscriber.subscribe_many(&users).await {
+            Ok(()) => {
+                self.resubscribe_at = None;
+                tracing::info!(users = users.len(), "subscriptions restored");
+                let _ = self.restored.send(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "resubscribing failed; retrying");
+                self.resubscribe_at = Some(tokio::time::Instant::now() + self.resubscribe_delay);
+                self.resubscribe_delay = (self.resubscribe_delay * 2).min(RESUBSCRIBE_MAX_DELAY);
             }
         }
     }

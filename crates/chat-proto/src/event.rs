@@ -35,6 +35,12 @@ pub enum ServerEvent {
         chat_id: Id,
         user_id: Id,
     },
+    /// From the gateway itself: its Redis subscription was interrupted and is live again, so
+    /// events may have been missed. Clients fetch each chat's history after the last seq they
+    /// have (`GET /v1/chats/{id}/messages?after_seq=`).
+    Resync {
+        reason: String,
+    },
 }
 
 impl ServerEvent {
@@ -45,6 +51,7 @@ impl ServerEvent {
             Self::MessageRead { .. } => "message_read",
             Self::Presence { .. } => "presence",
             Self::Typing { .. } => "typing",
+            Self::Resync { .. } => "resync",
         }
     }
 }

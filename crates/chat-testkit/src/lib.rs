@@ -32,7 +32,7 @@ mod names;
 mod ports;
 mod process;
 mod proxy;
-mod redis;
+pub mod redis_target;
 mod stack;
 mod token;
 mod ws;
@@ -41,7 +41,7 @@ pub use api::{ApiClient, Resp, TEST_PASSWORD, TestUser, assert_error, assert_sta
 pub use db::{TestDb, mysql_admin_url};
 pub use names::{unique_client_msg_id, unique_username};
 pub use proxy::TcpProxy;
-pub use redis::redis_url;
+pub use redis_target::{RedisMode, RedisTarget};
 pub use stack::{Stack, StackOptions};
 pub use token::{expired_token, forged_token, mint_token, service_token};
 pub use ws::{Auth, Format, Frame, WsClient, is_msgpack_map};

@@ -13,7 +13,7 @@ use crate::db::TestDb;
 use crate::ports::{free_addr, pid_listens_on};
 use crate::process::Proc;
 use crate::proxy::{TcpProxy, host_port, with_host_port};
-use crate::redis;
+use crate::redis_target::{RedisMode, RedisTarget};
 
 /// How long a process may take to answer `/readyz` with 200.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,7 +36,10 @@ pub struct StackOptions {
     /// Route chat-api's MySQL connections through a [`TcpProxy`] (see [`Stack::mysql_proxy`]).
     pub proxy_mysql: bool,
     /// Route chat-api's Redis connections through a [`TcpProxy`] (see [`Stack::redis_proxy`]).
+    /// Standalone Redis only: cluster clients follow the nodes' own addresses.
     pub proxy_api_redis: bool,
+    /// The Redis to run on; `None` means [`RedisTarget::from_env`].
+    pub redis: Option<RedisTarget>,
 }
 
 impl Default for StackOptions {
@@ -49,6 +52,7 @@ impl Default for StackOptions {
             gateway_env: Vec::new(),
             proxy_mysql: false,
             proxy_api_redis: false,
+            redis: None,
         }
     }
 }
@@ -73,7 +77,7 @@ pub struct Stack {
     gateway_addrs: Vec<SocketAddr>,
     prefix: String,
     secret: String,
-    redis_url: String,
+    redis: RedisTarget,
     log_dir: PathBuf,
     mysql_proxy: Option<TcpProxy>,
     redis_proxy: Option<TcpProxy>,
@@ -229,10 +233,12 @@ impl Stack {
     pub async fn try_start(options: StackOptions) -> anyhow::Result<Stack> {
         let api_bin = binary("chat-api");
         let gateway_bin = binary("chat-gateway");
-        let redis_url = redis::redis_url();
-        redis::ping(&redis_url).await.with_context(|| {
-            format!("Redis at {redis_url} does not answer (start it or set CHAT_TEST_REDIS_URL)")
-        })?;
+        let redis = options.redis.clone().unwrap_or_else(RedisTarget::from_env);
+        redis.ensure_up().await?;
+        if options.proxy_api_redis && redis.mode == RedisMode::Cluster {
+            bail!("proxy_api_redis needs standalone Redis: cluster clients bypass a proxy");
+        }
+        let redis_url = redis.url_list();
         let db = TestDb::try_create()
             .await
             .context("creating the test database (is MariaDB running?)")?;
@@ -247,7 +253,7 @@ impl Stack {
         let rust_log = std::env::var("CHAT_TEST_RUST_LOG").unwrap_or_else(|_| "info".into());
         let common = vec![
             ("REDIS_URL".to_string(), redis_url.clone()),
-            ("REDIS_MODE".to_string(), "standalone".to_string()),
+            ("REDIS_MODE".to_string(), redis.mode_name().to_string()),
             ("CHAT_JWT_SECRET".to_string(), secret.clone()),
             ("CHAT_REDIS_PREFIX".to_string(), prefix.clone()),
             ("CHAT_LOG_FORMAT".to_string(), "text".to_string()),
@@ -315,7 +321,7 @@ impl Stack {
             gateway_addrs,
             prefix,
             secret,
-            redis_url,
+            redis,
             log_dir,
             mysql_proxy,
             redis_proxy,
@@ -479,7 +485,7 @@ impl Drop for Stack {
             proc.kill();
         }
         self.api.kill();
-        let url = self.redis_url.clone();
+        let redis = self.redis.clone();
         let prefix = self.prefix.clone();
         let cleaner = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -488,7 +494,7 @@ impl Drop for Stack {
             else {
                 return;
             };
-            if let Err(e) = runtime.block_on(redis::delete_prefix(&url, &prefix)) {
+            if let Err(e) = runtime.block_on(redis.delete_prefix(&prefix)) {
                 eprintln!("chat-testkit: cannot delete Redis keys {prefix}:*: {e:#}");
             }
         });

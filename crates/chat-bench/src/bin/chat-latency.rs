@@ -32,7 +32,11 @@ async fn main() -> anyhow::Result<()> {
     let alice = api.register("lat_a_").await?;
     let bob = api.register("lat_b_").await?;
     let chat = api
-        .post("/v1/chats", Some(&alice.token), json!({"type": "private", "peer_id": bob.id}))
+        .post(
+            "/v1/chats",
+            Some(&alice.token),
+            json!({"type": "private", "peer_id": bob.id}),
+        )
         .await?;
     let chat_id = chat["id"].as_u64().context("chat id")?;
     let sender = connect(&args.sender_ws, &alice.token).await?;
@@ -71,7 +75,12 @@ async fn main() -> anyhow::Result<()> {
     samples.sort();
     let mean = samples.iter().sum::<Duration>() / samples.len().max(1) as u32;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("messages: {} sequential, sender {} -> receiver {}", samples.len(), args.sender_ws, args.receiver_ws);
+    println!(
+        "messages: {} sequential, sender {} -> receiver {}",
+        samples.len(),
+        args.sender_ws,
+        args.receiver_ws
+    );
     println!(
         "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}",
         ms(percentile(&samples, 50.0)),
@@ -80,6 +89,9 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&samples, 100.0)),
         ms(mean)
     );
-    println!("throughput: {:.0} messages/s (one at a time)", samples.len() as f64 / total.as_secs_f64());
+    println!(
+        "throughput: {:.0} messages/s (one at a time)",
+        samples.len() as f64 / total.as_secs_f64()
+    );
     Ok(())
 }
