@@ -1,0 +1,145 @@
+//! Fan-out: one sender posts to a group whose members each hold a socket, spread over the
+//! gateways. Prints deliveries per second and the send -> delivered latency per delivery.
+//! Run it once per Redis topology to compare standalone and cluster.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chat_bench::{Api, connect, next_json, percentile};
+use clap::Parser;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(about = "Measure fan-out throughput and delivery latency")]
+struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api_url: String,
+    /// Gateway WebSocket URLs, comma-separated; receivers are spread over them.
+    #[arg(long, default_value = "ws://127.0.0.1:8081/ws,ws://127.0.0.1:8083/ws")]
+    ws: String,
+    #[arg(long, default_value_t = 200)]
+    receivers: usize,
+    #[arg(long, default_value_t = 300)]
+    messages: usize,
+    /// Requests in flight from the sender.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let api = Arc::new(Api::new(&args.api_url));
+    let gateways: Vec<String> = args.ws.split(',').map(String::from).collect();
+    let sender = api.register("fan_s_").await?;
+    let mut receivers = Vec::with_capacity(args.receivers);
+    for _ in 0..args.receivers {
+        receivers.push(api.register("fan_r_").await?);
+    }
+    let member_ids: Vec<u64> = receivers.iter().map(|r| r.id).collect();
+    let chat = api
+        .post(
+            "/v1/chats",
+            Some(&sender.token),
+            json!({"type": "group", "title": "fanout", "member_ids": member_ids}),
+        )
+        .await?;
+    let chat_id = chat["id"].as_u64().context("chat id")?;
+
+    let sent_at: Arc<Vec<OnceLock<Instant>>> =
+        Arc::new((0..args.messages).map(|_| OnceLock::new()).collect());
+    let mut tasks = Vec::new();
+    for (i, receiver) in receivers.iter().enumerate() {
+        let mut socket = connect(&gateways[i % gateways.len()], &receiver.token).await?;
+        let sent_at = sent_at.clone();
+        let expected = args.messages;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(expected);
+            let mut last = Instant::now();
+            while latencies.len() < expected {
+                let Ok(event) = next_json(&mut socket, Duration::from_secs(20)).await else {
+                    break;
+                };
+                if event["type"] != "new_message" {
+                    continue;
+                }
+                let index = event["message"]["text"]
+                    .as_str()
+                    .and_then(|t| t.parse::<usize>().ok());
+                if let Some(at) = index.and_then(|i| sent_at.get(i)).and_then(OnceLock::get) {
+                    last = Instant::now();
+                    latencies.push(last - *at);
+                }
+            }
+            (latencies, last)
+        }));
+    }
+
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..args.concurrency {
+        let (api, next, sent_at, token) = (
+            api.clone(),
+            next.clone(),
+            sent_at.clone(),
+            sender.token.clone(),
+        );
+        let total = args.messages;
+        senders.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return anyhow::Ok(());
+                }
+                let _ = sent_at[i].set(Instant::now());
+                api.post(
+                    &format!("/v1/chats/{chat_id}/messages"),
+                    Some(&token),
+                    json!({"client_msg_id": format!("fan-{i}"), "text": i.to_string()}),
+                )
+                .await?;
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await??;
+    }
+    let mut latencies = Vec::new();
+    let mut finished = started;
+    for task in tasks {
+        let (mut got, last) = task.await?;
+        latencies.append(&mut got);
+        finished = finished.max(last);
+    }
+    latencies.sort();
+    let expected = args.messages * args.receivers;
+    let elapsed = finished - started;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "fan-out: {} messages x {} receivers over {} gateways, sender concurrency {}",
+        args.messages,
+        args.receivers,
+        gateways.len(),
+        args.concurrency
+    );
+    println!(
+        "deliveries: {} of {expected} in {:.2} s = {:.0} deliveries/s",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        latencies.len() as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "delivery latency ms: p50 {:.2}  p99 {:.2}  max {:.2}",
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(percentile(&latencies, 100.0))
+    );
+    anyhow::ensure!(
+        latencies.len() == expected,
+        "lost deliveries: {} of {expected}",
+        latencies.len()
+    );
+    Ok(())
+}
