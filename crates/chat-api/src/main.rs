@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use chat_auth::TokenKeys;
-use chat_bus::{BusConfig, RedisBus};
+use chat_bus::RedisBus;
 use chat_store::{Store, StoreError};
 use clap::Parser;
 
@@ -25,35 +24,24 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     chat_ops::init_logging(config.log_format);
     let metrics = chat_ops::install_metrics()?;
-    let secret = match (&config.jwt_secret, config.dev) {
-        (Some(secret), _) if !secret.is_empty() => secret.clone(),
-        (_, true) => {
-            tracing::warn!("--dev: no CHAT_JWT_SECRET given, using a random one");
-            TokenKeys::random_dev_secret()
-        }
-        _ => anyhow::bail!("CHAT_JWT_SECRET is required (or pass --dev for a throwaway secret)"),
-    };
+    let keys = config.secret.keys()?;
     tracing::info!(
         listen = %config.listen,
         database_url = %chat_ops::mask_url(&config.database_url),
-        redis_url = %chat_ops::mask_url(&config.redis_url),
-        redis_mode = ?config.redis_mode,
-        redis_prefix = %config.redis_prefix,
+        redis_url = %chat_ops::mask_url(&config.redis.redis_url),
+        redis_mode = ?config.redis.redis_mode,
+        redis_prefix = %config.redis.redis_prefix,
         jwt_ttl_secs = config.jwt_ttl_secs,
         "starting chat-api"
     );
 
     let store = Store::connect_lazy(&config.database_url, config.db_max_connections)
         .context("DATABASE_URL")?;
-    let bus = RedisBus::new(&BusConfig::new(
-        config.redis_mode,
-        &config.redis_url,
-        &config.redis_prefix,
-    ))?;
+    let bus = RedisBus::new(&config.redis.bus_config())?;
     let state = AppState {
         store: store.clone(),
         bus,
-        keys: TokenKeys::hs256(secret.as_bytes()),
+        keys,
         token_ttl: Duration::from_secs(config.jwt_ttl_secs),
         migrated: Arc::new(AtomicBool::new(false)),
     };

@@ -21,6 +21,37 @@ pub struct Claims {
     pub scope: Option<String>,
 }
 
+/// The token-secret flags shared by chat-api and chat-gateway (flatten into a clap config).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SecretArgs {
+    /// HS256 secret for access tokens, the same on chat-api and every gateway. Required unless --dev.
+    #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Development mode: start without CHAT_JWT_SECRET (a random one is used, so tokens are valid
+    /// only on this process).
+    #[arg(long, env = "CHAT_DEV", default_value_t = false)]
+    pub dev: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("CHAT_JWT_SECRET is required (or pass --dev for a throwaway secret)")]
+pub struct MissingSecret;
+
+impl SecretArgs {
+    /// The signing keys: from the configured secret, or a random one in `--dev` mode.
+    pub fn keys(&self) -> Result<TokenKeys, MissingSecret> {
+        match (self.jwt_secret.as_deref(), self.dev) {
+            (Some(secret), _) if !secret.is_empty() => Ok(TokenKeys::hs256(secret.as_bytes())),
+            (_, true) => {
+                tracing::warn!("--dev: no CHAT_JWT_SECRET given, using a random one");
+                Ok(TokenKeys::hs256(TokenKeys::random_dev_secret().as_bytes()))
+            }
+            _ => Err(MissingSecret),
+        }
+    }
+}
+
 /// A verified user token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserToken {

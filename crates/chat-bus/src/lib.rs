@@ -57,6 +57,28 @@ impl FromStr for RedisMode {
     }
 }
 
+/// The Redis flags every binary shares (flatten into a clap config).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisArgs {
+    /// Redis URL (standalone) or comma-separated seed URLs (cluster).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// standalone or cluster.
+    #[arg(long, env = "REDIS_MODE", default_value = "standalone")]
+    pub redis_mode: RedisMode,
+
+    /// Namespace of every Redis key and channel.
+    #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat")]
+    pub redis_prefix: String,
+}
+
+impl RedisArgs {
+    pub fn bus_config(&self) -> BusConfig {
+        BusConfig::new(self.redis_mode, &self.redis_url, &self.redis_prefix)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BusConfig {
     pub mode: RedisMode,

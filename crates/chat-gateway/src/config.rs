@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_bus::RedisMode;
+use chat_auth::SecretArgs;
+use chat_bus::RedisArgs;
 use chat_ops::LogFormat;
 use clap::Parser;
 
@@ -18,21 +19,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_LISTEN", default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
 
-    /// Redis URL (standalone) or comma-separated seed URLs (cluster).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
 
-    /// standalone or cluster.
-    #[arg(long, env = "REDIS_MODE", default_value = "standalone")]
-    pub redis_mode: RedisMode,
-
-    /// Namespace of every Redis key and channel.
-    #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat")]
-    pub redis_prefix: String,
-
-    /// HS256 secret shared with chat-api. Required unless --dev.
-    #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    #[command(flatten)]
+    pub secret: SecretArgs,
 
     /// Base URL of chat-api, where send/read/typing frames are forwarded.
     #[arg(long, env = "CHAT_API_URL", default_value = "http://127.0.0.1:8080")]
@@ -69,10 +60,6 @@ pub struct Config {
     /// Seconds over which sockets are closed (1012) on SIGTERM.
     #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 10)]
     pub drain_secs: u64,
-
-    /// Development mode: start without CHAT_JWT_SECRET (tokens from a --dev chat-api won't verify).
-    #[arg(long, env = "CHAT_DEV", default_value_t = false)]
-    pub dev: bool,
 
     /// Log format: json or text.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "json")]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chat_auth::TokenKeys;
-use chat_bus::{BusConfig, RedisBus};
+use chat_bus::RedisBus;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
@@ -47,35 +47,23 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     chat_ops::init_logging(config.log_format);
     let prometheus = chat_ops::install_metrics()?;
-    let secret = match (&config.jwt_secret, config.dev) {
-        (Some(secret), _) if !secret.is_empty() => secret.clone(),
-        (_, true) => {
-            tracing::warn!("--dev: no CHAT_JWT_SECRET given, using a random one");
-            TokenKeys::random_dev_secret()
-        }
-        _ => anyhow::bail!("CHAT_JWT_SECRET is required (or pass --dev for a throwaway secret)"),
-    };
+    let keys = config.secret.keys()?;
     let node_id = config.resolved_node_id();
     tracing::info!(
         listen = %config.listen,
         node_id = %node_id,
         api_url = %config.api_url,
-        redis_url = %chat_ops::mask_url(&config.redis_url),
-        redis_mode = ?config.redis_mode,
-        redis_prefix = %config.redis_prefix,
+        redis_url = %chat_ops::mask_url(&config.redis.redis_url),
+        redis_mode = ?config.redis.redis_mode,
+        redis_prefix = %config.redis.redis_prefix,
         outbound_queue = config.outbound_queue,
         max_frame_bytes = config.max_frame_bytes,
         drain_secs = config.drain_secs,
         "starting chat-gateway"
     );
 
-    let keys = TokenKeys::hs256(secret.as_bytes());
     let metrics = GatewayMetrics::register();
-    let bus = RedisBus::new(&BusConfig::new(
-        config.redis_mode,
-        &config.redis_url,
-        &config.redis_prefix,
-    ))?;
+    let bus = RedisBus::new(&config.redis.bus_config())?;
     let (subscriber, bus_messages) = connect_subscriber(&bus).await;
     let api = ApiClient::new(
         &config.api_url,

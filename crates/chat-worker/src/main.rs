@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use chat_bus::{BusConfig, RedisBus, RedisMode};
+use chat_bus::{RedisArgs, RedisBus};
 use chat_ops::LogFormat;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -26,17 +26,8 @@ struct Config {
     #[arg(long, env = "CHAT_LISTEN", default_value = "0.0.0.0:8082")]
     listen: SocketAddr,
 
-    /// Redis URL (standalone) or comma-separated seed URLs (cluster).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-
-    /// standalone or cluster.
-    #[arg(long, env = "REDIS_MODE", default_value = "standalone")]
-    redis_mode: RedisMode,
-
-    /// Namespace of every Redis key and channel.
-    #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat")]
-    redis_prefix: String,
+    #[command(flatten)]
+    redis: RedisArgs,
 
     /// Log format: json or text.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "json")]
@@ -56,16 +47,12 @@ async fn main() -> anyhow::Result<()> {
     let metrics = chat_ops::install_metrics()?;
     tracing::info!(
         listen = %config.listen,
-        redis_url = %chat_ops::mask_url(&config.redis_url),
-        redis_mode = ?config.redis_mode,
-        redis_prefix = %config.redis_prefix,
+        redis_url = %chat_ops::mask_url(&config.redis.redis_url),
+        redis_mode = ?config.redis.redis_mode,
+        redis_prefix = %config.redis.redis_prefix,
         "starting chat-worker (no job kinds are enabled yet)"
     );
-    let bus = RedisBus::new(&BusConfig::new(
-        config.redis_mode,
-        &config.redis_url,
-        &config.redis_prefix,
-    ))?;
+    let bus = RedisBus::new(&config.redis.bus_config())?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
