@@ -4,7 +4,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 TEST_THREADS ?= 4
 
-.PHONY: help build run run-cluster test test-cluster unit lint fmt services cluster clean bench
+.PHONY: help build run run-cluster test test-cluster unit lint fmt services cluster clean bench \
+	deploy-refs compose-validate k8s-validate
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,6 +50,15 @@ bench: ## Send->delivered latency across two gateways (1,000 sequential messages
 
 fmt:
 	$(CARGO) fmt --all
+
+deploy-refs: ## Binaries, ports, env vars, paths and metrics named in deploy/ and k8s/ exist in the code
+	python3 deploy/check-references.py
+
+compose-validate: deploy-refs ## Compose file (both profiles), HAProxy, Prometheus rules, Dockerfile lint
+	bash deploy/validate-compose.sh
+
+k8s-validate: deploy-refs ## kubernetes-validate --strict, CRD schemas, kustomization completeness
+	bash k8s/validate.sh
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""Checks of k8s/ beyond the Kubernetes schemas, run by k8s/validate.sh.
+
+Usage: check-manifests.py listing           kustomization.yaml lists every *.yaml here, nothing else
+       check-manifests.py files             print the listed files whose objects have built-in
+                                            schemas (for kubernetes-validate), one per line
+       check-manifests.py crds RULES_OUT    validate monitoring.coreos.com/v1 objects against
+                                            k8s/schemas/*.json; write the PrometheusRule groups to
+                                            RULES_OUT for promtool
+       check-manifests.py semantics         the properties the deployment promises (probes, drain
+                                            timing, security context, HPAs, PDBs, selectors, keys)
+
+Exit status 1 with one line per problem.
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+K8S = Path(__file__).resolve().parent
+REPO = K8S.parent
+CRD_GROUPS = {"monitoring.coreos.com/v1": {"ServiceMonitor": "servicemonitor.json",
+                                           "PrometheusRule": "prometheusrule.json"}}
+TIERS = ("chat-api", "chat-gateway", "chat-worker")
+errors = []
+
+
+def err(msg):
+    errors.append(msg)
+
+
+def listed_files():
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return list(kust.get("resources") or [])
+
+
+def docs_of(name):
+    return [d for d in yaml.safe_load_all((K8S / name).read_text()) if isinstance(d, dict)]
+
+
+def all_docs():
+    out = []
+    for name in listed_files():
+        if (K8S / name).exists():
+            out += [(name, d) for d in docs_of(name)]
+    return out
+
+
+def cmd_listing():
+    listed = listed_files()
+    on_disk = sorted(str(p.relative_to(K8S)) for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+    on_disk += sorted(str(p.relative_to(K8S)) for p in K8S.rglob("*.yml"))
+    dupes = sorted({f for f in listed if listed.count(f) > 1})
+    for f in dupes:
+        err(f"kustomization.yaml lists {f} more than once")
+    for f in sorted(set(on_disk) - set(listed)):
+        err(f"k8s/{f} exists but kustomization.yaml does not list it (add it under resources:)")
+    for f in sorted(set(listed) - set(on_disk)):
+        err(f"kustomization.yaml lists {f}, which does not exist in k8s/")
+    if not errors:
+        print(f"    ok: kustomization.yaml lists all {len(listed)} manifest files and nothing else")
+
+
+def cmd_files():
+    for name in listed_files():
+        path = K8S / name
+        if path.exists() and not any(d.get("apiVersion") in CRD_GROUPS for d in docs_of(name)):
+            print(path)
+
+
+def cmd_crds(rules_out):
+    import jsonschema
+
+    groups = []
+    count = 0
+    for name, d in all_docs():
+        api = d.get("apiVersion", "")
+        if api in CRD_GROUPS:
+            schema_file = CRD_GROUPS[api].get(d.get("kind"))
+            if not schema_file:
+                err(f"k8s/{name}: no schema for {api} {d.get('kind')} (add one to k8s/schemas/)")
+                continue
+            schema = json.loads((K8S / "schemas" / schema_file).read_text())
+            v = jsonschema.Draft7Validator(schema)
+            for e in sorted(v.iter_errors(d), key=lambda e: list(e.absolute_path)):
+                where = "/".join(str(p) for p in e.absolute_path) or "(top)"
+                err(f"k8s/{name}: {d.get('kind')} {d['metadata'].get('name')}: {where}: {e.message}")
+            count += 1
+            if d.get("kind") == "PrometheusRule":
+                groups += (d.get("spec") or {}).get("groups") or []
+        elif "." in api.split("/")[0] and not api.split("/")[0].endswith(".k8s.io"):
+            err(f"k8s/{name}: {api} {d.get('kind')} is a custom resource without a schema in k8s/schemas/")
+    Path(rules_out).write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    # The chat group must equal the compose stack's.
+    alerts = yaml.safe_load((REPO / "deploy" / "prometheus" / "alerts.yml").read_text())
+    want = [g for g in alerts["groups"] if g["name"] == "chat"]
+    have = [g for g in groups if g.get("name") == "chat"]
+    if want != have:
+        err("k8s/prometheusrule.yaml: group `chat` differs from the one in deploy/prometheus/alerts.yml; copy it over")
+    if not errors:
+        print(f"    ok: {count} custom resources match k8s/schemas/*.json; PrometheusRule group `chat` equals deploy/prometheus/alerts.yml")
+
+
+def seconds_of_sleep(container):
+    pre = ((container.get("lifecycle") or {}).get("preStop") or {})
+    if "sleep" in pre:
+        return int(pre["sleep"].get("seconds", 0))
+    cmd = (pre.get("exec") or {}).get("command") or []
+    for i, a in enumerate(cmd):
+        if a.endswith("sleep") and i + 1 < len(cmd):
+            return float(cmd[i + 1])
+    return None
+
+
+def matches(selector, labels):
+    """A LabelSelector (matchLabels / matchExpressions) against a pod's labels."""
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        if e["operator"] == "In" and labels.get(e["key"]) not in e.get("values", []):
+            return False
+        if e["operator"] == "NotIn" and labels.get(e["key"]) in e.get("values", []):
+            return False
+        if e["operator"] == "Exists" and e["key"] not in labels:
+            return False
+    return True
+
+
+def cmd_semantics():
+    docs = all_docs()
+    by_kind = {}
+    for name, d in docs:
+        by_kind.setdefault(d["kind"], []).append((name, d))
+    configmaps = {d["metadata"]["name"]: d.get("data") or {} for _, d in by_kind.get("ConfigMap", [])}
+    secrets = {d["metadata"]["name"]: {**(d.get("data") or {}), **(d.get("stringData") or {})}
+               for _, d in by_kind.get("Secret", [])}
+    workloads = by_kind.get("Deployment", []) + by_kind.get("StatefulSet", []) + by_kind.get("Job", [])
+    pod_labels = {}
+    deployments = {d["metadata"]["name"]: (n, d) for n, d in by_kind.get("Deployment", [])}
+
+    # Every pod: restricted Pod Security (the namespace enforces it), env references resolve.
+    for name, w in workloads:
+        spec = w["spec"]["template"]["spec"]
+        wname = f"k8s/{name} {w['kind']} {w['metadata']['name']}"
+        pod_labels[w["metadata"]["name"]] = w["spec"]["template"]["metadata"].get("labels") or {}
+        psc = spec.get("securityContext") or {}
+        if psc.get("runAsNonRoot") is not True:
+            err(f"{wname}: pod securityContext.runAsNonRoot must be true")
+        if (psc.get("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            err(f"{wname}: pod securityContext.seccompProfile.type must be RuntimeDefault")
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            csc = c.get("securityContext") or {}
+            cname = f"{wname} container {c['name']}"
+            if csc.get("allowPrivilegeEscalation") is not False:
+                err(f"{cname}: allowPrivilegeEscalation must be false")
+            if csc.get("readOnlyRootFilesystem") is not True:
+                err(f"{cname}: readOnlyRootFilesystem must be true")
+            if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
+                err(f"{cname}: capabilities.drop must contain ALL")
+            res = c.get("resources") or {}
+            if not (res.get("requests") or {}).get("cpu") or not (res.get("requests") or {}).get("memory"):
+                err(f"{cname}: resources.requests needs cpu and memory")
+            if not (res.get("limits") or {}).get("memory"):
+                err(f"{cname}: resources.limits needs memory")
+            for e in c.get("env", []):
+                src = e.get("valueFrom") or {}
+                for kind, table in (("configMapKeyRef", configmaps), ("secretKeyRef", secrets)):
+                    ref = src.get(kind)
+                    if ref and ref.get("key") not in (table.get(ref.get("name")) or {}):
+                        err(f"{cname}: env {e['name']} refers to {kind} {ref.get('name')}/{ref.get('key')}, which does not exist")
+            mounts = {m["name"] for m in c.get("volumeMounts", [])}
+            vols = {v["name"]: v for v in spec.get("volumes", [])}
+            vols.update({t["metadata"]["name"]: t for t in w["spec"].get("volumeClaimTemplates", [])})
+            for m in sorted(mounts - set(vols)):
+                err(f"{cname}: volumeMount {m} has no volume")
+            for v in vols.values():
+                cm = (v.get("configMap") or {}).get("name")
+                if cm and cm not in configmaps:
+                    err(f"{wname}: volume {v['name']} uses ConfigMap {cm}, which does not exist")
+
+    # The chat tiers.
+    drain = float(configmaps.get("chat-config", {}).get("CHAT_DRAIN_SECS", 10))
+    for tier in TIERS:
+        if tier not in deployments:
+            err(f"no Deployment {tier}")
+            continue
+        name, d = deployments[tier]
+        where = f"k8s/{name} Deployment {tier}"
+        spec = d["spec"]["template"]["spec"]
+        c = next((c for c in spec["containers"] if c["name"] == tier), None)
+        if not c:
+            err(f"{where}: no container named {tier}")
+            continue
+        if ((c.get("livenessProbe") or {}).get("httpGet") or {}).get("path") != "/healthz":
+            err(f"{where}: livenessProbe must GET /healthz")
+        if ((c.get("readinessProbe") or {}).get("httpGet") or {}).get("path") != "/readyz":
+            err(f"{where}: readinessProbe must GET /readyz")
+        sleep = seconds_of_sleep(c)
+        if sleep is None:
+            err(f"{where}: needs a preStop sleep")
+        if not ((spec.get("affinity") or {}).get("podAntiAffinity")):
+            err(f"{where}: needs podAntiAffinity")
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+        if tier == "chat-gateway":
+            env = {e["name"]: e for e in c.get("env", [])}
+            if "CHAT_DRAIN_SECS" not in env:
+                err(f"{where}: CHAT_DRAIN_SECS is not set")
+            need = (sleep or 0) + drain
+            if grace <= need + 5:
+                err(f"{where}: terminationGracePeriodSeconds {grace} must exceed preStop {sleep} + CHAT_DRAIN_SECS {drain:g} + 5 s of shutdown")
+            strategy = (d["spec"].get("strategy") or {}).get("rollingUpdate") or {}
+            if str(strategy.get("maxUnavailable", "25%")) not in ("0", "0%"):
+                err(f"{where}: rollingUpdate.maxUnavailable must be 0 (a new gateway is ready before an old one drains)")
+
+    # HPAs: one per tier, pointing at it, with the metrics promised.
+    hpas = {d["spec"]["scaleTargetRef"]["name"]: (n, d) for n, d in by_kind.get("HorizontalPodAutoscaler", [])}
+    for tier in TIERS:
+        if tier not in hpas:
+            err(f"no HorizontalPodAutoscaler targets Deployment {tier}")
+            continue
+        n, h = hpas[tier]
+        kinds = {(m["type"], (m.get("resource") or {}).get("name") or ((m.get(m["type"][0].lower() + m["type"][1:]) or {}).get("metric") or {}).get("name"))
+                 for m in h["spec"].get("metrics", [])}
+        if ("Resource", "cpu") not in kinds:
+            err(f"k8s/{n}: HPA {h['metadata']['name']} needs a CPU metric")
+        if tier == "chat-gateway" and ("Pods", "chat_gateway_connections") not in kinds:
+            err(f"k8s/{n}: gateway HPA needs the Pods metric chat_gateway_connections")
+        if h["spec"].get("minReplicas", 1) > h["spec"]["maxReplicas"]:
+            err(f"k8s/{n}: minReplicas > maxReplicas")
+    for target, (n, h) in hpas.items():
+        if target not in deployments:
+            err(f"k8s/{n}: HPA targets Deployment {target}, which does not exist")
+
+    # PDBs, Services and NetworkPolicies select existing pods.
+    def selects_something(selector):
+        return any(matches(selector, labels) for labels in pod_labels.values())
+
+    pdb_targets = set()
+    for n, p in by_kind.get("PodDisruptionBudget", []):
+        if not selects_something(p["spec"]["selector"]):
+            err(f"k8s/{n}: PDB {p['metadata']['name']} selects no pods")
+        for wname, labels in pod_labels.items():
+            if matches(p["spec"]["selector"], labels):
+                pdb_targets.add(wname)
+    for tier in TIERS:
+        if tier not in pdb_targets:
+            err(f"no PodDisruptionBudget covers {tier}")
+    for n, s in by_kind.get("Service", []):
+        sel = s["spec"].get("selector") or {}
+        if not any(all(labels.get(k) == v for k, v in sel.items()) for labels in pod_labels.values()):
+            err(f"k8s/{n}: Service {s['metadata']['name']} selects no pods")
+    for n, np in by_kind.get("NetworkPolicy", []):
+        sel = np["spec"]["podSelector"]
+        if sel and not selects_something(sel):
+            err(f"k8s/{n}: NetworkPolicy {np['metadata']['name']} selects no pods")
+    if not any(np["spec"]["podSelector"] == {} for _, np in by_kind.get("NetworkPolicy", [])):
+        err("no default-deny NetworkPolicy (podSelector: {})")
+
+    # StatefulSets: headless Services and volume claims.
+    services = {s["metadata"]["name"]: s for _, s in by_kind.get("Service", [])}
+    for n, st in by_kind.get("StatefulSet", []):
+        svc = services.get(st["spec"].get("serviceName"))
+        if not svc or svc["spec"].get("clusterIP") != "None":
+            err(f"k8s/{n}: StatefulSet {st['metadata']['name']} needs a headless Service named {st['spec'].get('serviceName')}")
+        if not st["spec"].get("volumeClaimTemplates"):
+            err(f"k8s/{n}: StatefulSet {st['metadata']['name']} has no volumeClaimTemplates")
+    redis = [st for _, st in by_kind.get("StatefulSet", []) if st["metadata"]["name"] == "redis-cluster"]
+    if not redis or redis[0]["spec"].get("replicas") != 6:
+        err("the Redis Cluster StatefulSet (redis-cluster) must run 6 nodes")
+    if not any(j["metadata"]["name"] == "redis-cluster-create" for _, j in by_kind.get("Job", [])):
+        err("no Job redis-cluster-create")
+    script = configmaps.get("redis-cluster-create", {}).get("cluster-create.sh")
+    if script != (REPO / "deploy" / "redis" / "cluster-create.sh").read_text():
+        err("ConfigMap redis-cluster-create (k8s/redis-configmap.yaml) differs from deploy/redis/cluster-create.sh; copy it over")
+
+    # Ingress: both tiers reachable, WebSocket timeouts on the gateway's.
+    ingress_targets = {}
+    for n, ing in by_kind.get("Ingress", []):
+        for rule in ing["spec"].get("rules", []):
+            for p in (rule.get("http") or {}).get("paths", []):
+                ingress_targets[p["backend"]["service"]["name"]] = (n, ing)
+    for svc in ("chat-api", "chat-gateway"):
+        if svc not in ingress_targets:
+            err(f"no Ingress routes to Service {svc}")
+    if "chat-gateway" in ingress_targets:
+        n, ing = ingress_targets["chat-gateway"]
+        ann = ing["metadata"].get("annotations") or {}
+        for key in ("nginx.ingress.kubernetes.io/proxy-read-timeout", "nginx.ingress.kubernetes.io/proxy-send-timeout"):
+            if int(ann.get(key, 60)) < 600:
+                err(f"k8s/{n}: {key} should be long (>= 600 s) for WebSockets")
+
+    if not errors:
+        print(f"    ok: {len(docs)} objects: probes, drain timing, security contexts, resources, HPAs, PDBs, "
+              f"selectors, config keys, StatefulSets, Ingress")
+
+
+def main(argv):
+    cmd = argv[0] if argv else ""
+    if cmd == "listing":
+        cmd_listing()
+    elif cmd == "files":
+        cmd_files()
+    elif cmd == "crds":
+        cmd_crds(argv[1])
+    elif cmd == "semantics":
+        cmd_semantics()
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    for e in errors:
+        print(f"    FAIL: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

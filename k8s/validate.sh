@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Static checks of the Kubernetes manifests; no cluster needed.
+#
+#   1. kustomization.yaml lists every *.yaml file in k8s/ and nothing that is missing.
+#   2. kubernetes-validate (PyPI, pinned) --strict against Kubernetes ${K8S_VERSION}: every object
+#      of a built-in kind; a "no schema" warning for any of them fails (a typo in apiVersion/kind
+#      would otherwise pass silently).
+#   3. The Prometheus Operator custom resources (ServiceMonitor, PrometheusRule), for which
+#      kubernetes-validate has no schema, against our structural schemas in k8s/schemas/; the
+#      PrometheusRule's groups through `promtool check rules`, and its `chat` group must equal
+#      deploy/prometheus/alerts.yml's.
+#   4. k8s/check-manifests.py semantics: probes, drain timing, security contexts, resources, HPAs,
+#      PDBs, selectors, ConfigMap/Secret keys, StatefulSets, Ingress timeouts.
+#   5. When kubectl is installed: `kubectl kustomize k8s` builds, and the rendered output (namespace,
+#      labels and images applied) passes kubernetes-validate --strict too.
+#
+# Tools go to .tmp/ (git-ignored) on the first run. Binary names, ports, env vars and paths against
+# the Rust code: deploy/check-references.py.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-1.33.0}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../deploy/lib.sh
+source "${HERE}/../deploy/lib.sh"
+cd "$REPO_ROOT"
+
+SKIPPED=()
+ensure_k8s_venv
+PY="${K8S_VENV}/bin/python"
+OUT="${TMP_DIR}/k8s"
+mkdir -p "$OUT"
+
+say "kustomization.yaml lists every manifest"
+"$PY" k8s/check-manifests.py listing || fail "kustomization.yaml and the files in k8s/ disagree (above)"
+
+# kubernetes-validate prints INFO/WARN/ERROR lines; --strict rejects unknown fields. Any WARN
+# (no schema for a kind) or ERROR fails.
+run_kubernetes_validate() {
+  local label="$1"
+  shift
+  local log="${OUT}/kubernetes-validate.log"
+  local rc=0
+  "${K8S_VENV}/bin/kubernetes-validate" --strict -k "$K8S_VERSION" "$@" >"$log" 2>&1 || rc=$?
+  local bad
+  bad="$(grep -E '^(WARN|ERROR)' "$log" | grep -vE "${IGNORE_CRD_WARNINGS:-^$}" || true)"
+  if [ "$rc" != 0 ] || [ -n "$bad" ]; then
+    fail "kubernetes-validate --strict (${label}):"
+    if [ -n "$bad" ]; then printf '%s\n' "$bad" | sed 's/^/      /' >&2; else sed 's/^/      /' "$log" >&2; fi
+  else
+    ok "${label}: $(grep -c '^INFO .* passed' "$log") objects pass --strict against Kubernetes ${K8S_VERSION}"
+  fi
+}
+
+say "kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} --strict -k ${K8S_VERSION}"
+mapfile -t BUILTIN_FILES < <("$PY" k8s/check-manifests.py files)
+if [ "${#BUILTIN_FILES[@]}" -gt 0 ]; then
+  IGNORE_CRD_WARNINGS='^$' run_kubernetes_validate "k8s/*.yaml" "${BUILTIN_FILES[@]}"
+else
+  fail "no manifest files found"
+fi
+
+say "custom resources (monitoring.coreos.com/v1) against k8s/schemas/"
+"$PY" k8s/check-manifests.py crds "${OUT}/prometheusrule-groups.yml" \
+  || fail "custom resources do not match k8s/schemas/ (above)"
+ensure_promtool
+if [ -n "$PROMTOOL" ]; then
+  if "$PROMTOOL" check rules "${OUT}/prometheusrule-groups.yml" >"${OUT}/promtool.out" 2>&1; then
+    ok "PrometheusRule groups: promtool check rules ($(grep -o '[0-9]* rules found' "${OUT}/promtool.out" | head -n 1))"
+  else
+    fail "promtool check rules on k8s/prometheusrule.yaml's groups:"
+    sed 's/^/      /' "${OUT}/promtool.out" >&2
+  fi
+else
+  SKIPPED+=("promtool check rules")
+fi
+
+say "semantics"
+"$PY" k8s/check-manifests.py semantics || fail "k8s/check-manifests.py semantics found problems (above)"
+
+say "kubectl kustomize k8s"
+if command -v kubectl >/dev/null 2>&1; then
+  if kubectl kustomize k8s >"${OUT}/rendered.yaml" 2>"${OUT}/kustomize.err"; then
+    ok "kustomize build: $(grep -c '^kind:' "${OUT}/rendered.yaml") objects"
+    IGNORE_CRD_WARNINGS="Couldn't find schema for kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1" \
+      run_kubernetes_validate "kustomize output" "${OUT}/rendered.yaml"
+  else
+    fail "kubectl kustomize k8s failed:"
+    sed 's/^/      /' "${OUT}/kustomize.err" >&2
+  fi
+else
+  warn "kubectl not installed: kustomize build not checked"
+  SKIPPED+=("kubectl kustomize")
+fi
+
+echo
+if [ "${#SKIPPED[@]}" -gt 0 ]; then
+  echo "SKIPPED (tool unavailable): ${SKIPPED[*]}"
+fi
+if [ "$FAILURES" -gt 0 ]; then
+  echo "k8s-validate: FAILED (see the FAIL lines above)"
+  exit 1
+fi
+echo "k8s-validate: OK"
