@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use chat_auth::TokenKeys;
-use chat_proto::{ErrorBody, ErrorCode, Message, MessageBody, PresenceStatus, SendMessageRequest};
+use chat_proto::{
+    ErrorBody, ErrorCode, Message, MessageBody, PresenceStatus, SendMessageRequest, SyncPage,
+};
 use serde::Serialize;
 
 use crate::metrics::GatewayMetrics;
@@ -67,6 +69,41 @@ impl ApiClient {
     pub async fn typing(&self, token: &str, chat_id: u64) -> ApiReply {
         self.forward::<()>(token, &format!("/v1/chats/{chat_id}/typing"), None)
             .await
+    }
+
+    /// One page of `GET /v1/sync` for the user.
+    pub async fn sync(&self, token: &str, since: &str) -> Result<SyncPage, (ErrorCode, String)> {
+        let started = Instant::now();
+        let response = self
+            .http
+            .get(format!("{}/v1/sync", self.base))
+            .query(&[("since", since), ("limit", "500")])
+            .bearer_auth(token)
+            .send()
+            .await;
+        self.metrics
+            .api_request_seconds
+            .record(started.elapsed().as_secs_f64());
+        let response = response.map_err(|e| {
+            tracing::warn!(error = %e, "chat-api sync failed");
+            (
+                ErrorCode::Unavailable,
+                "chat-api is unavailable, retry later".to_string(),
+            )
+        })?;
+        let status = response.status();
+        let body = response.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map_err(|e| (ErrorCode::Internal, format!("unreadable sync page: {e}")));
+        }
+        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(error) => (error.error.code, error.error.message),
+            Err(_) => (
+                ErrorCode::from_http_status(status.as_u16()),
+                format!("chat-api answered {status}"),
+            ),
+        })
     }
 
     async fn forward<B: Serialize>(&self, token: &str, path: &str, body: Option<&B>) -> ApiReply {

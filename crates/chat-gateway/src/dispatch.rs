@@ -6,6 +6,7 @@
 //! gets a `resync` event, because whatever was published in between never reached this node.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use chat_bus::BusMessage;
 use chat_proto::{BusBody, BusEnvelope, ServerEvent};
@@ -29,13 +30,17 @@ pub async fn run(
                     Err(e) => tracing::warn!(error = %e, user, "undecodable bus payload dropped"),
                 },
                 Some(BusMessage::Disconnected) => {
+                    gateway.subscriptions_up.store(false, Ordering::Release);
                     metrics.bus_up.set(0.0);
                     tracing::warn!("redis subscription connection lost; resubscribing");
                     hub.registry().resubscribe();
                 }
                 None => return,
             },
-            Some(()) = restored.recv() => broadcast_resync(hub, metrics),
+            Some(()) = restored.recv() => {
+                gateway.subscriptions_up.store(true, Ordering::Release);
+                broadcast_resync(hub, metrics);
+            }
         }
     }
 }

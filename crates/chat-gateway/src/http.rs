@@ -116,6 +116,7 @@ fn socket_params(req: &Request<Incoming>) -> Result<SocketParams, &'static str> 
         .and_then(|v| v.to_str().ok())
         .and_then(chat_auth::bearer_token)
         .map(String::from);
+    let mut since = None;
     let query = req.uri().query().unwrap_or_default();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*key {
@@ -127,22 +128,32 @@ fn socket_params(req: &Request<Incoming>) -> Result<SocketParams, &'static str> 
                 }
             }
             "token" if token.is_none() && !value.is_empty() => token = Some(value.into_owned()),
+            "since" if !value.is_empty() => since = Some(value.into_owned()),
             _ => {}
         }
     }
-    Ok(SocketParams { format, token })
+    Ok(SocketParams {
+        format,
+        token,
+        since,
+    })
 }
 
-/// Ready while not draining and Redis answers.
+/// Ready while not draining, the subscriptions are live and Redis answers.
 async fn readiness(gateway: &Gateway) -> HttpResponse {
     if gateway.draining.load(Ordering::Acquire) {
         return text(StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
+    if !gateway.subscriptions_up.load(Ordering::Acquire) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "redis subscriptions are reconnecting",
+        );
     }
     let redis_up = matches!(
         tokio::time::timeout(Duration::from_secs(1), gateway.bus.ping()).await,
         Ok(Ok(()))
     );
-    gateway.metrics.bus_up.set(f64::from(u8::from(redis_up)));
     if redis_up {
         text(StatusCode::OK, "ready")
     } else {

@@ -7,14 +7,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::Bytes;
-use chat_proto::{ErrorCode, Reply, WireFormat};
+use chat_proto::{ErrorCode, Reply, ServerEvent, WireFormat};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::GatewayMetrics;
 use crate::registry::RegistryHandle;
 use crate::socket::encode_reply;
-use crate::socket::writer::Control;
+use crate::socket::writer::{Control, EventKey, OutEvent};
 
 pub type UserId = u64;
 pub type ConnId = u64;
@@ -69,35 +69,42 @@ pub struct ConnHandle {
     /// The token id the socket authenticated with (for logout).
     pub jti: std::sync::Arc<str>,
     pub format: WireFormat,
-    pub outbound: mpsc::Sender<Bytes>,
+    pub outbound: mpsc::Sender<OutEvent>,
     /// For frames that must precede a close (the logout error).
     pub control: mpsc::Sender<Control>,
     pub signal: std::sync::Arc<CloseSignal>,
 }
 
 /// An event encoded at most once per wire format, shared by every socket that receives it.
-pub struct EncodedEvent<'a, T: serde::Serialize> {
-    event: &'a T,
+pub struct EncodedEvent<'a> {
+    event: &'a ServerEvent,
+    key: EventKey,
     json: Option<Bytes>,
     msgpack: Option<Bytes>,
 }
 
-impl<'a, T: serde::Serialize> EncodedEvent<'a, T> {
-    pub fn new(event: &'a T) -> Self {
+impl<'a> EncodedEvent<'a> {
+    pub fn new(event: &'a ServerEvent) -> Self {
         Self {
             event,
+            key: EventKey::of(event),
             json: None,
             msgpack: None,
         }
     }
 
-    fn bytes(&mut self, format: WireFormat) -> Bytes {
+    fn for_format(&mut self, format: WireFormat) -> OutEvent {
         let slot = match format {
             WireFormat::Json => &mut self.json,
             WireFormat::MsgPack => &mut self.msgpack,
         };
-        slot.get_or_insert_with(|| format.encode(self.event))
-            .clone()
+        let bytes = slot
+            .get_or_insert_with(|| format.encode(self.event))
+            .clone();
+        OutEvent {
+            bytes,
+            key: self.key,
+        }
     }
 }
 
@@ -157,31 +164,31 @@ impl Hub {
 
     /// Queues an event on every local socket of the user. A full queue closes that socket with
     /// 4008 rather than slowing anyone else down.
-    pub fn deliver<T: serde::Serialize>(&self, user: UserId, event: &mut EncodedEvent<'_, T>) {
+    pub fn deliver(&self, user: UserId, event: &mut EncodedEvent<'_>) {
         let shard = self.shard(user);
         let Some(conns) = shard.get(&user) else {
             return;
         };
         for conn in conns {
-            self.offer(conn, event.bytes(conn.format));
+            self.offer(conn, event.for_format(conn.format));
         }
     }
 
     /// Queues an event on every local socket; returns how many sockets got it.
-    pub fn broadcast<T: serde::Serialize>(&self, event: &mut EncodedEvent<'_, T>) -> usize {
+    pub fn broadcast(&self, event: &mut EncodedEvent<'_>) -> usize {
         let mut sent = 0;
         for index in 0..SHARDS {
             let shard = self.shard(index as u64);
             for conn in shard.values().flatten() {
-                sent += usize::from(self.offer(conn, event.bytes(conn.format)));
+                sent += usize::from(self.offer(conn, event.for_format(conn.format)));
             }
         }
         sent
     }
 
     /// Queues bytes on one socket without waiting; a full queue closes it with 4008.
-    fn offer(&self, conn: &ConnHandle, bytes: Bytes) -> bool {
-        match conn.outbound.try_send(bytes) {
+    fn offer(&self, conn: &ConnHandle, event: OutEvent) -> bool {
+        match conn.outbound.try_send(event) {
             Ok(()) => {
                 self.metrics.events_delivered.increment(1);
                 true

@@ -39,6 +39,8 @@ pub struct Gateway {
     pub metrics: GatewayMetrics,
     pub prometheus: PrometheusHandle,
     pub draining: AtomicBool,
+    /// False from a subscription disconnect until every subscription is back.
+    pub subscriptions_up: AtomicBool,
     pub next_conn_id: AtomicU64,
 }
 
@@ -65,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics = GatewayMetrics::register();
     let bus = RedisBus::new(&config.redis.bus_config())?;
     let (subscriber, bus_messages) = connect_subscriber(&bus).await;
+    metrics.bus_up.set(1.0);
     let api = ApiClient::new(
         &config.api_url,
         keys.clone(),
@@ -91,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
         prometheus,
         draining: AtomicBool::new(false),
+        subscriptions_up: AtomicBool::new(true),
         next_conn_id: AtomicU64::new(1),
     });
     let registry_stop = CancellationToken::new();

@@ -80,7 +80,10 @@ fn frame_from_value(value: serde_json::Value) -> Result<ClientFrame, DecodeError
             detail: "a frame must be an object with a string field \"type\"".into(),
         });
     };
-    if !matches!(kind, "auth" | "ping" | "send" | "read" | "typing") {
+    if !matches!(
+        kind,
+        "auth" | "resume" | "ping" | "send" | "read" | "typing"
+    ) {
         return Err(DecodeError::Shape {
             id,
             detail: format!("unknown frame type {kind:?}"),
@@ -157,12 +160,14 @@ mod tests {
     fn json_event_has_the_contract_shape() {
         let event = ServerEvent::NewMessage {
             message: sample_message(),
+            cursor: "c1".into(),
         };
         let json: serde_json::Value =
             serde_json::from_slice(&WireFormat::Json.encode(&event)).expect("valid json");
         assert_eq!(json["type"], "new_message");
         assert_eq!(json["message"]["type"], "text");
         assert_eq!(json["message"]["seq"], 1);
+        assert_eq!(json["cursor"], "c1");
         assert!(json["message"]["attachment"].is_null());
         let created = json["message"]["created_at"].as_str().expect("string");
         assert!(created.ends_with('Z') && created.len() == 24, "{created}");
@@ -186,6 +191,7 @@ mod tests {
     fn bus_envelope_round_trips() {
         let envelope = BusEnvelope::new(BusBody::Event(ServerEvent::NewMessage {
             message: sample_message(),
+            cursor: "c1".into(),
         }));
         let decoded = BusEnvelope::decode(&envelope.encode()).expect("decodes");
         assert_eq!(decoded, envelope);

@@ -19,11 +19,14 @@ pub enum PresenceStatus {
 pub enum ServerEvent {
     NewMessage {
         message: Message,
+        /// Where to resume after processing this event (see `cursor`).
+        cursor: String,
     },
     MessageRead {
         chat_id: Id,
         user_id: Id,
         up_to_seq: u64,
+        cursor: String,
     },
     Presence {
         user_id: Id,
@@ -41,6 +44,10 @@ pub enum ServerEvent {
     Resync {
         reason: String,
     },
+    /// From the gateway: the replay of a resume is complete; live events follow.
+    Synced {
+        cursor: String,
+    },
 }
 
 impl ServerEvent {
@@ -52,6 +59,15 @@ impl ServerEvent {
             Self::Presence { .. } => "presence",
             Self::Typing { .. } => "typing",
             Self::Resync { .. } => "resync",
+            Self::Synced { .. } => "synced",
         }
     }
+}
+
+/// The body of `GET /v1/sync`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPage {
+    pub events: Vec<ServerEvent>,
+    pub cursor: String,
+    pub has_more: bool,
 }

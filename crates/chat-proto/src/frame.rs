@@ -21,6 +21,12 @@ pub enum RequestId {
 pub enum ClientFrame {
     Auth {
         token: String,
+        /// Resume from this cursor right after authenticating.
+        #[serde(default)]
+        since: Option<String>,
+    },
+    Resume {
+        since: String,
     },
     Ping {
         #[serde(default)]

@@ -5,6 +5,7 @@
 //! are two encodings of it.
 
 pub mod codec;
+pub mod cursor;
 pub mod error;
 pub mod event;
 pub mod frame;
@@ -12,8 +13,9 @@ pub mod model;
 pub mod time;
 
 pub use codec::{BusBody, BusEnvelope, DecodeError, WireFormat};
+pub use cursor::Cursor;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
-pub use event::{PresenceStatus, ServerEvent};
+pub use event::{PresenceStatus, ServerEvent, SyncPage};
 pub use frame::{ClientFrame, Reply, RequestId};
 pub use model::{
     Attachment, Chat, ChatKind, Contact, Me, Member, MemberRole, Message, MessageBody, MessageKind,

@@ -8,6 +8,7 @@ mod chats;
 mod contacts;
 mod error;
 mod messages;
+mod sync;
 mod users;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 pub use chats::{ChatUpdate, NewGroup};
 pub use error::StoreError;
 pub use messages::{MessagePage, NewMessage, ReadOutcome, SendOutcome};
+pub use sync::{SyncEvent, SyncSlice};
 pub use users::Credentials;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,6 +1,6 @@
 //! Messages: the gap-free per-chat sequence, idempotent sends, history pages, read watermarks.
 
-use chat_proto::time::now_millis;
+use chat_proto::time::Timestamp;
 use chat_proto::{Id, Message, MessageKind};
 use sqlx::types::chrono::NaiveDateTime;
 
@@ -71,6 +71,8 @@ pub struct MessagePage {
 pub struct ReadOutcome {
     /// The new watermark when it moved.
     pub moved_to: Option<u64>,
+    /// When it moved (database clock).
+    pub read_at: Timestamp,
     pub member_ids: Vec<Id>,
 }
 
@@ -79,8 +81,10 @@ impl Store {
     /// length of the transaction, so concurrent senders get consecutive numbers.
     pub async fn send_message(&self, new: NewMessage<'_>) -> Result<SendOutcome> {
         let mut tx = self.pool.begin().await?;
-        let locked: Option<(u64, Option<u64>)> = sqlx::query_as(
-            "SELECT c.last_seq, m.user_id FROM chats c \
+        // The timestamp comes from the database, taken under the chat's lock: one clock for all
+        // api replicas, so sync cursors (points in time) order messages the way they committed.
+        let locked: Option<(u64, Option<u64>, NaiveDateTime)> = sqlx::query_as(
+            "SELECT c.last_seq, m.user_id, NOW(3) FROM chats c \
              LEFT JOIN chat_members m ON m.chat_id = c.id AND m.user_id = ? \
              WHERE c.id = ? FOR UPDATE",
         )
@@ -88,8 +92,8 @@ impl Store {
         .bind(new.chat_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let last_seq = match locked {
-            Some((last_seq, Some(_))) => last_seq,
+        let (last_seq, created_at) = match locked {
+            Some((last_seq, Some(_), now)) => (last_seq, now.and_utc()),
             _ => return Err(StoreError::NotFound),
         };
         if let Some(reply_to) = new.reply_to_id {
@@ -105,7 +109,6 @@ impl Store {
             }
         }
         let seq = last_seq + 1;
-        let created_at = now_millis();
         let inserted = sqlx::query(
             "INSERT INTO messages (chat_id, seq, sender_id, kind, body, attachment_id, reply_to_id, \
              client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -240,27 +243,29 @@ impl Store {
 
     /// Moves the caller's read watermark forward to `min(up_to_seq, last_seq)`; never back.
     pub async fn mark_read(&self, me: Id, chat_id: Id, up_to_seq: u64) -> Result<ReadOutcome> {
-        let row: Option<(u64, u64)> = sqlx::query_as(
-            "SELECT c.last_seq, m.last_read_seq FROM chat_members m JOIN chats c ON c.id = m.chat_id \
-             WHERE m.chat_id = ? AND m.user_id = ?",
+        let row: Option<(u64, u64, NaiveDateTime)> = sqlx::query_as(
+            "SELECT c.last_seq, m.last_read_seq, NOW(3) FROM chat_members m \
+             JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = ? AND m.user_id = ?",
         )
         .bind(chat_id)
         .bind(me)
         .fetch_optional(&self.pool)
         .await?;
-        let (last_seq, current) = row.ok_or(StoreError::NotFound)?;
+        let (last_seq, current, now) = row.ok_or(StoreError::NotFound)?;
         let target = up_to_seq.min(last_seq);
         if target <= current {
             return Ok(ReadOutcome {
                 moved_to: None,
+                read_at: now.and_utc(),
                 member_ids: Vec::new(),
             });
         }
         let updated = sqlx::query(
-            "UPDATE chat_members SET last_read_seq = ? \
+            "UPDATE chat_members SET last_read_seq = ?, read_at = ? \
              WHERE chat_id = ? AND user_id = ? AND last_read_seq < ?",
         )
         .bind(target)
+        .bind(now)
         .bind(chat_id)
         .bind(me)
         .bind(target)
@@ -269,11 +274,13 @@ impl Store {
         if updated.rows_affected() == 0 {
             return Ok(ReadOutcome {
                 moved_to: None,
+                read_at: now.and_utc(),
                 member_ids: Vec::new(),
             });
         }
         Ok(ReadOutcome {
             moved_to: Some(target),
+            read_at: now.and_utc(),
             member_ids: self.member_ids(chat_id).await?,
         })
     }

@@ -124,7 +124,13 @@ async fn send_over_ws_reaches_every_socket_once_across_gateways() {
     assert_eq!(ack["type"], json!("ack"), "{ack}");
     let want = json!({"type": "message_read", "chat_id": chat, "user_id": b.id, "up_to_seq": 1});
     for ws in [&mut a1, &mut a2, &mut b2] {
-        let event = ws.recv_until("message_read", WAIT).await;
+        let mut event = ws.recv_until("message_read", WAIT).await;
+        let cursor = event.as_object_mut().and_then(|e| e.remove("cursor"));
+        assert!(
+            cursor.as_ref().and_then(Value::as_str).is_some(),
+            "[{}] message_read carries a cursor: {event}",
+            ws.label()
+        );
         assert_eq!(event, want, "[{}] message_read", ws.label());
         ws.expect_no_frame_of_type("message_read", QUIET).await;
     }

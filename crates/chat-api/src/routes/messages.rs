@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chat_proto::codec::BusBody;
-use chat_proto::{Message, MessageBody, MessageKind, SendMessageRequest, ServerEvent};
+use chat_proto::{Cursor, Message, MessageBody, MessageKind, SendMessageRequest, ServerEvent};
 use chat_store::NewMessage;
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +61,7 @@ pub async fn send(
     }
     metrics::counter!("chat_messages_published_total").increment(1);
     let event = ServerEvent::NewMessage {
+        cursor: Cursor::after_event(outcome.message.created_at.timestamp_millis()).to_string(),
         message: outcome.message.clone(),
     };
     state
@@ -146,6 +147,7 @@ pub async fn read(
             chat_id,
             user_id: caller.id,
             up_to_seq,
+            cursor: Cursor::after_event(outcome.read_at.timestamp_millis()).to_string(),
         };
         state
             .publish(&outcome.member_ids, BusBody::Event(event))

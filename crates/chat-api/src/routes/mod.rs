@@ -7,6 +7,7 @@ mod contacts;
 mod internal;
 mod messages;
 mod ops;
+mod sync;
 mod users;
 
 use std::time::Instant;
@@ -51,6 +52,7 @@ pub fn router(state: AppState, metrics: PrometheusHandle) -> Router {
         )
         .route("/chats/{id}/read", post(messages::read))
         .route("/chats/{id}/typing", post(messages::typing))
+        .route("/sync", get(sync::sync))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_migrated,

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use self::assembler::{Assembler, CloseCause, Message};
 use self::requests::{Request, RequestQueue, SocketContext};
-use self::writer::{Control, Writer, data_opcode};
+use self::writer::{Control, OutEvent, Writer, data_opcode};
 use crate::Gateway;
 use crate::hub::{CloseSignal, ConnHandle, close_code};
 
@@ -43,6 +43,8 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SocketParams {
     pub format: WireFormat,
     pub token: Option<String>,
+    /// Resume from this cursor (`?since=`).
+    pub since: Option<String>,
 }
 
 type Io = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
@@ -85,7 +87,9 @@ pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketPar
         typing_sent: HashMap::new(),
         requests: RequestQueue::default(),
     };
-    socket.run(&mut reader, params.token, events).await;
+    socket
+        .run(&mut reader, params.token, params.since, events)
+        .await;
     drop(socket);
     if tokio::time::timeout(WRITER_GRACE, &mut writer)
         .await
@@ -100,6 +104,8 @@ struct Identity {
     user_id: u64,
     jti: Arc<str>,
     token: Arc<str>,
+    /// A cursor given in the `auth` frame.
+    since: Option<String>,
 }
 
 enum Incoming {
@@ -125,11 +131,13 @@ impl Socket {
         &mut self,
         reader: &mut WebSocketRead<ReadHalf<Io>>,
         token: Option<String>,
-        events: mpsc::Sender<Bytes>,
+        since: Option<String>,
+        events: mpsc::Sender<OutEvent>,
     ) {
         let Some(identity) = self.authenticate(reader, token).await else {
             return;
         };
+        let since = since.or_else(|| identity.since.clone());
         let conn_id = self.gateway.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let handle = ConnHandle {
             id: conn_id,
@@ -158,7 +166,11 @@ impl Socket {
             user_id: identity.user_id,
             session_id,
         });
-        let _ = self.control.try_send(Control::Activate);
+        if let Some(since) = since {
+            // Live events queue up (the writer is not active yet) while the replay goes out.
+            requests::replay(&self.context(&identity), &since).await;
+        }
+        let _ = self.control.send(Control::Activate).await;
         let metrics = &self.gateway.metrics;
         metrics.connections.increment(1.0);
         metrics.connections_opened.increment(1);
@@ -176,6 +188,7 @@ impl Socket {
         reader: &mut WebSocketRead<ReadHalf<Io>>,
         token: Option<String>,
     ) -> Option<Identity> {
+        let mut since = None;
         let token = match token {
             Some(token) => token,
             None => {
@@ -184,7 +197,10 @@ impl Socket {
                 {
                     Err(_) => return self.fail_auth("authentication timed out"),
                     Ok(Ok(Incoming::Message(message))) => match self.decode(&message) {
-                        Some(Ok(ClientFrame::Auth { token })) => token,
+                        Some(Ok(ClientFrame::Auth { token, since: from })) => {
+                            since = from;
+                            token
+                        }
                         _ => {
                             return self.fail_auth(
                                 "the first frame must be {\"type\":\"auth\",\"token\":...}",
@@ -212,6 +228,7 @@ impl Socket {
                 user_id: verified.user_id,
                 jti: verified.jti.into(),
                 token: token.into(),
+                since,
             }),
             Ok(true) => self.fail_auth("token has been revoked"),
             Err(e) => {
@@ -346,6 +363,15 @@ impl Socket {
                     "already authenticated",
                 ));
             }
+            ClientFrame::Resume { since } => {
+                metrics.frame_received("resume");
+                // Pause first, so live events wait behind the replay.
+                if self.control.try_send(Control::Pause).is_err() {
+                    self.signal.close(close_code::TOO_SLOW);
+                    return;
+                }
+                self.submit(identity, Request::Resume { since }, None);
+            }
             ClientFrame::Ping { id } => {
                 metrics.frame_received("ping");
                 self.reply(&Reply::Pong {
@@ -411,14 +437,18 @@ impl Socket {
         }
     }
 
-    fn submit(&mut self, identity: &Identity, request: Request, id: Option<chat_proto::RequestId>) {
-        let context = SocketContext {
+    fn context(&self, identity: &Identity) -> SocketContext {
+        SocketContext {
             api: self.gateway.api.clone(),
             token: identity.token.clone(),
             format: self.format,
             control: self.control.clone(),
             signal: self.signal.clone(),
-        };
+        }
+    }
+
+    fn submit(&mut self, identity: &Identity, request: Request, id: Option<chat_proto::RequestId>) {
+        let context = self.context(identity);
         if !self.requests.submit(&context, request) {
             self.reply(&Reply::error(
                 id,

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chat_proto::{ErrorCode, Reply, RequestId, SendMessageRequest, WireFormat};
+use chat_proto::{ErrorCode, Reply, RequestId, SendMessageRequest, ServerEvent, WireFormat};
 use tokio::sync::mpsc;
 
-use super::writer::{Control, data_opcode};
+use super::writer::{Control, EventKey, OutEvent, data_opcode};
 use crate::api_client::{ApiClient, ApiReply};
 use crate::hub::{CloseSignal, close_code};
 
@@ -28,6 +28,10 @@ pub enum Request {
     },
     Typing {
         chat_id: u64,
+    },
+    /// Replay from a cursor (the writer has been paused), then go live again.
+    Resume {
+        since: String,
     },
 }
 
@@ -94,6 +98,11 @@ async fn work(context: SocketContext, mut requests: mpsc::Receiver<Request>) {
                 let _ = context.api.typing(&context.token, chat_id).await;
                 continue;
             }
+            Request::Resume { since } => {
+                replay(&context, &since).await;
+                let _ = context.control.send(Control::Activate).await;
+                continue;
+            }
         };
         match reply {
             ApiReply::Done(message) => context.reply(&Reply::Ack { id, message }),
@@ -106,6 +115,37 @@ async fn work(context: SocketContext, mut requests: mpsc::Receiver<Request>) {
             }
         }
     }
+}
+
+/// Sends the socket every event since the cursor, page by page, as `Replayed` frames (the writer
+/// holds live events meanwhile), then `synced`. A refused cursor gets an error frame instead.
+pub async fn replay(context: &SocketContext, since: &str) {
+    let mut cursor = since.to_string();
+    loop {
+        let page = match context.api.sync(&context.token, &cursor).await {
+            Ok(page) => page,
+            Err((code, message)) => {
+                context.reply(&Reply::error(None, code, message));
+                return;
+            }
+        };
+        for event in &page.events {
+            let replayed = Control::Replayed(OutEvent {
+                bytes: context.format.encode(event),
+                key: EventKey::of(event),
+            });
+            if context.control.send(replayed).await.is_err() {
+                return;
+            }
+        }
+        cursor = page.cursor;
+        if !page.has_more {
+            break;
+        }
+    }
+    let synced = ServerEvent::Synced { cursor };
+    let frame = Control::Frame(data_opcode(context.format), context.format.encode(&synced));
+    let _ = context.control.send(frame).await;
 }
 
 /// An encoded reply, for callers outside a socket (the hub's logout handling).

@@ -4,7 +4,12 @@
 //!
 //! Order of service: control frames (replies, pongs, close echoes) first, then a close request,
 //! then events. Events are held back until `Activate`, so `auth_ok` is always the first frame.
+//!
+//! Resuming: `Pause` holds live events back again, the replayed events arrive as control frames
+//! (`Replayed`, their keys remembered), and after `Activate` the held live events that the
+//! replay already covered are skipped for a short seam window: no gap and no repeat at the seam.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +26,61 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// Keep a grown buffer between batches only up to this size.
 const KEEP_BYTES: usize = 16 * 1024;
 
+/// How long after a replay live events are checked against what it covered.
+const SEAM_WINDOW: Duration = Duration::from_secs(10);
+
+/// What identifies an event for de-duplication at a resume seam.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKey {
+    Message { chat: u64, seq: u64 },
+    Read { chat: u64, user: u64, seq: u64 },
+    Other,
+}
+
+impl EventKey {
+    pub fn of(event: &chat_proto::ServerEvent) -> Self {
+        use chat_proto::ServerEvent;
+        match event {
+            ServerEvent::NewMessage { message, .. } => Self::Message {
+                chat: message.chat_id,
+                seq: message.seq,
+            },
+            ServerEvent::MessageRead {
+                chat_id,
+                user_id,
+                up_to_seq,
+                ..
+            } => Self::Read {
+                chat: *chat_id,
+                user: *user_id,
+                seq: *up_to_seq,
+            },
+            _ => Self::Other,
+        }
+    }
+}
+
+/// An encoded event on its way to one socket.
+pub struct OutEvent {
+    pub bytes: Bytes,
+    pub key: EventKey,
+}
+
 pub enum Control {
     /// A frame to write as is (replies, pong and close answers to the peer).
     Frame(OpCode, Bytes),
-    /// Start writing queued events (after `auth_ok`).
+    /// Start (or resume) writing queued live events.
     Activate,
+    /// Hold live events back (a replay is coming).
+    Pause,
+    /// A replayed event: write it and remember its key for the seam.
+    Replayed(OutEvent),
+}
+
+/// Keys a replay covered, checked against live events until `until`.
+struct Seam {
+    keys: HashSet<EventKey>,
+    until: Option<tokio::time::Instant>,
 }
 
 pub fn data_opcode(format: WireFormat) -> OpCode {
@@ -39,10 +94,11 @@ pub struct Writer<W> {
     io: W,
     data_opcode: OpCode,
     control: mpsc::Receiver<Control>,
-    events: mpsc::Receiver<Bytes>,
+    events: mpsc::Receiver<OutEvent>,
     signal: Arc<CloseSignal>,
     ping_every: Duration,
     active: bool,
+    seam: Option<Seam>,
     events_open: bool,
     finished: bool,
     batch: Vec<u8>,
@@ -53,7 +109,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         io: W,
         format: WireFormat,
         control: mpsc::Receiver<Control>,
-        events: mpsc::Receiver<Bytes>,
+        events: mpsc::Receiver<OutEvent>,
         signal: Arc<CloseSignal>,
         ping_every: Duration,
     ) -> Self {
@@ -65,6 +121,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             signal,
             ping_every,
             active: false,
+            seam: None,
             events_open: true,
             finished: false,
             batch: Vec::new(),
@@ -83,7 +140,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 },
                 () = self.signal.requested() => self.push_close(),
                 event = self.events.recv(), if self.active && self.events_open => match event {
-                    Some(bytes) => push_frame(&mut self.batch, self.data_opcode, &bytes),
+                    Some(event) => self.push_live(event),
                     None => self.events_open = false,
                 },
                 _ = ping.tick() => push_frame(&mut self.batch, OpCode::Ping, &[]),
@@ -104,8 +161,44 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     self.finished = true;
                 }
             }
-            Control::Activate => self.active = true,
+            Control::Activate => {
+                self.active = true;
+                if let Some(seam) = self.seam.as_mut() {
+                    seam.until = Some(tokio::time::Instant::now() + SEAM_WINDOW);
+                }
+            }
+            Control::Pause => {
+                self.active = false;
+                self.seam = None;
+            }
+            Control::Replayed(event) => {
+                push_frame(&mut self.batch, self.data_opcode, &event.bytes);
+                if event.key != EventKey::Other {
+                    self.seam
+                        .get_or_insert_with(|| Seam {
+                            keys: HashSet::new(),
+                            until: None,
+                        })
+                        .keys
+                        .insert(event.key);
+                }
+            }
         }
+    }
+
+    /// Writes a live event unless a recent replay already wrote it.
+    fn push_live(&mut self, event: OutEvent) {
+        if let Some(seam) = &self.seam {
+            if seam
+                .until
+                .is_some_and(|until| tokio::time::Instant::now() > until)
+            {
+                self.seam = None;
+            } else if seam.keys.contains(&event.key) {
+                return;
+            }
+        }
+        push_frame(&mut self.batch, self.data_opcode, &event.bytes);
     }
 
     /// Adds whatever else is ready, without waiting, up to the batch size.
@@ -123,7 +216,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 break;
             }
             match self.events.try_recv() {
-                Ok(bytes) => push_frame(&mut self.batch, self.data_opcode, &bytes),
+                Ok(event) => self.push_live(event),
                 Err(_) => break,
             }
         }

@@ -1,0 +1,168 @@
+//! The events of all of a user's chats from a point in time, oldest first: what a reconnecting
+//! client missed. New messages come from `messages.created_at`, read receipts from
+//! `chat_members.read_at` (both set from the database clock when they commit).
+
+use chat_proto::time::Timestamp;
+use chat_proto::{Id, Message};
+use sqlx::types::chrono::NaiveDateTime;
+
+use crate::messages::{MessageRow, message_from_row};
+use crate::{Result, Store};
+
+/// The message columns of `MESSAGE_COLUMNS`, qualified with the alias `m`.
+const MESSAGE_COLUMNS_M: &str = "m.id, m.chat_id, m.seq, m.sender_id, m.kind, m.body, \
+     m.attachment_id, m.reply_to_id, m.client_msg_id, m.created_at";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncEvent {
+    Message(Message),
+    Read {
+        chat_id: Id,
+        user_id: Id,
+        up_to_seq: u64,
+        at: Timestamp,
+    },
+}
+
+impl SyncEvent {
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Self::Message(message) => message.created_at,
+            Self::Read { at, .. } => *at,
+        }
+    }
+
+    /// Oldest first; a message before a read of the same instant; then by id.
+    fn order_key(&self) -> (Timestamp, u8, Id, Id) {
+        match self {
+            Self::Message(m) => (m.created_at, 0, m.id, 0),
+            Self::Read {
+                chat_id,
+                user_id,
+                at,
+                ..
+            } => (*at, 1, *chat_id, *user_id),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncSlice {
+    pub events: Vec<SyncEvent>,
+    /// When set, more events exist from this instant on (nothing before it is left out).
+    pub more_from: Option<Timestamp>,
+}
+
+impl Store {
+    /// Up to about `limit` events of the user's chats at or after `from`. A slice always ends at
+    /// a whole millisecond, so continuing from `more_from` neither skips nor repeats events.
+    pub async fn sync(&self, user: Id, from: Timestamp, limit: u32) -> Result<SyncSlice> {
+        let fetch = limit + 1;
+        let from = from.naive_utc();
+        let messages: Vec<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS_M} FROM chat_members mine \
+             JOIN messages m ON m.chat_id = mine.chat_id \
+             WHERE mine.user_id = ? AND m.created_at >= ? ORDER BY m.created_at, m.id LIMIT ?"
+        ))
+        .bind(user)
+        .bind(from)
+        .bind(fetch)
+        .fetch_all(&self.pool)
+        .await?;
+        let reads: Vec<(u64, u64, u64, NaiveDateTime)> = sqlx::query_as(
+            "SELECT cm.chat_id, cm.user_id, cm.last_read_seq, cm.read_at FROM chat_members mine \
+             JOIN chat_members cm ON cm.chat_id = mine.chat_id \
+             WHERE mine.user_id = ? AND cm.read_at >= ? ORDER BY cm.read_at LIMIT ?",
+        )
+        .bind(user)
+        .bind(from)
+        .bind(fetch)
+        .fetch_all(&self.pool)
+        .await?;
+        let truncated = messages.len() > limit as usize || reads.len() > limit as usize;
+        let mut events: Vec<SyncEvent> = messages
+            .into_iter()
+            .map(|row| SyncEvent::Message(message_from_row(row)))
+            .chain(
+                reads
+                    .into_iter()
+                    .map(|(chat_id, user_id, up_to_seq, at)| SyncEvent::Read {
+                        chat_id,
+                        user_id,
+                        up_to_seq,
+                        at: at.and_utc(),
+                    }),
+            )
+            .collect();
+        events.sort_by_key(SyncEvent::order_key);
+        Ok(cut_at_whole_millisecond(events, limit as usize, truncated))
+    }
+}
+
+/// Keeps the events before the first instant that does not fit in `limit`. Each source was
+/// read in order up to `limit + 1` rows, so every event before that instant is present.
+fn cut_at_whole_millisecond(
+    mut events: Vec<SyncEvent>,
+    limit: usize,
+    truncated: bool,
+) -> SyncSlice {
+    if !truncated && events.len() <= limit {
+        return SyncSlice {
+            events,
+            more_from: None,
+        };
+    }
+    let cut = events[limit.min(events.len() - 1)].at();
+    let before_cut = events.iter().take_while(|e| e.at() < cut).count();
+    if before_cut > 0 {
+        events.truncate(before_cut);
+        return SyncSlice {
+            events,
+            more_from: Some(cut),
+        };
+    }
+    // More than `limit` events in one millisecond: hand out that millisecond whole (as far as
+    // it was read) and continue after it.
+    events.retain(|e| e.at() == cut);
+    SyncSlice {
+        events,
+        more_from: Some(cut + chrono::Duration::milliseconds(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_at(ms: i64, user: u64) -> SyncEvent {
+        SyncEvent::Read {
+            chat_id: 1,
+            user_id: user,
+            up_to_seq: 1,
+            at: chrono::DateTime::from_timestamp_millis(ms).expect("valid"),
+        }
+    }
+
+    #[test]
+    fn untruncated_slices_are_complete() {
+        let slice = cut_at_whole_millisecond(vec![read_at(1, 1), read_at(2, 1)], 5, false);
+        assert_eq!(slice.events.len(), 2);
+        assert_eq!(slice.more_from, None);
+    }
+
+    #[test]
+    fn a_slice_never_splits_a_millisecond() {
+        let events = vec![read_at(1, 1), read_at(2, 1), read_at(2, 2), read_at(3, 1)];
+        let slice = cut_at_whole_millisecond(events, 2, true);
+        assert_eq!(slice.events, vec![read_at(1, 1)]);
+        assert_eq!(slice.more_from.map(|t| t.timestamp_millis()), Some(2));
+    }
+
+    #[test]
+    fn a_crowded_millisecond_is_handed_out_whole() {
+        let events = vec![read_at(5, 1), read_at(5, 2), read_at(5, 3)];
+        let slice = cut_at_whole_millisecond(events, 2, true);
+        assert_eq!(slice.events.len(), 3);
+        assert_eq!(slice.more_from.map(|t| t.timestamp_millis()), Some(6));
+    }
+}
