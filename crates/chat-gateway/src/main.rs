@@ -145,7 +145,9 @@ async fn connect_subscriber(
 async fn drain(gateway: &Gateway) {
     let signals = gateway.hub.all_signals();
     let window = gateway.config.drain_window();
-    let slices = (window.as_millis() / 100).max(1) as usize;
+    // At most one slice per 100 ms, and no more slices than sockets, so the closes cover the
+    // whole window whatever the number of sockets.
+    let slices = ((window.as_millis() / 100) as usize).clamp(1, signals.len().max(1));
     let per_slice = signals.len().div_ceil(slices).max(1);
     tracing::info!(
         sockets = signals.len(),
