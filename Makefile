@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_THREADS ?= 4
 
 .PHONY: help build run run-cluster test test-cluster unit lint fmt services cluster clean bench \
-	deploy-refs compose-validate k8s-validate
+	deploy-refs compose-validate k8s-validate loadtest loadtest-smoke
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,9 +26,10 @@ services: ## Start (or install) MariaDB and Redis when they are not answering
 cluster: ## Start the local Redis Cluster (127.0.0.1:7000-7005)
 	deploy/local/redis-cluster.sh start
 
-test: services cluster build ## Unit + end-to-end on standalone Redis, then end-to-end on the cluster
+test: services cluster build ## Unit + e2e on standalone Redis, e2e on the cluster, k6 smoke (200 VUs)
 	$(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
 	$(MAKE) test-cluster
+	LT_PROFILE=debug LT_NO_BUILD=1 loadtest/smoke.sh
 
 # The whole end-to-end suite again with every stack on the Redis Cluster. Skipped there:
 # redis_outage_* cuts a TCP proxy in front of one Redis, which cluster clients (they connect to
@@ -50,6 +51,15 @@ bench: ## Send->delivered latency across two gateways (1,000 sequential messages
 
 fmt:
 	$(CARGO) fmt --all
+
+VUS ?= 15000
+SCRIPT ?= connect.js
+
+loadtest: ## k6 against a fresh release stack: make loadtest VUS=15000 [SCRIPT=chat.js|churn.js]
+	loadtest/run.sh $(SCRIPT) $(VUS)
+
+loadtest-smoke: ## k6 smoke: chat.js, 200 VUs over two gateways; prints "k6-smoke: N passed, M failed"
+	loadtest/smoke.sh
 
 deploy-refs: ## Binaries, ports, env vars, paths and metrics named in deploy/ and k8s/ exist in the code
 	python3 deploy/check-references.py

@@ -1,0 +1,301 @@
+// chat.js: delivery latency and loss. VUs come in pairs sharing a private chat (users 2k and 2k+1,
+// always on different gateways) and, when provisioned with --group-size K, in groups of K
+// consecutive users. After everyone is connected, each VU sends
+//   {"type":"send","id":..,"chat_id":..,"client_msg_id":..,"text":"<send time, ms since epoch>"}
+// to its pair chat every SEND_EVERY_S seconds (and to its group every GROUP_SEND_EVERY_S seconds);
+// receivers record chat_delivery_ms = receive time - send time (same machine clock).
+//
+// Loss is checked two ways: (1) per chat, every socket sees every seq of the chat (its own
+// messages come back as new_message too), so gaps below the highest seq it knows of are counted
+// in msgs_lost (threshold count==0); (2) from totals in handleSummary: the messages received from
+// others must equal the sum over acked messages of (members - 1).
+//
+// Env: USERS_FILE, WS_URLS, VUS (default 2000), RAMP_S (30), HOLD_S (120), SETTLE_S (5: quiet time
+// after the ramp before sending), DRAIN_S (5: quiet time before closing), SEND_EVERY_S (10),
+// GROUP_SEND_EVERY_S (60; 0 = no group messages), DELIVERY_P95_MS (100), DELIVERY_P99_MS (250).
+
+import { WebSocket } from 'k6/experimental/websockets';
+import { Counter, Trend } from 'k6/metrics';
+import { setTimeout, clearTimeout } from 'k6/timers';
+import { sleep } from 'k6';
+import exec from 'k6/execution';
+import { envNum, users, wsTarget, errorCode, logOnce, parseFrame } from './lib/common.js';
+import { summarize, count, trend } from './lib/summary.js';
+
+const VUS = envNum('VUS', 2000);
+const RAMP_S = envNum('RAMP_S', 30);
+const HOLD_S = envNum('HOLD_S', 120);
+const SETTLE_S = envNum('SETTLE_S', 5);
+const DRAIN_S = envNum('DRAIN_S', 5);
+const SEND_EVERY_MS = envNum('SEND_EVERY_S', 10) * 1000;
+const GROUP_EVERY_MS = envNum('GROUP_SEND_EVERY_S', 60) * 1000;
+const AUTH_TIMEOUT_MS = envNum('AUTH_TIMEOUT_S', 10) * 1000;
+const TOTAL_MS = (RAMP_S + HOLD_S) * 1000;
+const SEND_FROM_MS = (RAMP_S + SETTLE_S) * 1000;
+const SEND_UNTIL_MS = TOTAL_MS - DRAIN_S * 1000;
+
+const delivery = new Trend('chat_delivery_ms', true);
+const sendAck = new Trend('send_ack_ms', true);
+const authMs = new Trend('auth_ms', true); // open -> auth_ok
+const sessionAuth = new Trend('session_auth_ms', true); // new WebSocket -> auth_ok (handshake + auth)
+const authOk = new Counter('ws_auth_ok');
+const wsErrors = new Counter('ws_errors');
+const closedUnexpected = new Counter('ws_closed_unexpected');
+const closed = new Counter('ws_closed');
+const closeRaces = new Counter('ws_close_races');
+const sent = new Counter('msgs_sent');
+const acked = new Counter('msgs_acked');
+const expected = new Counter('msgs_expected'); // sum over acked messages of (members - 1)
+const received = new Counter('msgs_received'); // new_message from someone else
+const lost = new Counter('msgs_lost'); // seq gaps seen by a socket at the end
+const unacked = new Counter('msgs_unacked'); // sends without ack or error at the end
+const duplicates = new Counter('msgs_duplicate');
+
+export const options = {
+  scenarios: {
+    chat: {
+      executor: 'ramping-vus',
+      startVUs: 0,
+      stages: [
+        { duration: `${RAMP_S}s`, target: VUS },
+        { duration: `${HOLD_S}s`, target: VUS },
+      ],
+      gracefulRampDown: '0s',
+      gracefulStop: '20s',
+    },
+  },
+  thresholds: {
+    chat_delivery_ms: [
+      `p(95)<${envNum('DELIVERY_P95_MS', 100)}`,
+      `p(99)<${envNum('DELIVERY_P99_MS', 250)}`,
+    ],
+    ws_errors: ['count==0'],
+    ws_closed_unexpected: ['count==0'],
+    msgs_lost: ['count==0'],
+    msgs_unacked: ['count==0'],
+    msgs_received: ['count>0'],
+  },
+  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
+};
+
+if (users.length < VUS) {
+  throw new Error(`USERS_FILE has ${users.length} users, VUS=${VUS} needs as many`);
+}
+if (SEND_UNTIL_MS <= SEND_FROM_MS) {
+  throw new Error('HOLD_S is too short for SETTLE_S + DRAIN_S');
+}
+
+let iterations = 0;
+
+export default function () {
+  const idx = __VU - 1;
+  const iteration = iterations++;
+  const start = exec.scenario.startTime;
+  const endAt = start + TOTAL_MS;
+  if (iteration > 0) sleep(1); // reconnecting after an unexpected close
+  if (Date.now() > endAt - 2000) {
+    sleep(Math.max(0, (endAt - Date.now()) / 1000));
+    return;
+  }
+  const { user, url, params } = wsTarget(idx);
+  const chats = {}; // chat_id -> {members, seen: {seq: true}, n, max, base}
+  if (user.pair_chat_id) chats[user.pair_chat_id] = { members: 2, kind: 'pair' };
+  if (user.group_chat_id) chats[user.group_chat_id] = { members: user.group_size, kind: 'group' };
+  for (const c of Object.values(chats)) {
+    c.seen = {};
+    c.n = 0;
+    c.max = 0;
+    c.base = iteration === 0 ? 0 : null; // after a reconnect: count from the first seq seen
+  }
+  const pending = {}; // request id -> {at, chat}
+  let seqNo = 0;
+  let authed = false;
+  let closingByUs = false;
+  let openedAt = 0;
+  const timers = [];
+
+  const createdAt = Date.now();
+  const ws = new WebSocket(url, null, params);
+
+  const noteSeq = (chatId, seq) => {
+    const c = chats[chatId];
+    if (c.base === null) c.base = seq - 1;
+    if (seq > c.max) c.max = seq;
+    if (c.seen[seq]) return false;
+    c.seen[seq] = true;
+    c.n += 1;
+    return true;
+  };
+
+  const send = (chatId) => {
+    if (ws.readyState !== 1 || closingByUs) return;
+    seqNo += 1;
+    const id = `r${seqNo}`;
+    const now = Date.now();
+    pending[id] = { at: now, chat: chatId };
+    ws.send(JSON.stringify({
+      type: 'send',
+      id,
+      chat_id: chatId,
+      client_msg_id: `lt-${__VU}-${iteration}-${seqNo}`,
+      text: String(now),
+    }));
+    sent.add(1, { chat: chats[chatId].kind });
+  };
+
+  // Sends every `every` ms to `chatId` inside the sending window, from a random phase.
+  const schedule = (chatId, every) => {
+    if (!chatId || every <= 0) return;
+    let next = Math.max(start + SEND_FROM_MS, Date.now()) + Math.random() * every;
+    const tick = () => {
+      if (Date.now() >= start + SEND_UNTIL_MS || closingByUs) return;
+      send(chatId);
+      next += every;
+      timers.push(setTimeout(tick, Math.max(0, next - Date.now())));
+    };
+    if (next < start + SEND_UNTIL_MS) timers.push(setTimeout(tick, Math.max(0, next - Date.now())));
+  };
+
+  const finish = () => {
+    if (closingByUs) return;
+    closingByUs = true;
+    for (const t of timers) clearTimeout(t);
+    for (const c of Object.values(chats)) {
+      const base = c.base === null ? c.max : c.base;
+      const gaps = c.max - base - c.n;
+      if (gaps > 0) {
+        lost.add(gaps, { chat: c.kind });
+        logOnce(`${gaps} seqs missing in a ${c.kind} chat (max ${c.max}, seen ${c.n})`);
+      }
+    }
+    const open = Object.keys(pending).length;
+    if (open > 0) unacked.add(open);
+    ws.close();
+  };
+
+  ws.onopen = (e) => {
+    openedAt = e.timestamp || Date.now();
+    timers.push(setTimeout(() => {
+      if (!authed) {
+        wsErrors.add(1, { kind: 'auth_timeout' });
+        logOnce('no auth_ok within the timeout');
+        finish();
+      }
+    }, AUTH_TIMEOUT_MS));
+  };
+
+  ws.onmessage = (e) => {
+    const at = e.timestamp || Date.now();
+    const f = parseFrame(e.data);
+    if (!f) {
+      wsErrors.add(1, { kind: 'bad_frame' });
+      return;
+    }
+    switch (f.type) {
+      case 'new_message': {
+        const m = f.message;
+        if (!chats[m.chat_id]) return; // not a chat of this run
+        const fresh = noteSeq(m.chat_id, m.seq);
+        if (!fresh) {
+          duplicates.add(1);
+          return;
+        }
+        if (m.sender_id !== user.id) {
+          const kind = chats[m.chat_id].kind;
+          received.add(1, { chat: kind });
+          const sentAt = Number(m.text);
+          if (Number.isFinite(sentAt)) delivery.add(at - sentAt, { chat: kind });
+        }
+        break;
+      }
+      case 'ack': {
+        const p = pending[f.id];
+        if (!p) return;
+        delete pending[f.id];
+        sendAck.add(at - p.at);
+        acked.add(1);
+        const c = chats[p.chat];
+        expected.add(c.members - 1, { chat: c.kind });
+        if (f.message) noteSeqMax(c, f.message.seq);
+        break;
+      }
+      case 'auth_ok':
+        if (!authed) {
+          authed = true;
+          authOk.add(1);
+          authMs.add(at - openedAt);
+          sessionAuth.add(at - createdAt);
+          schedule(user.pair_chat_id, SEND_EVERY_MS);
+          schedule(user.group_chat_id, GROUP_EVERY_MS);
+          timers.push(setTimeout(finish, Math.max(0, endAt - Date.now())));
+        }
+        break;
+      case 'error':
+        if (f.id && pending[f.id]) delete pending[f.id];
+        wsErrors.add(1, { kind: 'frame', code: String(f.code) });
+        logOnce(`error frame: ${e.data}`);
+        break;
+      default:
+        break; // presence, typing, message_read, resync
+    }
+  };
+
+  ws.onerror = (e) => {
+    if (closingByUs) {
+      // A race of our own close with a server ping or frame ("websocket: close sent"): not a
+      // server fault, but counted for transparency.
+      closeRaces.add(1);
+      return;
+    }
+    wsErrors.add(1, { kind: 'socket', code: errorCode(e) });
+    logOnce(`socket error: ${e.error}`);
+  };
+
+  ws.onclose = () => {
+    for (const t of timers) clearTimeout(t);
+    closed.add(1);
+    if (!closingByUs) {
+      closedUnexpected.add(1);
+      logOnce(`closed by the server (authed: ${authed})`);
+    }
+  };
+}
+
+// The ack's seq raises the highest seq known for the chat without marking it seen: the socket
+// must still receive that message as new_message.
+function noteSeqMax(c, seq) {
+  if (c.base === null) c.base = seq - 1;
+  if (seq > c.max) c.max = seq;
+}
+
+export function handleSummary(data) {
+  const exp = count(data, 'msgs_expected');
+  const rec = count(data, 'msgs_received');
+  const checks = [
+    {
+      name: 'loss (totals)',
+      ok: exp > 0 && exp === rec,
+      detail: `received ${rec} of ${exp} expected deliveries (${exp - rec} lost)`,
+    },
+  ];
+  return summarize(data, 'chat.js', checks, {
+    vus: VUS,
+    send_every_s: SEND_EVERY_MS / 1000,
+    group_send_every_s: GROUP_EVERY_MS / 1000,
+    auth_ok: count(data, 'ws_auth_ok'),
+    msgs_sent: count(data, 'msgs_sent'),
+    msgs_acked: count(data, 'msgs_acked'),
+    msgs_expected: exp,
+    msgs_received: rec,
+    msgs_lost_totals: exp - rec,
+    msgs_lost_seq_gaps: count(data, 'msgs_lost'),
+    msgs_unacked: count(data, 'msgs_unacked'),
+    msgs_duplicate: count(data, 'msgs_duplicate'),
+    ws_errors: count(data, 'ws_errors'),
+    closed_unexpected: count(data, 'ws_closed_unexpected'),
+    chat_delivery_ms: trend(data, 'chat_delivery_ms'),
+    send_ack_ms: trend(data, 'send_ack_ms'),
+    auth_ms: trend(data, 'auth_ms'),
+    session_auth_ms: trend(data, 'session_auth_ms'),
+  });
+}

@@ -1,0 +1,74 @@
+// Shared by the k6 scripts: configuration from the environment, the provisioned users, gateway
+// assignment and a few helpers. Users come from chat-provision's JSON
+// ([{id, username, token, pair_chat_id?, peer_id?, group_chat_id?, group_size?}]).
+
+import { SharedArray } from 'k6/data';
+
+/** A number from the environment, or the default. */
+export function envNum(name, dflt) {
+  const v = __ENV[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`${name}=${v} is not a number`);
+  return n;
+}
+
+export const API_URL = __ENV.API_URL || 'http://127.0.0.1:18280';
+export const WS_URLS = (__ENV.WS_URLS || 'ws://127.0.0.1:18281/ws,ws://127.0.0.1:18283/ws')
+  .split(',')
+  .map((s) => s.trim())
+  .filter((s) => s.length > 0);
+
+if (!__ENV.USERS_FILE) {
+  throw new Error('USERS_FILE is not set: run chat-provision first (loadtest/run.sh does)');
+}
+
+// open() only works in the init context; SharedArray keeps one copy for all VUs.
+export const users = new SharedArray('users', () => JSON.parse(open(__ENV.USERS_FILE)));
+
+/**
+ * The gateway of user number `idx`: round-robin, so the two users of a pair (2k, 2k+1) and
+ * consecutive members of a group are on different gateways whenever there are at least two.
+ */
+export function gatewayIndex(idx) {
+  return idx % WS_URLS.length;
+}
+
+/** URL and k6 params for user `idx`. The `name` tag keeps the token out of the metrics' url tag. */
+export function wsTarget(idx) {
+  const user = users[idx % users.length];
+  const gw = gatewayIndex(idx);
+  const url = `${WS_URLS[gw]}?token=${encodeURIComponent(user.token)}`;
+  return { user, url, params: { tags: { name: `gw${gw + 1}` } } };
+}
+
+/** "websocket: close 4008 (private use): too slow" -> "4008"; other errors -> their kind. */
+export function errorCode(err) {
+  const text = String((err && (err.error || err.message)) || err);
+  const m = text.match(/close (\d{4})/);
+  if (m) return m[1];
+  if (/connection refused/.test(text)) return 'refused';
+  if (/reset by peer/.test(text)) return 'reset';
+  if (/timeout|deadline/.test(text)) return 'timeout';
+  if (/too many open files/.test(text)) return 'emfile';
+  if (/EOF/.test(text)) return 'eof';
+  return 'other';
+}
+
+// Log the first few distinct failures per VU, never a flood.
+let logged = 0;
+export function logOnce(msg) {
+  if (logged < 3) {
+    logged += 1;
+    console.warn(`VU ${__VU}: ${msg}`);
+  }
+}
+
+/** Parses a JSON frame; null (and counted by the caller) when it is not JSON. */
+export function parseFrame(data) {
+  try {
+    return JSON.parse(data);
+  } catch (_) {
+    return null;
+  }
+}
