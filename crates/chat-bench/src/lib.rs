@@ -1,7 +1,9 @@
 //! Benchmarks that talk to a running system over its public contract only (REST + WebSocket),
 //! so they measure what a client sees. Shared helpers live here; each benchmark is a binary.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -67,6 +69,45 @@ impl Api {
             token: body["token"].as_str().context("token")?.to_string(),
         })
     }
+}
+
+/// Posts `total` messages to a chat with `concurrency` requests in flight, recording in
+/// `sent_at[i]` when message `i` was sent; `body(i)` builds its request body.
+pub async fn send_concurrently(
+    api: Arc<Api>,
+    token: &str,
+    chat_id: u64,
+    sent_at: Arc<Vec<OnceLock<Instant>>>,
+    concurrency: usize,
+    body: impl Fn(usize) -> Value + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let total = sent_at.len();
+    let next = Arc::new(AtomicUsize::new(0));
+    let body = Arc::new(body);
+    let mut senders = Vec::new();
+    for _ in 0..concurrency {
+        let (api, next, sent_at, body) = (api.clone(), next.clone(), sent_at.clone(), body.clone());
+        let token = token.to_string();
+        senders.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return anyhow::Ok(());
+                }
+                let _ = sent_at[i].set(Instant::now());
+                api.post(
+                    &format!("/v1/chats/{chat_id}/messages"),
+                    Some(&token),
+                    body(i),
+                )
+                .await?;
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await??;
+    }
+    Ok(())
 }
 
 /// Opens an authenticated socket (token in the query) and waits for `auth_ok`.

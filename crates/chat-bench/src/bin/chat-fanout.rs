@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chat_bench::{Api, connect, next_json, percentile};
+use chat_bench::{Api, connect, next_json, percentile, send_concurrently};
 use clap::Parser;
 use serde_json::json;
 
@@ -77,35 +77,15 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let started = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut senders = Vec::new();
-    for _ in 0..args.concurrency {
-        let (api, next, sent_at, token) = (
-            api.clone(),
-            next.clone(),
-            sent_at.clone(),
-            sender.token.clone(),
-        );
-        let total = args.messages;
-        senders.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= total {
-                    return anyhow::Ok(());
-                }
-                let _ = sent_at[i].set(Instant::now());
-                api.post(
-                    &format!("/v1/chats/{chat_id}/messages"),
-                    Some(&token),
-                    json!({"client_msg_id": format!("fan-{i}"), "text": i.to_string()}),
-                )
-                .await?;
-            }
-        }));
-    }
-    for sender in senders {
-        sender.await??;
-    }
+    send_concurrently(
+        api.clone(),
+        &sender.token,
+        chat_id,
+        sent_at.clone(),
+        args.concurrency,
+        |i| json!({"client_msg_id": format!("fan-{i}"), "text": i.to_string()}),
+    )
+    .await?;
     let mut latencies = Vec::new();
     let mut finished = started;
     for task in tasks {

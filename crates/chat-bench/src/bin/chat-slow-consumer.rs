@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chat_bench::{Account, Api, Socket, connect, next_json, percentile};
+use chat_bench::{Account, Api, Socket, connect, next_json, percentile, send_concurrently};
 use clap::Parser;
 use futures_util::StreamExt;
 use serde_json::json;
@@ -112,37 +112,16 @@ async fn round(
         }));
     }
     let padding = "x".repeat(args.text_bytes);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut senders = Vec::new();
-    for _ in 0..4 {
-        let (api, next, sent_at, token, padding, tag) = (
-            api.clone(),
-            next.clone(),
-            sent_at.clone(),
-            sender.token.clone(),
-            padding.clone(),
-            tag.to_string(),
-        );
-        let total = args.messages;
-        senders.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= total {
-                    return anyhow::Ok(());
-                }
-                let _ = sent_at[i].set(Instant::now());
-                api.post(
-                    &format!("/v1/chats/{chat_id}/messages"),
-                    Some(&token),
-                    json!({"client_msg_id": format!("{tag}-{i}"), "text": padding}),
-                )
-                .await?;
-            }
-        }));
-    }
-    for sender in senders {
-        sender.await??;
-    }
+    let tag = tag.to_string();
+    send_concurrently(
+        api.clone(),
+        &sender.token,
+        chat_id,
+        sent_at.clone(),
+        4,
+        move |i| json!({"client_msg_id": format!("{tag}-{i}"), "text": padding}),
+    )
+    .await?;
     let mut all = Vec::new();
     for task in tasks {
         all.append(&mut task.await?);
