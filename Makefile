@@ -29,7 +29,7 @@ cluster: ## Start the local Redis Cluster (127.0.0.1:7000-7005)
 test: services cluster build ## Unit + e2e on standalone Redis, e2e on the cluster, k6 smoke (200 VUs)
 	$(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
 	$(MAKE) test-cluster
-	LT_PROFILE=debug LT_NO_BUILD=1 loadtest/smoke.sh
+	LT_PROFILE=debug LT_NO_BUILD=1 LT_RESULTS_ROOT=.tmp/loadtest-results loadtest/smoke.sh
 
 # The whole end-to-end suite again with every stack on the Redis Cluster. Skipped there:
 # redis_outage_* cuts a TCP proxy in front of one Redis, which cluster clients (they connect to

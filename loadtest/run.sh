@@ -45,7 +45,8 @@ if ! command -v k6 >/dev/null; then
 fi
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-dir=loadtest/results/${stamp}-${script%.js}-${vus}
+# LT_RESULTS_ROOT lets CI's smoke write outside the tracked results (make test uses .tmp/).
+dir=${LT_RESULTS_ROOT:-loadtest/results}/${stamp}-${script%.js}-${vus}
 mkdir -p "$dir/raw" "$dir/logs"
 absdir=$(cd "$dir" && pwd)
 
