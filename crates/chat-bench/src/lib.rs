@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -135,11 +135,6 @@ pub async fn next_json(socket: &mut Socket, limit: Duration) -> anyhow::Result<V
             _ => continue,
         }
     }
-}
-
-pub async fn send_json(socket: &mut Socket, value: &Value) -> anyhow::Result<()> {
-    socket.send(Message::Text(value.to_string().into())).await?;
-    Ok(())
 }
 
 /// Percentile (0–100) of sorted samples, nearest-rank.

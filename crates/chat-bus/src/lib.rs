@@ -191,10 +191,6 @@ impl RedisBus {
         })
     }
 
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
     pub fn mode(&self) -> RedisMode {
         match self.backend {
             Backend::Standalone(_) => RedisMode::Standalone,

@@ -50,19 +50,6 @@ pub enum ServerEvent {
     },
 }
 
-impl ServerEvent {
-    /// The label used in metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::NewMessage { .. } => "new_message",
-            Self::MessageRead { .. } => "message_read",
-            Self::Presence { .. } => "presence",
-            Self::Typing { .. } => "typing",
-            Self::Resync { .. } => "resync",
-            Self::Synced { .. } => "synced",
-        }
-    }
-}
 
 /// The body of `GET /v1/sync`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
