@@ -83,6 +83,9 @@ impl Subscriber {
 
     /// Subscribes to the channels of several users.
     pub async fn subscribe_many(&self, users: &[UserId]) -> Result<()> {
+        if users.is_empty() {
+            return Ok(());
+        }
         let channels: Vec<String> = users.iter().map(|&u| self.keys.user_channel(u)).collect();
         match &self.conn {
             SubscriptionConn::Standalone(conn) => conn.clone().subscribe(channels).await?,
@@ -98,6 +101,9 @@ impl Subscriber {
     }
 
     pub async fn unsubscribe_many(&self, users: &[UserId]) -> Result<()> {
+        if users.is_empty() {
+            return Ok(());
+        }
         let channels: Vec<String> = users.iter().map(|&u| self.keys.user_channel(u)).collect();
         match &self.conn {
             SubscriptionConn::Standalone(conn) => conn.clone().unsubscribe(channels).await?,

@@ -222,7 +222,13 @@ impl Registry {
     /// the promoted replica. Once it succeeds the sockets are told to resync.
     async fn resubscribe(&mut self) {
         let users: Vec<UserId> = self.present.iter().copied().collect();
-        match self.subscriber.subscribe_many(&users).await {
+        // Nobody to subscribe (and SUBSCRIBE without channels is an error): nothing was missed.
+        let outcome = if users.is_empty() {
+            Ok(())
+        } else {
+            self.subscriber.subscribe_many(&users).await
+        };
+        match outcome {
             Ok(()) => {
                 self.resubscribe_at = None;
                 tracing::info!(users = users.len(), "subscriptions restored");
