@@ -83,6 +83,7 @@ impl Subscriber {
 
     /// Subscribes to the channels of several users.
     pub async fn subscribe_many(&self, users: &[UserId]) -> Result<()> {
+        // SUBSCRIBE without channels is an error; subscribing nobody is done.
         if users.is_empty() {
             return Ok(());
         }

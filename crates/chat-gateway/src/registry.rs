@@ -222,13 +222,7 @@ impl Registry {
     /// the promoted replica. Once it succeeds the sockets are told to resync.
     async fn resubscribe(&mut self) {
         let users: Vec<UserId> = self.present.iter().copied().collect();
-        // Nobody to subscribe (and SUBSCRIBE without channels is an error): nothing was missed.
-        let outcome = if users.is_empty() {
-            Ok(())
-        } else {
-            self.subscriber.subscribe_many(&users).await
-        };
-        match outcome {
+        match self.subscriber.subscribe_many(&users).await {
             Ok(()) => {
                 self.resubscribe_at = None;
                 tracing::info!(users = users.len(), "subscriptions restored");
