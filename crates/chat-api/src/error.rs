@@ -57,6 +57,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(msg) => Self::new(ErrorCode::Conflict, msg),
             StoreError::Invalid(msg) => Self::invalid(msg),
             StoreError::Forbidden(msg) => Self::new(ErrorCode::Forbidden, msg),
+            StoreError::Busy(msg) => Self::unavailable(msg),
             StoreError::Unavailable(e) => {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::unavailable("the database is unavailable, retry later")

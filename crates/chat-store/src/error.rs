@@ -12,6 +12,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// A lock could not be had in time; retrying later can succeed.
+    #[error("{0}")]
+    Busy(&'static str),
     /// The database cannot be reached or timed out; retrying later can succeed.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),

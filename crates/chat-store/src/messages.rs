@@ -7,6 +7,9 @@ use sqlx::types::chrono::NaiveDateTime;
 use crate::error::is_duplicate_of;
 use crate::{Result, Store, StoreError};
 
+/// How long a send waits for another send in the same chat before answering "busy".
+const CHAT_LOCK_WAIT_SECS: i64 = 10;
+
 pub(crate) const MESSAGE_COLUMNS: &str = "id, chat_id, seq, sender_id, kind, body, attachment_id, \
      reply_to_id, client_msg_id, created_at";
 
@@ -77,10 +80,54 @@ pub struct ReadOutcome {
 }
 
 impl Store {
-    /// Stores a message with the chat's next `seq`. The chat's counter row is locked for the
-    /// length of the transaction, so concurrent senders get consecutive numbers.
-    pub async fn send_message(&self, new: NewMessage<'_>) -> Result<SendOutcome> {
-        let mut tx = self.pool.begin().await?;
+    /// Stores a message with the chat's next `seq`, then runs `after_commit` (the publish) for a
+    /// new message, all under the chat's named lock (`GET_LOCK`, held by this connection's
+    /// session). The counter row lock alone gives gap-free seqs, but it ends at COMMIT, so two
+    /// senders' publishes could race and reach clients out of seq order; the named lock spans
+    /// the publish too, for every api replica. If releasing fails, the connection is closed
+    /// instead, which frees the lock.
+    pub async fn send_message<F, Fut>(
+        &self,
+        new: NewMessage<'_>,
+        after_commit: F,
+    ) -> Result<SendOutcome>
+    where
+        F: FnOnce(&SendOutcome) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut conn = self.pool.acquire().await?;
+        let lock = format!("/chat/{}", new.chat_id);
+        let (granted,): (Option<i64>,) =
+            sqlx::query_as("SELECT GET_LOCK(LEFT(CONCAT(DATABASE(), ?), 64), ?)")
+                .bind(&lock)
+                .bind(CHAT_LOCK_WAIT_SECS)
+                .fetch_one(&mut *conn)
+                .await?;
+        if granted != Some(1) {
+            return Err(StoreError::Busy("the chat is busy, retry"));
+        }
+        let outcome = self.insert_message(&mut conn, &new).await;
+        if let Ok(outcome) = &outcome {
+            if outcome.created {
+                after_commit(outcome).await;
+            }
+        }
+        let released = sqlx::query("DO RELEASE_LOCK(LEFT(CONCAT(DATABASE(), ?), 64))")
+            .bind(&lock)
+            .execute(&mut *conn)
+            .await;
+        if released.is_err() {
+            drop(conn.detach());
+        }
+        outcome
+    }
+
+    async fn insert_message(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::MySql>,
+        new: &NewMessage<'_>,
+    ) -> Result<SendOutcome> {
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         // The timestamp comes from the database, taken under the chat's lock: one clock for all
         // api replicas, so sync cursors (points in time) order messages the way they committed.
         let locked: Option<(u64, Option<u64>, NaiveDateTime)> = sqlx::query_as(
@@ -128,7 +175,7 @@ impl Store {
             Ok(done) => done.last_insert_id(),
             Err(e) if is_duplicate_of(&e, "uq_messages_idem") => {
                 drop(tx);
-                return self.repeated_send(&new).await;
+                return self.repeated_send(new).await;
             }
             Err(e) => return Err(e.into()),
         };

@@ -38,18 +38,20 @@ pub async fn send(
             ));
         }
     };
-    let outcome = state
-        .store
-        .send_message(NewMessage {
-            chat_id,
-            sender_id: caller.id,
-            kind,
-            text,
-            attachment_id: req.attachment_id,
-            reply_to_id: req.reply_to_id,
-            client_msg_id: &req.client_msg_id,
-        })
+    let new = OwnedMessage {
+        chat_id,
+        sender_id: caller.id,
+        kind,
+        text: text.map(str::to_string),
+        attachment_id: req.attachment_id,
+        reply_to_id: req.reply_to_id,
+        client_msg_id: req.client_msg_id,
+    };
+    // A task of its own: a client that hangs up must not cancel a send between its commit
+    // and its publish (the chat stays locked for that span).
+    let outcome = tokio::spawn(store_and_publish(state, new))
         .await
+        .map_err(|_| ApiError::internal())?
         .map_err(chat_not_found)?;
     if !outcome.created {
         return Ok((
@@ -59,20 +61,54 @@ pub async fn send(
             }),
         ));
     }
-    metrics::counter!("chat_messages_published_total").increment(1);
-    let event = ServerEvent::NewMessage {
-        cursor: Cursor::after_event(outcome.message.created_at.timestamp_millis()).to_string(),
-        message: outcome.message.clone(),
-    };
-    state
-        .publish(&outcome.member_ids, BusBody::Event(event))
-        .await;
     Ok((
         StatusCode::CREATED,
         Json(MessageBody {
             message: outcome.message,
         }),
     ))
+}
+
+/// A validated message owned by the task that stores it.
+struct OwnedMessage {
+    chat_id: u64,
+    sender_id: u64,
+    kind: MessageKind,
+    text: Option<String>,
+    attachment_id: Option<u64>,
+    reply_to_id: Option<u64>,
+    client_msg_id: String,
+}
+
+/// Stores the message and, still under the chat's lock, publishes it to every member, so a
+/// chat's events leave in seq order.
+async fn store_and_publish(
+    state: AppState,
+    new: OwnedMessage,
+) -> Result<chat_store::SendOutcome, chat_store::StoreError> {
+    let message = NewMessage {
+        chat_id: new.chat_id,
+        sender_id: new.sender_id,
+        kind: new.kind,
+        text: new.text.as_deref(),
+        attachment_id: new.attachment_id,
+        reply_to_id: new.reply_to_id,
+        client_msg_id: &new.client_msg_id,
+    };
+    let publisher = state.clone();
+    state
+        .store
+        .send_message(message, |outcome| {
+            metrics::counter!("chat_messages_published_total").increment(1);
+            let event = ServerEvent::NewMessage {
+                cursor: Cursor::after_event(outcome.message.created_at.timestamp_millis())
+                    .to_string(),
+                message: outcome.message.clone(),
+            };
+            let members = outcome.member_ids.clone();
+            async move { publisher.publish(&members, BusBody::Event(event)).await }
+        })
+        .await
 }
 
 /// 1–5000 characters after trimming; returns the trimmed text.
