@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_THREADS ?= 4
 
 .PHONY: help build run run-cluster test test-cluster unit lint fmt services cluster clean bench \
-	deploy-refs compose-validate k8s-validate loadtest loadtest-smoke
+	deploy-refs compose-validate k8s-validate loadtest loadtest-smoke chaos
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,13 +31,17 @@ test: services cluster build ## Unit + e2e on standalone Redis, e2e on the clust
 	$(MAKE) test-cluster
 	LT_PROFILE=debug LT_NO_BUILD=1 LT_RESULTS_ROOT=.tmp/loadtest-results loadtest/smoke.sh
 
+chaos: services build ## Chaos suite, full size: 240 clients, >= 10,000 messages, four faults (docs/reliability.md)
+	scripts/chaos.sh
+
 # The whole end-to-end suite again with every stack on the Redis Cluster. Skipped there:
 # redis_outage_* cuts a TCP proxy in front of one Redis, which cluster clients (they connect to
 # the nodes' own addresses) never use; cluster outages are covered by cluster_failover instead.
-# The two cluster tests already ran in the first pass.
+# The two cluster tests already ran in the first pass, and chaos_suite runs its own private Redis.
 test-cluster: cluster build ## End-to-end suite with REDIS_MODE=cluster
 	CHAT_TEST_REDIS_MODE=cluster $(CARGO) test -p chat-testkit -- --test-threads=$(TEST_THREADS) \
-	  --skip redis_outage_gives_503_then_recovers --skip a_master_failover --skip users_on_every_master
+	  --skip redis_outage_gives_503_then_recovers --skip a_master_failover --skip users_on_every_master \
+	  --skip chaos_suite
 
 unit: ## Unit tests only (no services needed)
 	$(CARGO) test --workspace --lib --bins

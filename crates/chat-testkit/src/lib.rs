@@ -27,6 +27,7 @@
 //! `redis://127.0.0.1:6379`), `CHAT_TEST_KEEP_LOGS=1` (keep the process logs of passing tests).
 
 mod api;
+pub mod chaos;
 mod db;
 mod names;
 mod ports;
