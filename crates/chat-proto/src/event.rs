@@ -50,7 +50,6 @@ pub enum ServerEvent {
     },
 }
 
-
 /// The body of `GET /v1/sync`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncPage {
