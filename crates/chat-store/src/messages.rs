@@ -107,10 +107,10 @@ impl Store {
             return Err(StoreError::Busy("the chat is busy, retry"));
         }
         let outcome = self.insert_message(&mut conn, &new).await;
-        if let Ok(outcome) = &outcome {
-            if outcome.created {
-                after_commit(outcome).await;
-            }
+        if let Ok(outcome) = &outcome
+            && outcome.created
+        {
+            after_commit(outcome).await;
         }
         let released = sqlx::query("DO RELEASE_LOCK(LEFT(CONCAT(DATABASE(), ?), 64))")
             .bind(&lock)
