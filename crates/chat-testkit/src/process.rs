@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+/// Exit code of a child that found its parent gone before exec (see `Proc::spawn`).
+pub(crate) const PARENT_GONE_EXIT_CODE: i32 = 121;
+const PARENT_GONE_NOTE: &str = "chat-testkit: the parent changed between fork and exec\n";
+
 /// A running service binary.
 #[derive(Debug)]
 pub(crate) struct Proc {
@@ -52,8 +56,12 @@ impl Proc {
                     return Err(std::io::Error::last_os_error());
                 }
                 // The parent may have died between fork and prctl: then nobody would kill us.
+                // Say so in the log (stdio is already redirected here) with an exit code of
+                // our own, so the harness can tell this from the service failing.
                 if libc::getppid() != parent {
-                    libc::_exit(1);
+                    let note = PARENT_GONE_NOTE.as_bytes();
+                    libc::write(2, note.as_ptr().cast(), note.len());
+                    libc::_exit(PARENT_GONE_EXIT_CODE);
                 }
                 Ok(())
             });
@@ -124,10 +132,23 @@ impl Proc {
 
     /// The last `lines` lines of the process's output.
     pub(crate) fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        // Lossy: a stray invalid byte must not hide the whole log from a failure message.
+        let bytes = std::fs::read(&self.log_path).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
         let all: Vec<&str> = text.lines().collect();
         let start = all.len().saturating_sub(lines);
         all[start..].join("\n")
+    }
+
+    /// Whether the process ended before running any code of the service: it exited without
+    /// writing a byte, or the pre-exec check stopped it. Such a start is worth retrying.
+    pub(crate) fn died_before_start(&mut self) -> bool {
+        if self.is_running() {
+            return false;
+        }
+        let parent_gone = self.exited.and_then(|s| s.code()) == Some(PARENT_GONE_EXIT_CODE);
+        let silent = std::fs::metadata(&self.log_path).is_ok_and(|m| m.len() == 0);
+        parent_gone || silent
     }
 
     /// A short description of how the process ended, as of the last check.

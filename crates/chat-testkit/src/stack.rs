@@ -204,7 +204,17 @@ async fn start_ready(spec: &Spec, log_dir: &Path) -> anyhow::Result<(Proc, Socke
                         .log_tail(40)
                         .to_lowercase()
                         .contains("address already in use");
-                if !port_taken || attempt >= PORT_ATTEMPTS {
+                // CI once saw chat-api exit with code 1 and an empty log: the service never
+                // ran. Retry such a start (and say so) rather than fail the test on it.
+                let never_ran = proc.died_before_start();
+                if never_ran {
+                    eprintln!(
+                        "chat-testkit: {} {} without output; starting it again",
+                        proc.name,
+                        proc.describe_exit()
+                    );
+                }
+                if !(port_taken || never_ran) || attempt >= PORT_ATTEMPTS {
                     return Err(e);
                 }
             }
