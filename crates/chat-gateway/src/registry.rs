@@ -73,6 +73,8 @@ pub struct Registry {
     ttl: Duration,
     present: HashSet<UserId>,
     notices: Vec<mpsc::UnboundedSender<(UserId, PresenceStatus)>>,
+    /// The notice lanes' tasks, awaited at shutdown so the last offline notices go out.
+    notice_tasks: Vec<tokio::task::JoinHandle<()>>,
     metrics: GatewayMetrics,
     /// When to try resubscribing next, while a resubscription is owed.
     resubscribe_at: Option<tokio::time::Instant>,
@@ -92,9 +94,9 @@ impl Registry {
         restored: mpsc::UnboundedSender<()>,
     ) -> (Self, RegistryHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let notices = (0..NOTICE_LANES)
+        let (notices, notice_tasks) = (0..NOTICE_LANES)
             .map(|_| spawn_notice_lane(api.clone()))
-            .collect();
+            .unzip();
         let registry = Self {
             commands: rx,
             subscriber,
@@ -103,6 +105,7 @@ impl Registry {
             ttl,
             present: HashSet::new(),
             notices,
+            notice_tasks,
             metrics,
             resubscribe_at: None,
             resubscribe_delay: RESUBSCRIBE_FIRST_DELAY,
@@ -142,6 +145,12 @@ impl Registry {
             }
         }
         self.leave_cluster().await;
+        // The process exits after this returns: let the lanes deliver what is queued (the
+        // offline notices of the users held here) before it does.
+        self.notices.clear();
+        for lane in std::mem::take(&mut self.notice_tasks) {
+            let _ = lane.await;
+        }
     }
 
     async fn apply(&mut self, batch: Vec<Command>) {
@@ -275,10 +284,16 @@ impl Registry {
     }
 }
 
-/// A task that forwards presence notices to chat-api one at a time, retrying briefly.
-fn spawn_notice_lane(api: ApiClient) -> mpsc::UnboundedSender<(UserId, PresenceStatus)> {
+/// A task that forwards presence notices to chat-api one at a time, retrying briefly; it ends
+/// once its sender is dropped and the queue is empty.
+fn spawn_notice_lane(
+    api: ApiClient,
+) -> (
+    mpsc::UnboundedSender<(UserId, PresenceStatus)>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(UserId, PresenceStatus)>();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Some((user, status)) = rx.recv().await {
             let mut delay = Duration::from_millis(100);
             for attempt in 1..=4 {
@@ -295,5 +310,5 @@ fn spawn_notice_lane(api: ApiClient) -> mpsc::UnboundedSender<(UserId, PresenceS
             }
         }
     });
-    tx
+    (tx, task)
 }
