@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::Bytes;
 use chat_proto::{ErrorCode, Reply, ServerEvent, WireFormat};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::GatewayMetrics;
 use crate::registry::RegistryHandle;
 use crate::socket::encode_reply;
-use crate::socket::writer::{Control, EventKey, OutEvent};
+use crate::socket::outbox::{Outbox, Refused};
+use crate::socket::writer::{EventKey, OutEvent};
 
 pub type UserId = u64;
 pub type ConnId = u64;
@@ -69,9 +69,9 @@ pub struct ConnHandle {
     /// The token id the socket authenticated with (for logout).
     pub jti: std::sync::Arc<str>,
     pub format: WireFormat,
-    pub outbound: mpsc::Sender<OutEvent>,
-    /// For frames that must precede a close (the logout error).
-    pub control: mpsc::Sender<Control>,
+    /// The socket's outbound queues: live events, and frames that must precede a close (the
+    /// logout error).
+    pub outbox: std::sync::Arc<Outbox>,
     pub signal: std::sync::Arc<CloseSignal>,
 }
 
@@ -188,17 +188,17 @@ impl Hub {
 
     /// Queues bytes on one socket without waiting; a full queue closes it with 4008.
     fn offer(&self, conn: &ConnHandle, event: OutEvent) -> bool {
-        match conn.outbound.try_send(event) {
+        match conn.outbox.offer_event(event) {
             Ok(()) => {
                 self.metrics.events_delivered.increment(1);
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 self.metrics.outbound_overflow.increment(1);
                 conn.signal.close(close_code::TOO_SLOW);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         }
     }
 
@@ -209,7 +209,7 @@ impl Hub {
             if &*conn.jti == jti {
                 let notice =
                     Reply::error(None, ErrorCode::Unauthorized, "the session was logged out");
-                let _ = conn.control.try_send(encode_reply(conn.format, &notice));
+                let _ = conn.outbox.try_control(encode_reply(conn.format, &notice));
                 conn.signal.close(code);
             }
         }

@@ -5,6 +5,7 @@
 //! the write half and the outbound queues). A third, for chat-api calls, starts on demand.
 
 mod assembler;
+pub mod outbox;
 mod requests;
 pub mod writer;
 
@@ -19,12 +20,12 @@ use chat_proto::{ClientFrame, ErrorCode, Reply, SendMessageRequest, WireFormat};
 use fastwebsockets::upgrade::UpgradeFut;
 use fastwebsockets::{Frame, OpCode, Role, WebSocketError, WebSocketRead};
 use tokio::io::ReadHalf;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use self::assembler::{Assembler, CloseCause, Message};
+use self::outbox::Outbox;
 use self::requests::{Request, RequestQueue, SocketContext};
-use self::writer::{Control, OutEvent, Writer, data_opcode};
+use self::writer::{Control, Writer, data_opcode};
 use crate::Gateway;
 use crate::hub::{CloseSignal, ConnHandle, close_code};
 
@@ -66,13 +67,11 @@ pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketPar
     reader.set_max_message_size(gateway.config.max_frame_bytes + 1);
 
     let signal = Arc::new(CloseSignal::default());
-    let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-    let (events, events_rx) = mpsc::channel(gateway.config.outbound_queue.max(1));
+    let outbox = Arc::new(Outbox::new(CONTROL_QUEUE, gateway.config.outbound_queue));
     let writer = Writer::new(
         write_io,
         params.format,
-        control_rx,
-        events_rx,
+        outbox.clone(),
         signal.clone(),
         gateway.config.ping_interval(),
     );
@@ -81,16 +80,17 @@ pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketPar
     let mut socket = Socket {
         gateway: gateway.clone(),
         format: params.format,
-        control,
-        signal,
+        outbox,
+        signal: signal.clone(),
         assembler: Assembler::new(gateway.config.max_frame_bytes),
         typing_sent: HashMap::new(),
         requests: RequestQueue::default(),
     };
-    socket
-        .run(&mut reader, params.token, params.since, events)
-        .await;
+    socket.run(&mut reader, params.token, params.since).await;
     drop(socket);
+    // Every way out of `run` has asked for a close except a peer that left before
+    // authenticating; either way the writer finishes with a close frame (first code wins).
+    signal.close(close_code::NORMAL);
     if tokio::time::timeout(WRITER_GRACE, &mut writer)
         .await
         .is_err()
@@ -119,7 +119,7 @@ enum Incoming {
 struct Socket {
     gateway: Arc<Gateway>,
     format: WireFormat,
-    control: mpsc::Sender<Control>,
+    outbox: Arc<Outbox>,
     signal: Arc<CloseSignal>,
     assembler: Assembler,
     typing_sent: HashMap<u64, Instant>,
@@ -132,7 +132,6 @@ impl Socket {
         reader: &mut WebSocketRead<ReadHalf<Io>>,
         token: Option<String>,
         since: Option<String>,
-        events: mpsc::Sender<OutEvent>,
     ) {
         let Some(identity) = self.authenticate(reader, token).await else {
             return;
@@ -143,8 +142,7 @@ impl Socket {
             id: conn_id,
             jti: identity.jti.clone(),
             format: self.format,
-            outbound: events,
-            control: self.control.clone(),
+            outbox: self.outbox.clone(),
             signal: self.signal.clone(),
         };
         let hub = &self.gateway.hub;
@@ -170,7 +168,7 @@ impl Socket {
             // Live events queue up (the writer is not active yet) while the replay goes out.
             requests::replay(&self.context(&identity), &since).await;
         }
-        let _ = self.control.send(Control::Activate).await;
+        let _ = self.outbox.send_control(Control::Activate).await;
         let metrics = &self.gateway.metrics;
         metrics.connections.increment(1.0);
         metrics.connections_opened.increment(1);
@@ -297,9 +295,9 @@ impl Socket {
         &mut self,
         reader: &mut WebSocketRead<ReadHalf<Io>>,
     ) -> Result<Incoming, CloseCause> {
-        let control = self.control.clone();
+        let outbox = self.outbox.clone();
         let mut answer = move |frame: Frame<'_>| {
-            let sent = control.try_send(Control::Frame(
+            let sent = outbox.try_control(Control::Frame(
                 frame.opcode,
                 Bytes::copy_from_slice(&frame.payload),
             ));
@@ -366,7 +364,7 @@ impl Socket {
             ClientFrame::Resume { since } => {
                 metrics.frame_received("resume");
                 // Pause first, so live events wait behind the replay.
-                if self.control.try_send(Control::Pause).is_err() {
+                if self.outbox.try_control(Control::Pause).is_err() {
                     self.signal.close(close_code::TOO_SLOW);
                     return;
                 }
@@ -442,7 +440,7 @@ impl Socket {
             api: self.gateway.api.clone(),
             token: identity.token.clone(),
             format: self.format,
-            control: self.control.clone(),
+            outbox: self.outbox.clone(),
             signal: self.signal.clone(),
         }
     }
@@ -460,7 +458,7 @@ impl Socket {
 
     fn reply(&self, reply: &Reply) {
         let frame = Control::Frame(data_opcode(self.format), self.format.encode(reply));
-        if self.control.try_send(frame).is_err() {
+        if self.outbox.try_control(frame).is_err() {
             self.signal.close(close_code::TOO_SLOW);
         }
     }

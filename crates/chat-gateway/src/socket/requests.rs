@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chat_proto::{ErrorCode, Reply, RequestId, SendMessageRequest, ServerEvent, WireFormat};
 use tokio::sync::mpsc;
 
+use super::outbox::Outbox;
 use super::writer::{Control, EventKey, OutEvent, data_opcode};
 use crate::api_client::{ApiClient, ApiReply};
 use crate::hub::{CloseSignal, close_code};
@@ -41,7 +42,7 @@ pub struct SocketContext {
     pub api: ApiClient,
     pub token: Arc<str>,
     pub format: WireFormat,
-    pub control: mpsc::Sender<Control>,
+    pub outbox: Arc<Outbox>,
     pub signal: Arc<CloseSignal>,
 }
 
@@ -49,7 +50,7 @@ impl SocketContext {
     /// Queues a reply frame; a client that does not read its replies is too slow.
     pub fn reply(&self, reply: &Reply) {
         let frame = Control::Frame(data_opcode(self.format), self.format.encode(reply));
-        if self.control.try_send(frame).is_err() {
+        if self.outbox.try_control(frame).is_err() {
             self.signal.close(close_code::TOO_SLOW);
         }
     }
@@ -100,7 +101,7 @@ async fn work(context: SocketContext, mut requests: mpsc::Receiver<Request>) {
             }
             Request::Resume { since } => {
                 replay(&context, &since).await;
-                let _ = context.control.send(Control::Activate).await;
+                let _ = context.outbox.send_control(Control::Activate).await;
                 continue;
             }
         };
@@ -134,7 +135,7 @@ pub async fn replay(context: &SocketContext, since: &str) {
                 bytes: context.format.encode(event),
                 key: EventKey::of(event),
             });
-            if context.control.send(replayed).await.is_err() {
+            if context.outbox.send_control(replayed).await.is_err() {
                 return;
             }
         }
@@ -145,7 +146,7 @@ pub async fn replay(context: &SocketContext, since: &str) {
     }
     let synced = ServerEvent::Synced { cursor };
     let frame = Control::Frame(data_opcode(context.format), context.format.encode(&synced));
-    let _ = context.control.send(frame).await;
+    let _ = context.outbox.send_control(frame).await;
 }
 
 /// An encoded reply, for callers outside a socket (the hub's logout handling).

@@ -13,13 +13,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::outbox::Outbox;
+use crate::hub::CloseSignal;
 use bytes::Bytes;
 use chat_proto::WireFormat;
 use fastwebsockets::{Frame, OpCode, Payload};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
-
-use crate::hub::CloseSignal;
 
 /// Stop adding frames to a batch beyond this size.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -93,13 +92,11 @@ pub fn data_opcode(format: WireFormat) -> OpCode {
 pub struct Writer<W> {
     io: W,
     data_opcode: OpCode,
-    control: mpsc::Receiver<Control>,
-    events: mpsc::Receiver<OutEvent>,
+    outbox: Arc<Outbox>,
     signal: Arc<CloseSignal>,
     ping_every: Duration,
     active: bool,
     seam: Option<Seam>,
-    events_open: bool,
     finished: bool,
     batch: Vec<u8>,
 }
@@ -108,21 +105,18 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     pub fn new(
         io: W,
         format: WireFormat,
-        control: mpsc::Receiver<Control>,
-        events: mpsc::Receiver<OutEvent>,
+        outbox: Arc<Outbox>,
         signal: Arc<CloseSignal>,
         ping_every: Duration,
     ) -> Self {
         Self {
             io,
             data_opcode: data_opcode(format),
-            control,
-            events,
+            outbox,
             signal,
             ping_every,
             active: false,
             seam: None,
-            events_open: true,
             finished: false,
             batch: Vec::new(),
         }
@@ -131,25 +125,23 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     pub async fn run(mut self) {
         let start = tokio::time::Instant::now() + self.ping_every;
         let mut ping = tokio::time::interval_at(start, self.ping_every);
+        let mut more_ready = false;
         while !self.finished {
-            tokio::select! {
-                biased;
-                control = self.control.recv() => match control {
-                    Some(control) => self.take_control(control),
-                    None => self.push_close(),
-                },
-                () = self.signal.requested() => self.push_close(),
-                event = self.events.recv(), if self.active && self.events_open => match event {
-                    Some(event) => self.push_live(event),
-                    None => self.events_open = false,
-                },
-                _ = ping.tick() => push_frame(&mut self.batch, OpCode::Ping, &[]),
+            // A batch that stopped at its size limit left work queued: no need to wait.
+            if !more_ready {
+                tokio::select! {
+                    biased;
+                    () = self.outbox.wait_queued() => {}
+                    () = self.signal.requested() => {}
+                    _ = ping.tick() => push_frame(&mut self.batch, OpCode::Ping, &[]),
+                }
             }
-            self.fill_batch();
+            more_ready = self.fill_batch();
             if self.flush_batch().await.is_err() {
                 break;
             }
         }
+        self.outbox.close();
         let _ = self.io.shutdown().await;
     }
 
@@ -201,10 +193,15 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         push_frame(&mut self.batch, self.data_opcode, &event.bytes);
     }
 
-    /// Adds whatever else is ready, without waiting, up to the batch size.
-    fn fill_batch(&mut self) {
-        while !self.finished && self.batch.len() < BATCH_BYTES {
-            if let Ok(control) = self.control.try_recv() {
+    /// Takes what is queued, without waiting, up to the batch size: control frames first, then
+    /// a requested close, then live events (once active). True when it stopped at the size limit
+    /// with work possibly left.
+    fn fill_batch(&mut self) -> bool {
+        while !self.finished {
+            if self.batch.len() >= BATCH_BYTES {
+                return true;
+            }
+            if let Some(control) = self.outbox.take_control() {
                 self.take_control(control);
                 continue;
             }
@@ -212,14 +209,15 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 self.push_close();
                 break;
             }
-            if !(self.active && self.events_open) {
+            if !self.active {
                 break;
             }
-            match self.events.try_recv() {
-                Ok(event) => self.push_live(event),
-                Err(_) => break,
+            match self.outbox.take_event() {
+                Some(event) => self.push_live(event),
+                None => break,
             }
         }
+        false
     }
 
     fn push_close(&mut self) {

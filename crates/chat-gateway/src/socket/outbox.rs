@@ -1,0 +1,261 @@
+//! A socket's outbound queues: control frames (replies, pongs, close answers, replayed events)
+//! and live events, both bounded, both drained by the socket's writer.
+//!
+//! Why not two tokio mpsc channels: each allocates its first block of 32 slots up front, about
+//! 5 KB per socket for the two, and most sockets sit idle with nothing queued. Here an idle
+//! socket's queues are two empty `VecDeque`s behind one mutex, and their capacity is given back
+//! when a burst has drained. Producers never wait on the mutex for long: every critical section
+//! is a push or a pop.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use super::writer::{Control, OutEvent};
+
+/// Why a frame or event was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The queue is at its bound: the client is not reading fast enough.
+    Full,
+    /// The writer has finished; nothing more goes out on this socket.
+    Closed,
+}
+
+/// Queue capacity kept after a burst drains; beyond it the memory goes back to the allocator.
+const KEEP_SLOTS: usize = 8;
+
+#[derive(Default)]
+struct Queues {
+    control: VecDeque<Control>,
+    events: VecDeque<OutEvent>,
+    closed: bool,
+}
+
+pub struct Outbox {
+    queues: Mutex<Queues>,
+    control_bound: usize,
+    event_bound: usize,
+    /// Wakes the writer: something was queued.
+    queued: Notify,
+    /// Wakes producers waiting in `send_control`: the writer took control frames.
+    drained: Notify,
+}
+
+impl Outbox {
+    pub fn new(control_bound: usize, event_bound: usize) -> Self {
+        Self {
+            queues: Mutex::new(Queues::default()),
+            control_bound: control_bound.max(1),
+            event_bound: event_bound.max(1),
+            queued: Notify::new(),
+            drained: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queues> {
+        // A poisoned lock only means a thread panicked between a push and a pop of plain data.
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a control frame without waiting.
+    pub fn try_control(&self, control: Control) -> Result<(), Refused> {
+        {
+            let mut queues = self.lock();
+            if queues.closed {
+                return Err(Refused::Closed);
+            }
+            if queues.control.len() >= self.control_bound {
+                return Err(Refused::Full);
+            }
+            queues.control.push_back(control);
+        }
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Queues a control frame, waiting for room (replays push many in a row).
+    pub async fn send_control(&self, control: Control) -> Result<(), Refused> {
+        let mut control = Some(control);
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the check, so a drain between the check and the wait is seen.
+            drained.as_mut().enable();
+            {
+                let mut queues = self.lock();
+                if queues.closed {
+                    return Err(Refused::Closed);
+                }
+                if queues.control.len() < self.control_bound {
+                    if let Some(control) = control.take() {
+                        queues.control.push_back(control);
+                    }
+                    drop(queues);
+                    self.queued.notify_one();
+                    return Ok(());
+                }
+            }
+            drained.await;
+        }
+    }
+
+    /// Queues a live event without waiting.
+    pub fn offer_event(&self, event: OutEvent) -> Result<(), Refused> {
+        {
+            let mut queues = self.lock();
+            if queues.closed {
+                return Err(Refused::Closed);
+            }
+            if queues.events.len() >= self.event_bound {
+                return Err(Refused::Full);
+            }
+            queues.events.push_back(event);
+        }
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Waits until something may have been queued since the writer last looked.
+    pub async fn wait_queued(&self) {
+        self.queued.notified().await;
+    }
+
+    /// The oldest control frame, if any.
+    pub fn take_control(&self) -> Option<Control> {
+        let taken = {
+            let mut queues = self.lock();
+            let taken = queues.control.pop_front();
+            shrink_when_drained(&mut queues.control);
+            taken
+        };
+        if taken.is_some() {
+            self.drained.notify_waiters();
+        }
+        taken
+    }
+
+    /// The oldest live event, if any.
+    pub fn take_event(&self) -> Option<OutEvent> {
+        let mut queues = self.lock();
+        let taken = queues.events.pop_front();
+        shrink_when_drained(&mut queues.events);
+        taken
+    }
+
+    /// The writer is gone: refuse everything from now on and free what is queued.
+    pub fn close(&self) {
+        let (control, events) = {
+            let mut queues = self.lock();
+            queues.closed = true;
+            (
+                std::mem::take(&mut queues.control),
+                std::mem::take(&mut queues.events),
+            )
+        };
+        drop((control, events));
+        self.drained.notify_waiters();
+    }
+}
+
+fn shrink_when_drained<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > KEEP_SLOTS {
+        *queue = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::socket::writer::EventKey;
+    use bytes::Bytes;
+    use fastwebsockets::OpCode;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn event(n: u64) -> OutEvent {
+        OutEvent {
+            bytes: Bytes::from(n.to_string()),
+            key: EventKey::Message { chat: 1, seq: n },
+        }
+    }
+
+    fn frame(text: &'static str) -> Control {
+        Control::Frame(OpCode::Text, Bytes::from_static(text.as_bytes()))
+    }
+
+    #[test]
+    fn events_are_bounded_and_kept_in_order() {
+        let outbox = Outbox::new(4, 2);
+        assert_eq!(outbox.offer_event(event(1)), Ok(()));
+        assert_eq!(outbox.offer_event(event(2)), Ok(()));
+        assert_eq!(outbox.offer_event(event(3)), Err(Refused::Full));
+        let first = outbox.take_event().map(|e| e.key);
+        assert_eq!(first, Some(EventKey::Message { chat: 1, seq: 1 }));
+        assert_eq!(outbox.offer_event(event(3)), Ok(()));
+        let rest: Vec<_> = std::iter::from_fn(|| outbox.take_event())
+            .map(|e| e.bytes)
+            .collect();
+        assert_eq!(rest, vec![Bytes::from("2"), Bytes::from("3")]);
+    }
+
+    #[test]
+    fn a_closed_outbox_refuses_everything() {
+        let outbox = Outbox::new(4, 4);
+        assert_eq!(outbox.offer_event(event(1)), Ok(()));
+        outbox.close();
+        assert!(outbox.take_event().is_none(), "queued events are dropped");
+        assert_eq!(outbox.offer_event(event(2)), Err(Refused::Closed));
+        assert_eq!(outbox.try_control(frame("x")), Err(Refused::Closed));
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back() {
+        let outbox = Outbox::new(4, 1000);
+        for n in 0..500 {
+            assert_eq!(outbox.offer_event(event(n)), Ok(()));
+        }
+        while outbox.take_event().is_some() {}
+        assert_eq!(outbox.lock().events.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn send_control_waits_for_room_instead_of_failing() {
+        let outbox = Arc::new(Outbox::new(1, 1));
+        assert_eq!(outbox.try_control(frame("a")), Ok(()));
+        assert_eq!(outbox.try_control(frame("b")), Err(Refused::Full));
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send_control(frame("b")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the queue is full, so the sender waits"
+        );
+        assert!(matches!(outbox.take_control(), Some(Control::Frame(_, b)) if b == "a"));
+        let sent = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert!(
+            matches!(sent, Ok(Ok(Ok(())))),
+            "room frees the waiting sender"
+        );
+        assert!(matches!(outbox.take_control(), Some(Control::Frame(_, b)) if b == "b"));
+    }
+
+    #[tokio::test]
+    async fn closing_releases_a_waiting_sender() {
+        let outbox = Arc::new(Outbox::new(1, 1));
+        assert_eq!(outbox.try_control(frame("a")), Ok(()));
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send_control(frame("b")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        outbox.close();
+        let sent = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert!(matches!(sent, Ok(Ok(Err(Refused::Closed)))));
+    }
+}
