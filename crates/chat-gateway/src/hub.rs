@@ -145,7 +145,11 @@ impl Hub {
         handle: ConnHandle,
     ) -> tokio::sync::oneshot::Receiver<bool> {
         let mut shard = self.shard(user);
-        shard.entry(user).or_default().push(handle);
+        // Most users have one socket per node: start with room for exactly one.
+        shard
+            .entry(user)
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(handle);
         self.registry.join(user)
     }
 

@@ -133,7 +133,10 @@ impl Socket {
         token: Option<String>,
         since: Option<String>,
     ) {
-        let Some(identity) = self.authenticate(reader, token).await else {
+        // The steps that run once (authentication with its Redis lookup, the replay with its
+        // HTTP calls) are boxed: an async fn's future is as large as its largest await, and it
+        // lives as long as the socket, so inline they would cost every idle socket kilobytes.
+        let Some(identity) = Box::pin(self.authenticate(reader, token)).await else {
             return;
         };
         let since = since.or_else(|| identity.since.clone());
@@ -166,7 +169,7 @@ impl Socket {
         });
         if let Some(since) = since {
             // Live events queue up (the writer is not active yet) while the replay goes out.
-            requests::replay(&self.context(&identity), &since).await;
+            Box::pin(requests::replay(&self.context(&identity), &since)).await;
         }
         let _ = self.outbox.send_control(Control::Activate).await;
         let metrics = &self.gateway.metrics;

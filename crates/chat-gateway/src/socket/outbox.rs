@@ -23,8 +23,10 @@ pub enum Refused {
     Closed,
 }
 
-/// Queue capacity kept after a burst drains; beyond it the memory goes back to the allocator.
-const KEEP_SLOTS: usize = 8;
+/// Event queue capacity kept after a burst drains (so steady traffic does not allocate per
+/// event); beyond it the memory goes back to the allocator. Control frames are rare (replies,
+/// pongs), so their queue gives everything back each time it drains.
+const KEEP_EVENT_SLOTS: usize = 8;
 
 #[derive(Default)]
 struct Queues {
@@ -129,7 +131,7 @@ impl Outbox {
         let taken = {
             let mut queues = self.lock();
             let taken = queues.control.pop_front();
-            shrink_when_drained(&mut queues.control);
+            shrink_when_drained(&mut queues.control, 0);
             taken
         };
         if taken.is_some() {
@@ -142,7 +144,7 @@ impl Outbox {
     pub fn take_event(&self) -> Option<OutEvent> {
         let mut queues = self.lock();
         let taken = queues.events.pop_front();
-        shrink_when_drained(&mut queues.events);
+        shrink_when_drained(&mut queues.events, KEEP_EVENT_SLOTS);
         taken
     }
 
@@ -161,8 +163,8 @@ impl Outbox {
     }
 }
 
-fn shrink_when_drained<T>(queue: &mut VecDeque<T>) {
-    if queue.is_empty() && queue.capacity() > KEEP_SLOTS {
+fn shrink_when_drained<T>(queue: &mut VecDeque<T>, keep: usize) {
+    if queue.is_empty() && queue.capacity() > keep {
         *queue = VecDeque::new();
     }
 }

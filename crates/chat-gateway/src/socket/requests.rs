@@ -1,12 +1,12 @@
 //! Frames that need chat-api (send, read, typing) run one at a time per socket, in the order the
-//! client sent them (so a client's messages keep their order), on a task started at the first
-//! such frame. The reader keeps reading meanwhile.
+//! client sent them (so a client's messages keep their order), on a task started when one arrives
+//! and ending when none is left. The reader keeps reading meanwhile.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use chat_proto::{ErrorCode, Reply, RequestId, SendMessageRequest, ServerEvent, WireFormat};
-use tokio::sync::mpsc;
 
 use super::outbox::Outbox;
 use super::writer::{Control, EventKey, OutEvent, data_opcode};
@@ -56,63 +56,97 @@ impl SocketContext {
     }
 }
 
+/// The socket's pending requests. The worker task runs only while there is something to do:
+/// an idle socket holds neither a task nor a channel for it.
 #[derive(Default)]
 pub struct RequestQueue {
-    sender: Option<mpsc::Sender<Request>>,
+    shared: Arc<Mutex<Pending>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    queue: VecDeque<Request>,
+    worker_running: bool,
+}
+
+fn lock(shared: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    // A poisoned lock only means a thread panicked between a push and a pop of plain data.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl RequestQueue {
-    /// Queues a request, starting the worker on first use; `false` when too many are waiting.
+    /// Queues a request, starting the worker if it is not running; `false` when too many are
+    /// waiting.
     pub fn submit(&mut self, context: &SocketContext, request: Request) -> bool {
-        let sender = self.sender.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(IN_FLIGHT);
-            tokio::spawn(work(context.clone(), rx));
-            tx
-        });
-        sender.try_send(request).is_ok()
+        let mut pending = lock(&self.shared);
+        if pending.queue.len() >= IN_FLIGHT {
+            return false;
+        }
+        pending.queue.push_back(request);
+        if !pending.worker_running {
+            pending.worker_running = true;
+            tokio::spawn(work(context.clone(), self.shared.clone()));
+        }
+        true
     }
 }
 
-async fn work(context: SocketContext, mut requests: mpsc::Receiver<Request>) {
-    while let Some(request) = requests.recv().await {
-        let (id, reply) = match request {
-            Request::Send { id, chat_id, body } => (
-                id,
-                context
-                    .api
-                    .send_message(&context.token, chat_id, &body)
-                    .await,
-            ),
-            Request::Read {
-                id,
-                chat_id,
-                up_to_seq,
-            } => (
-                id,
-                context
-                    .api
-                    .mark_read(&context.token, chat_id, up_to_seq)
-                    .await,
-            ),
-            Request::Typing { chat_id } => {
-                // No reply to typing; a failure is not worth the client's attention.
-                let _ = context.api.typing(&context.token, chat_id).await;
-                continue;
-            }
-            Request::Resume { since } => {
-                replay(&context, &since).await;
-                let _ = context.outbox.send_control(Control::Activate).await;
-                continue;
+/// Runs the queued requests one at a time, in order, and ends when the queue is empty.
+async fn work(context: SocketContext, shared: Arc<Mutex<Pending>>) {
+    loop {
+        let request = {
+            let mut pending = lock(&shared);
+            match pending.queue.pop_front() {
+                Some(request) => request,
+                None => {
+                    pending.worker_running = false;
+                    pending.queue = VecDeque::new();
+                    return;
+                }
             }
         };
-        match reply {
-            ApiReply::Done(message) => context.reply(&Reply::Ack { id, message }),
-            ApiReply::Failed { code, message } => {
-                context.reply(&Reply::error(id, code, message));
-                if code == ErrorCode::Unauthorized {
-                    // The token expired or was revoked while the socket was open.
-                    context.signal.close(close_code::UNAUTHORIZED);
-                }
+        run(&context, request).await;
+    }
+}
+
+async fn run(context: &SocketContext, request: Request) {
+    let (id, reply) = match request {
+        Request::Send { id, chat_id, body } => (
+            id,
+            context
+                .api
+                .send_message(&context.token, chat_id, &body)
+                .await,
+        ),
+        Request::Read {
+            id,
+            chat_id,
+            up_to_seq,
+        } => (
+            id,
+            context
+                .api
+                .mark_read(&context.token, chat_id, up_to_seq)
+                .await,
+        ),
+        Request::Typing { chat_id } => {
+            // No reply to typing; a failure is not worth the client's attention.
+            let _ = context.api.typing(&context.token, chat_id).await;
+            return;
+        }
+        Request::Resume { since } => {
+            replay(context, &since).await;
+            let _ = context.outbox.send_control(Control::Activate).await;
+            return;
+        }
+    };
+    match reply {
+        ApiReply::Done(message) => context.reply(&Reply::Ack { id, message }),
+        ApiReply::Failed { code, message } => {
+            context.reply(&Reply::error(id, code, message));
+            if code == ErrorCode::Unauthorized {
+                // The token expired or was revoked while the socket was open.
+                context.signal.close(close_code::UNAUTHORIZED);
             }
         }
     }
