@@ -12,6 +12,7 @@ for mode in standalone cluster; do
     source scripts/bench-stack.sh
     bench_stack_start
     target/release/chat-fanout --api-url http://127.0.0.1:18180 \
-      --ws ws://127.0.0.1:18181/ws,ws://127.0.0.1:18183/ws --receivers "${1:-200}" --messages "${2:-300}"
+      --ws ws://127.0.0.1:18181/ws,ws://127.0.0.1:18183/ws --receivers "${1:-200}" --messages "${2:-300}" \
+      --gateway-pids "${bench_pids[1]},${bench_pids[2]}"
   )
 done

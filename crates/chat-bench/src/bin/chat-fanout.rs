@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chat_bench::{Api, connect, next_json, percentile, send_concurrently};
+use chat_bench::{Api, connect, cpu_seconds, next_json, percentile, send_concurrently};
 use clap::Parser;
 use serde_json::json;
 
@@ -25,6 +25,10 @@ struct Args {
     /// Requests in flight from the sender.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Gateway process ids: prints deliveries per gateway CPU-second (user + system time the
+    /// gateways spent between the first send and the last delivery).
+    #[arg(long, value_delimiter = ',')]
+    gateway_pids: Vec<u32>,
 }
 
 #[tokio::main]
@@ -76,6 +80,9 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
 
+    let gateway_cpu =
+        || -> anyhow::Result<f64> { args.gateway_pids.iter().map(|pid| cpu_seconds(*pid)).sum() };
+    let cpu_before = gateway_cpu()?;
     let started = Instant::now();
     send_concurrently(
         api.clone(),
@@ -93,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         latencies.append(&mut got);
         finished = finished.max(last);
     }
+    let cpu_used = gateway_cpu()? - cpu_before;
     latencies.sort();
     let expected = args.messages * args.receivers;
     let elapsed = finished - started;
@@ -116,6 +124,13 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&latencies, 99.0)),
         ms(percentile(&latencies, 100.0))
     );
+    if !args.gateway_pids.is_empty() {
+        println!(
+            "gateway CPU: {cpu_used:.2} s over {} gateways = {:.0} deliveries per gateway CPU-second",
+            args.gateway_pids.len(),
+            latencies.len() as f64 / cpu_used.max(0.01)
+        );
+    }
     anyhow::ensure!(
         latencies.len() == expected,
         "lost deliveries: {} of {expected}",
