@@ -1,0 +1,157 @@
+// Two browser contexts (two people) chat through the web client served by chat-api:
+// register, start a 1:1 chat by username, online dot goes on when the peer connects, messages
+// both ways, unread badge and last message in the list, typing indicator, read ticks, and the
+// dot goes off when the peer's browser closes. Run by tests/browser/run.sh, which provides
+// API_URL, WS_URL, ARTIFACTS and CHROMIUM. SCREENSHOT_TO=<png> also copies the main screenshot.
+import { copyFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const API_URL = mustEnv('API_URL');
+const ARTIFACTS = mustEnv('ARTIFACTS');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const TIMEOUT = 15_000;
+
+function mustEnv(name) {
+  const v = process.env[name];
+  if (!v) { console.error(`FAIL: ${name} is not set (run tests/browser/run.sh)`); process.exit(2); }
+  return v;
+}
+
+const problems = [];
+let step = 'start';
+function log(msg) { step = msg; console.log(`  - ${msg}`); }
+
+/// Fails on CSP violations and uncaught page errors: the page must work under its own policy.
+function watch(page, who) {
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) {
+      problems.push(`${who}: ${m.text()}`);
+    }
+  });
+  page.on('pageerror', (e) => problems.push(`${who}: uncaught ${e.message}`));
+  page.setDefaultTimeout(TIMEOUT);
+  return page;
+}
+
+async function shot(page, name) {
+  const path = join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path });
+  return path;
+}
+
+async function register(page, username) {
+  await page.goto(`${API_URL}/`);
+  await page.getByTestId('username').fill(username);
+  await page.getByTestId('password').fill('correct horse battery');
+  await page.getByTestId('register').click();
+  await page.getByTestId('me').filter({ hasText: username }).waitFor();
+  await page.getByTestId('conn').filter({ hasText: /^online$/ }).waitFor();
+}
+
+async function expectDot(page, state) {
+  await page.locator(`[data-testid="peer-dot"][data-state="${state}"]`).waitFor();
+}
+
+// run.sh gives every run a fresh database, so plain names are free.
+const alice = process.env.ALICE || 'alice';
+const bob = process.env.BOB || 'bob';
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--no-first-run'],
+});
+let failed = null;
+let pageA;
+let pageB;
+try {
+  const viewport = { width: 1100, height: 640 };
+  const ctxA = await browser.newContext({ viewport });
+  const ctxB = await browser.newContext({ viewport });
+
+  log(`bob registers (${bob}), then closes his tab (offline)`);
+  pageB = watch(await ctxB.newPage(), 'bob');
+  await register(pageB, bob);
+  await pageB.close();
+
+  log(`alice registers (${alice}) and starts a 1:1 chat with bob by username`);
+  pageA = watch(await ctxA.newPage(), 'alice');
+  await register(pageA, alice);
+  await pageA.getByTestId('new-chat').click();
+  await pageA.getByTestId('direct-user').fill(bob);
+  await pageA.getByTestId('direct-start').click();
+  await pageA.getByTestId('conv-title').filter({ hasText: bob }).waitFor();
+  await expectDot(pageA, 'offline');
+
+  log('bob opens the page again (session kept): alice sees his dot turn online');
+  pageB = watch(await ctxB.newPage(), 'bob');
+  await pageB.goto(`${API_URL}/`);
+  await pageB.getByTestId('conn').filter({ hasText: /^online$/ }).waitFor();
+  await expectDot(pageA, 'online');
+
+  log('alice sends; bob sees the chat with an unread badge and the last message');
+  await pageA.getByTestId('composer').fill('Hello Bob!');
+  await pageA.getByTestId('send').click();
+  await pageA.getByTestId('tick-sent').first().waitFor();
+  const bobItem = pageB.locator('[data-testid="chat-item"]').filter({ hasText: alice });
+  await bobItem.getByTestId('unread').filter({ hasText: '1' }).waitFor();
+  await bobItem.getByTestId('chat-last').filter({ hasText: 'Hello Bob!' }).waitFor();
+  await shot(pageB, '1-bob-unread');
+
+  log('bob opens the chat: alice sees the read tick, bob sees alice online');
+  await bobItem.click();
+  await pageB.getByTestId('message').filter({ hasText: 'Hello Bob!' }).waitFor();
+  await pageA.getByTestId('tick-read').first().waitFor();
+  await expectDot(pageB, 'online');
+  if (await bobItem.getByTestId('unread').isVisible()) throw new Error('unread badge still shown after reading');
+
+  log('bob types: alice sees the typing indicator');
+  await pageB.getByTestId('composer').pressSequentially('Hi Al', { delay: 30 });
+  await pageA.getByTestId('typing').filter({ hasText: `${bob} is typing` }).waitFor();
+
+  log('bob sends: alice gets it live and, with the chat open, reads it (bob sees the tick)');
+  await pageB.getByTestId('composer').pressSequentially('ice, good to see you.');
+  await pageB.getByTestId('composer').press('Enter');
+  await pageA.getByTestId('message').filter({ hasText: 'Hi Alice, good to see you.' }).waitFor();
+  await pageB.getByTestId('tick-read').first().waitFor();
+  await pageA.getByTestId('typing').filter({ hasText: /^$/ }).waitFor();
+
+  log('a few more messages both ways, in order');
+  for (const [page, text] of [[pageA, 'How is the new chat server?'], [pageB, 'Fast. Messages arrive instantly.'],
+    [pageA, 'And the read ticks work too ✓✓']]) {
+    await page.getByTestId('composer').fill(text);
+    await page.getByTestId('composer').press('Enter');
+    await pageA.getByTestId('message').filter({ hasText: text }).waitFor();
+    await pageB.getByTestId('message').filter({ hasText: text }).waitFor();
+  }
+  const textsA = await pageA.getByTestId('message').locator('.text').allTextContents();
+  const textsB = await pageB.getByTestId('message').locator('.text').allTextContents();
+  if (JSON.stringify(textsA) !== JSON.stringify(textsB) || textsA.length !== 5) {
+    throw new Error(`histories differ: ${JSON.stringify(textsA)} vs ${JSON.stringify(textsB)}`);
+  }
+  await pageA.getByTestId('tick-read').nth(2).waitFor();
+  const main = await shot(pageA, '2-alice-chat');
+  await shot(pageB, '3-bob-chat');
+  if (process.env.SCREENSHOT_TO) copyFileSync(main, process.env.SCREENSHOT_TO);
+
+  log("bob's browser closes: alice sees his dot turn offline");
+  await ctxB.close();
+  await expectDot(pageA, 'offline');
+  await shot(pageA, '4-alice-bob-offline');
+
+  if (problems.length) throw new Error(`page problems:\n    ${problems.join('\n    ')}`);
+} catch (e) {
+  failed = e;
+  for (const [page, who] of [[pageA, 'alice'], [pageB, 'bob']]) {
+    if (page && !page.isClosed()) await shot(page, `failure-${who}`).catch(() => {});
+  }
+} finally {
+  await browser.close();
+}
+if (failed) {
+  console.error(`FAIL at step "${step}": ${failed.message}`);
+  process.exit(1);
+}
+console.log('browser test: all steps passed');
