@@ -46,6 +46,9 @@ test-cluster: cluster build ## End-to-end suite with REDIS_MODE=cluster
 test-browser: services ## Two users chat through the web client in headless chromium (screenshots: .tmp/browser-artifacts/)
 	tests/browser/run.sh
 
+openapi-check: services ## docs/openapi.yaml vs a running chat-api with schemathesis (no 5xx, responses match)
+	scripts/openapi-check.sh
+
 unit: ## Unit tests only (no services needed)
 	$(CARGO) test --workspace --lib --bins
 

@@ -1,5 +1,5 @@
 //! chat-api's extras for browsers: the embedded web client at `/` with its Content-Type and
-//! CSP, the page config, CORS on API routes and preflights, and that `/` shadows nothing.
+//! CSP, the page config, the OpenAPI file, CORS on API routes and preflights, and that `/` shadows nothing.
 
 use chat_testkit::{Stack, StackOptions, assert_error};
 
@@ -43,6 +43,18 @@ async fn serves_the_web_client_with_types_and_csp() {
         let body = resp.text().await.expect("body");
         assert!(body.contains(marker), "GET {path} lacks {marker:?}");
     }
+
+    let resp = get(&format!("{base}/openapi.yaml")).await;
+    assert_eq!(resp.status(), 200, "GET /openapi.yaml");
+    assert_eq!(
+        header(&resp, "content-type"),
+        "application/yaml; charset=utf-8"
+    );
+    let spec = resp.text().await.expect("spec");
+    assert!(
+        spec.starts_with("openapi: 3.1"),
+        "the OpenAPI file: {spec:.40}"
+    );
 
     let resp = get(&format!("{base}/web/config.json")).await;
     assert_eq!(resp.status(), 200);

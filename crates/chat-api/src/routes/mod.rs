@@ -67,6 +67,7 @@ pub fn router(state: AppState, metrics: PrometheusHandle, web: WebConfig) -> Rou
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics).with_state(metrics))
+        .route("/openapi.yaml", get(web::openapi))
         .route("/", get(web::index))
         .route("/web/app.js", get(web::app_js))
         .route("/web/app.css", get(web::app_css))

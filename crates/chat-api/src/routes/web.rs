@@ -1,4 +1,4 @@
-//! The web client, embedded in the binary so a container needs no extra
+//! The web client and the OpenAPI file, embedded in the binary so a container needs no extra
 //! files. The page lives at `/` exactly and its assets under `/web/`, so it never shadows an
 //! API route; unknown paths still get the JSON 404.
 
@@ -11,6 +11,7 @@ use serde::Serialize;
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const APP_CSS: &str = include_str!("../../web/app.css");
+const OPENAPI_YAML: &str = include_str!("../../../../docs/openapi.yaml");
 
 /// Scripts and styles only from this origin, no inline code; the page may talk to this api and
 /// to a gateway on any host (it is on another port, so `'self'` alone would not cover it).
@@ -34,6 +35,10 @@ pub async fn app_js() -> Response {
 
 pub async fn app_css() -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
+}
+
+pub async fn openapi() -> Response {
+    asset("application/yaml; charset=utf-8", OPENAPI_YAML)
 }
 
 pub async fn config(State(config): State<WebConfig>) -> Response {
