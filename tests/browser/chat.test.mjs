@@ -132,6 +132,23 @@ try {
     throw new Error(`histories differ: ${JSON.stringify(textsA)} vs ${JSON.stringify(textsB)}`);
   }
   await pageA.getByTestId('tick-read').nth(2).waitFor();
+
+  log('alice creates a group with bob; bob gets its first message live');
+  await pageA.getByTestId('new-chat').click();
+  await pageA.locator('#tab-group').click();
+  await pageA.getByTestId('group-title').fill('Weekend plans');
+  await pageA.getByTestId('group-members').fill(bob);
+  await pageA.getByTestId('group-start').click();
+  await pageA.getByTestId('conv-title').filter({ hasText: 'Weekend plans' }).waitFor();
+  await pageA.getByTestId('composer').fill('Hiking on Saturday?');
+  await pageA.getByTestId('composer').press('Enter');
+  const bobGroup = pageB.locator('[data-testid="chat-item"]').filter({ hasText: 'Weekend plans' });
+  await bobGroup.getByTestId('chat-last').filter({ hasText: 'Hiking on Saturday?' }).waitFor();
+  await bobGroup.getByTestId('unread').filter({ hasText: '1' }).waitFor();
+  await pageA.locator('[data-testid="chat-item"]').filter({ hasText: bob }).click();
+  await pageA.getByTestId('conv-title').filter({ hasText: bob }).waitFor();
+  await pageA.getByTestId('tick-read').nth(2).waitFor();
+
   const main = await shot(pageA, '2-alice-chat');
   await shot(pageB, '3-bob-chat');
   if (process.env.SCREENSHOT_TO) copyFileSync(main, process.env.SCREENSHOT_TO);
