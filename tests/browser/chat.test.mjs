@@ -133,6 +133,33 @@ try {
   }
   await pageA.getByTestId('tick-read').nth(2).waitFor();
 
+  log("bob's network drops: his page backs off, alice sends meanwhile, bob resumes from his cursor");
+  await ctxB.setOffline(true);
+  await pageB.evaluate(() => state.ws.close(3000, 'test: network lost'));
+  await pageB.getByTestId('conn').filter({ hasText: /reconnecting/ }).waitFor();
+  await expectDot(pageA, 'offline');
+  const missed = ['Are you still there?', 'Sent while you were offline.'];
+  for (const text of missed) {
+    await pageA.getByTestId('composer').fill(text);
+    await pageA.getByTestId('composer').press('Enter');
+    await pageA.getByTestId('message').filter({ hasText: text }).locator('[data-testid="tick-sent"]').waitFor();
+  }
+  // At least one reconnect attempt failed while offline: the backoff is in play.
+  await pageB.waitForFunction(() => state.attempt >= 2, null, { timeout: TIMEOUT });
+  const cursor = await pageB.evaluate(() => state.cursor);
+  if (!cursor) throw new Error('bob has no cursor to resume from');
+  // The missed messages must come from the WebSocket replay (?since=), not a REST refill.
+  const refills = [];
+  const countRefill = (req) => { if (req.url().includes('/v1/chats')) refills.push(req.url()); };
+  pageB.on('request', countRefill);
+  await ctxB.setOffline(false);
+  await pageB.getByTestId('conn').filter({ hasText: /^online$/ }).waitFor();
+  for (const text of missed) await pageB.getByTestId('message').filter({ hasText: text }).waitFor();
+  pageB.off('request', countRefill);
+  if (refills.length) throw new Error(`resume refilled over REST instead of replaying: ${refills}`);
+  await expectDot(pageA, 'online');
+  await pageA.getByTestId('tick-read').nth(4).waitFor();
+
   log('alice creates a group with bob; bob gets its first message live');
   await pageA.getByTestId('new-chat').click();
   await pageA.locator('#tab-group').click();
