@@ -4,6 +4,7 @@
 # free port against a fresh database and Redis prefix, seeds two users, a chat and a message so
 # that small ids exist, and runs schemathesis with a registered user's token: no 5xx, status
 # codes, content types and bodies as documented. Kept well under 3 minutes (OPENAPI_MAX_TIME).
+# Extra arguments go to `schemathesis run` (later options win), e.g. `--checks all`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCHEMATHESIS_VERSION=4.32.5
@@ -55,7 +56,7 @@ timeout $((MAX_TIME + 60)) "$VENV/bin/schemathesis" run docs/openapi.yaml \
   --request-timeout 20 \
   --suppress-health-check too_slow,filter_too_much \
   --report junit --report-dir "$OUT" \
-  2>&1 | tee "$OUT/schemathesis.txt"
+  "$@" 2>&1 | tee "$OUT/schemathesis.txt"
 status=${PIPESTATUS[0]}
 set -e
 if [[ $status -ne 0 ]]; then
