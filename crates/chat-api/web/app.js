@@ -190,8 +190,11 @@ function scheduleReconnect() {
   state.reconnectTimer = setTimeout(connect, delay);
 }
 
+/// Frames other than `auth` wait for auth_ok: until then sends stay pending (flushed on
+/// auth_ok), reads go over REST, typing notices are dropped.
 function send(frame) {
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+  const ready = frame.type === 'auth' || state.wsReady;
+  if (ready && state.ws && state.ws.readyState === WebSocket.OPEN) {
     state.ws.send(JSON.stringify(frame));
     return true;
   }
