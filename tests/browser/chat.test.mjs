@@ -160,8 +160,11 @@ try {
   await expectDot(pageA, 'online');
   await pageA.getByTestId('tick-read').nth(4).waitFor();
 
-  log('alice creates a group with bob; bob gets its first message live');
+  log('alice opens the new-chat panel: bob is listed among her contacts, online');
   await pageA.getByTestId('new-chat').click();
+  await pageA.locator('[data-testid="person"]').filter({ hasText: bob }).locator('.dot.online').waitFor();
+
+  log('alice creates a group with bob; bob gets its first message live');
   await pageA.locator('#tab-group').click();
   await pageA.getByTestId('group-title').fill('Weekend plans');
   await pageA.getByTestId('group-members').fill(bob);

@@ -417,6 +417,29 @@ async function startGroup(title, names) {
   await openChat(chat.id);
 }
 
+/// The new-chat panel lists contacts (with their dots) until a search is typed.
+async function showContacts() {
+  const { contacts } = await api('GET', '/v1/contacts');
+  for (const c of contacts) {
+    state.contacts.add(c.user.id);
+    state.online.set(c.user.id, c.online);
+  }
+  if (!$('direct-user').value.trim()) showPeople(contacts.map((c) => c.user));
+}
+
+function showPeople(users) {
+  $('direct-results').replaceChildren(...users.map((u) => {
+    const li = el('li', 'person');
+    li.dataset.testid = 'person';
+    const dot = el('span', `dot${state.online.get(u.id) ? ' online' : ''}`);
+    dot.hidden = !state.contacts.has(u.id);   // presence is known for contacts only
+    li.append(dot, el('span', '', u.username));
+    li.addEventListener('click', () => startDirect(u.username)
+      .catch((err) => { $('new-chat-error').textContent = err.message; }));
+    return li;
+  }));
+}
+
 function closeNewChat() {
   $('new-chat').hidden = true;
   $('new-chat-error').textContent = '';
@@ -572,7 +595,10 @@ function wire() {
   });
   $('new-chat-btn').addEventListener('click', () => {
     $('new-chat').hidden = !$('new-chat').hidden;
-    if (!$('new-chat').hidden) $('direct-user').focus();
+    if (!$('new-chat').hidden) {
+      $('direct-user').focus();
+      showContacts().catch(console.error);
+    }
   });
   const tab = (direct) => {
     $('tab-direct').classList.toggle('active', direct);
@@ -586,18 +612,11 @@ function wire() {
   $('direct-user').addEventListener('input', () => {
     clearTimeout(searchTimer);
     const q = $('direct-user').value.trim().toLowerCase();
-    if (!q) { $('direct-results').replaceChildren(); return; }
+    if (!q) { showContacts().catch(console.error); return; }
     searchTimer = setTimeout(async () => {
       try {
         const { users } = await api('GET', `/v1/users?q=${encodeURIComponent(q)}`);
-        $('direct-results').replaceChildren(...users
-          .filter((u) => u.id !== state.session.user.id)
-          .map((u) => {
-            const li = el('li', '', u.username);
-            li.addEventListener('click', () => startDirect(u.username)
-              .catch((err) => { $('new-chat-error').textContent = err.message; }));
-            return li;
-          }));
+        showPeople(users.filter((u) => u.id !== state.session.user.id));
       } catch { /* ignore while typing */ }
     }, 200);
   });
