@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const API_URL = mustEnv('API_URL');
+const WS_URL = mustEnv('WS_URL');
 const ARTIFACTS = mustEnv('ARTIFACTS');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const TIMEOUT = 15_000;
@@ -85,10 +86,16 @@ try {
   await pageA.getByTestId('conv-title').filter({ hasText: bob }).waitFor();
   await expectDot(pageA, 'offline');
 
-  log('bob opens the page again (session kept): alice sees his dot turn online');
+  // Alice's page found the gateway through /web/config.json; bob's names it with ?ws=.
+  log('bob opens the page again (session kept, gateway given as ?ws=): alice sees his dot turn online');
   pageB = watch(await ctxB.newPage(), 'bob');
-  await pageB.goto(`${API_URL}/`);
+  const viaQuery = `${WS_URL}?via=query`;   // the gateway ignores unknown parameters
+  await pageB.goto(`${API_URL}/?ws=${encodeURIComponent(viaQuery)}`);
   await pageB.getByTestId('conn').filter({ hasText: /^online$/ }).waitFor();
+  const urls = [await pageA.evaluate(() => state.ws.url), await pageB.evaluate(() => state.ws.url)];
+  if (!urls[0].startsWith(WS_URL) || urls[0].includes('via=query') || !urls[1].includes('via=query')) {
+    throw new Error(`gateway URLs: alice ${urls[0]} (want ${WS_URL} from config), bob ${urls[1]} (want ?ws=)`);
+  }
   await expectDot(pageA, 'online');
 
   log('alice sends; bob sees the chat with an unread badge and the last message');

@@ -159,7 +159,13 @@ function gatewayUrl() {
 function connect() {
   if (!state.session) return;
   clearTimeout(state.reconnectTimer);
-  const url = new URL(gatewayUrl());
+  let url;
+  try {
+    url = new URL(gatewayUrl());
+  } catch {
+    setConn(`bad gateway URL: ${gatewayUrl()}`);
+    return;
+  }
   if (state.cursor) url.searchParams.set('since', state.cursor);
   setConn('connecting');
   const ws = new WebSocket(url);
