@@ -182,6 +182,32 @@ try {
   const bobGroup = pageB.locator('[data-testid="chat-item"]').filter({ hasText: 'Weekend plans' });
   await bobGroup.getByTestId('chat-last').filter({ hasText: 'Hiking on Saturday?' }).waitFor();
   await bobGroup.getByTestId('unread').filter({ hasText: '1' }).waitFor();
+
+  log('the group gets 120 more messages; bob reloads, opens it, scrolls up to the first ones');
+  await pageA.evaluate(async (chatId) => {
+    for (let i = 1; i <= 120; i += 1) {
+      await api('POST', `/v1/chats/${chatId}/messages`, { client_msg_id: `bulk-${i}`, text: `bulk message ${i}` });
+    }
+  }, await pageA.evaluate(() => state.activeChat));
+  await pageB.reload();
+  await pageB.getByTestId('conn').filter({ hasText: /^online$/ }).waitFor();
+  await bobGroup.click();
+  await pageB.getByTestId('message').filter({ hasText: 'bulk message 120' }).waitFor();
+  const firstPage = await pageB.getByTestId('message').evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
+  if (firstPage.length !== 100 || firstPage[0] !== 22) throw new Error(`first page of history: ${firstPage}`);
+  const older = [];
+  const countOlder = (req) => { if (req.url().includes('before_seq=')) older.push(req.url()); };
+  pageB.on('request', countOlder);
+  for (let i = 0; i < 10 && older.length === 0; i += 1) {
+    await pageB.getByTestId('messages').evaluate((el) => { el.scrollTop = 0; });
+    await pageB.waitForTimeout(200);
+  }
+  await pageB.getByTestId('message').filter({ hasText: 'Hiking on Saturday?' }).waitFor();
+  pageB.off('request', countOlder);
+  if (!older.length) throw new Error('scrolling up fetched no older page');
+  const seqs = await pageB.getByTestId('message').evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
+  if (seqs.length !== 121 || seqs.some((seq, i) => seq !== i + 1)) throw new Error(`group history: ${seqs}`);
+
   await pageA.locator('[data-testid="chat-item"]').filter({ hasText: bob }).click();
   await pageA.getByTestId('conv-title').filter({ hasText: bob }).waitFor();
   await pageA.getByTestId('tick-read').nth(2).waitFor();

@@ -27,7 +27,9 @@ const state = {
   typing: new Map(),      // chat id -> Map(user id -> timer)
   lastTypingSent: new Map(),
   activeChat: null,
-  everConnected: false,   // a later auth_ok without a cursor refills over REST
+  everConnected: false,
+  olderAt: new Map(),     // chat id -> oldest seq held while older ones remain (0: none)
+  loadingOlder: false,   // a later auth_ok without a cursor refills over REST
   reqSeq: 0,
 };
 
@@ -66,7 +68,7 @@ function signOut() {
   clearTimeout(state.reconnectTimer);
   if (state.ws) { state.ws.onclose = null; state.ws.close(1000); state.ws = null; }
   Object.assign(state, { cursor: null, activeChat: null, wsReady: false, attempt: 0, everConnected: false });
-  for (const m of [state.chats, state.messages, state.pending, state.online, state.typing]) m.clear();
+  for (const m of [state.chats, state.messages, state.pending, state.online, state.typing, state.olderAt]) m.clear();
   state.contacts.clear();
   showAuth();
 }
@@ -350,11 +352,34 @@ async function openChat(chatId) {
 }
 
 async function loadHistory(chatId) {
-  const { messages } = await api('GET', `/v1/chats/${chatId}/messages?limit=100`);
+  const { messages, has_more: hasMore } = await api('GET', `/v1/chats/${chatId}/messages?limit=100`);
   for (const m of messages) storeMessage(m);
+  if (!state.olderAt.has(chatId)) state.olderAt.set(chatId, hasMore ? messages[0].seq : 0);
   if (chatId === state.activeChat) {
     renderMessages();
     markRead(state.chats.get(chatId));
+  }
+}
+
+/// Scrolled to the top: fetch the page before the oldest message held, keeping the view still.
+async function loadOlder() {
+  const chatId = state.activeChat;
+  const before = state.olderAt.get(chatId);
+  if (!before || state.loadingOlder) return;
+  state.loadingOlder = true;
+  try {
+    const { messages, has_more: hasMore } =
+      await api('GET', `/v1/chats/${chatId}/messages?before_seq=${before}&limit=50`);
+    for (const m of messages) storeMessage(m);
+    state.olderAt.set(chatId, hasMore && messages.length ? messages[0].seq : 0);
+    if (chatId === state.activeChat) {
+      const list = $('messages');
+      const fromBottom = list.scrollHeight - list.scrollTop;
+      renderMessages();
+      list.scrollTop = list.scrollHeight - fromBottom;
+    }
+  } finally {
+    state.loadingOlder = false;
   }
 }
 
@@ -506,12 +531,19 @@ function renderChatList() {
   });
   if (items.length === 0) items.push(el('li', 'empty', 'No chats yet: start one with +'));
   list.replaceChildren(...items);
+  const unread = [...state.chats.values()].reduce((n, c) => n + (c.unread_count || 0), 0);
+  document.title = unread ? `(${unread}) chat` : 'chat';
 }
 
 function renderHeader() {
   const chat = state.chats.get(state.activeChat);
   const dot = $('conv-dot');
-  if (!chat) { $('conv-title').textContent = 'No chat selected'; dot.hidden = true; return; }
+  if (!chat) {
+    $('conv-title').textContent = 'No chat selected';
+    $('conv-sub').textContent = '';
+    dot.hidden = true;
+    return;
+  }
   $('conv-title').textContent = chatTitle(chat);
   const peer = peerOf(chat);
   if (peer) {
@@ -566,6 +598,7 @@ function renderMessages() {
   }
   if (items.length === 0) items.push(el('li', 'empty', 'No messages yet. Say hello!'));
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
+  if (state.olderAt.get(chat.id)) items.unshift(el('li', 'older muted', 'scroll up for older messages'));
   list.replaceChildren(...items);
   if (atBottom || stored.length < 30) list.scrollTop = list.scrollHeight;
   renderTyping();
@@ -644,6 +677,17 @@ function wire() {
     if (!text || !state.activeChat) return;
     input.value = '';
     sendMessage(text);
+  });
+  $('messages').addEventListener('scroll', () => {
+    if ($('messages').scrollTop < 40) loadOlder().catch(console.error);
+  });
+  $('back-btn').addEventListener('click', () => {
+    state.activeChat = null;
+    $('app-view').classList.remove('in-chat');
+    $('composer').hidden = true;
+    renderChatList();
+    renderHeader();
+    renderMessages();
   });
   input.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); $('composer').requestSubmit(); }
