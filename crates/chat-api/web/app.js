@@ -554,7 +554,7 @@ function renderHeader() {
     $('conv-sub').textContent = online ? 'online' : 'offline';
   } else {
     dot.hidden = true;
-    $('conv-sub').textContent = `${chat.members.length} members`;
+    $('conv-sub').textContent = `${chat.members.length} member${chat.members.length === 1 ? '' : 's'}`;
   }
 }
 
