@@ -4,22 +4,30 @@
 # free port against a fresh database and Redis prefix, seeds two users, a chat and a message so
 # that small ids exist, and runs schemathesis with a registered user's token: no 5xx, status
 # codes, content types and bodies as documented. Kept well under 3 minutes (OPENAPI_MAX_TIME).
-# Extra arguments go to `schemathesis run` (later options win), e.g. `--checks all`.
+# The spec is validated first (openapi-spec-validator). Extra arguments go to
+# `schemathesis run` (later options win), e.g. `--checks all`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCHEMATHESIS_VERSION=4.32.5
+SPEC_VALIDATOR_VERSION=0.9.0
 VENV=.tmp/schemathesis-venv
 OUT=.tmp/openapi-check
 MAX_EXAMPLES=${OPENAPI_MAX_EXAMPLES:-25}
 MAX_TIME=${OPENAPI_MAX_TIME:-120}
 SEED=${OPENAPI_SEED:-8}
 
-if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION" \
+    || ! "$VENV/bin/pip" show openapi-spec-validator 2>/dev/null | grep -q "^Version: $SPEC_VALIDATOR_VERSION$"; then
   echo "openapi-check: installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+    "openapi-spec-validator==$SPEC_VALIDATOR_VERSION" \
     || { echo "FAIL: could not install schemathesis from PyPI" >&2; exit 1; }
 fi
+
+# The document itself first: a structurally invalid spec would make every later result moot.
+"$VENV/bin/openapi-spec-validator" docs/openapi.yaml \
+  || { echo "FAIL: docs/openapi.yaml is not a valid OpenAPI 3.1 document" >&2; exit 1; }
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
