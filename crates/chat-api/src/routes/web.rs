@@ -16,7 +16,7 @@ const OPENAPI_YAML: &str = include_str!("../../../../docs/openapi.yaml");
 /// Scripts and styles only from this origin, no inline code; the page may talk to this api and
 /// to a gateway on any host (it is on another port, so `'self'` alone would not cover it).
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-connect-src 'self' ws: wss: http: https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// What the page reads from `/web/config.json`.
 #[derive(Clone, Debug, Default, Serialize)]
