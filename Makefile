@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_THREADS ?= 4
 
 .PHONY: help build run run-cluster test test-cluster unit lint fmt services cluster clean bench \
-	deploy-refs compose-validate k8s-validate loadtest loadtest-smoke chaos
+	deploy-refs compose-validate k8s-validate loadtest loadtest-smoke chaos test-browser openapi-check
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,6 +42,12 @@ test-cluster: cluster build ## End-to-end suite with REDIS_MODE=cluster
 	CHAT_TEST_REDIS_MODE=cluster $(CARGO) test -p chat-testkit -- --test-threads=$(TEST_THREADS) \
 	  --skip redis_outage_gives_503_then_recovers --skip a_master_failover --skip users_on_every_master \
 	  --skip chaos_suite
+
+test-browser: services ## Two users chat through the web client in headless chromium (screenshots: .tmp/browser-artifacts/)
+	tests/browser/run.sh
+
+openapi-check: services ## docs/openapi.yaml vs a running chat-api with schemathesis (no 5xx, responses match)
+	scripts/openapi-check.sh
 
 unit: ## Unit tests only (no services needed)
 	$(CARGO) test --workspace --lib --bins

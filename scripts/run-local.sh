@@ -31,7 +31,8 @@ for _ in $(seq 1 100); do
 done
 cat <<MSG
 
-  chat-api      http://127.0.0.1:8080   (REST, see docs/protocol.md)
+  web client    http://localhost:8080/  (open it in two browser windows and chat)
+  chat-api      http://127.0.0.1:8080   (REST, see docs/protocol.md and /openapi.yaml)
   chat-gateway  ws://127.0.0.1:8081/ws  and  ws://127.0.0.1:8083/ws
   chat-worker   http://127.0.0.1:8082/healthz
   Ctrl-C stops everything.

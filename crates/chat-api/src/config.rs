@@ -36,6 +36,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_JWT_TTL_SECS", default_value_t = 86_400)]
     pub jwt_ttl_secs: u64,
 
+    /// WebSocket URL the web client at `/` connects to (e.g. wss://chat.example.com/ws).
+    /// Unset: the page uses ws://<its own host>:8081/ws; `?ws=<url>` on the page overrides both.
+    #[arg(long, env = "CHAT_WEB_WS_URL")]
+    pub web_ws_url: Option<String>,
+
     /// Log format: json or text.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,

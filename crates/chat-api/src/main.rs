@@ -51,7 +51,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, routes::router(state, metrics))
+    let web = routes::WebConfig {
+        ws_url: config.web_ws_url.clone(),
+    };
+    axum::serve(listener, routes::router(state, metrics, web))
         .with_graceful_shutdown(chat_ops::shutdown_signal())
         .await?;
     store.close().await;

@@ -1,5 +1,5 @@
-//! The router: every endpoint of the contract, JSON fallbacks for unknown paths and methods,
-//! the body limit, and request metrics.
+//! The router: every endpoint of the contract, the embedded web client, JSON fallbacks for
+//! unknown paths and methods, the body limit, CORS, and request metrics.
 
 mod auth;
 mod chats;
@@ -9,11 +9,15 @@ mod messages;
 mod ops;
 mod sync;
 mod users;
+mod web;
+
+pub use web::WebConfig;
 
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -24,7 +28,7 @@ use crate::state::AppState;
 
 const BODY_LIMIT: usize = 1 << 20;
 
-pub fn router(state: AppState, metrics: PrometheusHandle) -> Router {
+pub fn router(state: AppState, metrics: PrometheusHandle, web: WebConfig) -> Router {
     let v1 = Router::new()
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
@@ -63,9 +67,15 @@ pub fn router(state: AppState, metrics: PrometheusHandle) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics).with_state(metrics))
+        .route("/openapi.yaml", get(web::openapi))
+        .route("/", get(web::index))
+        .route("/web/app.js", get(web::app_js))
+        .route("/web/app.css", get(web::app_css))
+        .route("/web/config.json", get(web::config).with_state(web))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state)
 }
@@ -88,6 +98,42 @@ async fn require_migrated(State(state): State<AppState>, req: Request, next: Nex
     } else {
         ApiError::unavailable("the database is not ready yet").into_response()
     }
+}
+
+/// Lets a page from another origin call the api: tokens travel in the `Authorization` header,
+/// never in cookies, so any origin may call; preflights are answered here, before routing.
+async fn cors(req: Request, next: Next) -> Response {
+    if !req.headers().contains_key(header::ORIGIN) {
+        return next.run(req).await;
+    }
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        response
+    } else {
+        next.run(req).await
+    };
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {
