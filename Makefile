@@ -26,8 +26,9 @@ services: ## Start (or install) MariaDB and Redis when they are not answering
 cluster: ## Start the local Redis Cluster (127.0.0.1:7000-7005)
 	deploy/local/redis-cluster.sh start
 
-test: services cluster build ## Unit + e2e on standalone Redis, e2e on the cluster, k6 smoke (200 VUs)
+test: services cluster build ## Unit + e2e (standalone and cluster), browser, OpenAPI, k6 smoke (200 VUs)
 	$(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
+	$(MAKE) test-browser openapi-check
 	$(MAKE) test-cluster
 	LT_PROFILE=debug LT_NO_BUILD=1 LT_RESULTS_ROOT=.tmp/loadtest-results loadtest/smoke.sh
 
