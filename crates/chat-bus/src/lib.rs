@@ -4,6 +4,7 @@
 //! Every key and channel is namespaced by a prefix (`CHAT_REDIS_PREFIX`), and per-user names carry
 //! the user id as a Redis Cluster hash tag so one user's keys share a slot.
 
+mod jobs;
 mod keys;
 mod presence;
 mod subscriber;
@@ -20,6 +21,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Cmd, FromRedisValue, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
+pub use jobs::{Delivery, PUSH_GROUP, PushConsumer, PushStats};
 pub use keys::Keys;
 pub use subscriber::{BusMessage, Subscriber};
 
