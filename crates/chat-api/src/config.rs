@@ -36,6 +36,10 @@ pub struct Config {
     #[arg(long, env = "CHAT_JWT_TTL_SECS", default_value_t = 86_400)]
     pub jwt_ttl_secs: u64,
 
+    /// Approximate cap on the push-job stream (older entries are trimmed by XADD MAXLEN ~).
+    #[arg(long, env = "CHAT_PUSH_STREAM_MAXLEN", default_value_t = 100_000)]
+    pub push_stream_max_len: u64,
+
     /// Log format: json or text.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,

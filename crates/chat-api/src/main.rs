@@ -4,6 +4,7 @@
 mod config;
 mod error;
 mod extract;
+mod push;
 mod routes;
 mod state;
 
@@ -44,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         keys,
         token_ttl: Duration::from_secs(config.jwt_ttl_secs),
         migrated: Arc::new(AtomicBool::new(false)),
+        push_stream_max_len: config.push_stream_max_len,
     };
     tokio::spawn(migrate_until_done(store.clone(), state.migrated.clone()));
 

@@ -18,6 +18,8 @@ pub struct AppState {
     pub token_ttl: Duration,
     /// Set once migrations have run; until then `/v1` answers 503.
     pub migrated: Arc<AtomicBool>,
+    /// Approximate cap on the push-job stream.
+    pub push_stream_max_len: u64,
 }
 
 impl AppState {

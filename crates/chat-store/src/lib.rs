@@ -8,6 +8,7 @@ mod chats;
 mod contacts;
 mod error;
 mod messages;
+mod push;
 mod sync;
 mod users;
 
@@ -18,6 +19,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 pub use chats::{ChatUpdate, NewGroup};
 pub use error::StoreError;
 pub use messages::{MessagePage, NewMessage, ReadOutcome, SendOutcome};
+pub use push::PushContext;
 pub use sync::{SyncEvent, SyncSlice};
 pub use users::Credentials;
 

@@ -96,7 +96,7 @@ async fn store_and_publish(
         client_msg_id: &new.client_msg_id,
     };
     let publisher = state.clone();
-    state
+    let outcome = state
         .store
         .send_message(message, |outcome| {
             metrics::counter!("chat_messages_published_total").increment(1);
@@ -108,7 +108,14 @@ async fn store_and_publish(
             let members = outcome.member_ids.clone();
             async move { publisher.publish(&members, BusBody::Event(event)).await }
         })
-        .await
+        .await;
+    // Outside the chat's lock: push jobs need no order among senders.
+    if let Ok(outcome) = &outcome
+        && outcome.created
+    {
+        crate::push::enqueue_for_offline(&state, outcome).await;
+    }
+    outcome
 }
 
 /// 1–5000 characters after trimming; returns the trimmed text.

@@ -7,6 +7,7 @@ mod contacts;
 mod internal;
 mod messages;
 mod ops;
+mod push_tokens;
 mod sync;
 mod users;
 
@@ -30,6 +31,10 @@ pub fn router(state: AppState, metrics: PrometheusHandle) -> Router {
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/users/me", get(users::me))
+        .route(
+            "/me/push-token",
+            put(push_tokens::put).delete(push_tokens::delete),
+        )
         .route("/users", get(users::search))
         .route("/contacts", get(contacts::list))
         .route(
