@@ -4,6 +4,7 @@
 //! Every function takes the acting user where access matters and answers `NotFound` for chats the
 //! user is not a member of, so callers cannot leak a chat's existence by mistake.
 
+mod attachments;
 mod chats;
 mod contacts;
 mod error;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
+pub use attachments::AttachmentRecord;
 pub use chats::{ChatUpdate, NewGroup};
 pub use error::StoreError;
 pub use messages::{MessagePage, NewMessage, ReadOutcome, SendOutcome};
