@@ -7,6 +7,8 @@ use chat_bus::RedisArgs;
 use chat_ops::LogFormat;
 use clap::Parser;
 
+use crate::storage::StorageArgs;
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "chat-api",
@@ -23,6 +25,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub secret: SecretArgs,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
 
     /// MySQL or MariaDB URL, e.g. mysql://user:pass@127.0.0.1:3306/chat.
     #[arg(long, env = "DATABASE_URL")]

@@ -10,6 +10,8 @@ use chat_proto::BusEnvelope;
 use chat_proto::codec::BusBody;
 use chat_store::Store;
 
+use crate::storage::Storage;
+
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
@@ -20,6 +22,8 @@ pub struct AppState {
     pub migrated: Arc<AtomicBool>,
     /// Approximate cap on the push-job stream.
     pub push_stream_max_len: u64,
+    /// Attachment storage; `None` when it could not be set up (attachments answer 503).
+    pub storage: Option<Storage>,
 }
 
 impl AppState {

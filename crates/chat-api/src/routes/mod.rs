@@ -1,6 +1,7 @@
 //! The router: every endpoint of the contract, JSON fallbacks for unknown paths and methods,
 //! the body limit, and request metrics.
 
+mod attachments;
 mod auth;
 mod chats;
 mod contacts;
@@ -58,6 +59,8 @@ pub fn router(state: AppState, metrics: PrometheusHandle) -> Router {
         .route("/chats/{id}/read", post(messages::read))
         .route("/chats/{id}/typing", post(messages::typing))
         .route("/sync", get(sync::sync))
+        .route("/attachments", post(attachments::upload))
+        .route("/attachments/{id}", get(attachments::download))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_migrated,
