@@ -288,6 +288,12 @@ impl Stack {
             redis_proxy = Some(proxy);
         }
         api_env.push(("DATABASE_URL".into(), database_url));
+        // Uploaded files stay inside the stack's own directory.
+        let attachments_dir = log_dir.join("attachments");
+        api_env.push((
+            "CHAT_ATTACHMENTS_DIR".into(),
+            attachments_dir.display().to_string(),
+        ));
         api_env.extend(options.api_env.iter().cloned());
         let api_spec = Spec {
             name: "chat-api".into(),
@@ -487,6 +493,11 @@ impl Stack {
     /// The `CHAT_REDIS_PREFIX` of this stack.
     pub fn redis_prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The `CHAT_ATTACHMENTS_DIR` given to chat-api (unless `api_env` overrode it).
+    pub fn attachments_dir(&self) -> PathBuf {
+        self.log_dir.join("attachments")
     }
 
     /// The Redis this stack runs on (to inspect its keys).
