@@ -105,11 +105,11 @@ impl PushArgs {
             return Err("CHAT_PUSH_CONCURRENCY must be at least 1".into());
         }
         if self.reclaim_idle_ms <= self.backoff_max_ms + self.timeout_ms {
+            // No backslash-continued literal: deploy/check-references.py reads literals per line.
+            let limit = self.backoff_max_ms + self.timeout_ms;
             return Err(format!(
-                "CHAT_PUSH_RECLAIM_IDLE_MS ({}) must exceed CHAT_PUSH_BACKOFF_MAX_MS + \
-                 CHAT_PUSH_TIMEOUT_MS ({}), or live jobs would be taken over",
-                self.reclaim_idle_ms,
-                self.backoff_max_ms + self.timeout_ms
+                "CHAT_PUSH_RECLAIM_IDLE_MS ({}) must exceed {} ({})",
+                self.reclaim_idle_ms, "CHAT_PUSH_BACKOFF_MAX_MS + CHAT_PUSH_TIMEOUT_MS", limit
             ));
         }
         Ok(())

@@ -28,7 +28,13 @@ struct AppState {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let mut config = Config::parse();
+    // Deployment files may pass these as empty strings: that means "not set".
+    config.push.push_url = config.push.push_url.filter(|u| !u.trim().is_empty());
+    config.push.push_auth_header = config
+        .push
+        .push_auth_header
+        .filter(|h| !h.trim().is_empty());
     chat_ops::init_logging(config.log_format);
     config.push.validate().map_err(anyhow::Error::msg)?;
     let metrics = chat_ops::install_metrics()?;
