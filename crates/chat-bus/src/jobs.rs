@@ -21,6 +21,9 @@ pub const PUSH_GROUP: &str = "push";
 const FIELD_ID: &str = "id";
 const FIELD_JOB: &str = "job";
 
+/// How long a blocking read may wait for its reply; `read_new` must block for less.
+const BLOCKING_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One stream entry handed to a consumer.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -119,7 +122,22 @@ impl RedisBus {
     /// every other command sharing it).
     async fn dedicated_conn(&self) -> Result<BusConn> {
         match &self.backend {
-            Backend::Standalone(_) => self.conn().await,
+            Backend::Standalone(_) => {
+                // Not from the pool: pooled connections give up on a reply after 500 ms, and a
+                // read abandoned while the server still blocks would have its entry delivered
+                // into the void (left pending until reclaimed).
+                let url = self
+                    .urls
+                    .first()
+                    .ok_or_else(|| BusError::Config("REDIS_URL is empty".into()))?;
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(BLOCKING_REPLY_TIMEOUT));
+                let conn = redis::Client::open(url.as_str())?
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                Ok(BusConn::Direct(conn))
+            }
             Backend::Cluster(cluster) => {
                 let connect = cluster.client.get_async_connection();
                 match tokio::time::timeout(Duration::from_secs(2), connect).await {
@@ -300,8 +318,10 @@ impl PushConsumer {
         Ok(reply?)
     }
 
-    /// Up to `count` entries never delivered to anyone, waiting up to `block` for one.
+    /// Up to `count` entries never delivered to anyone, waiting up to `block` (at most 5 s) for
+    /// one.
     pub async fn read_new(&mut self, count: usize, block: Duration) -> Result<Vec<Delivery>> {
+        let block = block.min(Duration::from_secs(5));
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(PUSH_GROUP)

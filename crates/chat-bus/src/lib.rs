@@ -125,6 +125,8 @@ struct ClusterBackend {
 pub(crate) enum BusConn {
     Pooled(deadpool_redis::Connection),
     Cluster(ClusterConnection),
+    /// A connection of its own, outside the pool (blocking stream reads).
+    Direct(redis::aio::MultiplexedConnection),
 }
 
 impl ConnectionLike for BusConn {
@@ -132,6 +134,7 @@ impl ConnectionLike for BusConn {
         match self {
             Self::Pooled(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Direct(conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -144,6 +147,7 @@ impl ConnectionLike for BusConn {
         match self {
             Self::Pooled(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -151,6 +155,7 @@ impl ConnectionLike for BusConn {
         match self {
             Self::Pooled(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
+            Self::Direct(conn) => conn.get_db(),
         }
     }
 }
@@ -234,7 +239,8 @@ impl RedisBus {
             return Ok(Vec::new());
         }
         match self.conn().await? {
-            BusConn::Pooled(mut conn) => {
+            // conn() never hands out a direct connection; treat one like a pooled one.
+            mut conn @ (BusConn::Pooled(_) | BusConn::Direct(_)) => {
                 let mut pipe = redis::pipe();
                 for command in commands {
                     pipe.add_command(command.clone());

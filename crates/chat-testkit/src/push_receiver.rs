@@ -33,6 +33,7 @@ pub struct Received {
 struct Inner {
     failing: bool,
     failing_tokens: HashSet<String>,
+    delay: Duration,
     received: Vec<Received>,
 }
 
@@ -79,6 +80,11 @@ impl PushReceiver {
     /// Always answer 500 for this device token.
     pub fn fail_token(&self, token: &str) {
         self.lock().failing_tokens.insert(token.to_string());
+    }
+
+    /// From now on hold each answer for `delay` (the request is recorded on arrival).
+    pub fn set_delay(&self, delay: Duration) {
+        self.lock().delay = delay;
     }
 
     /// Every request so far.
@@ -137,18 +143,24 @@ async fn receive(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
-    let status = if inner.failing || inner.failing_tokens.contains(&token) {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
+    let (status, delay) = {
+        let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+        let status = if inner.failing || inner.failing_tokens.contains(&token) {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        };
+        inner.received.push(Received {
+            job_id: header("x-chat-job-id").unwrap_or_default(),
+            token,
+            status: status.as_u16(),
+            authorization: header("authorization"),
+            body,
+        });
+        (status, inner.delay)
     };
-    inner.received.push(Received {
-        job_id: header("x-chat-job-id").unwrap_or_default(),
-        token,
-        status: status.as_u16(),
-        authorization: header("authorization"),
-        body,
-    });
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     status
 }

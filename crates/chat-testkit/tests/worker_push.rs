@@ -506,3 +506,53 @@ async fn a_reclaimed_job_that_was_already_delivered_is_acknowledged_not_resent()
     );
     assert_eq!(metric(&metrics, "chat_worker_push_reclaimed_total"), 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_worker_finish_the_job_in_flight() {
+    let receiver = PushReceiver::start().await;
+    receiver.set_delay(Duration::from_millis(1500));
+    let mut stack = Stack::start(StackOptions {
+        workers: 1,
+        worker_env: worker_env(&receiver, &[]),
+        ..StackOptions::default()
+    })
+    .await;
+    let api = stack.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    register_token(&api, &bob, "tok-bob").await;
+    let chat_id = id_of(&api.as_user(&alice).private_chat(bob.id).await, "id");
+    let message = api
+        .as_user(&alice)
+        .send_text(chat_id, &unique_client_msg_id("push"), "slow")
+        .await;
+    let expected = job_id(id_of(&message, "id"), bob.id);
+    receiver
+        .wait_until(Duration::from_secs(10), "the request in flight", |seen| {
+            seen.iter().any(|r| r.job_id == expected)
+        })
+        .await;
+    // The endpoint holds its answer for 1.5 s; stop the worker meanwhile.
+    let started = std::time::Instant::now();
+    let status = stack.terminate_worker(0).await;
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "the worker waited for the answer before exiting ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(
+        pending_count(&stack).await,
+        0,
+        "the job in flight was finished and acknowledged before the exit"
+    );
+    let mut done = redis::cmd("EXISTS");
+    done.arg(format!("{}:push:done:{expected}", stack.redis_prefix()));
+    let marked: i64 = stack
+        .redis()
+        .query(&done)
+        .await
+        .unwrap_or_else(|e| panic!("EXISTS: {e:#}"));
+    assert_eq!(marked, 1, "and marked done");
+    assert_eq!(receiver.received().len(), 1);
+}
