@@ -434,6 +434,18 @@ async fn a_reclaimed_job_that_was_already_delivered_is_acknowledged_not_resent()
     );
     let jobs = stream_key(&stack, "jobs");
     let redis = stack.redis().clone();
+    // chat-api queues the jobs just after answering the sends.
+    let mut queued = 0;
+    for _ in 0..50 {
+        let mut len = redis::cmd("XLEN");
+        len.arg(&jobs);
+        queued = redis.query::<u64>(&len).await.unwrap_or(0);
+        if queued == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(queued, 2, "both jobs queued");
     let mut create = redis::cmd("XGROUP");
     create
         .arg("CREATE")

@@ -117,11 +117,13 @@ async fn store_and_publish(
             async move { publisher.publish(&members, BusBody::Event(event)).await }
         })
         .await;
-    // Outside the chat's lock: push jobs need no order among senders.
+    // Outside the chat's lock and off the answer's path: push jobs need no order among senders,
+    // and the sender should not wait for the presence lookup.
     if let Ok(outcome) = &outcome
         && outcome.created
     {
-        crate::push::enqueue_for_offline(&state, outcome).await;
+        let outcome = outcome.clone();
+        tokio::spawn(async move { crate::push::enqueue_for_offline(&state, &outcome).await });
     }
     outcome
 }
