@@ -257,6 +257,34 @@ impl RedisBus {
         self.push_ack(&delivery.entry_id).await
     }
 
+    /// Removes a consumer from the group if it holds no pending entry (on a clean shutdown, so
+    /// names of departed workers do not pile up). `true` if it was removed. Safe once the
+    /// consumer stopped reading: its pending list can then only shrink (XAUTOCLAIM moves entries
+    /// to the claimer).
+    pub async fn push_forget_consumer(&self, consumer: &str) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let pending: Vec<Value> = redis::cmd("XPENDING")
+            .arg(self.keys.push_jobs())
+            .arg(PUSH_GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(1)
+            .arg(consumer)
+            .query_async(&mut conn)
+            .await?;
+        if !pending.is_empty() {
+            return Ok(false);
+        }
+        let _: i64 = redis::cmd("XGROUP")
+            .arg("DELCONSUMER")
+            .arg(self.keys.push_jobs())
+            .arg(PUSH_GROUP)
+            .arg(consumer)
+            .query_async(&mut conn)
+            .await?;
+        Ok(true)
+    }
+
     /// Stream length, pending, lag and dead letters, for the worker's gauges.
     pub async fn push_stats(&self) -> Result<PushStats> {
         let mut commands = vec![Cmd::new(), Cmd::new(), Cmd::new()];

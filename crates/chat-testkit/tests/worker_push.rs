@@ -567,4 +567,18 @@ async fn sigterm_lets_the_worker_finish_the_job_in_flight() {
         .unwrap_or_else(|e| panic!("EXISTS: {e:#}"));
     assert_eq!(marked, 1, "and marked done");
     assert_eq!(receiver.received().len(), 1);
+    let mut consumers = redis::cmd("XINFO");
+    consumers
+        .arg("CONSUMERS")
+        .arg(stream_key(&stack, "jobs"))
+        .arg("push");
+    let left: Vec<redis::Value> = stack
+        .redis()
+        .query(&consumers)
+        .await
+        .unwrap_or_else(|e| panic!("XINFO CONSUMERS: {e:#}"));
+    assert!(
+        left.is_empty(),
+        "a cleanly stopped worker leaves the group: {left:?}"
+    );
 }

@@ -260,7 +260,15 @@ pub async fn consume(pusher: Arc<Pusher>, name: String, shutdown: CancellationTo
             pusher.process(&name, delivery, &shutdown).await;
         }
     }
-    tracing::info!(consumer = %name, "consumer stopped");
+    match pusher.bus.push_forget_consumer(&name).await {
+        Ok(true) => tracing::info!(consumer = %name, "consumer stopped and left the group"),
+        Ok(false) => {
+            tracing::info!(consumer = %name, "consumer stopped; its pending jobs wait for another worker")
+        }
+        Err(e) => {
+            tracing::warn!(consumer = %name, error = %e, "consumer stopped; leaving the group failed")
+        }
+    }
 }
 
 fn redis_error(e: &chat_bus::BusError, group_ready: &mut bool) {
