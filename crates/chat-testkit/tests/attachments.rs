@@ -25,6 +25,23 @@ fn png_bytes(len: usize) -> Vec<u8> {
     bytes
 }
 
+/// A multipart/form-data body with a text field, then the file in the field `file`.
+fn multipart_body(file: &[u8], claimed: &str) -> (String, Vec<u8>) {
+    let boundary = "chat-test-boundary-7d1f";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"caption\"\r\n\r\nhello\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.bin\"\r\n\
+             Content-Type: {claimed}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -308,6 +325,39 @@ async fn messages_reference_only_own_attachments_of_the_right_kind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_stores_the_file_field() {
+    let stack = Stack::start_default().await;
+    let api = stack.api();
+    let alice = api.new_user("alice").await;
+    // Larger than the 1 MiB JSON body limit, which must not apply here.
+    let bytes = png_bytes(2 * 1024 * 1024 + 17);
+    let (content_type, body) = multipart_body(&bytes, "application/x-msdownload");
+    let (status, uploaded) = upload(&api, &alice, body, &content_type).await;
+    assert_eq!(status, 201, "multipart upload: {uploaded}");
+    assert_eq!(
+        uploaded["size"],
+        json!(bytes.len()),
+        "only the file field is stored"
+    );
+    assert_eq!(uploaded["content_type"], json!("image/png"));
+    assert_eq!(uploaded["sha256"], json!(sha256_hex(&bytes)));
+    let back = download(&stack, &alice, id_of(&uploaded, "id"), None).await;
+    assert!(back.body == bytes, "byte-identical");
+
+    let (content_type, body) = multipart_body(b"", "text/plain");
+    let (status, _) = upload(&api, &alice, body, &content_type).await;
+    assert_eq!(status, 400, "an empty file field");
+    let (status, _) = upload(
+        &api,
+        &alice,
+        b"--nope--".to_vec(),
+        "multipart/form-data; boundary=x",
+    )
+    .await;
+    assert_eq!(status, 400, "a broken multipart body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_upload_gets_413_and_leaves_nothing_behind() {
     // The default limit, 25 MiB.
     let stack = Stack::start_default().await;
@@ -343,6 +393,11 @@ async fn an_oversize_upload_gets_413_and_leaves_nothing_behind() {
     if let Ok(response) = response {
         assert_eq!(response.status().as_u16(), 413, "streamed oversize upload");
     }
+    // As a multipart form: the file field is counted the same way.
+    let (content_type, body) = multipart_body(&png_bytes(limit + 1), "image/png");
+    let resp = upload(&api, &alice, body, &content_type).await;
+    assert_error(&resp, 413, "too_large", "a 25 MiB + 1 byte multipart file");
+
     tokio::time::sleep(Duration::from_millis(300)).await;
     let metrics = reqwest::get(format!("{}/metrics", stack.api_url()))
         .await
@@ -353,8 +408,8 @@ async fn an_oversize_upload_gets_413_and_leaves_nothing_behind() {
     assert!(
         metrics
             .lines()
-            .any(|l| l == "chat_attachments_rejected_total{reason=\"too_large\"} 1"),
-        "the streamed upload was cut off by the byte count:\n{metrics}"
+            .any(|l| l == "chat_attachments_rejected_total{reason=\"too_large\"} 3"),
+        "the declared, streamed and multipart uploads were all refused:\n{metrics}"
     );
     let after = files_under(&stack.attachments_dir());
     assert_eq!(after, stored, "no file left behind by the refused uploads");

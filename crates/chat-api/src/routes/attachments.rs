@@ -1,19 +1,20 @@
-//! Attachments: upload a file as the raw request body, download it (with Range) if you uploaded
+//! Attachments: upload a file as the raw request body (or the `file` field of a multipart form),
+//! download it (with Range) if you uploaded
 //! it or are a member of a chat where it was sent. Non-readers get 404, never 403.
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chat_proto::{Attachment, ErrorCode};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, parse_id};
 use crate::state::AppState;
-use crate::storage::{RangeRequest, Storage, StorageError, append, parse_range, sniff};
+use crate::storage::{Incoming, RangeRequest, Storage, StorageError, append, parse_range, sniff};
 
 /// Bytes kept from the start of an upload for sniffing its type.
 const SNIFF_BYTES: usize = 8192;
@@ -37,37 +38,28 @@ fn storage(state: &AppState) -> ApiResult<&Storage> {
         .ok_or_else(|| ApiError::unavailable("attachment storage is not configured"))
 }
 
-pub async fn upload(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<(StatusCode, Json<Attachment>)> {
-    let storage = storage(&state)?.clone();
+/// What was received of an upload: the temporary file (removed when dropped) and its facts.
+struct Received {
+    incoming: Incoming,
+    size: u64,
+    sha256: String,
+    head: Vec<u8>,
+}
+
+/// Streams one body (or one multipart field) into a temporary file, counting against the limit,
+/// hashing and keeping the first bytes for sniffing.
+async fn receive<S, E>(storage: &Storage, mut stream: S) -> ApiResult<Received>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     let max = storage.max_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max) {
-        return Err(too_large(max));
-    }
-    let is_multipart = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/"));
-    if is_multipart {
-        return Err(ApiError::invalid(
-            "send the file itself as the request body (multipart is not supported)",
-        ));
-    }
     // The temporary file is removed when `incoming` drops: on 413, a broken body, an error, or
     // the client hanging up (the handler is then dropped mid-stream).
     let (incoming, mut file) = storage.incoming().await.map_err(storage_error)?;
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut head = Vec::with_capacity(SNIFF_BYTES);
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|e| ApiError::invalid(format!("reading the body failed: {e}")))?;
@@ -84,22 +76,91 @@ pub async fn upload(
         }
         append(&mut file, &chunk).await.map_err(storage_error)?;
     }
-    if size == 0 {
-        return Err(ApiError::invalid("the file is empty"));
-    }
     tokio::io::AsyncWriteExt::flush(&mut file)
         .await
         .map_err(|e| storage_error(e.into()))?;
-    drop(file);
-    let content_type = sniff(&head);
-    let sha256 = hex::encode(hasher.finalize());
+    Ok(Received {
+        incoming,
+        size,
+        sha256: hex::encode(hasher.finalize()),
+        head,
+    })
+}
+
+/// The file of a multipart/form-data upload: the field named `file`, else the first field with
+/// a file name. Other fields are skipped (and count against the limit, so they cannot be huge).
+async fn receive_multipart(storage: &Storage, mut multipart: Multipart) -> ApiResult<Received> {
+    let mut skipped: u64 = 0;
+    loop {
+        let field = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::invalid(format!("malformed multipart body: {e}")))?
+            .ok_or_else(|| ApiError::invalid("the multipart body has no `file` field"))?;
+        if field.name() == Some("file") || field.file_name().is_some() {
+            return receive(storage, field).await;
+        }
+        let mut field = field;
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| ApiError::invalid(format!("malformed multipart body: {e}")))?
+        {
+            skipped += chunk.len() as u64;
+            if skipped > SNIFF_BYTES as u64 {
+                return Err(ApiError::invalid(
+                    "multipart fields before `file` are too large",
+                ));
+            }
+        }
+    }
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    request: Request,
+) -> ApiResult<(StatusCode, Json<Attachment>)> {
+    let storage = storage(&state)?.clone();
+    let max = storage.max_bytes;
+    let headers = request.headers();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let is_multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    // A multipart body carries some framing around the file; allow for it in the early check.
+    let slack = if is_multipart { 64 * 1024 } else { 0 };
+    if declared.is_some_and(|len| len > max + slack) {
+        metrics::counter!("chat_attachments_rejected_total", "reason" => "too_large").increment(1);
+        return Err(too_large(max));
+    }
+    let received = if is_multipart {
+        let multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::invalid(e.body_text()))?;
+        receive_multipart(&storage, multipart).await?
+    } else {
+        receive(&storage, request.into_body().into_data_stream()).await?
+    };
+    if received.size == 0 {
+        return Err(ApiError::invalid("the file is empty"));
+    }
+    let content_type = sniff(&received.head);
     let name = format!("{:032x}", rand::random::<u128>());
     let key = format!("{}/{name}", &name[..2]);
     let store = state.store.clone();
     let uploader = caller.id;
+    let size = received.size;
     // A task of its own: once the bytes are in, a hang-up must not leave an object without its
     // row (or the other way round).
     let record = tokio::spawn(async move {
+        let Received {
+            incoming, sha256, ..
+        } = received;
         storage
             .put_file(&key, incoming.path())
             .await

@@ -59,7 +59,12 @@ pub fn router(state: AppState, metrics: PrometheusHandle) -> Router {
         .route("/chats/{id}/read", post(messages::read))
         .route("/chats/{id}/typing", post(messages::typing))
         .route("/sync", get(sync::sync))
-        .route("/attachments", post(attachments::upload))
+        // The upload counts bytes itself (its own, larger limit); the 1 MiB limit would also
+        // stop a multipart upload.
+        .route(
+            "/attachments",
+            post(attachments::upload).layer(DefaultBodyLimit::disable()),
+        )
         .route("/attachments/{id}", get(attachments::download))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
