@@ -396,6 +396,26 @@ async fn a_job_that_always_fails_is_dead_lettered_after_max_attempts() {
     let metrics = metrics_of(&stack.worker_http_url(0)).await;
     assert_eq!(metric(&metrics, "chat_worker_push_dead_letters_total"), 1.0);
     assert_eq!(metric(&metrics, "chat_worker_push_retries_total"), 2.0);
+    // The gauges are sampled every 2 s: the dead-letter stream holds one, nothing waits.
+    let mut gauges = String::new();
+    for _ in 0..40 {
+        gauges = metrics_of(&stack.worker_http_url(0)).await;
+        if metric(&gauges, "chat_worker_push_dead_letter_length") == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metric(&gauges, "chat_worker_push_dead_letter_length"),
+        1.0,
+        "{gauges}"
+    );
+    assert_eq!(metric(&gauges, "chat_worker_push_queue_length"), 0.0);
+    assert_eq!(
+        metric(&gauges, "chat_worker_push_stream_length"),
+        2.0,
+        "two jobs were queued"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
