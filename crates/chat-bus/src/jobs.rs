@@ -385,11 +385,13 @@ impl PushConsumer {
             .arg(count);
         let reply: StreamAutoClaimReply = self.query(cmd).await?;
         self.claim_cursor = reply.next_stream_id;
-        // Entries trimmed away while pending come back as ids only; nothing to deliver.
+        // Entries trimmed away while pending come back in `deleted_ids`; Redis has already
+        // dropped them from the pending list, and there is nothing left to deliver.
         if !reply.deleted_ids.is_empty() {
-            for id in &reply.deleted_ids {
-                let _ = self.bus.push_ack(id).await;
-            }
+            tracing::warn!(
+                count = reply.deleted_ids.len(),
+                "pending push jobs were trimmed from the stream before delivery"
+            );
         }
         Ok(reply.claimed.iter().map(delivery).collect())
     }
