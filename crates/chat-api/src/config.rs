@@ -7,6 +7,8 @@ use chat_bus::RedisArgs;
 use chat_ops::LogFormat;
 use clap::Parser;
 
+use crate::storage::StorageArgs;
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "chat-api",
@@ -24,6 +26,9 @@ pub struct Config {
     #[command(flatten)]
     pub secret: SecretArgs,
 
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
     /// MySQL or MariaDB URL, e.g. mysql://user:pass@127.0.0.1:3306/chat.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
@@ -40,6 +45,10 @@ pub struct Config {
     /// Unset: the page uses ws://<its own host>:8081/ws; `?ws=<url>` on the page overrides both.
     #[arg(long, env = "CHAT_WEB_WS_URL")]
     pub web_ws_url: Option<String>,
+
+    /// Approximate cap on the push-job stream (older entries are trimmed by XADD MAXLEN ~).
+    #[arg(long, env = "CHAT_PUSH_STREAM_MAXLEN", default_value_t = 100_000)]
+    pub push_stream_max_len: u64,
 
     /// Log format: json or text.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "json")]

@@ -4,8 +4,10 @@
 mod config;
 mod error;
 mod extract;
+mod push;
 mod routes;
 mod state;
+mod storage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,18 +34,31 @@ async fn main() -> anyhow::Result<()> {
         redis_mode = ?config.redis.redis_mode,
         redis_prefix = %config.redis.redis_prefix,
         jwt_ttl_secs = config.jwt_ttl_secs,
+        attachments_store = ?config.storage.attachments_store,
+        attachments_dir = %config.storage.attachments_dir.display(),
+        attachments_max_bytes = config.storage.attachments_max_bytes,
         "starting chat-api"
     );
 
     let store = Store::connect_lazy(&config.database_url, config.db_max_connections)
         .context("DATABASE_URL")?;
     let bus = RedisBus::new(&config.redis.bus_config())?;
+    // A storage problem disables attachments (503) rather than the whole api.
+    let storage = match storage::Storage::new(&config.storage) {
+        Ok(storage) => Some(storage),
+        Err(e) => {
+            tracing::error!(error = %e, "attachment storage is unusable; uploads and downloads answer 503");
+            None
+        }
+    };
     let state = AppState {
         store: store.clone(),
         bus,
         keys,
         token_ttl: Duration::from_secs(config.jwt_ttl_secs),
         migrated: Arc::new(AtomicBool::new(false)),
+        push_stream_max_len: config.push_stream_max_len,
+        storage,
     };
     tokio::spawn(migrate_until_done(store.clone(), state.migrated.clone()));
 

@@ -10,6 +10,8 @@ use chat_proto::BusEnvelope;
 use chat_proto::codec::BusBody;
 use chat_store::Store;
 
+use crate::storage::Storage;
+
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
@@ -18,6 +20,10 @@ pub struct AppState {
     pub token_ttl: Duration,
     /// Set once migrations have run; until then `/v1` answers 503.
     pub migrated: Arc<AtomicBool>,
+    /// Approximate cap on the push-job stream.
+    pub push_stream_max_len: u64,
+    /// Attachment storage; `None` when it could not be set up (attachments answer 503).
+    pub storage: Option<Storage>,
 }
 
 impl AppState {

@@ -41,6 +41,27 @@ impl Keys {
         format!("{}:gw:node:{node}", self.prefix)
     }
 
+    /// `P:{push}:jobs`: the stream of push-notification jobs (consumer group `push`). The hash
+    /// tag puts it and its dead-letter stream in one slot.
+    pub fn push_jobs(&self) -> String {
+        format!("{}:{{push}}:jobs", self.prefix)
+    }
+
+    /// `P:{push}:dead`: jobs that failed too often, with the reason.
+    pub fn push_dead(&self) -> String {
+        format!("{}:{{push}}:dead", self.prefix)
+    }
+
+    /// `P:push:done:<job id>`: set (with a TTL) once a job was delivered.
+    pub fn push_done(&self, job_id: &str) -> String {
+        format!("{}:push:done:{job_id}", self.prefix)
+    }
+
+    /// `P:push:tries:<job id>`: delivery attempts so far, across workers.
+    pub fn push_tries(&self, job_id: &str) -> String {
+        format!("{}:push:tries:{job_id}", self.prefix)
+    }
+
     /// `P:revoked:<jti>`: present while a logged-out token would still be valid.
     pub fn revoked(&self, jti: &str) -> String {
         format!("{}:revoked:{jti}", self.prefix)
@@ -60,5 +81,8 @@ mod tests {
         assert_eq!(keys.user_of_channel(b"t2:u:{42}"), None);
         assert_eq!(keys.user_of_channel(b"t1:u:{x}"), None);
         assert_eq!(keys.presence(7), "t1:presence:{7}");
+        assert_eq!(keys.push_jobs(), "t1:{push}:jobs");
+        assert_eq!(keys.push_dead(), "t1:{push}:dead");
+        assert_eq!(keys.push_done("m1-u2-t0"), "t1:push:done:m1-u2-t0");
     }
 }

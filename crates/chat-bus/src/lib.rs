@@ -4,6 +4,7 @@
 //! Every key and channel is namespaced by a prefix (`CHAT_REDIS_PREFIX`), and per-user names carry
 //! the user id as a Redis Cluster hash tag so one user's keys share a slot.
 
+mod jobs;
 mod keys;
 mod presence;
 mod subscriber;
@@ -20,6 +21,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Cmd, FromRedisValue, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
+pub use jobs::{Delivery, PUSH_GROUP, PushConsumer, PushStats};
 pub use keys::Keys;
 pub use subscriber::{BusMessage, Subscriber};
 
@@ -123,6 +125,8 @@ struct ClusterBackend {
 pub(crate) enum BusConn {
     Pooled(deadpool_redis::Connection),
     Cluster(ClusterConnection),
+    /// A connection of its own, outside the pool (blocking stream reads).
+    Direct(redis::aio::MultiplexedConnection),
 }
 
 impl ConnectionLike for BusConn {
@@ -130,6 +134,7 @@ impl ConnectionLike for BusConn {
         match self {
             Self::Pooled(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Direct(conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -142,6 +147,7 @@ impl ConnectionLike for BusConn {
         match self {
             Self::Pooled(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -149,6 +155,7 @@ impl ConnectionLike for BusConn {
         match self {
             Self::Pooled(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
+            Self::Direct(conn) => conn.get_db(),
         }
     }
 }
@@ -232,7 +239,8 @@ impl RedisBus {
             return Ok(Vec::new());
         }
         match self.conn().await? {
-            BusConn::Pooled(mut conn) => {
+            // conn() never hands out a direct connection; treat one like a pooled one.
+            mut conn @ (BusConn::Pooled(_) | BusConn::Direct(_)) => {
                 let mut pipe = redis::pipe();
                 for command in commands {
                     pipe.add_command(command.clone());

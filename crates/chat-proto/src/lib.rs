@@ -9,6 +9,7 @@ pub mod cursor;
 pub mod error;
 pub mod event;
 pub mod frame;
+pub mod job;
 pub mod model;
 pub mod time;
 
@@ -17,6 +18,7 @@ pub use cursor::Cursor;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{PresenceStatus, ServerEvent, SyncPage};
 pub use frame::{ClientFrame, Reply, RequestId};
+pub use job::PushJob;
 pub use model::{
     Attachment, Chat, ChatKind, Contact, Me, Member, MemberRole, Message, MessageBody, MessageKind,
     SendMessageRequest, UserRef,

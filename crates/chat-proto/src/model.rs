@@ -72,6 +72,13 @@ pub struct Attachment {
     pub sha256: String,
 }
 
+impl Attachment {
+    /// Where clients download an attachment: a path on chat-api.
+    pub fn url_for(id: Id) -> String {
+        format!("/v1/attachments/{id}")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub id: Id,

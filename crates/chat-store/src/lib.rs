@@ -4,10 +4,12 @@
 //! Every function takes the acting user where access matters and answers `NotFound` for chats the
 //! user is not a member of, so callers cannot leak a chat's existence by mistake.
 
+mod attachments;
 mod chats;
 mod contacts;
 mod error;
 mod messages;
+mod push;
 mod sync;
 mod users;
 
@@ -15,9 +17,11 @@ use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
+pub use attachments::AttachmentRecord;
 pub use chats::{ChatUpdate, NewGroup};
 pub use error::StoreError;
 pub use messages::{MessagePage, NewMessage, ReadOutcome, SendOutcome};
+pub use push::PushContext;
 pub use sync::{SyncEvent, SyncSlice};
 pub use users::Credentials;
 

@@ -1,7 +1,7 @@
 //! Messages: the gap-free per-chat sequence, idempotent sends, history pages, read watermarks.
 
 use chat_proto::time::Timestamp;
-use chat_proto::{Id, Message, MessageKind};
+use chat_proto::{Attachment, Id, Message, MessageKind};
 use sqlx::types::chrono::NaiveDateTime;
 
 use crate::error::is_duplicate_of;
@@ -10,8 +10,21 @@ use crate::{Result, Store, StoreError};
 /// How long a send waits for another send in the same chat before answering "busy".
 const CHAT_LOCK_WAIT_SECS: i64 = 10;
 
+/// The columns of [`MessageRow`] for queries on the unaliased `messages` table (the last one is
+/// [`attachment_column`] for `messages`).
 pub(crate) const MESSAGE_COLUMNS: &str = "id, chat_id, seq, sender_id, kind, body, attachment_id, \
-     reply_to_id, client_msg_id, created_at";
+     reply_to_id, client_msg_id, created_at, (SELECT CONCAT(a.size, ' ', a.sha256, ' ', \
+     a.content_type) FROM attachments a WHERE a.id = messages.attachment_id)";
+
+/// The last column of the message queries: the attachment's `size sha256 content_type` packed
+/// into one string by a primary-key subquery (the queries stay single-table; no type here
+/// contains a space).
+pub(crate) fn attachment_column(table: &str) -> String {
+    format!(
+        "(SELECT CONCAT(a.size, ' ', a.sha256, ' ', a.content_type) FROM attachments a \
+         WHERE a.id = {table}.attachment_id)"
+    )
+}
 
 pub(crate) type MessageRow = (
     u64,
@@ -24,11 +37,23 @@ pub(crate) type MessageRow = (
     Option<u64>,
     Vec<u8>,
     NaiveDateTime,
+    Option<Vec<u8>>,
 );
 
 pub(crate) fn message_from_row(row: MessageRow) -> Message {
-    let (id, chat_id, seq, sender_id, kind, text, _attachment_id, reply_to_id, client_msg_id, at) =
-        row;
+    let (
+        id,
+        chat_id,
+        seq,
+        sender_id,
+        kind,
+        text,
+        attachment_id,
+        reply_to_id,
+        client_msg_id,
+        at,
+        packed,
+    ) = row;
     Message {
         id,
         chat_id,
@@ -36,11 +61,26 @@ pub(crate) fn message_from_row(row: MessageRow) -> Message {
         sender_id,
         kind: MessageKind::parse(&kind).unwrap_or(MessageKind::Text),
         text,
-        attachment: None,
+        attachment: attachment_id.and_then(|aid| unpack_attachment(aid, packed.as_deref()?)),
         reply_to_id,
         client_msg_id: String::from_utf8_lossy(&client_msg_id).into_owned(),
         created_at: at.and_utc(),
     }
+}
+
+fn unpack_attachment(id: Id, packed: &[u8]) -> Option<Attachment> {
+    let packed = std::str::from_utf8(packed).ok()?;
+    let mut parts = packed.splitn(3, ' ');
+    let size = parts.next()?.parse().ok()?;
+    let sha256 = parts.next()?.to_string();
+    let content_type = parts.next()?.to_string();
+    Some(Attachment {
+        id,
+        url: Attachment::url_for(id),
+        size,
+        content_type,
+        sha256,
+    })
 }
 
 /// A validated message to store.
@@ -50,7 +90,8 @@ pub struct NewMessage<'a> {
     pub sender_id: Id,
     pub kind: MessageKind,
     pub text: Option<&'a str>,
-    pub attachment_id: Option<Id>,
+    /// Checked by the caller: uploaded by the sender.
+    pub attachment: Option<&'a Attachment>,
     pub reply_to_id: Option<Id>,
     pub client_msg_id: &'a str,
 }
@@ -165,7 +206,7 @@ impl Store {
         .bind(new.sender_id)
         .bind(new.kind.as_str())
         .bind(new.text)
-        .bind(new.attachment_id)
+        .bind(new.attachment.map(|a| a.id))
         .bind(new.reply_to_id)
         .bind(new.client_msg_id.as_bytes())
         .bind(created_at.naive_utc())
@@ -209,7 +250,7 @@ impl Store {
                 sender_id: new.sender_id,
                 kind: new.kind,
                 text: new.text.map(str::to_string),
-                attachment: None,
+                attachment: new.attachment.cloned(),
                 reply_to_id: new.reply_to_id,
                 client_msg_id: new.client_msg_id.to_string(),
                 created_at,
@@ -330,5 +371,32 @@ impl Store {
             read_at: now.and_utc(),
             member_ids: self.member_ids(chat_id).await?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unpack_attachment;
+
+    #[test]
+    fn packed_attachment_columns_unpack() {
+        let sha = "ab".repeat(32);
+        let packed = format!("1234 {sha} image/png");
+        let attachment = unpack_attachment(7, packed.as_bytes());
+        assert_eq!(attachment.as_ref().map(|a| a.size), Some(1234));
+        assert_eq!(
+            attachment.as_ref().map(|a| a.sha256.as_str()),
+            Some(sha.as_str())
+        );
+        assert_eq!(
+            attachment.as_ref().map(|a| a.content_type.as_str()),
+            Some("image/png")
+        );
+        assert_eq!(
+            attachment.map(|a| a.url),
+            Some("/v1/attachments/7".to_string())
+        );
+        assert!(unpack_attachment(7, b"x y z").is_none());
+        assert!(unpack_attachment(7, b"12").is_none());
     }
 }

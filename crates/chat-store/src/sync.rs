@@ -6,7 +6,7 @@ use chat_proto::time::Timestamp;
 use chat_proto::{Id, Message};
 use sqlx::types::chrono::NaiveDateTime;
 
-use crate::messages::{MessageRow, message_from_row};
+use crate::messages::{MessageRow, attachment_column, message_from_row};
 use crate::{Result, Store};
 
 /// The message columns of `MESSAGE_COLUMNS`, qualified with the alias `m`.
@@ -60,9 +60,10 @@ impl Store {
         let fetch = limit + 1;
         let from = from.naive_utc();
         let messages: Vec<MessageRow> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS_M} FROM chat_members mine \
+            "SELECT {MESSAGE_COLUMNS_M}, {} FROM chat_members mine \
              JOIN messages m ON m.chat_id = mine.chat_id \
-             WHERE mine.user_id = ? AND m.created_at >= ? ORDER BY m.created_at, m.id LIMIT ?"
+             WHERE mine.user_id = ? AND m.created_at >= ? ORDER BY m.created_at, m.id LIMIT ?",
+            attachment_column("m")
         ))
         .bind(user)
         .bind(from)

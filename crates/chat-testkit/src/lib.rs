@@ -5,6 +5,7 @@
 //! - [`TestDb`] creates a fresh database per test and drops it afterwards;
 //! - [`Stack`] starts one `chat-api` and N `chat-gateway` processes on free ports, with a unique
 //!   Redis prefix and JWT secret, and kills them when dropped;
+//! - [`PushReceiver`] stands in for the push provider that chat-worker posts to;
 //! - [`ApiClient`] is a thin HTTP client returning `(status, json)`;
 //! - [`WsClient`] is a WebSocket client built on `tokio-tungstenite`, an implementation
 //!   independent of the gateway's own, speaking JSON or MessagePack.
@@ -33,6 +34,7 @@ mod names;
 mod ports;
 mod process;
 mod proxy;
+mod push_receiver;
 pub mod redis_target;
 mod stack;
 mod token;
@@ -42,6 +44,7 @@ pub use api::{ApiClient, Resp, TEST_PASSWORD, TestUser, assert_error, assert_sta
 pub use db::{TestDb, mysql_admin_url};
 pub use names::{unique_client_msg_id, unique_username};
 pub use proxy::TcpProxy;
+pub use push_receiver::{PushReceiver, Received};
 pub use redis_target::{RedisMode, RedisTarget};
 pub use stack::{Stack, StackOptions};
 pub use token::{expired_token, forged_token, mint_token, service_token};

@@ -85,6 +85,11 @@ impl Proc {
         self.exited
     }
 
+    /// Whether an exit was already observed (e.g. it was killed on purpose), without checking again.
+    pub(crate) fn known_exited(&self) -> bool {
+        self.exited.is_some()
+    }
+
     /// Whether the process still runs.
     pub(crate) fn is_running(&mut self) -> bool {
         self.try_exited().is_none()

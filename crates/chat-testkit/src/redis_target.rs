@@ -98,6 +98,22 @@ impl RedisTarget {
         Ok(())
     }
 
+    /// Runs one command (single key) against this Redis, following the cluster's slot map in
+    /// cluster mode.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+        match self.mode {
+            RedisMode::Standalone => {
+                let mut conn = connect(self.first_url()).await?;
+                Ok(cmd.query_async(&mut conn).await?)
+            }
+            RedisMode::Cluster => {
+                let client = redis::cluster::ClusterClient::new(self.urls.clone())?;
+                let mut conn = client.get_async_connection().await?;
+                Ok(cmd.query_async(&mut conn).await?)
+            }
+        }
+    }
+
     /// Deletes every key that starts with `prefix:` (on every master of a cluster).
     pub async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<()> {
         let nodes = match self.mode {

@@ -40,6 +40,10 @@ pub struct StackOptions {
     pub proxy_api_redis: bool,
     /// The Redis to run on; `None` means [`RedisTarget::from_env`].
     pub redis: Option<RedisTarget>,
+    /// Number of chat-worker processes (consumer names `wk1`, `wk2`, ...).
+    pub workers: usize,
+    /// Extra environment for every worker (e.g. `CHAT_PUSH_URL`).
+    pub worker_env: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -53,6 +57,8 @@ impl Default for StackOptions {
             proxy_mysql: false,
             proxy_api_redis: false,
             redis: None,
+            workers: 0,
+            worker_env: Vec::new(),
         }
     }
 }
@@ -81,6 +87,10 @@ pub struct Stack {
     log_dir: PathBuf,
     mysql_proxy: Option<TcpProxy>,
     redis_proxy: Option<TcpProxy>,
+    workers: Vec<Proc>,
+    worker_addrs: Vec<SocketAddr>,
+    /// How workers are started (the environment without the consumer name).
+    worker_common: Vec<(String, String)>,
     // Declared last: dropped after the processes are gone.
     db: TestDb,
 }
@@ -288,6 +298,12 @@ impl Stack {
             redis_proxy = Some(proxy);
         }
         api_env.push(("DATABASE_URL".into(), database_url));
+        // Uploaded files stay inside the stack's own directory.
+        let attachments_dir = log_dir.join("attachments");
+        api_env.push((
+            "CHAT_ATTACHMENTS_DIR".into(),
+            attachments_dir.display().to_string(),
+        ));
         api_env.extend(options.api_env.iter().cloned());
         let api_spec = Spec {
             name: "chat-api".into(),
@@ -324,6 +340,15 @@ impl Stack {
             gateways.push(proc);
             gateway_addrs.push(addr);
         }
+        let mut worker_common = common.clone();
+        worker_common.extend(options.worker_env.iter().cloned());
+        let mut workers = Vec::new();
+        let mut worker_addrs = Vec::new();
+        for n in 1..=options.workers {
+            let (proc, addr) = start_ready(&worker_spec(&worker_common, n), &log_dir).await?;
+            workers.push(proc);
+            worker_addrs.push(addr);
+        }
         Ok(Stack {
             api,
             api_addr,
@@ -335,8 +360,66 @@ impl Stack {
             log_dir,
             mysql_proxy,
             redis_proxy,
+            workers,
+            worker_addrs,
+            worker_common,
             db,
         })
+    }
+
+    /// Number of workers started so far (killed ones included).
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// `http://127.0.0.1:PORT` of worker `i` (0-based): `/healthz`, `/readyz`, `/metrics`.
+    pub fn worker_http_url(&self, i: usize) -> String {
+        let addr = self.worker_addrs.get(i).unwrap_or_else(|| {
+            panic!(
+                "worker {i} does not exist (stack has {})",
+                self.workers.len()
+            )
+        });
+        format!("http://{addr}")
+    }
+
+    /// Starts one more worker (same environment, consumer name `wk<n>`) and returns its index.
+    pub async fn start_worker(&mut self) -> usize {
+        let n = self.workers.len() + 1;
+        let spec = worker_spec(&self.worker_common, n);
+        match start_ready(&spec, &self.log_dir).await {
+            Ok((proc, addr)) => {
+                self.workers.push(proc);
+                self.worker_addrs.push(addr);
+                n - 1
+            }
+            Err(e) => panic!("cannot start worker {n}: {e:#}"),
+        }
+    }
+
+    fn worker_mut(&mut self, i: usize) -> &mut Proc {
+        let n = self.workers.len();
+        self.workers
+            .get_mut(i)
+            .unwrap_or_else(|| panic!("worker {i} does not exist (stack has {n})"))
+    }
+
+    /// SIGKILLs worker `i` (a crash: whatever it holds stays pending in the stream).
+    pub fn kill_worker(&mut self, i: usize) {
+        self.worker_mut(i).kill();
+    }
+
+    /// SIGTERMs worker `i` and waits for it to exit (panics if it does not within 10 s).
+    pub async fn terminate_worker(&mut self, i: usize) -> ExitStatus {
+        terminate(self.worker_mut(i)).await
+    }
+
+    /// The log of worker `i` so far.
+    pub fn worker_log(&self, i: usize) -> String {
+        self.workers
+            .get(i)
+            .map(|p| std::fs::read_to_string(p.log_path()).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// `http://127.0.0.1:PORT` of chat-api.
@@ -402,7 +485,10 @@ impl Stack {
 
     /// Panics (with the log tail) if a process of the stack is no longer running.
     pub fn assert_running(&mut self) {
-        for proc in std::iter::once(&mut self.api).chain(self.gateways.iter_mut()) {
+        for proc in std::iter::once(&mut self.api)
+            .chain(self.gateways.iter_mut())
+            .chain(self.workers.iter_mut().filter(|w| !w.known_exited()))
+        {
             assert!(
                 proc.is_running(),
                 "{} {}; log {}:\n{}",
@@ -417,6 +503,16 @@ impl Stack {
     /// The `CHAT_REDIS_PREFIX` of this stack.
     pub fn redis_prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The `CHAT_ATTACHMENTS_DIR` given to chat-api (unless `api_env` overrode it).
+    pub fn attachments_dir(&self) -> PathBuf {
+        self.log_dir.join("attachments")
+    }
+
+    /// The Redis this stack runs on (to inspect its keys).
+    pub fn redis(&self) -> &RedisTarget {
+        &self.redis
     }
 
     /// The `CHAT_JWT_SECRET` of this stack (to mint tokens).
@@ -457,6 +553,7 @@ impl Stack {
     pub fn log_tails(&self, lines: usize) -> String {
         std::iter::once(&self.api)
             .chain(self.gateways.iter())
+            .chain(self.workers.iter())
             .map(|p| {
                 format!(
                     "---- {} ({}) ----\n{}",
@@ -467,6 +564,17 @@ impl Stack {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// Worker `n` (1-based): consumer name `wk<n>`.
+fn worker_spec(common: &[(String, String)], n: usize) -> Spec {
+    let mut env = common.to_vec();
+    env.push(("CHAT_WORKER_ID".into(), format!("wk{n}")));
+    Spec {
+        name: format!("chat-worker-wk{n}"),
+        binary: binary("chat-worker"),
+        env,
     }
 }
 
@@ -491,7 +599,7 @@ impl Drop for Stack {
                 self.log_tails(60)
             );
         }
-        for proc in self.gateways.iter_mut() {
+        for proc in self.gateways.iter_mut().chain(self.workers.iter_mut()) {
             proc.kill();
         }
         self.api.kill();

@@ -1,8 +1,11 @@
-//! chat-worker: the home of queued side work (offline push notifications arrive with issue 9).
-//! For now it is an operable, idle service: it serves health, readiness (Redis reachable) and
-//! metrics, and exits cleanly on SIGTERM, so deployments can already run and scale it.
+//! chat-worker: delivers offline push notifications. It consumes the push-job stream that
+//! chat-api fills (see `push`), serves health, readiness (Redis reachable) and metrics, and on
+//! SIGTERM stops taking jobs, finishes the ones in flight and exits.
 
-use std::net::SocketAddr;
+mod config;
+mod push;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,29 +13,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use chat_bus::{RedisArgs, RedisBus};
-use chat_ops::LogFormat;
+use chat_bus::RedisBus;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "chat-worker",
-    version,
-    about = "Chat background worker (queued jobs)"
-)]
-struct Config {
-    /// Address of the health and metrics listener (host:port).
-    #[arg(long, env = "CHAT_LISTEN", default_value = "0.0.0.0:8082")]
-    listen: SocketAddr,
-
-    #[command(flatten)]
-    redis: RedisArgs,
-
-    /// Log format: json or text.
-    #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "json")]
-    log_format: LogFormat,
-}
+use crate::config::Config;
 
 #[derive(Clone)]
 struct AppState {
@@ -42,17 +28,59 @@ struct AppState {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let mut config = Config::parse();
+    // Deployment files may pass these as empty strings: that means "not set".
+    config.push.push_url = config.push.push_url.filter(|u| !u.trim().is_empty());
+    config.push.push_auth_header = config
+        .push
+        .push_auth_header
+        .filter(|h| !h.trim().is_empty());
     chat_ops::init_logging(config.log_format);
+    config.push.validate().map_err(anyhow::Error::msg)?;
     let metrics = chat_ops::install_metrics()?;
+    let worker_id = config
+        .push
+        .worker_id
+        .clone()
+        .unwrap_or_else(|| format!("w-{:08x}", rand::random::<u32>()));
     tracing::info!(
         listen = %config.listen,
         redis_url = %chat_ops::mask_url(&config.redis.redis_url),
         redis_mode = ?config.redis.redis_mode,
         redis_prefix = %config.redis.redis_prefix,
-        "starting chat-worker (no job kinds are enabled yet)"
+        push_url = %config.push.push_url.as_deref().map(chat_ops::mask_url).unwrap_or_else(|| "(none: push disabled)".into()),
+        push_auth_header = if config.push.push_auth_header.is_some() { "(set)" } else { "(none)" },
+        max_attempts = config.push.max_attempts,
+        backoff_base_ms = config.push.backoff_base_ms,
+        backoff_max_ms = config.push.backoff_max_ms,
+        timeout_ms = config.push.timeout_ms,
+        reclaim_idle_ms = config.push.reclaim_idle_ms,
+        concurrency = config.push.concurrency,
+        worker_id = %worker_id,
+        "starting chat-worker"
     );
     let bus = RedisBus::new(&config.redis.bus_config())?;
+    let shutdown = CancellationToken::new();
+
+    let mut consumers = Vec::new();
+    if let Some(url) = &config.push.push_url {
+        let pusher = Arc::new(push::Pusher::new(
+            bus.clone(),
+            url.clone(),
+            config.push.clone(),
+        )?);
+        for n in 0..config.push.concurrency {
+            consumers.push(tokio::spawn(push::consume(
+                pusher.clone(),
+                format!("{worker_id}-{n}"),
+                shutdown.clone(),
+            )));
+        }
+        tokio::spawn(push::sample_gauges(bus.clone(), shutdown.clone()));
+    } else {
+        tracing::warn!("CHAT_PUSH_URL is not set: push jobs are not consumed");
+    }
+
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -65,9 +93,18 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
+    let stop = shutdown.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(chat_ops::shutdown_signal())
+        .with_graceful_shutdown(async move {
+            chat_ops::shutdown_signal().await;
+            stop.cancel();
+        })
         .await?;
+    // Consumers finish the job in hand (a job waiting for its next retry stays pending and is
+    // reclaimed by another worker).
+    for consumer in consumers {
+        let _ = consumer.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

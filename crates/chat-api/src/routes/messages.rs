@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chat_proto::codec::BusBody;
-use chat_proto::{Cursor, Message, MessageBody, MessageKind, SendMessageRequest, ServerEvent};
+use chat_proto::{
+    Attachment, Cursor, Message, MessageBody, MessageKind, SendMessageRequest, ServerEvent,
+};
 use chat_store::NewMessage;
 use serde::{Deserialize, Serialize};
 
@@ -30,12 +32,18 @@ pub async fn send(
     if client_msg_id_len == 0 || client_msg_id_len > MAX_CLIENT_MSG_ID_CHARS {
         return Err(ApiError::invalid("client_msg_id must be 1-64 characters"));
     }
-    let text = match kind {
-        MessageKind::Text => Some(valid_text(req.text.as_deref())?),
+    let (text, attachment) = match kind {
+        MessageKind::Text => {
+            if req.attachment_id.is_some() {
+                return Err(ApiError::invalid(
+                    "attachment_id belongs to image and file messages",
+                ));
+            }
+            (Some(valid_text(req.text.as_deref())?), None)
+        }
         MessageKind::Image | MessageKind::File => {
-            return Err(ApiError::invalid(
-                "image and file messages need attachments, which this server does not support yet",
-            ));
+            let attachment = valid_attachment(&state, caller.id, kind, req.attachment_id).await?;
+            (valid_caption(req.text.as_deref())?, Some(attachment))
         }
     };
     let new = OwnedMessage {
@@ -43,7 +51,7 @@ pub async fn send(
         sender_id: caller.id,
         kind,
         text: text.map(str::to_string),
-        attachment_id: req.attachment_id,
+        attachment,
         reply_to_id: req.reply_to_id,
         client_msg_id: req.client_msg_id,
     };
@@ -75,7 +83,7 @@ struct OwnedMessage {
     sender_id: u64,
     kind: MessageKind,
     text: Option<String>,
-    attachment_id: Option<u64>,
+    attachment: Option<Attachment>,
     reply_to_id: Option<u64>,
     client_msg_id: String,
 }
@@ -91,12 +99,12 @@ async fn store_and_publish(
         sender_id: new.sender_id,
         kind: new.kind,
         text: new.text.as_deref(),
-        attachment_id: new.attachment_id,
+        attachment: new.attachment.as_ref(),
         reply_to_id: new.reply_to_id,
         client_msg_id: &new.client_msg_id,
     };
     let publisher = state.clone();
-    state
+    let outcome = state
         .store
         .send_message(message, |outcome| {
             metrics::counter!("chat_messages_published_total").increment(1);
@@ -108,7 +116,49 @@ async fn store_and_publish(
             let members = outcome.member_ids.clone();
             async move { publisher.publish(&members, BusBody::Event(event)).await }
         })
-        .await
+        .await;
+    // Outside the chat's lock and off the answer's path: push jobs need no order among senders,
+    // and the sender should not wait for the presence lookup.
+    if let Ok(outcome) = &outcome
+        && outcome.created
+    {
+        let outcome = outcome.clone();
+        tokio::spawn(async move { crate::push::enqueue_for_offline(&state, &outcome).await });
+    }
+    outcome
+}
+
+/// The attachment of an image or file message: one the sender uploaded; an image message needs
+/// an image.
+async fn valid_attachment(
+    state: &AppState,
+    sender: u64,
+    kind: MessageKind,
+    attachment_id: Option<u64>,
+) -> ApiResult<Attachment> {
+    let id = attachment_id
+        .ok_or_else(|| ApiError::invalid("image and file messages need an attachment_id"))?;
+    let record = state
+        .store
+        .own_attachment(sender, id)
+        .await?
+        .ok_or_else(|| ApiError::invalid("attachment_id must name an attachment you uploaded"))?;
+    if kind == MessageKind::Image && !record.content_type.starts_with("image/") {
+        return Err(ApiError::invalid(format!(
+            "an image message needs an image attachment, not {}",
+            record.content_type
+        )));
+    }
+    Ok(record.public())
+}
+
+/// The optional caption of an image or file message: absent or blank → none; otherwise the
+/// text rules.
+fn valid_caption(text: Option<&str>) -> ApiResult<Option<&str>> {
+    match text {
+        Some(text) if !text.trim().is_empty() => valid_text(Some(text)).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// 1–5000 characters after trimming; returns the trimmed text.

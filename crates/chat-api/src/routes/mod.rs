@@ -1,12 +1,14 @@
 //! The router: every endpoint of the contract, the embedded web client, JSON fallbacks for
 //! unknown paths and methods, the body limit, CORS, and request metrics.
 
+mod attachments;
 mod auth;
 mod chats;
 mod contacts;
 mod internal;
 mod messages;
 mod ops;
+mod push_tokens;
 mod sync;
 mod users;
 mod web;
@@ -34,6 +36,10 @@ pub fn router(state: AppState, metrics: PrometheusHandle, web: WebConfig) -> Rou
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/users/me", get(users::me))
+        .route(
+            "/me/push-token",
+            put(push_tokens::put).delete(push_tokens::delete),
+        )
         .route("/users", get(users::search))
         .route("/contacts", get(contacts::list))
         .route(
@@ -57,6 +63,13 @@ pub fn router(state: AppState, metrics: PrometheusHandle, web: WebConfig) -> Rou
         .route("/chats/{id}/read", post(messages::read))
         .route("/chats/{id}/typing", post(messages::typing))
         .route("/sync", get(sync::sync))
+        // The upload counts bytes itself (its own, larger limit); the 1 MiB limit would also
+        // stop a multipart upload.
+        .route(
+            "/attachments",
+            post(attachments::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/attachments/{id}", get(attachments::download))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_migrated,

@@ -1,0 +1,90 @@
+//! Push tokens of users' devices, and what a push notification says about a message.
+
+use chat_proto::Id;
+use chat_proto::time::now_millis;
+
+use crate::{Result, Store};
+
+/// Who sent a message and in which chat, for a notification's title.
+#[derive(Debug, Clone)]
+pub struct PushContext {
+    pub sender_username: String,
+    /// The group's title; `None` for a private chat.
+    pub group_title: Option<String>,
+}
+
+impl Store {
+    /// Registers (or refreshes) a device token for `user`, taking it away from any other user.
+    pub async fn put_push_token(
+        &self,
+        user: Id,
+        token: &str,
+        platform: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM push_tokens WHERE token = ? AND user_id <> ?")
+            .bind(token.as_bytes())
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO push_tokens (user_id, token, platform, updated_at) VALUES (?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE platform = VALUES(platform), updated_at = VALUES(updated_at)",
+        )
+        .bind(user)
+        .bind(token.as_bytes())
+        .bind(platform)
+        .bind(now_millis().naive_utc())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes one token of `user` (no error when it was not registered).
+    pub async fn delete_push_token(&self, user: Id, token: &str) -> Result<()> {
+        sqlx::query("DELETE FROM push_tokens WHERE user_id = ? AND token = ?")
+            .bind(user)
+            .bind(token.as_bytes())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The tokens of each of `users`, as (user, token) pairs ordered by user, then token.
+    pub async fn push_tokens_of(&self, users: &[Id]) -> Result<Vec<(Id, String)>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = vec!["?"; users.len()].join(", ");
+        let sql = format!(
+            "SELECT user_id, token FROM push_tokens WHERE user_id IN ({placeholders}) \
+             ORDER BY user_id, token"
+        );
+        let mut query = sqlx::query_as::<_, (u64, Vec<u8>)>(&sql);
+        for user in users {
+            query = query.bind(*user);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(user, token)| (user, String::from_utf8_lossy(&token).into_owned()))
+            .collect())
+    }
+
+    /// The sender's username and the chat's title (groups only).
+    pub async fn push_context(&self, sender: Id, chat_id: Id) -> Result<PushContext> {
+        let (sender_username, kind, title): (String, String, Option<String>) = sqlx::query_as(
+            "SELECT u.username, c.kind, c.title FROM users u JOIN chats c ON c.id = ? \
+             WHERE u.id = ?",
+        )
+        .bind(chat_id)
+        .bind(sender)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(PushContext {
+            sender_username,
+            group_title: if kind == "group" { title } else { None },
+        })
+    }
+}
