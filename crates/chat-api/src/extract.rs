@@ -76,7 +76,10 @@ impl FromRequestParts<AppState> for AuthUser {
             bearer_token(header).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
         let token = state.keys.verify_user_token(raw).map_err(|e| match e {
             TokenError::Expired => ApiError::unauthorized("token has expired"),
-            TokenError::Invalid | TokenError::WrongScope => ApiError::unauthorized("invalid token"),
+            TokenError::NotYetValid => ApiError::unauthorized("token is not valid yet"),
+            TokenError::Invalid | TokenError::WrongScope | TokenError::CannotSign => {
+                ApiError::unauthorized("invalid token")
+            }
         })?;
         if state.bus.is_revoked(&token.jti).await? {
             return Err(ApiError::unauthorized("token has been revoked"));
@@ -88,13 +91,24 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-/// A gateway calling an internal endpoint with a service token; holds the node id.
+/// A gateway calling an internal endpoint: with the internal key (`x-chat-internal-key`, when
+/// `CHAT_INTERNAL_KEY` is set) or, as before, a service token; holds the node id if known.
 pub struct ServiceCaller(#[allow(dead_code)] pub String);
 
 impl FromRequestParts<AppState> for ServiceCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(presented) = parts.headers.get(chat_auth::INTERNAL_KEY_HEADER) {
+            let expected = state.internal_key.as_deref().unwrap_or_default();
+            return if !expected.is_empty()
+                && chat_auth::constant_time_eq(presented.as_bytes(), expected.as_bytes())
+            {
+                Ok(ServiceCaller("internal-key".into()))
+            } else {
+                Err(ApiError::unauthorized("invalid internal key"))
+            };
+        }
         let raw = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)

@@ -25,6 +25,11 @@ async fn main() -> anyhow::Result<()> {
     chat_ops::init_logging(config.log_format);
     let metrics = chat_ops::install_metrics()?;
     let keys = config.secret.keys()?;
+    anyhow::ensure!(
+        keys.can_sign(),
+        "chat-api issues tokens: set CHAT_JWT_PRIVATE_KEY_FILE with CHAT_JWT_ALG={:?}",
+        config.secret.jwt_alg
+    );
     tracing::info!(
         listen = %config.listen,
         database_url = %chat_ops::mask_url(&config.database_url),
@@ -32,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         redis_mode = ?config.redis.redis_mode,
         redis_prefix = %config.redis.redis_prefix,
         jwt_ttl_secs = config.jwt_ttl_secs,
+        jwt_alg = ?config.secret.jwt_alg,
         "starting chat-api"
     );
 
@@ -43,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         bus,
         keys,
         token_ttl: Duration::from_secs(config.jwt_ttl_secs),
+        internal_key: config.secret.internal_key().map(Arc::from),
         migrated: Arc::new(AtomicBool::new(false)),
     };
     tokio::spawn(migrate_until_done(store.clone(), state.migrated.clone()));

@@ -16,6 +16,8 @@ pub struct AppState {
     pub bus: RedisBus,
     pub keys: TokenKeys,
     pub token_ttl: Duration,
+    /// `CHAT_INTERNAL_KEY`: what gateways present to the internal endpoints.
+    pub internal_key: Option<Arc<str>>,
     /// Set once migrations have run; until then `/v1` answers 503.
     pub migrated: Arc<AtomicBool>,
 }

@@ -22,7 +22,7 @@ use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api_client::ApiClient;
+use crate::api_client::{ApiClient, InternalCredential};
 use crate::config::Config;
 use crate::hub::{Hub, close_code};
 use crate::metrics::GatewayMetrics;
@@ -68,9 +68,17 @@ async fn main() -> anyhow::Result<()> {
     let bus = RedisBus::new(&config.redis.bus_config())?;
     let (subscriber, bus_messages) = connect_subscriber(&bus).await;
     metrics.bus_up.set(1.0);
+    let credential = match config.secret.internal_key() {
+        Some(key) => InternalCredential::Key(key),
+        None if keys.can_sign() => InternalCredential::ServiceToken(Box::new(keys.clone())),
+        None => anyhow::bail!(
+            "CHAT_INTERNAL_KEY is required: with CHAT_JWT_ALG={:?} a gateway holds no signing key",
+            config.secret.jwt_alg
+        ),
+    };
     let api = ApiClient::new(
         &config.api_url,
-        keys.clone(),
+        credential,
         node_id.clone(),
         metrics.clone(),
     )?;

@@ -44,7 +44,10 @@ pub use names::{unique_client_msg_id, unique_username};
 pub use proxy::TcpProxy;
 pub use redis_target::{RedisMode, RedisTarget};
 pub use stack::{Stack, StackOptions};
-pub use token::{expired_token, forged_token, mint_token, service_token};
+pub use token::{
+    TokenSpec, alg_none_token, custom_token, expired_token, forged_token, mint_token, rs256_token,
+    service_token,
+};
 pub use ws::{Auth, Format, Frame, WsClient, is_msgpack_map};
 
 pub use serde_json::{Value, json};

@@ -60,7 +60,7 @@ pub async fn register(
         other => other?,
     };
     tracing::info!(user_id = user.id, "user registered");
-    Ok((StatusCode::CREATED, Json(issue_session(&state, user))))
+    Ok((StatusCode::CREATED, Json(issue_session(&state, user)?)))
 }
 
 pub async fn login(
@@ -76,7 +76,7 @@ pub async fn login(
     };
     let matches = verify_password(req.password, stored_hash).await?;
     match (matches, user) {
-        (true, Some(user)) => Ok(Json(issue_session(&state, user))),
+        (true, Some(user)) => Ok(Json(issue_session(&state, user)?)),
         _ => Err(ApiError::unauthorized("wrong username or password")),
     }
 }
@@ -99,13 +99,16 @@ pub async fn logout(State(state): State<AppState>, caller: AuthUser) -> ApiResul
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn issue_session(state: &AppState, user: UserRef) -> Session {
-    let (token, info) = state.keys.issue_user_token(user.id, state.token_ttl);
-    Session {
+fn issue_session(state: &AppState, user: UserRef) -> ApiResult<Session> {
+    let (token, info) = state
+        .keys
+        .issue_user_token(user.id, state.token_ttl)
+        .map_err(|_| ApiError::internal())?;
+    Ok(Session {
         user,
         token,
         expires_at: chat_proto::time::format(&info.expires_at),
-    }
+    })
 }
 
 fn validate_username(username: &str) -> ApiResult<()> {
