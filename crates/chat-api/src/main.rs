@@ -17,7 +17,7 @@ use chat_store::{Store, StoreError};
 use clap::Parser;
 
 use crate::config::Config;
-use crate::state::AppState;
+use crate::state::{AppState, Limits};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -50,6 +50,16 @@ async fn main() -> anyhow::Result<()> {
         keys,
         token_ttl: Duration::from_secs(config.jwt_ttl_secs),
         internal_key: config.secret.internal_key().map(Arc::from),
+        limits: Limits {
+            messages: chat_bus::Bucket {
+                burst: config.msg_burst,
+                per_sec: config.msg_rate_per_sec,
+            },
+            login_max_failures: config.login_max_failures,
+            login_window: Duration::from_secs(config.login_window_secs.max(1)),
+            max_json_depth: config.max_json_depth.max(1),
+            trust_forwarded_for: config.trust_forwarded_for,
+        },
         migrated: Arc::new(AtomicBool::new(false)),
     };
     tokio::spawn(migrate_until_done(store.clone(), state.migrated.clone()));
@@ -58,7 +68,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, routes::router(state, metrics))
+    let app = routes::router(state, metrics)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(chat_ops::shutdown_signal())
         .await?;
     store.close().await;

@@ -1,10 +1,12 @@
 //! The Redis side of the system: per-user pub/sub channels (publish from chat-api, subscribe in
-//! gateways), the logout revocation list, and the presence registry shared by all gateway nodes.
+//! gateways), the logout revocation list, the presence registry shared by all gateway nodes, and
+//! the cluster-wide abuse limits (message rate, login failures).
 //!
 //! Every key and channel is namespaced by a prefix (`CHAT_REDIS_PREFIX`), and per-user names carry
 //! the user id as a Redis Cluster hash tag so one user's keys share a slot.
 
 mod keys;
+mod limits;
 mod presence;
 mod subscriber;
 
@@ -21,6 +23,7 @@ use redis::{AsyncCommands, Cmd, FromRedisValue, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
 pub use keys::Keys;
+pub use limits::{Bucket, Verdict};
 pub use subscriber::{BusMessage, Subscriber};
 
 pub type UserId = u64;

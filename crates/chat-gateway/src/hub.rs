@@ -137,16 +137,23 @@ impl Hub {
         &self.registry
     }
 
-    /// Adds a socket. The registry is told inside the lock, so its view of first/last sockets
-    /// follows the hub's order exactly. Resolves once the user's channel subscription is live.
+    /// Adds a socket, unless the user already holds `max` here (0: no limit), in which case
+    /// the newest is refused (`None`). The registry is told inside the lock, so its view of
+    /// first/last sockets follows the hub's order exactly. Resolves once the user's channel
+    /// subscription is live.
     pub fn register(
         &self,
         user: UserId,
         handle: ConnHandle,
-    ) -> tokio::sync::oneshot::Receiver<bool> {
+        max: usize,
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
         let mut shard = self.shard(user);
-        shard.entry(user).or_default().push(handle);
-        self.registry.join(user)
+        let conns = shard.entry(user).or_default();
+        if max > 0 && conns.len() >= max {
+            return None;
+        }
+        conns.push(handle);
+        Some(self.registry.join(user))
     }
 
     /// Removes a socket; the registry hears of it when it was the user's last one here.

@@ -7,6 +7,7 @@ mod config;
 mod dispatch;
 mod http;
 mod hub;
+mod limits;
 mod metrics;
 mod registry;
 mod socket;
@@ -42,6 +43,9 @@ pub struct Gateway {
     /// False from a subscription disconnect until every subscription is back.
     pub subscriptions_up: AtomicBool,
     pub next_conn_id: AtomicU64,
+    pub ip_limiter: Arc<limits::IpLimiter>,
+    /// `CHAT_ALLOWED_ORIGINS`, normalized.
+    pub origins: Vec<String>,
 }
 
 #[tokio::main]
@@ -92,7 +96,11 @@ async fn main() -> anyhow::Result<()> {
         metrics.clone(),
         restored_tx,
     );
+    let ip_limiter = Arc::new(limits::IpLimiter::new(config.ip_limits()));
+    let origins = config.origins();
     let gateway = Arc::new(Gateway {
+        ip_limiter,
+        origins,
         hub: Hub::new(registry_handle, metrics.clone()),
         config,
         node_id,

@@ -33,6 +33,7 @@ mod names;
 mod ports;
 mod process;
 mod proxy;
+pub mod raw;
 pub mod redis_target;
 mod stack;
 mod token;

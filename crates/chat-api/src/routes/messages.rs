@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chat_proto::codec::BusBody;
-use chat_proto::{Cursor, Message, MessageBody, MessageKind, SendMessageRequest, ServerEvent};
+use chat_proto::{
+    Cursor, ErrorCode, Message, MessageBody, MessageKind, SendMessageRequest, ServerEvent,
+};
 use chat_store::NewMessage;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +40,26 @@ pub async fn send(
             ));
         }
     };
+    // The cluster-wide per-user bucket. Redis trouble lets the message through: the limit
+    // protects the service, it must not take it down.
+    match state
+        .bus
+        .take_message_token(caller.id, state.limits.messages)
+        .await
+    {
+        Ok(chat_bus::Verdict::Allowed) => {}
+        Ok(chat_bus::Verdict::Limited { retry_after }) => {
+            metrics::counter!("chat_api_rate_limited_total", "limit" => "messages").increment(1);
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many messages; retry in {} ms",
+                    retry_after.as_millis().max(1)
+                ),
+            ));
+        }
+        Err(e) => tracing::warn!(error = %e, "message rate check failed; allowing"),
+    }
     let new = OwnedMessage {
         chat_id,
         sender_id: caller.id,

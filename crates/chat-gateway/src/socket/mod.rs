@@ -45,6 +45,8 @@ pub struct SocketParams {
     pub token: Option<String>,
     /// Resume from this cursor (`?since=`).
     pub since: Option<String>,
+    /// The client address's connection slot, released when the socket ends.
+    pub ip_slot: Option<crate::limits::IpSlot>,
 }
 
 type Io = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
@@ -91,6 +93,7 @@ pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketPar
         .run(&mut reader, params.token, params.since, events)
         .await;
     drop(socket);
+    drop(params.ip_slot);
     if tokio::time::timeout(WRITER_GRACE, &mut writer)
         .await
         .is_err()
@@ -148,7 +151,23 @@ impl Socket {
             signal: self.signal.clone(),
         };
         let hub = &self.gateway.hub;
-        let registered = hub.register(identity.user_id, handle);
+        let Some(registered) = hub.register(
+            identity.user_id,
+            handle,
+            self.gateway.config.max_sockets_per_user,
+        ) else {
+            metrics::counter!("chat_gateway_refused_total", "reason" => "user_sockets")
+                .increment(1);
+            self.refuse(
+                ErrorCode::RateLimited,
+                &format!(
+                    "too many open sockets for this user (limit {})",
+                    self.gateway.config.max_sockets_per_user
+                ),
+                close_code::POLICY,
+            );
+            return;
+        };
         if !matches!(
             tokio::time::timeout(REGISTER_TIMEOUT, registered).await,
             Ok(Ok(true))
@@ -221,6 +240,7 @@ impl Socket {
         let verified = match self.gateway.keys.verify_user_token(&token) {
             Ok(verified) => verified,
             Err(TokenError::Expired) => return self.fail_auth("token has expired"),
+            Err(TokenError::NotYetValid) => return self.fail_auth("token is not valid yet"),
             Err(_) => return self.fail_auth("invalid token"),
         };
         match self.gateway.bus.is_revoked(&verified.jti).await {
@@ -337,7 +357,10 @@ impl Socket {
             ));
             return None;
         }
-        Some(self.format.decode_client_frame(&message.payload))
+        Some(
+            self.format
+                .decode_client_frame_limited(&message.payload, self.gateway.config.max_json_depth),
+        )
     }
 
     fn handle(&mut self, message: Message, identity: &Identity) {
@@ -439,6 +462,7 @@ impl Socket {
 
     fn context(&self, identity: &Identity) -> SocketContext {
         SocketContext {
+            abuse_strikes: self.gateway.config.ws_abuse_strikes,
             api: self.gateway.api.clone(),
             token: identity.token.clone(),
             format: self.format,

@@ -38,6 +38,8 @@ pub enum Request {
 /// What a request worker needs from its socket.
 #[derive(Clone)]
 pub struct SocketContext {
+    /// Consecutive `rate_limited` answers to sends before the socket is closed with 1008.
+    pub abuse_strikes: u32,
     pub api: ApiClient,
     pub token: Arc<str>,
     pub format: WireFormat,
@@ -73,6 +75,8 @@ impl RequestQueue {
 }
 
 async fn work(context: SocketContext, mut requests: mpsc::Receiver<Request>) {
+    // Sustained abuse: a client that keeps sending into a full bucket is closed (1008).
+    let mut strikes = 0u32;
     while let Some(request) = requests.recv().await {
         let (id, reply) = match request {
             Request::Send { id, chat_id, body } => (
@@ -105,9 +109,21 @@ async fn work(context: SocketContext, mut requests: mpsc::Receiver<Request>) {
             }
         };
         match reply {
-            ApiReply::Done(message) => context.reply(&Reply::Ack { id, message }),
+            ApiReply::Done(message) => {
+                strikes = 0;
+                context.reply(&Reply::Ack { id, message });
+            }
             ApiReply::Failed { code, message } => {
                 context.reply(&Reply::error(id, code, message));
+                if code == ErrorCode::RateLimited {
+                    strikes += 1;
+                    if context.abuse_strikes > 0 && strikes >= context.abuse_strikes {
+                        metrics::counter!("chat_gateway_refused_total", "reason" => "abuse")
+                            .increment(1);
+                        context.signal.close(close_code::POLICY);
+                        return;
+                    }
+                }
                 if code == ErrorCode::Unauthorized {
                     // The token expired or was revoked while the socket was open.
                     context.signal.close(close_code::UNAUTHORIZED);
