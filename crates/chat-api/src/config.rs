@@ -56,8 +56,8 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_JSON_DEPTH", default_value_t = 32)]
     pub max_json_depth: usize,
 
-    /// Take the client address from the first X-Forwarded-For entry (only behind a proxy that
-    /// sets it); otherwise the TCP peer address is used.
+    /// Take the client address from the last X-Forwarded-For entry, the one the load balancer
+    /// appended (set only behind a proxy that sets it); otherwise the TCP peer address is used.
     #[arg(long, env = "CHAT_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
 

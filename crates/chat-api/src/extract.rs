@@ -44,7 +44,8 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     }
 }
 
-/// The client's address: the first `X-Forwarded-For` entry when trusted, else the TCP peer.
+/// The client's address: with a trusted proxy in front, the last `X-Forwarded-For` entry (the
+/// address the proxy saw; earlier entries are whatever the client sent), else the TCP peer.
 pub struct ClientIp(pub String);
 
 impl FromRequestParts<AppState> for ClientIp {
@@ -54,9 +55,11 @@ impl FromRequestParts<AppState> for ClientIp {
         if state.limits.trust_forwarded_for
             && let Some(first) = parts
                 .headers
-                .get("x-forwarded-for")
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.rsplit(',').next())
                 .map(str::trim)
                 .and_then(|v| v.parse::<std::net::IpAddr>().ok())
         {

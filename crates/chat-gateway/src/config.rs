@@ -74,8 +74,8 @@ pub struct Config {
     #[arg(long, env = "CHAT_LIMIT_EXEMPT_LOOPBACK", default_value_t = true, action = clap::ArgAction::Set)]
     pub limit_exempt_loopback: bool,
 
-    /// Take the client address from the first X-Forwarded-For entry (only behind a proxy that
-    /// sets it); otherwise the TCP peer address is used.
+    /// Take the client address from the last X-Forwarded-For entry, the one the load balancer
+    /// appended (set only behind a proxy that sets it); otherwise the TCP peer address is used.
     #[arg(long, env = "CHAT_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
 

@@ -135,15 +135,18 @@ fn upgrade(gateway: Arc<Gateway>, peer: IpAddr, req: &mut Request<Incoming>) -> 
     }
 }
 
-/// The client's address: the first X-Forwarded-For entry when trusted, else the TCP peer.
+/// The client's address: with a trusted proxy in front, the last X-Forwarded-For entry (the
+/// address the proxy saw; entries before it are whatever the client sent), else the TCP peer.
 fn client_ip(gateway: &Gateway, peer: IpAddr, req: &Request<Incoming>) -> IpAddr {
     if !gateway.config.trust_forwarded_for {
         return peer;
     }
     req.headers()
-        .get("x-forwarded-for")
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.rsplit(',').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(peer)
 }

@@ -326,10 +326,20 @@ impl Socket {
             std::future::ready(sent.map_err(|_| "control queue is full"))
         };
         loop {
-            let frame = match reader.read_frame(&mut answer).await {
+            let mut frame = match reader.read_frame(&mut answer).await {
                 Ok(frame) => frame,
                 Err(e) => return classify(e),
             };
+            // RFC 6455 5.1: a server must close on an unmasked client frame. fastwebsockets
+            // does not check; its header formatter shows the mask bit (16 bytes, no payload).
+            let mut head = [0u8; 16];
+            frame.fmt_head(&mut head);
+            if head[1] & 0x80 == 0 {
+                return Err(CloseCause {
+                    code: close_code::PROTOCOL_ERROR,
+                    reason: "client frames must be masked",
+                });
+            }
             match frame.opcode {
                 OpCode::Close => return Ok(Incoming::Gone),
                 OpCode::Ping | OpCode::Pong => return Ok(Incoming::Alive),
