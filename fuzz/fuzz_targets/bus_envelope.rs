@@ -7,7 +7,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(envelope) = BusEnvelope::decode(data) {
-        let again = BusEnvelope::decode(&envelope.encode()).expect("an envelope we encoded decodes");
+        let again =
+            BusEnvelope::decode(&envelope.encode()).expect("an envelope we encoded decodes");
         assert_eq!(envelope, again);
     }
 });

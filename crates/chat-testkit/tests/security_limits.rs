@@ -313,3 +313,42 @@ async fn oversized_and_deeply_nested_input_is_refused() {
     .await;
     ws.expect_close(1008, WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_counts_the_address_the_proxy_saw_not_the_clients_claim() {
+    let stack = Stack::start(StackOptions {
+        gateway_env: env(&[
+            ("CHAT_LIMIT_EXEMPT_LOOPBACK", "false"),
+            ("CHAT_TRUST_FORWARDED_FOR", "true"),
+            ("CHAT_IP_HANDSHAKES_PER_SEC", "0.1"),
+            ("CHAT_IP_HANDSHAKE_BURST", "2"),
+        ]),
+        ..StackOptions::default()
+    })
+    .await;
+    let addr = stack.gateway_addr(0).to_string();
+    // The proxy appended 203.0.113.9; whatever the client put before it does not count.
+    for spoof in ["198.51.100.1", "198.51.100.2"] {
+        let xff = format!("{spoof}, 203.0.113.9");
+        let hs = RawWs::handshake(&addr, "/ws", &[("X-Forwarded-For", &xff)])
+            .await
+            .expect("handshake");
+        assert_eq!(hs.status, 101, "{xff}: {}", hs.head);
+    }
+    let hs = RawWs::handshake(
+        &addr,
+        "/ws",
+        &[("X-Forwarded-For", "10.9.9.9, 203.0.113.9")],
+    )
+    .await
+    .expect("handshake");
+    assert_eq!(
+        hs.status, 429,
+        "a rotated spoofed prefix does not reset the bucket"
+    );
+    // Another client behind the same proxy has its own bucket.
+    let hs = RawWs::handshake(&addr, "/ws", &[("X-Forwarded-For", "203.0.113.10")])
+        .await
+        .expect("handshake");
+    assert_eq!(hs.status, 101, "{}", hs.head);
+}
