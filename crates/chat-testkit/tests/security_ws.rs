@@ -233,6 +233,28 @@ async fn hostile_strings_round_trip_or_get_a_clean_400() {
             .await;
         if password.chars().count() <= 128 {
             assert_status(&resp, 201, &format!("password {s:?}"));
+            let token = resp.1["token"].as_str().unwrap_or_default().to_string();
+            // Email: kept as given (trimmed), or a clean 400.
+            let email = format!("{s}@mail.example");
+            let resp = api
+                .anonymous()
+                .post(
+                    "/v1/auth/register",
+                    &json!({"username": format!("{name}e"), "password": "password1",
+                            "email": email}),
+                )
+                .await;
+            if resp.0 == 400 {
+                assert_error(&resp, 400, "invalid_input", &format!("email {s:?}"));
+            } else {
+                assert_status(&resp, 201, &format!("email {s:?}"));
+                let me = api
+                    .with_token(resp.1["token"].as_str().unwrap_or_default())
+                    .get("/v1/users/me")
+                    .await;
+                assert_eq!(me.1["email"], json!(email.trim()), "email read back {s:?}");
+            }
+            assert!(!token.is_empty(), "register answered a token");
             let resp = api
                 .anonymous()
                 .post(
