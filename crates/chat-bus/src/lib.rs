@@ -299,6 +299,20 @@ impl RedisBus {
         Ok(conn.exists(self.keys.revoked(jti)).await?)
     }
 
+    /// Which of these token ids are revoked, in order (one pipeline, or concurrent commands on
+    /// a cluster).
+    pub async fn revoked_among(&self, jtis: &[String]) -> Result<Vec<bool>> {
+        let commands: Vec<Cmd> = jtis
+            .iter()
+            .map(|jti| {
+                let mut command = redis::cmd("EXISTS");
+                command.arg(self.keys.revoked(jti));
+                command
+            })
+            .collect();
+        self.run_all(&commands).await
+    }
+
     /// A dedicated subscription connection for a gateway (see [`Subscriber`]).
     pub async fn subscriber(
         &self,

@@ -222,6 +222,24 @@ impl Hub {
         }
     }
 
+    /// Every (user, token id) with a socket here, once each.
+    pub fn sessions(&self) -> Vec<(UserId, std::sync::Arc<str>)> {
+        let mut sessions = Vec::new();
+        for index in 0..SHARDS {
+            let shard = self.shard(index as u64);
+            for (user, conns) in shard.iter() {
+                let mut seen: Vec<&std::sync::Arc<str>> = Vec::new();
+                for conn in conns {
+                    if !seen.contains(&&conn.jti) {
+                        seen.push(&conn.jti);
+                        sessions.push((*user, conn.jti.clone()));
+                    }
+                }
+            }
+        }
+        sessions
+    }
+
     /// Every socket's close signal, for draining.
     pub fn all_signals(&self) -> Vec<std::sync::Arc<CloseSignal>> {
         let mut signals = Vec::new();

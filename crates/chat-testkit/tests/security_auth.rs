@@ -525,3 +525,70 @@ async fn another_users_chat_is_404_and_never_the_data() {
     ws.expect_no_frame_of_type("new_message", Duration::from_millis(500))
         .await;
 }
+
+/// The token id (`jti`) of a token, read without verifying it.
+fn jti_of(token: &str) -> String {
+    let mut validation = jsonwebtoken::Validation::default();
+    validation.insecure_disable_signature_validation();
+    validation.validate_aud = false;
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(b""),
+        &validation,
+    )
+    .expect("readable claims");
+    data.claims["jti"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_missed_while_the_subscription_was_down_is_caught_up() {
+    // A private Redis, so dropping its pub/sub connections touches no one else's test.
+    let redis = chat_testkit::chaos::PrivateRedis::start()
+        .await
+        .expect("private redis-server");
+    let stack = Stack::start(StackOptions {
+        redis: Some(redis.target()),
+        ..StackOptions::default()
+    })
+    .await;
+    let api = stack.api();
+    let user = api.new_user("missed").await;
+    let (_, other_token) = api.login(&user.username, &user.password).await;
+    let url = stack.gateway_ws_url(0);
+    let (mut revoked_ws, _) =
+        WsClient::connect_ok(&url, Auth::Header(&user.token), Format::Json).await;
+    let (mut kept_ws, _) =
+        WsClient::connect_ok(&url, Auth::Header(&other_token), Format::Json).await;
+
+    // The revocation lands in Redis but its notice is never published (as if the gateway's
+    // subscription had been down at that moment); then the subscription drops and comes back.
+    let mut conn = chat_testkit::redis_target::connect(&redis.url())
+        .await
+        .expect("redis");
+    let key = format!("{}:revoked:{}", stack.redis_prefix(), jti_of(&user.token));
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(1)
+        .arg("PX")
+        .arg(600_000)
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT KILL");
+
+    revoked_ws
+        .recv_until("resync", Duration::from_secs(10))
+        .await;
+    revoked_ws.expect_close(4001, WAIT).await;
+    kept_ws.recv_until("resync", WAIT).await;
+    let pong = kept_ws
+        .request(&json!({"type": "ping", "id": "p"}), WAIT)
+        .await;
+    assert_eq!(pong["type"], json!("pong"), "{pong}");
+}
