@@ -5,7 +5,8 @@ CARGO ?= cargo
 TEST_THREADS ?= 4
 
 .PHONY: help build run run-cluster test test-cluster unit lint fmt services cluster clean bench \
-	deploy-refs compose-validate k8s-validate loadtest loadtest-smoke chaos test-browser openapi-check
+	deploy-refs compose-validate k8s-validate loadtest loadtest-smoke chaos test-browser openapi-check \
+	fuzz-short fuzz-long
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +57,12 @@ unit: ## Unit tests only (no services needed)
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fuzz-short: ## Fuzz the frame, envelope and cursor decoders briefly (CI; FUZZ_SECS=20 per target)
+	scripts/fuzz.sh
+
+fuzz-long: ## The longer fuzz run recorded in docs/security.md (FUZZ_SECS=180 per target)
+	FUZZ_SECS=$${FUZZ_SECS:-180} scripts/fuzz.sh
 
 bench: ## Send->delivered latency across two gateways (1,000 sequential messages)
 	scripts/bench-latency.sh 1000

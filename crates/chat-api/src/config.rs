@@ -50,6 +50,31 @@ pub struct Config {
     #[arg(long, env = "CHAT_PUSH_STREAM_MAXLEN", default_value_t = 100_000)]
     pub push_stream_max_len: u64,
 
+    /// Messages a user may send per second, cluster-wide (a token bucket in Redis); 0 disables.
+    #[arg(long, env = "CHAT_MSG_RATE_PER_SEC", default_value_t = 20.0)]
+    pub msg_rate_per_sec: f64,
+
+    /// Size of the user's message bucket: how many messages may go out in a burst.
+    #[arg(long, env = "CHAT_MSG_BURST", default_value_t = 400)]
+    pub msg_burst: u32,
+
+    /// Failed logins per account and client address before logins are refused (429); 0 disables.
+    #[arg(long, env = "CHAT_LOGIN_MAX_FAILURES", default_value_t = 10)]
+    pub login_max_failures: u32,
+
+    /// Window of the login-failure count, in seconds (it starts at the first failure).
+    #[arg(long, env = "CHAT_LOGIN_WINDOW_SECS", default_value_t = 300)]
+    pub login_window_secs: u64,
+
+    /// Deepest nesting accepted in a JSON request body (400 beyond).
+    #[arg(long, env = "CHAT_MAX_JSON_DEPTH", default_value_t = 32)]
+    pub max_json_depth: usize,
+
+    /// Take the client address from the last X-Forwarded-For entry, the one the load balancer
+    /// appended (set only behind a proxy that sets it); otherwise the TCP peer address is used.
+    #[arg(long, env = "CHAT_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+
     /// Log format: json or text.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,

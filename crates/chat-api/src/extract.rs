@@ -16,11 +16,17 @@ use crate::state::AppState;
 /// A JSON request body.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+        let max_depth = state.limits.max_json_depth;
+        if chat_proto::json_depth_exceeds(&bytes, max_depth) {
+            return Err(ApiError::invalid(format!(
+                "JSON body is nested deeper than {max_depth} levels"
+            )));
+        }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
@@ -35,6 +41,36 @@ fn body_error(rejection: BytesRejection) -> ApiError {
         )
     } else {
         ApiError::invalid(rejection.body_text())
+    }
+}
+
+/// The client's address: with a trusted proxy in front, the last `X-Forwarded-For` entry (the
+/// address the proxy saw; earlier entries are whatever the client sent), else the TCP peer.
+pub struct ClientIp(pub String);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.limits.trust_forwarded_for
+            && let Some(first) = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .map(str::trim)
+                .and_then(|v| v.parse::<std::net::IpAddr>().ok())
+        {
+            return Ok(ClientIp(first.to_string()));
+        }
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        Ok(ClientIp(peer))
     }
 }
 
@@ -76,7 +112,10 @@ impl FromRequestParts<AppState> for AuthUser {
             bearer_token(header).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
         let token = state.keys.verify_user_token(raw).map_err(|e| match e {
             TokenError::Expired => ApiError::unauthorized("token has expired"),
-            TokenError::Invalid | TokenError::WrongScope => ApiError::unauthorized("invalid token"),
+            TokenError::NotYetValid => ApiError::unauthorized("token is not valid yet"),
+            TokenError::Invalid | TokenError::WrongScope | TokenError::CannotSign => {
+                ApiError::unauthorized("invalid token")
+            }
         })?;
         if state.bus.is_revoked(&token.jti).await? {
             return Err(ApiError::unauthorized("token has been revoked"));
@@ -88,13 +127,24 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-/// A gateway calling an internal endpoint with a service token; holds the node id.
+/// A gateway calling an internal endpoint: with the internal key (`x-chat-internal-key`, when
+/// `CHAT_INTERNAL_KEY` is set) or, as before, a service token; holds the node id if known.
 pub struct ServiceCaller(#[allow(dead_code)] pub String);
 
 impl FromRequestParts<AppState> for ServiceCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(presented) = parts.headers.get(chat_auth::INTERNAL_KEY_HEADER) {
+            let expected = state.internal_key.as_deref().unwrap_or_default();
+            return if !expected.is_empty()
+                && chat_auth::constant_time_eq(presented.as_bytes(), expected.as_bytes())
+            {
+                Ok(ServiceCaller("internal-key".into()))
+            } else {
+                Err(ApiError::unauthorized("invalid internal key"))
+            };
+        }
         let raw = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)

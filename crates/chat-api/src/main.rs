@@ -19,7 +19,7 @@ use chat_store::{Store, StoreError};
 use clap::Parser;
 
 use crate::config::Config;
-use crate::state::AppState;
+use crate::state::{AppState, Limits};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -27,6 +27,11 @@ async fn main() -> anyhow::Result<()> {
     chat_ops::init_logging(config.log_format);
     let metrics = chat_ops::install_metrics()?;
     let keys = config.secret.keys()?;
+    anyhow::ensure!(
+        keys.can_sign(),
+        "chat-api issues tokens: set CHAT_JWT_PRIVATE_KEY_FILE with CHAT_JWT_ALG={:?}",
+        config.secret.jwt_alg
+    );
     tracing::info!(
         listen = %config.listen,
         database_url = %chat_ops::mask_url(&config.database_url),
@@ -37,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         attachments_store = ?config.storage.attachments_store,
         attachments_dir = %config.storage.attachments_dir.display(),
         attachments_max_bytes = config.storage.attachments_max_bytes,
+        jwt_alg = ?config.secret.jwt_alg,
         "starting chat-api"
     );
 
@@ -56,6 +62,17 @@ async fn main() -> anyhow::Result<()> {
         bus,
         keys,
         token_ttl: Duration::from_secs(config.jwt_ttl_secs),
+        internal_key: config.secret.internal_key().map(Arc::from),
+        limits: Limits {
+            messages: chat_bus::Bucket {
+                burst: config.msg_burst,
+                per_sec: config.msg_rate_per_sec,
+            },
+            login_max_failures: config.login_max_failures,
+            login_window: Duration::from_secs(config.login_window_secs.max(1)),
+            max_json_depth: config.max_json_depth.max(1),
+            trust_forwarded_for: config.trust_forwarded_for,
+        },
         migrated: Arc::new(AtomicBool::new(false)),
         push_stream_max_len: config.push_stream_max_len,
         storage,
@@ -69,7 +86,9 @@ async fn main() -> anyhow::Result<()> {
     let web = routes::WebConfig {
         ws_url: config.web_ws_url.clone(),
     };
-    axum::serve(listener, routes::router(state, metrics, web))
+    let app = routes::router(state, metrics, web)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(chat_ops::shutdown_signal())
         .await?;
     store.close().await;

@@ -18,12 +18,25 @@ pub struct AppState {
     pub bus: RedisBus,
     pub keys: TokenKeys,
     pub token_ttl: Duration,
+    /// `CHAT_INTERNAL_KEY`: what gateways present to the internal endpoints.
+    pub internal_key: Option<Arc<str>>,
+    pub limits: Limits,
     /// Set once migrations have run; until then `/v1` answers 503.
     pub migrated: Arc<AtomicBool>,
     /// Approximate cap on the push-job stream.
     pub push_stream_max_len: u64,
     /// Attachment storage; `None` when it could not be set up (attachments answer 503).
     pub storage: Option<Storage>,
+}
+
+/// The abuse limits chat-api enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub messages: chat_bus::Bucket,
+    pub login_max_failures: u32,
+    pub login_window: Duration,
+    pub max_json_depth: usize,
+    pub trust_forwarded_for: bool,
 }
 
 impl AppState {

@@ -66,6 +66,21 @@ impl Keys {
     pub fn revoked(&self, jti: &str) -> String {
         format!("{}:revoked:{jti}", self.prefix)
     }
+
+    /// `P:rl:msg:{42}`: the user's message token bucket.
+    pub fn message_bucket(&self, user: UserId) -> String {
+        format!("{}:rl:msg:{{{user}}}", self.prefix)
+    }
+
+    /// `P:rl:login:<ip>:<username>`: failed logins for one account from one address. The
+    /// username is cut to 64 bytes (at a char boundary) so a huge one cannot make a huge key.
+    pub fn login_failures(&self, username: &str, ip: &str) -> String {
+        let mut end = username.len().min(64);
+        while !username.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}:rl:login:{ip}:{}", self.prefix, &username[..end])
+    }
 }
 
 #[cfg(test)]

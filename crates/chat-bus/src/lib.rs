@@ -1,11 +1,13 @@
 //! The Redis side of the system: per-user pub/sub channels (publish from chat-api, subscribe in
-//! gateways), the logout revocation list, and the presence registry shared by all gateway nodes.
+//! gateways), the logout revocation list, the presence registry shared by all gateway nodes, and
+//! the cluster-wide abuse limits (message rate, login failures).
 //!
 //! Every key and channel is namespaced by a prefix (`CHAT_REDIS_PREFIX`), and per-user names carry
 //! the user id as a Redis Cluster hash tag so one user's keys share a slot.
 
 mod jobs;
 mod keys;
+mod limits;
 mod presence;
 mod subscriber;
 
@@ -23,6 +25,7 @@ use tokio::sync::OnceCell;
 
 pub use jobs::{Delivery, PUSH_GROUP, PushConsumer, PushStats};
 pub use keys::Keys;
+pub use limits::{Bucket, Verdict};
 pub use subscriber::{BusMessage, Subscriber};
 
 pub type UserId = u64;
@@ -302,6 +305,20 @@ impl RedisBus {
     pub async fn is_revoked(&self, jti: &str) -> Result<bool> {
         let mut conn = self.conn().await?;
         Ok(conn.exists(self.keys.revoked(jti)).await?)
+    }
+
+    /// Which of these token ids are revoked, in order (one pipeline, or concurrent commands on
+    /// a cluster).
+    pub async fn revoked_among(&self, jtis: &[String]) -> Result<Vec<bool>> {
+        let commands: Vec<Cmd> = jtis
+            .iter()
+            .map(|jti| {
+                let mut command = redis::cmd("EXISTS");
+                command.arg(self.keys.revoked(jti));
+                command
+            })
+            .collect();
+        self.run_all(&commands).await
     }
 
     /// A dedicated subscription connection for a gateway (see [`Subscriber`]).

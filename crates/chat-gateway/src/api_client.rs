@@ -22,15 +22,24 @@ pub enum ApiReply {
 pub struct ApiClient {
     http: reqwest::Client,
     base: String,
-    keys: TokenKeys,
+    credential: InternalCredential,
     node: String,
     metrics: GatewayMetrics,
+}
+
+/// How this gateway proves itself to chat-api's internal endpoints.
+#[derive(Clone)]
+pub enum InternalCredential {
+    /// `CHAT_INTERNAL_KEY`, sent in `x-chat-internal-key` (needs no signing key).
+    Key(String),
+    /// Legacy: short-lived HS256 service tokens signed with the shared secret.
+    ServiceToken(Box<TokenKeys>),
 }
 
 impl ApiClient {
     pub fn new(
         base: &str,
-        keys: TokenKeys,
+        credential: InternalCredential,
         node: String,
         metrics: GatewayMetrics,
     ) -> anyhow::Result<Self> {
@@ -44,7 +53,7 @@ impl ApiClient {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
-            keys,
+            credential,
             node,
             metrics,
         })
@@ -133,14 +142,18 @@ impl ApiClient {
 
     /// Tells chat-api that a user came online or went offline everywhere.
     pub async fn presence(&self, user: u64, status: PresenceStatus) -> Result<(), String> {
-        let token = self
-            .keys
-            .issue_service_token(&self.node, Duration::from_secs(60));
         let body = serde_json::json!({ "user_id": user, "status": status });
-        let response = self
+        let mut request = self
             .http
-            .post(format!("{}/internal/v1/presence", self.base))
-            .bearer_auth(token)
+            .post(format!("{}/internal/v1/presence", self.base));
+        request = match &self.credential {
+            InternalCredential::Key(key) => request.header(chat_auth::INTERNAL_KEY_HEADER, key),
+            InternalCredential::ServiceToken(keys) => request.bearer_auth(
+                keys.issue_service_token(&self.node, Duration::from_secs(60))
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        let response = request
             .json(&body)
             .send()
             .await

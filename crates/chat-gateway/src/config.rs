@@ -49,6 +49,46 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 65_536)]
     pub max_frame_bytes: usize,
 
+    /// Deepest nesting accepted in a client frame (error frame beyond).
+    #[arg(long, env = "CHAT_MAX_JSON_DEPTH", default_value_t = 32)]
+    pub max_json_depth: usize,
+
+    /// Sockets one user may hold on this node; a further socket gets an error frame and close
+    /// 1008 (the newest is refused, existing sockets are kept). 0 disables.
+    #[arg(long, env = "CHAT_MAX_SOCKETS_PER_USER", default_value_t = 32)]
+    pub max_sockets_per_user: usize,
+
+    /// WebSocket handshakes per second per client address (token bucket refill); 0 disables.
+    #[arg(long, env = "CHAT_IP_HANDSHAKES_PER_SEC", default_value_t = 20.0)]
+    pub ip_handshakes_per_sec: f64,
+
+    /// Handshakes a client address may make in a burst.
+    #[arg(long, env = "CHAT_IP_HANDSHAKE_BURST", default_value_t = 100)]
+    pub ip_handshake_burst: u32,
+
+    /// Concurrent sockets per client address on this node; 0 disables.
+    #[arg(long, env = "CHAT_IP_MAX_CONNECTIONS", default_value_t = 500)]
+    pub ip_max_connections: u32,
+
+    /// Exempt loopback peers from the per-address limits (local proxies, load tests).
+    #[arg(long, env = "CHAT_LIMIT_EXEMPT_LOOPBACK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub limit_exempt_loopback: bool,
+
+    /// Take the client address from the last X-Forwarded-For entry, the one the load balancer
+    /// appended (set only behind a proxy that sets it); otherwise the TCP peer address is used.
+    #[arg(long, env = "CHAT_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+
+    /// Origins browsers may open sockets from, comma-separated (e.g.
+    /// https://chat.example.com); unset or empty allows every origin. Requests without an Origin
+    /// header (non-browser clients) are not affected.
+    #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Consecutive rate-limited sends on one socket before it is closed with 1008.
+    #[arg(long, env = "CHAT_WS_ABUSE_STRIKES", default_value_t = 20)]
+    pub ws_abuse_strikes: u32,
+
     /// Outbound frames queued per socket before it is closed with 4008.
     #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
@@ -77,6 +117,24 @@ impl Config {
 
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs.max(1))
+    }
+
+    pub fn ip_limits(&self) -> crate::limits::IpLimits {
+        crate::limits::IpLimits {
+            handshakes_per_sec: self.ip_handshakes_per_sec,
+            handshake_burst: self.ip_handshake_burst,
+            max_connections: self.ip_max_connections,
+            exempt_loopback: self.limit_exempt_loopback,
+        }
+    }
+
+    /// The allow-list without blanks and trailing slashes.
+    pub fn origins(&self) -> Vec<String> {
+        self.allowed_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect()
     }
 
     pub fn presence_ttl(&self) -> Duration {

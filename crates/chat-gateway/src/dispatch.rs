@@ -3,7 +3,8 @@
 //!
 //! It also watches the subscription's health: a disconnect asks the registry to subscribe every
 //! local user again, and when the registry reports the subscriptions live, every local socket
-//! gets a `resync` event, because whatever was published in between never reached this node.
+//! gets a `resync` event, because whatever was published in between never reached this node, and
+//! the sessions held here are checked against the revocation list for logouts it missed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,9 +41,41 @@ pub async fn run(
             Some(()) = restored.recv() => {
                 gateway.subscriptions_up.store(true, Ordering::Release);
                 broadcast_resync(hub, metrics);
+                // Logouts published while the subscription was down never reached this node.
+                tokio::spawn(close_revoked_sessions(gateway.clone()));
             }
         }
     }
+}
+
+/// Closes (4001) the local sockets whose token was revoked, checked in chunks against Redis.
+async fn close_revoked_sessions(gateway: Arc<Gateway>) {
+    let sessions = gateway.hub.sessions();
+    let mut closed = 0usize;
+    for chunk in sessions.chunks(1000) {
+        let jtis: Vec<String> = chunk.iter().map(|(_, jti)| jti.to_string()).collect();
+        match gateway.bus.revoked_among(&jtis).await {
+            Ok(revoked) => {
+                for ((user, jti), revoked) in chunk.iter().zip(revoked) {
+                    if revoked {
+                        gateway
+                            .hub
+                            .close_session(*user, jti, close_code::UNAUTHORIZED);
+                        closed += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation sweep after resubscribing failed");
+                return;
+            }
+        }
+    }
+    tracing::info!(
+        sessions = sessions.len(),
+        closed,
+        "revocation sweep after resubscribing"
+    );
 }
 
 fn broadcast_resync(hub: &Hub, metrics: &GatewayMetrics) {

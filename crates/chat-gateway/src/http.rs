@@ -1,6 +1,7 @@
 //! The gateway's HTTP side: the WebSocket upgrade at `/ws`, health, readiness and metrics.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use chat_proto::{ErrorBody, ErrorCode, WireFormat};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Gateway;
+use crate::limits::{self, IpSlot, Refusal};
 use crate::socket::{self, SocketParams};
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -29,7 +31,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Cancellat
             () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Usually out of file descriptors: back off instead of spinning.
@@ -41,7 +43,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Cancellat
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(gateway.clone(), req));
+            let service = service_fn(move |req| handle(gateway.clone(), peer.ip(), req));
             let connection = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
@@ -54,10 +56,11 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Cancellat
 
 async fn handle(
     gateway: Arc<Gateway>,
+    peer: IpAddr,
     mut req: Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
     let response = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ws") => upgrade(gateway, &mut req),
+        (&Method::GET, "/ws") => upgrade(gateway, peer, &mut req),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => readiness(&gateway).await,
         (&Method::GET, "/metrics") => text(StatusCode::OK, &gateway.prometheus.render()),
@@ -75,7 +78,7 @@ async fn handle(
     Ok(response)
 }
 
-fn upgrade(gateway: Arc<Gateway>, req: &mut Request<Incoming>) -> HttpResponse {
+fn upgrade(gateway: Arc<Gateway>, peer: IpAddr, req: &mut Request<Incoming>) -> HttpResponse {
     if gateway.draining.load(Ordering::Acquire) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -90,7 +93,32 @@ fn upgrade(gateway: Arc<Gateway>, req: &mut Request<Incoming>) -> HttpResponse {
             "expected a WebSocket upgrade",
         );
     }
-    let params = match socket_params(req) {
+    let origin = req.headers().get(ORIGIN).and_then(|v| v.to_str().ok());
+    if !limits::origin_allowed(&gateway.origins, origin) {
+        metrics::counter!("chat_gateway_refused_total", "reason" => "origin").increment(1);
+        return error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "this Origin may not open a socket",
+        );
+    }
+    let client = client_ip(&gateway, peer, req);
+    let slot = match gateway.ip_limiter.admit(client) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let (reason, message) = match refusal {
+                Refusal::HandshakeRate => ("handshake_rate", "too many connection attempts"),
+                Refusal::TooManyConnections => ("ip_connections", "too many open sockets"),
+            };
+            metrics::counter!("chat_gateway_refused_total", "reason" => reason).increment(1);
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                message,
+            );
+        }
+    };
+    let params = match socket_params(req, slot) {
         Ok(params) => params,
         Err(message) => return error(StatusCode::BAD_REQUEST, ErrorCode::InvalidInput, message),
     };
@@ -107,8 +135,27 @@ fn upgrade(gateway: Arc<Gateway>, req: &mut Request<Incoming>) -> HttpResponse {
     }
 }
 
+/// The client's address: with a trusted proxy in front, the last X-Forwarded-For entry (the
+/// address the proxy saw; entries before it are whatever the client sent), else the TCP peer.
+fn client_ip(gateway: &Gateway, peer: IpAddr, req: &Request<Incoming>) -> IpAddr {
+    if !gateway.config.trust_forwarded_for {
+        return peer;
+    }
+    req.headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
 /// Reads `format` and `token` from the query and a bearer token from the headers.
-fn socket_params(req: &Request<Incoming>) -> Result<SocketParams, &'static str> {
+fn socket_params(
+    req: &Request<Incoming>,
+    ip_slot: Option<IpSlot>,
+) -> Result<SocketParams, &'static str> {
     let mut format = WireFormat::Json;
     let mut token = req
         .headers()
@@ -136,6 +183,7 @@ fn socket_params(req: &Request<Incoming>) -> Result<SocketParams, &'static str> 
         format,
         token,
         since,
+        ip_slot,
     })
 }
 

@@ -137,20 +137,24 @@ impl Hub {
         &self.registry
     }
 
-    /// Adds a socket. The registry is told inside the lock, so its view of first/last sockets
-    /// follows the hub's order exactly. Resolves once the user's channel subscription is live.
+    /// Adds a socket, unless the user already holds `max` here (0: no limit), in which case
+    /// the newest is refused (`None`). The registry is told inside the lock, so its view of
+    /// first/last sockets follows the hub's order exactly. Resolves once the user's channel
+    /// subscription is live.
     pub fn register(
         &self,
         user: UserId,
         handle: ConnHandle,
-    ) -> tokio::sync::oneshot::Receiver<bool> {
+        max: usize,
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
         let mut shard = self.shard(user);
         // Most users have one socket per node: start with room for exactly one.
-        shard
-            .entry(user)
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(handle);
-        self.registry.join(user)
+        let conns = shard.entry(user).or_insert_with(|| Vec::with_capacity(1));
+        if max > 0 && conns.len() >= max {
+            return None;
+        }
+        conns.push(handle);
+        Some(self.registry.join(user))
     }
 
     /// Removes a socket; the registry hears of it when it was the user's last one here.
@@ -217,6 +221,24 @@ impl Hub {
                 conn.signal.close(code);
             }
         }
+    }
+
+    /// Every (user, token id) with a socket here, once each.
+    pub fn sessions(&self) -> Vec<(UserId, std::sync::Arc<str>)> {
+        let mut sessions = Vec::new();
+        for index in 0..SHARDS {
+            let shard = self.shard(index as u64);
+            for (user, conns) in shard.iter() {
+                let mut seen: Vec<&std::sync::Arc<str>> = Vec::new();
+                for conn in conns {
+                    if !seen.contains(&&conn.jti) {
+                        seen.push(&conn.jti);
+                        sessions.push((*user, conn.jti.clone()));
+                    }
+                }
+            }
+        }
+        sessions
     }
 
     /// Every socket's close signal, for draining.

@@ -7,6 +7,7 @@ mod config;
 mod dispatch;
 mod http;
 mod hub;
+mod limits;
 mod metrics;
 mod registry;
 mod socket;
@@ -22,7 +23,7 @@ use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api_client::ApiClient;
+use crate::api_client::{ApiClient, InternalCredential};
 use crate::config::Config;
 use crate::hub::{Hub, close_code};
 use crate::metrics::GatewayMetrics;
@@ -42,6 +43,9 @@ pub struct Gateway {
     /// False from a subscription disconnect until every subscription is back.
     pub subscriptions_up: AtomicBool,
     pub next_conn_id: AtomicU64,
+    pub ip_limiter: Arc<limits::IpLimiter>,
+    /// `CHAT_ALLOWED_ORIGINS`, normalized.
+    pub origins: Vec<String>,
 }
 
 #[tokio::main]
@@ -68,9 +72,17 @@ async fn main() -> anyhow::Result<()> {
     let bus = RedisBus::new(&config.redis.bus_config())?;
     let (subscriber, bus_messages) = connect_subscriber(&bus).await;
     metrics.bus_up.set(1.0);
+    let credential = match config.secret.internal_key() {
+        Some(key) => InternalCredential::Key(key),
+        None if keys.can_sign() => InternalCredential::ServiceToken(Box::new(keys.clone())),
+        None => anyhow::bail!(
+            "CHAT_INTERNAL_KEY is required: with CHAT_JWT_ALG={:?} a gateway holds no signing key",
+            config.secret.jwt_alg
+        ),
+    };
     let api = ApiClient::new(
         &config.api_url,
-        keys.clone(),
+        credential,
         node_id.clone(),
         metrics.clone(),
     )?;
@@ -84,7 +96,11 @@ async fn main() -> anyhow::Result<()> {
         metrics.clone(),
         restored_tx,
     );
+    let ip_limiter = Arc::new(limits::IpLimiter::new(config.ip_limits()));
+    let origins = config.origins();
     let gateway = Arc::new(Gateway {
+        ip_limiter,
+        origins,
         hub: Hub::new(registry_handle, metrics.clone()),
         config,
         node_id,

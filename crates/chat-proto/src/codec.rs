@@ -56,16 +56,41 @@ impl WireFormat {
     /// Decodes a client frame in two steps so that a frame with a bad shape still yields its
     /// request id for the error reply.
     pub fn decode_client_frame(self, raw: &[u8]) -> Result<ClientFrame, DecodeError> {
+        self.decode_client_frame_limited(raw, crate::depth::MAX_JSON_DEPTH)
+    }
+
+    /// [`WireFormat::decode_client_frame`] refusing input nested deeper than `max_depth`.
+    pub fn decode_client_frame_limited(
+        self,
+        raw: &[u8],
+        max_depth: usize,
+    ) -> Result<ClientFrame, DecodeError> {
+        let too_deep = || DecodeError::Syntax {
+            format: match self {
+                Self::Json => "JSON",
+                Self::MsgPack => "MessagePack",
+            },
+            detail: format!("nested deeper than {max_depth} levels"),
+        };
         let value: serde_json::Value = match self {
-            Self::Json => serde_json::from_slice(raw).map_err(|e| DecodeError::Syntax {
-                format: "JSON",
-                detail: e.to_string(),
-            })?,
+            Self::Json => {
+                if crate::depth::json_depth_exceeds(raw, max_depth) {
+                    return Err(too_deep());
+                }
+                serde_json::from_slice(raw).map_err(|e| DecodeError::Syntax {
+                    format: "JSON",
+                    detail: e.to_string(),
+                })?
+            }
+            // rmp-serde bounds its own recursion; the tree it built is measured here.
             Self::MsgPack => rmp_serde::from_slice(raw).map_err(|e| DecodeError::Syntax {
                 format: "MessagePack",
                 detail: e.to_string(),
             })?,
         };
+        if crate::depth::value_depth(&value) > max_depth {
+            return Err(too_deep());
+        }
         frame_from_value(value)
     }
 }

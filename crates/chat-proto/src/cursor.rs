@@ -35,7 +35,7 @@ impl Cursor {
 
     /// The cursor to store after processing an event that happened at `event_ms`.
     pub fn after_event(event_ms: i64) -> Self {
-        Self::at(event_ms - OVERLAP_MS)
+        Self::at(event_ms.saturating_sub(OVERLAP_MS))
     }
 
     /// Parses a client's cursor, refusing garbage and cursors from the future.
@@ -45,7 +45,7 @@ impl Cursor {
             return Err(CursorError::Malformed);
         }
         let from_ms: i64 = digits.parse().map_err(|_| CursorError::Malformed)?;
-        if from_ms > now_ms + FUTURE_SKEW_MS {
+        if from_ms > now_ms.saturating_add(FUTURE_SKEW_MS) {
             return Err(CursorError::FromTheFuture);
         }
         Ok(Self { from_ms })
@@ -61,6 +61,13 @@ impl fmt::Display for Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extreme_clocks_do_not_overflow() {
+        // Found by the `cursor` fuzz target: `now + skew` overflowed.
+        assert_eq!(Cursor::parse("c0", i64::MAX), Ok(Cursor::at(0)));
+        assert_eq!(Cursor::after_event(i64::MIN), Cursor::at(0));
+    }
 
     #[test]
     fn round_trip_and_overlap() {

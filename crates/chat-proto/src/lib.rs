@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod cursor;
+pub mod depth;
 pub mod error;
 pub mod event;
 pub mod frame;
@@ -15,6 +16,7 @@ pub mod time;
 
 pub use codec::{BusBody, BusEnvelope, DecodeError, WireFormat};
 pub use cursor::Cursor;
+pub use depth::{MAX_JSON_DEPTH, json_depth_exceeds};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{PresenceStatus, ServerEvent, SyncPage};
 pub use frame::{ClientFrame, Reply, RequestId};

@@ -153,16 +153,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .user_ids
         .iter()
         .enumerate()
-        .map(|(n, &id)| ProvisionedUser {
-            id,
-            username: plan::username(&run, n),
-            token: keys.issue_user_token(id, lifetime).0,
-            pair_chat_id: None,
-            peer_id: None,
-            group_chat_id: None,
-            group_size: None,
+        .map(|(n, &id)| -> anyhow::Result<ProvisionedUser> {
+            Ok(ProvisionedUser {
+                id,
+                username: plan::username(&run, n),
+                token: keys
+                    .issue_user_token(id, lifetime)
+                    .map_err(|e| anyhow!("signing a token: {e}"))?
+                    .0,
+                pair_chat_id: None,
+                peer_id: None,
+                group_chat_id: None,
+                group_size: None,
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     for (&(a, b), &chat) in plan.pairs.iter().zip(&created.pair_chat_ids) {
         let (id_a, id_b) = (users[a].id, users[b].id);
         users[a].pair_chat_id = Some(chat);
@@ -240,7 +245,9 @@ mod tests {
     #[test]
     fn tokens_verify_with_the_same_secret() {
         let keys = TokenKeys::hs256(b"secret");
-        let (token, _) = keys.issue_user_token(42, Duration::from_secs(60));
+        let (token, _) = keys
+            .issue_user_token(42, Duration::from_secs(60))
+            .expect("sign");
         let verified = keys.verify_user_token(&token).expect("valid");
         assert_eq!(verified.user_id, 42);
     }

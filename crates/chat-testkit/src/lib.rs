@@ -35,6 +35,7 @@ mod ports;
 mod process;
 mod proxy;
 mod push_receiver;
+pub mod raw;
 pub mod redis_target;
 mod stack;
 mod token;
@@ -47,7 +48,10 @@ pub use proxy::TcpProxy;
 pub use push_receiver::{PushReceiver, Received};
 pub use redis_target::{RedisMode, RedisTarget};
 pub use stack::{Stack, StackOptions};
-pub use token::{expired_token, forged_token, mint_token, service_token};
+pub use token::{
+    TokenSpec, alg_none_token, custom_token, expired_token, forged_token, mint_token, rs256_token,
+    service_token,
+};
 pub use ws::{Auth, Format, Frame, WsClient, is_msgpack_map};
 
 pub use serde_json::{Value, json};

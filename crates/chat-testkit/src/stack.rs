@@ -452,7 +452,8 @@ impl Stack {
         format!("gw{}", i + 1)
     }
 
-    fn gateway_addr(&self, i: usize) -> SocketAddr {
+    /// `127.0.0.1:PORT` of gateway `i` (0-based), for raw TCP clients.
+    pub fn gateway_addr(&self, i: usize) -> SocketAddr {
         *self.gateway_addrs.get(i).unwrap_or_else(|| {
             panic!(
                 "gateway {i} does not exist (stack has {})",

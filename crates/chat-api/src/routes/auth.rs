@@ -12,7 +12,7 @@ use chat_store::StoreError;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AuthUser, JsonBody};
+use crate::extract::{AuthUser, ClientIp, JsonBody};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -60,13 +60,35 @@ pub async fn register(
         other => other?,
     };
     tracing::info!(user_id = user.id, "user registered");
-    Ok((StatusCode::CREATED, Json(issue_session(&state, user))))
+    Ok((StatusCode::CREATED, Json(issue_session(&state, user)?)))
 }
 
 pub async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> ApiResult<Json<Session>> {
+    // Brute force: after too many failures for this account from this address, refuse before
+    // looking at the password. Redis trouble does not block logins.
+    let limits = state.limits;
+    match state
+        .bus
+        .login_blocked(&req.username, &ip, limits.login_max_failures)
+        .await
+    {
+        Ok(Some(retry_after)) => {
+            metrics::counter!("chat_api_rate_limited_total", "limit" => "login").increment(1);
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many failed logins; retry in {} s",
+                    retry_after.as_secs().max(1)
+                ),
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "login throttle check failed; allowing"),
+    }
     let credentials = state.store.credentials(&req.username).await?;
     // Verify against a fixed hash for unknown users too, so timing does not reveal which
     // usernames exist.
@@ -76,8 +98,25 @@ pub async fn login(
     };
     let matches = verify_password(req.password, stored_hash).await?;
     match (matches, user) {
-        (true, Some(user)) => Ok(Json(issue_session(&state, user))),
-        _ => Err(ApiError::unauthorized("wrong username or password")),
+        (true, Some(user)) => {
+            if limits.login_max_failures > 0
+                && let Err(e) = state.bus.clear_login_failures(&req.username, &ip).await
+            {
+                tracing::warn!(error = %e, "clearing login failures failed");
+            }
+            Ok(Json(issue_session(&state, user)?))
+        }
+        _ => {
+            if limits.login_max_failures > 0
+                && let Err(e) = state
+                    .bus
+                    .note_login_failure(&req.username, &ip, limits.login_window)
+                    .await
+            {
+                tracing::warn!(error = %e, "recording a login failure failed");
+            }
+            Err(ApiError::unauthorized("wrong username or password"))
+        }
     }
 }
 
@@ -99,13 +138,16 @@ pub async fn logout(State(state): State<AppState>, caller: AuthUser) -> ApiResul
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn issue_session(state: &AppState, user: UserRef) -> Session {
-    let (token, info) = state.keys.issue_user_token(user.id, state.token_ttl);
-    Session {
+fn issue_session(state: &AppState, user: UserRef) -> ApiResult<Session> {
+    let (token, info) = state
+        .keys
+        .issue_user_token(user.id, state.token_ttl)
+        .map_err(|_| ApiError::internal())?;
+    Ok(Session {
         user,
         token,
         expires_at: chat_proto::time::format(&info.expires_at),
-    }
+    })
 }
 
 fn validate_username(username: &str) -> ApiResult<()> {

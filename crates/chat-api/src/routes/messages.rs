@@ -5,7 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chat_proto::codec::BusBody;
 use chat_proto::{
-    Attachment, Cursor, Message, MessageBody, MessageKind, SendMessageRequest, ServerEvent,
+    Attachment, Cursor, ErrorCode, Message, MessageBody, MessageKind, SendMessageRequest,
+    ServerEvent,
 };
 use chat_store::NewMessage;
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,26 @@ pub async fn send(
             (valid_caption(req.text.as_deref())?, Some(attachment))
         }
     };
+    // The cluster-wide per-user bucket. Redis trouble lets the message through: the limit
+    // protects the service, it must not take it down.
+    match state
+        .bus
+        .take_message_token(caller.id, state.limits.messages)
+        .await
+    {
+        Ok(chat_bus::Verdict::Allowed) => {}
+        Ok(chat_bus::Verdict::Limited { retry_after }) => {
+            metrics::counter!("chat_api_rate_limited_total", "limit" => "messages").increment(1);
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many messages; retry in {} ms",
+                    retry_after.as_millis().max(1)
+                ),
+            ));
+        }
+        Err(e) => tracing::warn!(error = %e, "message rate check failed; allowing"),
+    }
     let new = OwnedMessage {
         chat_id,
         sender_id: caller.id,

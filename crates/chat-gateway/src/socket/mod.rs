@@ -46,6 +46,8 @@ pub struct SocketParams {
     pub token: Option<String>,
     /// Resume from this cursor (`?since=`).
     pub since: Option<String>,
+    /// The client address's connection slot, released when the socket ends.
+    pub ip_slot: Option<crate::limits::IpSlot>,
 }
 
 type Io = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
@@ -91,6 +93,7 @@ pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketPar
     // Every way out of `run` has asked for a close except a peer that left before
     // authenticating; either way the writer finishes with a close frame (first code wins).
     signal.close(close_code::NORMAL);
+    drop(params.ip_slot);
     if tokio::time::timeout(WRITER_GRACE, &mut writer)
         .await
         .is_err()
@@ -149,7 +152,23 @@ impl Socket {
             signal: self.signal.clone(),
         };
         let hub = &self.gateway.hub;
-        let registered = hub.register(identity.user_id, handle);
+        let Some(registered) = hub.register(
+            identity.user_id,
+            handle,
+            self.gateway.config.max_sockets_per_user,
+        ) else {
+            metrics::counter!("chat_gateway_refused_total", "reason" => "user_sockets")
+                .increment(1);
+            self.refuse(
+                ErrorCode::RateLimited,
+                &format!(
+                    "too many open sockets for this user (limit {})",
+                    self.gateway.config.max_sockets_per_user
+                ),
+                close_code::POLICY,
+            );
+            return;
+        };
         if !matches!(
             tokio::time::timeout(REGISTER_TIMEOUT, registered).await,
             Ok(Ok(true))
@@ -222,6 +241,7 @@ impl Socket {
         let verified = match self.gateway.keys.verify_user_token(&token) {
             Ok(verified) => verified,
             Err(TokenError::Expired) => return self.fail_auth("token has expired"),
+            Err(TokenError::NotYetValid) => return self.fail_auth("token is not valid yet"),
             Err(_) => return self.fail_auth("invalid token"),
         };
         match self.gateway.bus.is_revoked(&verified.jti).await {
@@ -307,10 +327,20 @@ impl Socket {
             std::future::ready(sent.map_err(|_| "control queue is full"))
         };
         loop {
-            let frame = match reader.read_frame(&mut answer).await {
+            let mut frame = match reader.read_frame(&mut answer).await {
                 Ok(frame) => frame,
                 Err(e) => return classify(e),
             };
+            // RFC 6455 5.1: a server must close on an unmasked client frame. fastwebsockets
+            // does not check; its header formatter shows the mask bit (16 bytes, no payload).
+            let mut head = [0u8; 16];
+            frame.fmt_head(&mut head);
+            if head[1] & 0x80 == 0 {
+                return Err(CloseCause {
+                    code: close_code::PROTOCOL_ERROR,
+                    reason: "client frames must be masked",
+                });
+            }
             match frame.opcode {
                 OpCode::Close => return Ok(Incoming::Gone),
                 OpCode::Ping | OpCode::Pong => return Ok(Incoming::Alive),
@@ -338,7 +368,10 @@ impl Socket {
             ));
             return None;
         }
-        Some(self.format.decode_client_frame(&message.payload))
+        Some(
+            self.format
+                .decode_client_frame_limited(&message.payload, self.gateway.config.max_json_depth),
+        )
     }
 
     fn handle(&mut self, message: Message, identity: &Identity) {
@@ -440,6 +473,7 @@ impl Socket {
 
     fn context(&self, identity: &Identity) -> SocketContext {
         SocketContext {
+            abuse_strikes: self.gateway.config.ws_abuse_strikes,
             api: self.gateway.api.clone(),
             token: identity.token.clone(),
             format: self.format,

@@ -39,6 +39,8 @@ pub enum Request {
 /// What a request worker needs from its socket.
 #[derive(Clone)]
 pub struct SocketContext {
+    /// Consecutive `rate_limited` answers to sends before the socket is closed with 1008.
+    pub abuse_strikes: u32,
     pub api: ApiClient,
     pub token: Arc<str>,
     pub format: WireFormat,
@@ -67,6 +69,8 @@ pub struct RequestQueue {
 struct Pending {
     queue: VecDeque<Request>,
     worker_running: bool,
+    /// Consecutive `rate_limited` answers; any other answer resets it.
+    strikes: u32,
 }
 
 fn lock(shared: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
@@ -105,11 +109,33 @@ async fn work(context: SocketContext, shared: Arc<Mutex<Pending>>) {
                 }
             }
         };
-        run(&context, request).await;
+        let outcome = run(&context, request).await;
+        let strikes = {
+            let mut pending = lock(&shared);
+            pending.strikes = match outcome {
+                Outcome::RateLimited => pending.strikes + 1,
+                Outcome::Done => 0,
+            };
+            pending.strikes
+        };
+        if outcome == Outcome::RateLimited {
+            // Sustained abuse: a client that keeps sending into a full bucket is closed (1008).
+            if context.abuse_strikes > 0 && strikes >= context.abuse_strikes {
+                metrics::counter!("chat_gateway_refused_total", "reason" => "abuse").increment(1);
+                context.signal.close(close_code::POLICY);
+                return;
+            }
+        }
     }
 }
 
-async fn run(context: &SocketContext, request: Request) {
+#[derive(PartialEq, Eq)]
+enum Outcome {
+    Done,
+    RateLimited,
+}
+
+async fn run(context: &SocketContext, request: Request) -> Outcome {
     let (id, reply) = match request {
         Request::Send { id, chat_id, body } => (
             id,
@@ -132,21 +158,29 @@ async fn run(context: &SocketContext, request: Request) {
         Request::Typing { chat_id } => {
             // No reply to typing; a failure is not worth the client's attention.
             let _ = context.api.typing(&context.token, chat_id).await;
-            return;
+            return Outcome::Done;
         }
         Request::Resume { since } => {
             replay(context, &since).await;
             let _ = context.outbox.send_control(Control::Activate).await;
-            return;
+            return Outcome::Done;
         }
     };
     match reply {
-        ApiReply::Done(message) => context.reply(&Reply::Ack { id, message }),
+        ApiReply::Done(message) => {
+            context.reply(&Reply::Ack { id, message });
+            Outcome::Done
+        }
         ApiReply::Failed { code, message } => {
             context.reply(&Reply::error(id, code, message));
             if code == ErrorCode::Unauthorized {
                 // The token expired or was revoked while the socket was open.
                 context.signal.close(close_code::UNAUTHORIZED);
+            }
+            if code == ErrorCode::RateLimited {
+                Outcome::RateLimited
+            } else {
+                Outcome::Done
             }
         }
     }

@@ -1,0 +1,133 @@
+//! Abuse limits that must hold across every replica, kept in Redis: the per-user message token
+//! bucket and the login-failure counter. Each is a single key, so the scripts and pipelines are
+//! cluster-safe.
+
+use std::time::Duration;
+
+use redis::Script;
+
+use crate::{RedisBus, Result, UserId};
+
+/// A token bucket in one hash: refills at `ARGV[2]` tokens per second up to `ARGV[1]`, takes
+/// `ARGV[3]`. The clock is Redis' own (`TIME`), so replicas with skewed clocks share one bucket.
+/// Answers `{allowed (0/1), milliseconds until enough tokens}`.
+const TAKE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cap = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1])
+local ts = tonumber(b[2])
+if tokens == nil or ts == nil then
+  tokens = cap
+  ts = now
+end
+tokens = math.min(cap, tokens + math.max(0, now - ts) * rate / 1000)
+local allowed = 0
+local wait = 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+else
+  wait = math.ceil((cost - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(cap * 1000 / rate) + 1000)
+return {allowed, wait}
+";
+
+/// Counts a failure; the window starts at the first failure.
+const FAIL: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return n
+";
+
+/// A bucket's configuration; `per_sec` 0 disables it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub burst: u32,
+    pub per_sec: f64,
+}
+
+/// The answer of a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Limited { retry_after: Duration },
+}
+
+impl RedisBus {
+    /// Takes one token from the user's message bucket.
+    pub async fn take_message_token(&self, user: UserId, bucket: Bucket) -> Result<Verdict> {
+        if bucket.per_sec <= 0.0 || bucket.burst == 0 {
+            return Ok(Verdict::Allowed);
+        }
+        let mut conn = self.conn().await?;
+        let (allowed, wait_ms): (i64, i64) = Script::new(TAKE)
+            .key(self.keys.message_bucket(user))
+            .arg(bucket.burst)
+            .arg(bucket.per_sec)
+            .arg(1)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(if allowed == 1 {
+            Verdict::Allowed
+        } else {
+            Verdict::Limited {
+                retry_after: Duration::from_millis(wait_ms.max(1) as u64),
+            }
+        })
+    }
+
+    /// How long logins for this account from this address stay refused, if they are.
+    pub async fn login_blocked(
+        &self,
+        username: &str,
+        ip: &str,
+        max_failures: u32,
+    ) -> Result<Option<Duration>> {
+        if max_failures == 0 {
+            return Ok(None);
+        }
+        let key = self.keys.login_failures(username, ip);
+        let mut conn = self.conn().await?;
+        let (count, ttl_ms): (Option<u32>, i64) = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .query_async(&mut conn)
+            .await?;
+        Ok((count.unwrap_or(0) >= max_failures)
+            .then(|| Duration::from_millis(ttl_ms.max(1) as u64)))
+    }
+
+    /// Records a failed login for this account and address; the count lives for `window`.
+    pub async fn note_login_failure(
+        &self,
+        username: &str,
+        ip: &str,
+        window: Duration,
+    ) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = Script::new(FAIL)
+            .key(self.keys.login_failures(username, ip))
+            .arg(window.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets the failures after a successful login.
+    pub async fn clear_login_failures(&self, username: &str, ip: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.keys.login_failures(username, ip))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
