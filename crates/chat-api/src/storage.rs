@@ -105,7 +105,8 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
         return RangeRequest::Full;
     };
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
-        return RangeRequest::Unsatisfiable;
+        // RFC 9110 §14.2: a range unit the server does not understand must be ignored.
+        return RangeRequest::Full;
     };
     if spec.contains(',') {
         return RangeRequest::Full;
@@ -274,7 +275,7 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=4-2"), 10), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
-        assert_eq!(parse_range(Some("items=0-1"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("items=0-1"), 10), Full);
         assert_eq!(parse_range(Some("bytes=x-1"), 10), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), Full);
     }

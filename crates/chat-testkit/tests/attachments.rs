@@ -238,6 +238,13 @@ async fn an_image_round_trips_with_ranges_and_reaches_members_only() {
     );
     let backwards = download(&stack, &bob, id, Some("bytes=9-3")).await;
     assert_eq!(backwards.status, 416);
+    // RFC 9110 §14.2: an unknown range unit is ignored, the whole file comes back.
+    let other_unit = download(&stack, &bob, id, Some("items=0-1")).await;
+    assert_eq!(other_unit.status, 200);
+    assert!(
+        other_unit.body == bytes,
+        "the whole file for an unknown unit"
+    );
 
     // A non-member gets 404 (the same as for an id that does not exist), never 403.
     let stranger = download(&stack, &carol, id, None).await;
