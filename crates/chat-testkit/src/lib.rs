@@ -98,6 +98,14 @@ pub fn assert_time(value: &Value, what: &str) {
 }
 
 /// Reads `value[key]` as an id (a JSON integer), panicking with the whole value if it is not one.
+/// Environment pairs for `StackOptions::api_env` / `gateway_env` / `worker_env`.
+pub fn env_vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 pub fn id_of(value: &Value, key: &str) -> u64 {
     value
         .get(key)

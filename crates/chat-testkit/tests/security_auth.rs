@@ -8,17 +8,10 @@ use std::time::{Duration, Instant};
 
 use chat_testkit::{
     ApiClient, Auth, Format, Stack, StackOptions, TokenSpec, WAIT, WsClient, alg_none_token,
-    assert_error, assert_status, custom_token, forged_token, id_of, json, rs256_token,
+    assert_error, assert_status, custom_token, env_vars, forged_token, id_of, json, rs256_token,
     service_token, unique_client_msg_id,
 };
 use reqwest::Method;
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn key_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -212,7 +205,7 @@ async fn every_endpoint_refuses_missing_and_bad_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rs256_gateways_verify_with_the_public_key_only() {
     let internal = "internal-key-for-this-test-0123456789";
-    let api_env = env(&[
+    let api_env = env_vars(&[
         ("CHAT_JWT_ALG", "RS256"),
         ("CHAT_JWT_PRIVATE_KEY_FILE", &key_path("rsa1.key.pem")),
         ("CHAT_JWT_PUBLIC_KEY_FILE", &key_path("rsa1.pub.pem")),
@@ -220,7 +213,7 @@ async fn rs256_gateways_verify_with_the_public_key_only() {
         ("CHAT_INTERNAL_KEY", internal),
     ]);
     // The gateway gets no secret and no private key.
-    let gateway_env = env(&[
+    let gateway_env = env_vars(&[
         ("CHAT_JWT_SECRET", ""),
         ("CHAT_JWT_ALG", "RS256"),
         ("CHAT_JWT_PUBLIC_KEY_FILE", &key_path("rsa1.pub.pem")),
@@ -314,7 +307,7 @@ async fn rs256_gateways_verify_with_the_public_key_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_by_kid_accepts_both_keys_then_only_the_new_one() {
-    let rotating = env(&[
+    let rotating = env_vars(&[
         ("CHAT_JWT_KID", "k2"),
         (
             "CHAT_JWT_PREVIOUS_SECRET",

@@ -7,23 +7,16 @@ use std::time::Duration;
 
 use chat_testkit::raw::RawWs;
 use chat_testkit::{
-    Auth, Format, Stack, StackOptions, WAIT, WsClient, assert_error, assert_status, id_of, json,
-    unique_client_msg_id,
+    Auth, Format, Stack, StackOptions, WAIT, WsClient, assert_error, assert_status, env_vars,
+    id_of, json, unique_client_msg_id,
 };
 use reqwest::Method;
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_rate_is_429_on_rest_then_error_frames_then_1008_on_ws() {
     let stack = Stack::start(StackOptions {
-        api_env: env(&[("CHAT_MSG_RATE_PER_SEC", "0.5"), ("CHAT_MSG_BURST", "3")]),
-        gateway_env: env(&[("CHAT_WS_ABUSE_STRIKES", "5")]),
+        api_env: env_vars(&[("CHAT_MSG_RATE_PER_SEC", "0.5"), ("CHAT_MSG_BURST", "3")]),
+        gateway_env: env_vars(&[("CHAT_WS_ABUSE_STRIKES", "5")]),
         ..StackOptions::default()
     })
     .await;
@@ -77,7 +70,7 @@ async fn message_rate_is_429_on_rest_then_error_frames_then_1008_on_ws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_is_throttled_per_account_and_address() {
     let stack = Stack::start(StackOptions {
-        api_env: env(&[
+        api_env: env_vars(&[
             ("CHAT_LOGIN_MAX_FAILURES", "3"),
             ("CHAT_LOGIN_WINDOW_SECS", "60"),
         ]),
@@ -127,7 +120,7 @@ async fn login_is_throttled_per_account_and_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_rate_per_address_is_429() {
     let stack = Stack::start(StackOptions {
-        gateway_env: env(&[
+        gateway_env: env_vars(&[
             ("CHAT_LIMIT_EXEMPT_LOOPBACK", "false"),
             ("CHAT_IP_HANDSHAKES_PER_SEC", "0.1"),
             ("CHAT_IP_HANDSHAKE_BURST", "5"),
@@ -159,7 +152,7 @@ async fn handshake_rate_per_address_is_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_address_and_sockets_per_user_are_capped() {
     let stack = Stack::start(StackOptions {
-        gateway_env: env(&[
+        gateway_env: env_vars(&[
             ("CHAT_LIMIT_EXEMPT_LOOPBACK", "false"),
             ("CHAT_IP_MAX_CONNECTIONS", "3"),
             ("CHAT_MAX_SOCKETS_PER_USER", "2"),
@@ -221,7 +214,7 @@ async fn connections_per_address_and_sockets_per_user_are_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_allow_list_refuses_other_browsers() {
     let stack = Stack::start(StackOptions {
-        gateway_env: env(&[(
+        gateway_env: env_vars(&[(
             "CHAT_ALLOWED_ORIGINS",
             "https://chat.example.com,https://app.example.com",
         )]),
@@ -317,7 +310,7 @@ async fn oversized_and_deeply_nested_input_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_for_counts_the_address_the_proxy_saw_not_the_clients_claim() {
     let stack = Stack::start(StackOptions {
-        gateway_env: env(&[
+        gateway_env: env_vars(&[
             ("CHAT_LIMIT_EXEMPT_LOOPBACK", "false"),
             ("CHAT_TRUST_FORWARDED_FOR", "true"),
             ("CHAT_IP_HANDSHAKES_PER_SEC", "0.1"),

@@ -4,14 +4,7 @@
 
 use std::time::Duration;
 
-use chat_testkit::{Stack, StackOptions, WAIT, WsClient, id_of, json};
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use chat_testkit::{Stack, StackOptions, WAIT, WsClient, env_vars, id_of, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_socket_closes_1001_and_client_frames_keep_it_alive() {
@@ -19,7 +12,7 @@ async fn idle_socket_closes_1001_and_client_frames_keep_it_alive() {
     // gets nothing to answer: it is idle.
     let stack = Stack::start(StackOptions {
         gateways: 1,
-        gateway_env: env(&[("CHAT_IDLE_TIMEOUT_SECS", "2")]),
+        gateway_env: env_vars(&[("CHAT_IDLE_TIMEOUT_SECS", "2")]),
         ..StackOptions::default()
     })
     .await;
@@ -51,7 +44,7 @@ async fn idle_socket_closes_1001_and_client_frames_keep_it_alive() {
 async fn websocket_pongs_count_as_activity() {
     let stack = Stack::start(StackOptions {
         gateways: 1,
-        gateway_env: env(&[
+        gateway_env: env_vars(&[
             ("CHAT_IDLE_TIMEOUT_SECS", "2"),
             ("CHAT_PING_INTERVAL_SECS", "1"),
         ]),
@@ -79,7 +72,7 @@ async fn websocket_pongs_count_as_activity() {
 async fn client_that_does_not_read_is_closed_4008() {
     let stack = Stack::start(StackOptions {
         gateways: 1,
-        gateway_env: env(&[("CHAT_OUTBOUND_QUEUE", "16")]),
+        gateway_env: env_vars(&[("CHAT_OUTBOUND_QUEUE", "16")]),
         ..StackOptions::default()
     })
     .await;
