@@ -246,16 +246,20 @@ impl ApiClient {
             .unwrap_or_else(|| panic!("send to chat {chat_id}: no `message` in {}", resp.1))
     }
 
-    /// Fetches every message of a chat by paging forward with `after_seq` (limit 100).
+    /// Fetches every message of a chat by paging forward with `after_seq` (limit 100). A 503
+    /// is retried for up to 30 s, as the contract tells clients to: during a Redis failover the
+    /// api cannot check revocations for a moment.
     pub async fn all_messages(&self, chat_id: u64) -> Vec<Value> {
         let mut out = Vec::new();
         let mut after = 0u64;
+        let retry_until = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let resp = self
-                .get(&format!(
-                    "/v1/chats/{chat_id}/messages?after_seq={after}&limit=100"
-                ))
-                .await;
+            let path = format!("/v1/chats/{chat_id}/messages?after_seq={after}&limit=100");
+            let mut resp = self.get(&path).await;
+            while resp.0 == 503 && std::time::Instant::now() < retry_until {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                resp = self.get(&path).await;
+            }
             assert_status(&resp, 200, &format!("page messages of chat {chat_id}"));
             let page = resp.1["messages"]
                 .as_array()

@@ -75,8 +75,11 @@ async fn a_master_failover_loses_no_acked_message() {
         received.len(),
         lost.len()
     );
+    // Enough traffic on both sides of the failover for the test to mean something. Sends
+    // block while the slot's master is gone (each is retried until acked), so how many fit in
+    // the 9 s varies with how long the promotion takes: 75 to 150 here.
     assert!(
-        acked.len() > 100,
+        acked.len() > 50,
         "too few messages were sent: {}",
         acked.len()
     );
