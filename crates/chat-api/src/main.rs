@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use chat_bus::RedisBus;
+use chat_bus::Bus;
 use chat_store::{Store, StoreError};
 use clap::Parser;
 
@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
 
     let store = Store::connect_lazy(&config.database_url, config.db_max_connections)
         .context("DATABASE_URL")?;
-    let bus = RedisBus::new(&config.redis.bus_config())?;
+    let bus = Bus::new(&config.redis.bus_config())?;
     // A storage problem disables attachments (503) rather than the whole api.
     let storage = match storage::Storage::new(&config.storage) {
         Ok(storage) => Some(storage),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chat_auth::TokenKeys;
-use chat_bus::RedisBus;
+use chat_bus::Bus;
 use chat_proto::BusEnvelope;
 use chat_proto::codec::BusBody;
 use chat_store::Store;
@@ -15,7 +15,7 @@ use crate::storage::Storage;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub bus: RedisBus,
+    pub bus: Bus,
     pub keys: TokenKeys,
     pub token_ttl: Duration,
     /// `CHAT_INTERNAL_KEY`: what gateways present to the internal endpoints.

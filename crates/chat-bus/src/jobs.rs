@@ -14,7 +14,7 @@ use chat_proto::PushJob;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamReadReply};
 use redis::{Cmd, Value};
 
-use crate::{Backend, BusConn, BusError, RedisBus, Result};
+use crate::{Backend, Bus, BusConn, BusError, Result};
 
 /// The consumer group every worker joins.
 pub const PUSH_GROUP: &str = "push";
@@ -73,7 +73,7 @@ fn delivery(entry: &StreamId) -> Delivery {
     }
 }
 
-impl RedisBus {
+impl Bus {
     /// Appends jobs to the stream, trimming it to about `max_len` entries (acknowledged entries
     /// are only removed by trimming).
     pub async fn enqueue_push(&self, jobs: &[PushJob], max_len: u64) -> Result<()> {
@@ -316,7 +316,7 @@ impl RedisBus {
 /// One worker's reading side of the group: new entries, and entries reclaimed from consumers
 /// that stopped acknowledging.
 pub struct PushConsumer {
-    bus: RedisBus,
+    bus: Bus,
     consumer: String,
     conn: Option<BusConn>,
     claim_cursor: String,

@@ -165,13 +165,13 @@ impl ConnectionLike for BusConn {
 
 /// A cheap-to-clone handle for commands: publishing, revocation, presence.
 #[derive(Clone)]
-pub struct RedisBus {
+pub struct Bus {
     backend: Backend,
     keys: Arc<Keys>,
     urls: Vec<String>,
 }
 
-impl RedisBus {
+impl Bus {
     /// Builds the pool or cluster client; connections open on first use, so a service can start
     /// before Redis.
     pub fn new(config: &BusConfig) -> Result<Self> {

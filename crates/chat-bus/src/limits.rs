@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::Script;
 
-use crate::{RedisBus, Result, UserId};
+use crate::{Bus, Result, UserId};
 
 /// A token bucket in one hash: refills at `ARGV[2]` tokens per second up to `ARGV[1]`, takes
 /// `ARGV[3]`. The clock is Redis' own (`TIME`), so replicas with skewed clocks share one bucket.
@@ -61,7 +61,7 @@ pub enum Verdict {
     Limited { retry_after: Duration },
 }
 
-impl RedisBus {
+impl Bus {
     /// Takes one token from the user's message bucket.
     pub async fn take_message_token(&self, user: UserId, bucket: Bucket) -> Result<Verdict> {
         if bucket.per_sec <= 0.0 || bucket.burst == 0 {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use redis::{Cmd, Script, Value};
 
-use crate::{BusConn, RedisBus, Result, UserId};
+use crate::{Bus, BusConn, Result, UserId};
 
 /// Removes expired entries, adds this node, and answers how many nodes held the user before.
 const CONNECT: &str = r"
@@ -40,7 +40,7 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-impl RedisBus {
+impl Bus {
     /// Registers the user's first socket on `node`; `true` when the user had no socket anywhere
     /// (the user just came online).
     pub async fn presence_connect(&self, user: UserId, node: &str, ttl: Duration) -> Result<bool> {

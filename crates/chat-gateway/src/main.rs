@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chat_auth::TokenKeys;
-use chat_bus::RedisBus;
+use chat_bus::Bus;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,7 @@ pub struct Gateway {
     pub config: Config,
     pub node_id: String,
     pub keys: TokenKeys,
-    pub bus: RedisBus,
+    pub bus: Bus,
     pub hub: Hub,
     pub api: ApiClient,
     pub metrics: GatewayMetrics,
@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let metrics = GatewayMetrics::register();
-    let bus = RedisBus::new(&config.redis.bus_config())?;
+    let bus = Bus::new(&config.redis.bus_config())?;
     let (subscriber, bus_messages) = connect_subscriber(&bus).await;
     metrics.bus_up.set(1.0);
     let credential = match config.secret.internal_key() {
@@ -138,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// The subscription connection, retried until Redis answers (the node is not ready before).
 async fn connect_subscriber(
-    bus: &RedisBus,
+    bus: &Bus,
 ) -> (
     chat_bus::Subscriber,
     tokio::sync::mpsc::UnboundedReceiver<chat_bus::BusMessage>,

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use chat_bus::{RedisBus, Subscriber};
+use chat_bus::{Bus, Subscriber};
 use chat_proto::PresenceStatus;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -68,7 +68,7 @@ const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
 pub struct Registry {
     commands: mpsc::UnboundedReceiver<Command>,
     subscriber: Subscriber,
-    bus: RedisBus,
+    bus: Bus,
     node: String,
     ttl: Duration,
     present: HashSet<UserId>,
@@ -86,7 +86,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(
         subscriber: Subscriber,
-        bus: RedisBus,
+        bus: Bus,
         node: String,
         ttl: Duration,
         api: ApiClient,

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use chat_bus::RedisBus;
+use chat_bus::Bus;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,7 @@ use crate::config::Config;
 
 #[derive(Clone)]
 struct AppState {
-    bus: RedisBus,
+    bus: Bus,
     metrics: PrometheusHandle,
 }
 
@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         worker_id = %worker_id,
         "starting chat-worker"
     );
-    let bus = RedisBus::new(&config.redis.bus_config())?;
+    let bus = Bus::new(&config.redis.bus_config())?;
     let shutdown = CancellationToken::new();
 
     let mut consumers = Vec::new();

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_bus::{Delivery, RedisBus};
+use chat_bus::{Bus, Delivery};
 use chat_proto::PushJob;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,7 @@ const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Shared by the consumers of one process.
 pub struct Pusher {
-    bus: RedisBus,
+    bus: Bus,
     http: reqwest::Client,
     url: String,
     args: PushArgs,
@@ -45,7 +45,7 @@ enum Attempt {
 }
 
 impl Pusher {
-    pub fn new(bus: RedisBus, url: String, args: PushArgs) -> anyhow::Result<Self> {
+    pub fn new(bus: Bus, url: String, args: PushArgs) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(args.timeout()).build()?;
         Ok(Self {
             bus,
@@ -288,7 +288,7 @@ async fn pause(shutdown: &CancellationToken) {
 }
 
 /// Refreshes the queue gauges every two seconds.
-pub async fn sample_gauges(bus: RedisBus, shutdown: CancellationToken) {
+pub async fn sample_gauges(bus: Bus, shutdown: CancellationToken) {
     loop {
         match bus.push_stats().await {
             Ok(stats) => {
