@@ -83,6 +83,17 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
+/// A token cancelled on the first SIGTERM or Ctrl-C: what a binary hands to the services it runs.
+pub fn cancel_on_shutdown_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        cancel.cancel();
+    });
+    token
+}
+
 /// Hides the password of a URL such as `mysql://user:secret@host/db` for logging.
 pub fn mask_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -1,11 +1,7 @@
-//! chat-worker: delivers offline push notifications. It consumes the push-job stream that
-//! chat-api fills (see `push`), serves health, readiness (Redis reachable) and metrics, and on
-//! SIGTERM stops taking jobs, finishes the ones in flight and exits.
+//! The chat-worker binary: the push consumers of [`chat_worker::start_consumers`] plus health,
+//! readiness (Redis reachable) and metrics; on SIGTERM it stops taking jobs, finishes the ones in
+//! flight and exits.
 
-mod config;
-mod push;
-
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,9 +12,7 @@ use axum::routing::get;
 use chat_bus::Bus;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio_util::sync::CancellationToken;
-
-use crate::config::Config;
+use chat_worker::Config;
 
 #[derive(Clone)]
 struct AppState {
@@ -29,20 +23,11 @@ struct AppState {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut config = Config::parse();
-    // Deployment files may pass these as empty strings: that means "not set".
-    config.push.push_url = config.push.push_url.filter(|u| !u.trim().is_empty());
-    config.push.push_auth_header = config
-        .push
-        .push_auth_header
-        .filter(|h| !h.trim().is_empty());
+    config.push = config.push.normalized();
     chat_ops::init_logging(config.log_format);
     config.push.validate().map_err(anyhow::Error::msg)?;
     let metrics = chat_ops::install_metrics()?;
-    let worker_id = config
-        .push
-        .worker_id
-        .clone()
-        .unwrap_or_else(|| format!("w-{:08x}", rand::random::<u32>()));
+    let worker_id = config.push.resolved_worker_id();
     tracing::info!(
         listen = %config.listen,
         redis_url = %chat_ops::mask_url(&config.redis.redis_url),
@@ -60,26 +45,8 @@ async fn main() -> anyhow::Result<()> {
         "starting chat-worker"
     );
     let bus = Bus::new(&config.redis.bus_config())?;
-    let shutdown = CancellationToken::new();
-
-    let mut consumers = Vec::new();
-    if let Some(url) = &config.push.push_url {
-        let pusher = Arc::new(push::Pusher::new(
-            bus.clone(),
-            url.clone(),
-            config.push.clone(),
-        )?);
-        for n in 0..config.push.concurrency {
-            consumers.push(tokio::spawn(push::consume(
-                pusher.clone(),
-                format!("{worker_id}-{n}"),
-                shutdown.clone(),
-            )));
-        }
-        tokio::spawn(push::sample_gauges(bus.clone(), shutdown.clone()));
-    } else {
-        tracing::warn!("CHAT_PUSH_URL is not set: push jobs are not consumed");
-    }
+    let shutdown = chat_ops::cancel_on_shutdown_signal();
+    let consumers = chat_worker::start_consumers(&config.push, &bus, &worker_id, &shutdown)?;
 
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -93,12 +60,8 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    let stop = shutdown.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            chat_ops::shutdown_signal().await;
-            stop.cancel();
-        })
+        .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     // Consumers finish the job in hand (a job waiting for its next retry stays pending and is
     // reclaimed by another worker).
