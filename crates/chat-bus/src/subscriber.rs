@@ -100,23 +100,24 @@ impl Subscriber {
         Ok((Self { conn, keys }, rx))
     }
 
+    fn channels(&self, users: &[UserId]) -> Vec<String> {
+        users.iter().map(|&u| self.keys.user_channel(u)).collect()
+    }
+
     /// Subscribes to the channels of several users.
     pub async fn subscribe_many(&self, users: &[UserId]) -> Result<()> {
         // SUBSCRIBE without channels is an error; subscribing nobody is done.
         if users.is_empty() {
             return Ok(());
         }
-        if let SubscriptionConn::Memory(subscription) = &self.conn {
-            subscription.subscribe_many(users);
-            return Ok(());
-        }
-        let channels: Vec<String> = users.iter().map(|&u| self.keys.user_channel(u)).collect();
         match &self.conn {
-            SubscriptionConn::Memory(_) => {} // answered above
-            SubscriptionConn::Standalone(conn) => conn.clone().subscribe(channels).await?,
+            SubscriptionConn::Memory(subscription) => subscription.subscribe_many(users),
+            SubscriptionConn::Standalone(conn) => {
+                conn.clone().subscribe(self.channels(users)).await?
+            }
             SubscriptionConn::Cluster(conn) => {
                 // One command per channel: channels of different users live in different slots.
-                for_each_channel(conn, channels, |mut conn, channel| async move {
+                for_each_channel(conn, self.channels(users), |mut conn, channel| async move {
                     conn.ssubscribe(channel).await
                 })
                 .await?;
@@ -129,16 +130,13 @@ impl Subscriber {
         if users.is_empty() {
             return Ok(());
         }
-        if let SubscriptionConn::Memory(subscription) = &self.conn {
-            subscription.unsubscribe_many(users);
-            return Ok(());
-        }
-        let channels: Vec<String> = users.iter().map(|&u| self.keys.user_channel(u)).collect();
         match &self.conn {
-            SubscriptionConn::Memory(_) => {} // answered above
-            SubscriptionConn::Standalone(conn) => conn.clone().unsubscribe(channels).await?,
+            SubscriptionConn::Memory(subscription) => subscription.unsubscribe_many(users),
+            SubscriptionConn::Standalone(conn) => {
+                conn.clone().unsubscribe(self.channels(users)).await?
+            }
             SubscriptionConn::Cluster(conn) => {
-                for_each_channel(conn, channels, |mut conn, channel| async move {
+                for_each_channel(conn, self.channels(users), |mut conn, channel| async move {
                     conn.sunsubscribe(channel).await
                 })
                 .await?;

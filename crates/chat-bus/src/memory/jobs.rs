@@ -99,6 +99,12 @@ fn no_group() -> BusError {
     )))
 }
 
+/// The entry with this id, if it was not trimmed away.
+fn find(entries: &VecDeque<(EntryId, Delivery)>, id: EntryId) -> Option<&Delivery> {
+    let at = entries.binary_search_by_key(&id, |(e, _)| *e).ok()?;
+    entries.get(at).map(|(_, delivery)| delivery)
+}
+
 /// The next id after `last` at wall-clock `now_ms` (XADD `*`): the time part never goes back.
 fn next_id(last: EntryId, now_ms: u64) -> EntryId {
     if now_ms > last.ms {
@@ -117,7 +123,7 @@ impl Stream {
     }
 
     fn contains(&self, id: EntryId) -> bool {
-        self.entries.binary_search_by_key(&id, |(e, _)| *e).is_ok()
+        find(&self.entries, id).is_some()
     }
 
     /// Index of the first entry after `id`.
@@ -238,10 +244,11 @@ impl Jobs {
         }
         let start = EntryId::parse(cursor)?;
         let mut stream = lock(&self.stream);
+        let Stream { entries, group, .. } = &mut *stream;
+        let group = group.as_mut().ok_or_else(no_group)?;
         let mut attempts = count.saturating_mul(10);
         // One more than can be examined: the first one left unexamined is the next cursor.
-        let candidates: Vec<EntryId> = stream
-            .group()?
+        let candidates: Vec<EntryId> = group
             .pending
             .range(start..)
             .map(|(id, _)| *id)
@@ -257,13 +264,6 @@ impl Jobs {
                 break;
             }
             attempts -= 1;
-            let found = stream
-                .entries
-                .binary_search_by_key(id, |(e, _)| *e)
-                .ok()
-                .and_then(|at| stream.entries.get(at))
-                .map(|(_, delivery)| delivery.clone());
-            let group = stream.group()?;
             let Some(pending) = group.pending.get_mut(id) else {
                 continue;
             };
@@ -271,11 +271,11 @@ impl Jobs {
                 continue;
             }
             left -= 1;
-            match found {
+            match find(entries, *id) {
                 Some(delivery) => {
                     pending.consumer = consumer.to_string();
                     pending.delivered = now;
-                    claimed.push(delivery);
+                    claimed.push(delivery.clone());
                 }
                 None => {
                     group.pending.remove(id);
