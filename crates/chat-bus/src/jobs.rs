@@ -7,6 +7,9 @@
 //! job id: a "done" marker (SET NX with a TTL) is written after a successful delivery and checked
 //! before every attempt, so an entry reclaimed after it was delivered is acknowledged, not resent.
 //! Every command touches one key, so the same code runs on a single Redis and on a cluster.
+//!
+//! On the in-memory bus each method hands its work to `memory::jobs`, which keeps the same
+//! stream and consumer-group semantics in process.
 
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use chat_proto::PushJob;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamReadReply};
 use redis::{Cmd, Value};
 
-use crate::{Backend, Bus, BusConn, BusError, Result};
+use crate::{Backend, Bus, BusConn, BusError, DeadLetter, Result, memory, no_redis};
 
 /// The consumer group every worker joins.
 pub const PUSH_GROUP: &str = "push";
@@ -73,15 +76,35 @@ fn delivery(entry: &StreamId) -> Delivery {
     }
 }
 
+fn encode(job: &PushJob) -> Result<String> {
+    serde_json::to_string(job).map_err(|e| BusError::Config(format!("encoding a push job: {e}")))
+}
+
 impl Bus {
     /// Appends jobs to the stream, trimming it to about `max_len` entries (acknowledged entries
     /// are only removed by trimming).
     pub async fn enqueue_push(&self, jobs: &[PushJob], max_len: u64) -> Result<()> {
+        if let Some(memory) = self.memory_backend() {
+            let deliveries = jobs
+                .iter()
+                .map(|job| {
+                    Ok(Delivery {
+                        // Given by the stream as the entry is added.
+                        entry_id: String::new(),
+                        job_id: job.id.clone(),
+                        raw: encode(job)?,
+                        job: Ok(job.clone()),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            memory.jobs.enqueue(deliveries, max_len, now_ms);
+            return Ok(());
+        }
         let stream = self.keys.push_jobs();
         let mut commands = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let json = serde_json::to_string(job)
-                .map_err(|e| BusError::Config(format!("encoding a push job: {e}")))?;
+            let json = encode(job)?;
             let mut add = Cmd::new();
             add.arg("XADD")
                 .arg(&stream)
@@ -102,6 +125,10 @@ impl Bus {
     /// Creates the consumer group (and the stream) if missing. The group starts at the
     /// beginning of the stream, so jobs added before the first worker ever ran are delivered.
     pub async fn push_ensure_group(&self) -> Result<()> {
+        if let Some(memory) = self.memory_backend() {
+            memory.jobs.ensure_group();
+            return Ok(());
+        }
         let mut conn = self.conn().await?;
         let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -148,6 +175,7 @@ impl Bus {
                     )))),
                 }
             }
+            Backend::Memory(_) => Err(no_redis()),
         }
     }
 
@@ -164,6 +192,9 @@ impl Bus {
     /// Resets the idle time of an entry this consumer holds (XCLAIM … JUSTID), so that other
     /// workers do not reclaim a job that is still being retried.
     pub async fn push_touch(&self, consumer: &str, entry_id: &str) -> Result<()> {
+        if let Some(memory) = self.memory_backend() {
+            return memory.jobs.touch(consumer, entry_id, memory::now());
+        }
         let mut conn = self.conn().await?;
         let _: Value = redis::cmd("XCLAIM")
             .arg(self.keys.push_jobs())
@@ -178,6 +209,9 @@ impl Bus {
     }
 
     pub async fn push_ack(&self, entry_id: &str) -> Result<()> {
+        if let Some(memory) = self.memory_backend() {
+            return memory.jobs.ack(entry_id);
+        }
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("XACK")
             .arg(self.keys.push_jobs())
@@ -190,6 +224,9 @@ impl Bus {
 
     /// Whether the job was delivered already (its "done" marker exists).
     pub async fn push_is_done(&self, job_id: &str) -> Result<bool> {
+        if let Some(memory) = self.memory_backend() {
+            return Ok(memory.jobs.is_done(job_id, memory::now()));
+        }
         let mut conn = self.conn().await?;
         let exists: bool = redis::cmd("EXISTS")
             .arg(self.keys.push_done(job_id))
@@ -200,6 +237,9 @@ impl Bus {
 
     /// Writes the "done" marker; `false` if it existed already.
     pub async fn push_mark_done(&self, job_id: &str, ttl: Duration) -> Result<bool> {
+        if let Some(memory) = self.memory_backend() {
+            return Ok(memory.jobs.mark_done(job_id, ttl, memory::now()));
+        }
         let mut conn = self.conn().await?;
         let set: Option<String> = redis::cmd("SET")
             .arg(self.keys.push_done(job_id))
@@ -214,6 +254,9 @@ impl Bus {
 
     /// Counts one more delivery attempt of a job (shared by every worker) and returns the count.
     pub async fn push_attempt(&self, job_id: &str, ttl: Duration) -> Result<u64> {
+        if let Some(memory) = self.memory_backend() {
+            return Ok(memory.jobs.attempt(job_id, ttl, memory::now()));
+        }
         let key = self.keys.push_tries(job_id);
         let mut conn = self.conn().await?;
         let (count,): (u64,) = redis::pipe()
@@ -237,6 +280,13 @@ impl Bus {
         reason: &str,
         attempts: u64,
     ) -> Result<()> {
+        if let Some(memory) = self.memory_backend() {
+            return memory.jobs.dead_letter(DeadLetter {
+                delivery: delivery.clone(),
+                reason: reason.to_string(),
+                attempts,
+            });
+        }
         let mut conn = self.conn().await?;
         let _: String = redis::cmd("XADD")
             .arg(self.keys.push_dead())
@@ -262,6 +312,9 @@ impl Bus {
     /// consumer stopped reading: its pending list can then only shrink (XAUTOCLAIM moves entries
     /// to the claimer).
     pub async fn push_forget_consumer(&self, consumer: &str) -> Result<bool> {
+        if let Some(memory) = self.memory_backend() {
+            return memory.jobs.forget_consumer(consumer);
+        }
         let mut conn = self.conn().await?;
         let pending: Vec<Value> = redis::cmd("XPENDING")
             .arg(self.keys.push_jobs())
@@ -286,7 +339,17 @@ impl Bus {
     }
 
     /// Stream length, pending, lag and dead letters, for the worker's gauges.
+    /// The dead-letter stream of an in-memory bus, oldest first (`None` on Redis, where it is
+    /// the `P:{push}:dead` stream); the embedded mode has no redis-cli to look at it with.
+    pub fn memory_dead_letters(&self) -> Option<Vec<DeadLetter>> {
+        self.memory_backend()
+            .map(|memory| memory.jobs.dead_letters())
+    }
+
     pub async fn push_stats(&self) -> Result<PushStats> {
+        if let Some(memory) = self.memory_backend() {
+            return Ok(memory.jobs.stats());
+        }
         let mut commands = vec![Cmd::new(), Cmd::new(), Cmd::new()];
         commands[0].arg("XLEN").arg(self.keys.push_jobs());
         commands[1]
@@ -350,6 +413,9 @@ impl PushConsumer {
     /// one.
     pub async fn read_new(&mut self, count: usize, block: Duration) -> Result<Vec<Delivery>> {
         let block = block.min(Duration::from_secs(5));
+        if let Some(memory) = self.bus.memory_backend() {
+            return memory.jobs.read_new(&self.consumer, count, block).await;
+        }
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(PUSH_GROUP)
@@ -375,6 +441,23 @@ impl PushConsumer {
     /// Takes over up to `count` entries that another consumer has held for at least `min_idle`
     /// (XAUTOCLAIM), walking the pending list a page per call.
     pub async fn reclaim(&mut self, min_idle: Duration, count: usize) -> Result<Vec<Delivery>> {
+        if let Some(memory) = self.bus.memory_backend() {
+            let (claimed, next, deleted) = memory.jobs.reclaim(
+                &self.consumer,
+                min_idle,
+                count,
+                &self.claim_cursor,
+                memory::now(),
+            )?;
+            self.claim_cursor = next;
+            if deleted > 0 {
+                tracing::warn!(
+                    count = deleted,
+                    "pending push jobs were trimmed from the stream before delivery"
+                );
+            }
+            return Ok(claimed);
+        }
         let mut cmd = redis::cmd("XAUTOCLAIM");
         cmd.arg(self.bus.keys.push_jobs())
             .arg(PUSH_GROUP)

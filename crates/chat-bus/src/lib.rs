@@ -1,13 +1,21 @@
-//! The Redis side of the system: per-user pub/sub channels (publish from chat-api, subscribe in
-//! gateways), the logout revocation list, the presence registry shared by all gateway nodes, and
-//! the cluster-wide abuse limits (message rate, login failures).
+//! The shared state between services: per-user pub/sub channels (publish from chat-api, subscribe
+//! in gateways), the logout revocation list, the presence registry shared by all gateway nodes,
+//! the cluster-wide abuse limits (message rate, login failures) and the push job queue.
 //!
-//! Every key and channel is namespaced by a prefix (`CHAT_REDIS_PREFIX`), and per-user names carry
-//! the user id as a Redis Cluster hash tag so one user's keys share a slot.
+//! One API, two implementations. [`Bus`] is the only handle the services see; behind it sits
+//! either Redis (a single server or a cluster), or an in-memory backend ([`Bus::memory`]) for the
+//! embedded single-process mode, where chat-api, a gateway and the worker run as tasks of one
+//! process and share one bus by cloning it. Each public method starts by handing the memory case
+//! to `memory/`, whose modules mirror the Redis ones and keep the same contract (return values,
+//! expiry, consumer-group semantics); the rest of each method is the Redis path.
+//!
+//! Every Redis key and channel is namespaced by a prefix (`CHAT_REDIS_PREFIX`), and per-user names
+//! carry the user id as a Redis Cluster hash tag so one user's keys share a slot.
 
 mod jobs;
 mod keys;
 mod limits;
+mod memory;
 mod presence;
 mod subscriber;
 
@@ -26,6 +34,7 @@ use tokio::sync::OnceCell;
 pub use jobs::{Delivery, PUSH_GROUP, PushConsumer, PushStats};
 pub use keys::Keys;
 pub use limits::{Bucket, Verdict};
+pub use memory::DeadLetter;
 pub use subscriber::{BusMessage, Subscriber};
 
 pub type UserId = u64;
@@ -46,6 +55,9 @@ pub type Result<T, E = BusError> = std::result::Result<T, E>;
 pub enum RedisMode {
     Standalone,
     Cluster,
+    /// No Redis: the in-memory bus of [`Bus::memory`]. Not accepted from `REDIS_MODE`, since a
+    /// memory bus is shared only by the clones of one value inside one process.
+    Memory,
 }
 
 impl FromStr for RedisMode {
@@ -111,11 +123,12 @@ impl BusConfig {
 }
 
 /// Where commands go: a pool of connections to one Redis, or one multiplexed cluster connection
-/// (made on first use and routed by slot).
+/// (made on first use and routed by slot), or no Redis at all (the in-memory bus).
 #[derive(Clone)]
 enum Backend {
     Standalone(Pool),
     Cluster(Arc<ClusterBackend>),
+    Memory(Arc<memory::MemoryBus>),
 }
 
 struct ClusterBackend {
@@ -193,6 +206,13 @@ impl Bus {
                 client: cluster_builder(&config.urls).build()?,
                 conn: OnceCell::new(),
             })),
+            // A second memory bus made from configuration would silently share nothing with
+            // the first: the embedded mode makes one with Bus::memory and clones it.
+            RedisMode::Memory => {
+                return Err(BusError::Config(
+                    "an in-memory bus is made with Bus::memory and shared by cloning".into(),
+                ));
+            }
         };
         Ok(Self {
             backend,
@@ -201,10 +221,31 @@ impl Bus {
         })
     }
 
+    /// A fresh in-memory bus for the embedded single-process mode. Every clone of it shares the
+    /// same state, so services running in one process must be handed clones of this one value.
+    /// `prefix` only names things the way the Redis keys would be named; nothing is shared with
+    /// another memory bus of the same prefix.
+    pub fn memory(prefix: &str) -> Self {
+        Self {
+            backend: Backend::Memory(Arc::new(memory::MemoryBus::new())),
+            keys: Arc::new(Keys::new(prefix)),
+            urls: Vec::new(),
+        }
+    }
+
     pub fn mode(&self) -> RedisMode {
         match self.backend {
             Backend::Standalone(_) => RedisMode::Standalone,
             Backend::Cluster(_) => RedisMode::Cluster,
+            Backend::Memory(_) => RedisMode::Memory,
+        }
+    }
+
+    /// The in-memory backend, if this is a memory bus (each method hands it its work first).
+    pub(crate) fn memory_backend(&self) -> Option<&memory::MemoryBus> {
+        match &self.backend {
+            Backend::Memory(memory) => Some(memory),
+            Backend::Standalone(_) | Backend::Cluster(_) => None,
         }
     }
 
@@ -231,6 +272,8 @@ impl Bus {
                     Err(_) => Err(timed_out()),
                 }
             }
+            // Every public method answers from memory before it would ask for a connection.
+            Backend::Memory(_) => Err(no_redis()),
         }
     }
 
@@ -262,6 +305,9 @@ impl Bus {
     }
 
     pub async fn ping(&self) -> Result<()> {
+        if self.memory_backend().is_some() {
+            return Ok(());
+        }
         let mut conn = self.conn().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
@@ -274,9 +320,20 @@ impl Bus {
             return Ok(());
         }
         let started = Instant::now();
+        match self.memory_backend() {
+            Some(memory) => memory.pubsub.publish(users, payload),
+            None => self.publish_to_redis(users, payload).await?,
+        }
+        metrics::histogram!("chat_bus_publish_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("chat_bus_published_total").increment(users.len() as u64);
+        Ok(())
+    }
+
+    async fn publish_to_redis(&self, users: &[UserId], payload: &Bytes) -> Result<()> {
         let verb = match self.backend {
             Backend::Standalone(_) => "PUBLISH",
             Backend::Cluster(_) => "SPUBLISH",
+            Backend::Memory(_) => return Err(no_redis()),
         };
         let commands: Vec<Cmd> = users
             .iter()
@@ -289,13 +346,15 @@ impl Bus {
             })
             .collect();
         let _: Vec<Value> = self.run_all(&commands).await?;
-        metrics::histogram!("chat_bus_publish_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("chat_bus_published_total").increment(users.len() as u64);
         Ok(())
     }
 
     /// Marks a token id as revoked until `ttl` has passed (the token's remaining lifetime).
     pub async fn revoke(&self, jti: &str, ttl: Duration) -> Result<()> {
+        if let Some(memory) = self.memory_backend() {
+            memory.limits.revoke(jti, ttl, memory::now());
+            return Ok(());
+        }
         let millis = ttl.as_millis().max(1) as u64;
         let mut conn = self.conn().await?;
         let _: () = conn.pset_ex(self.keys.revoked(jti), 1u8, millis).await?;
@@ -303,6 +362,9 @@ impl Bus {
     }
 
     pub async fn is_revoked(&self, jti: &str) -> Result<bool> {
+        if let Some(memory) = self.memory_backend() {
+            return Ok(memory.limits.is_revoked(jti, memory::now()));
+        }
         let mut conn = self.conn().await?;
         Ok(conn.exists(self.keys.revoked(jti)).await?)
     }
@@ -310,6 +372,13 @@ impl Bus {
     /// Which of these token ids are revoked, in order (one pipeline, or concurrent commands on
     /// a cluster).
     pub async fn revoked_among(&self, jtis: &[String]) -> Result<Vec<bool>> {
+        if let Some(memory) = self.memory_backend() {
+            let now = memory::now();
+            return Ok(jtis
+                .iter()
+                .map(|jti| memory.limits.is_revoked(jti, now))
+                .collect());
+        }
         let commands: Vec<Cmd> = jtis
             .iter()
             .map(|jti| {
@@ -325,8 +394,18 @@ impl Bus {
     pub async fn subscriber(
         &self,
     ) -> Result<(Subscriber, tokio::sync::mpsc::UnboundedReceiver<BusMessage>)> {
+        if let Some(memory) = self.memory_backend() {
+            let (subscription, rx) = memory.pubsub.subscribe();
+            return Ok((Subscriber::memory(subscription, self.keys.clone()), rx));
+        }
         Subscriber::connect(self.mode(), &self.urls, self.keys.clone()).await
     }
+}
+
+/// The error of a Redis-only operation reached on the in-memory bus (a bug: every public method
+/// handles the memory case first).
+pub(crate) fn no_redis() -> BusError {
+    BusError::Config("the in-memory bus has no Redis connection".into())
 }
 
 /// A cluster client builder from seed URLs, with the timeouts every cluster connection uses.

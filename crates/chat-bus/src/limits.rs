@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::Script;
 
-use crate::{Bus, Result, UserId};
+use crate::{Bus, Result, UserId, memory};
 
 /// A token bucket in one hash: refills at `ARGV[2]` tokens per second up to `ARGV[1]`, takes
 /// `ARGV[3]`. The clock is Redis' own (`TIME`), so replicas with skewed clocks share one bucket.
@@ -67,6 +67,9 @@ impl Bus {
         if bucket.per_sec <= 0.0 || bucket.burst == 0 {
             return Ok(Verdict::Allowed);
         }
+        if let Some(memory) = self.memory_backend() {
+            return Ok(memory.limits.take_token(user, bucket, memory::now()));
+        }
         let mut conn = self.conn().await?;
         let (allowed, wait_ms): (i64, i64) = Script::new(TAKE)
             .key(self.keys.message_bucket(user))
@@ -95,6 +98,11 @@ impl Bus {
             return Ok(None);
         }
         let key = self.keys.login_failures(username, ip);
+        if let Some(memory) = self.memory_backend() {
+            return Ok(memory
+                .limits
+                .login_blocked(&key, max_failures, memory::now()));
+        }
         let mut conn = self.conn().await?;
         let (count, ttl_ms): (Option<u32>, i64) = redis::pipe()
             .get(&key)
@@ -112,6 +120,13 @@ impl Bus {
         ip: &str,
         window: Duration,
     ) -> Result<()> {
+        if let Some(memory) = self.memory_backend() {
+            let key = self.keys.login_failures(username, ip);
+            memory
+                .limits
+                .note_login_failure(&key, window, memory::now());
+            return Ok(());
+        }
         let mut conn = self.conn().await?;
         let _: i64 = Script::new(FAIL)
             .key(self.keys.login_failures(username, ip))
@@ -123,6 +138,12 @@ impl Bus {
 
     /// Forgets the failures after a successful login.
     pub async fn clear_login_failures(&self, username: &str, ip: &str) -> Result<()> {
+        if let Some(memory) = self.memory_backend() {
+            memory
+                .limits
+                .clear_login_failures(&self.keys.login_failures(username, ip));
+            return Ok(());
+        }
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("DEL")
             .arg(self.keys.login_failures(username, ip))

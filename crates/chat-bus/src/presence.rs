@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use redis::{Cmd, Script, Value};
 
-use crate::{Bus, BusConn, Result, UserId};
+use crate::{Bus, BusConn, Result, UserId, memory};
 
 /// Removes expired entries, adds this node, and answers how many nodes held the user before.
 const CONNECT: &str = r"
@@ -44,6 +44,9 @@ impl Bus {
     /// Registers the user's first socket on `node`; `true` when the user had no socket anywhere
     /// (the user just came online).
     pub async fn presence_connect(&self, user: UserId, node: &str, ttl: Duration) -> Result<bool> {
+        if let Some(memory) = self.memory_backend() {
+            return Ok(memory.presence.connect(user, node, ttl, memory::now()));
+        }
         let now = now_ms();
         let ttl_ms = ttl.as_millis() as i64;
         let mut conn = self.conn().await?;
@@ -70,6 +73,9 @@ impl Bus {
     /// Unregisters the user's last socket on `node`; `true` when no node holds the user any more
     /// (the user just went offline).
     pub async fn presence_disconnect(&self, user: UserId, node: &str) -> Result<bool> {
+        if let Some(memory) = self.memory_backend() {
+            return Ok(memory.presence.disconnect(user, node, memory::now()));
+        }
         let mut conn = self.conn().await?;
         let went_offline = self.remove_node_entry(&mut conn, user, node).await?;
         let _: i64 = redis::cmd("SREM")
@@ -103,6 +109,10 @@ impl Bus {
         users: &[UserId],
         ttl: Duration,
     ) -> Result<()> {
+        if let Some(memory) = self.memory_backend() {
+            memory.presence.heartbeat(node, users, ttl, memory::now());
+            return Ok(());
+        }
         let ttl_ms = ttl.as_millis() as i64;
         let expiry = now_ms() + ttl_ms;
         let mut liveness = vec![Cmd::new(), Cmd::new()];
@@ -139,6 +149,10 @@ impl Bus {
 
     /// Removes this node from the registry on a clean shutdown, after its sockets are closed.
     pub async fn presence_leave(&self, node: &str) -> Result<()> {
+        if let Some(memory) = self.memory_backend() {
+            memory.presence.leave(node);
+            return Ok(());
+        }
         let mut commands = vec![Cmd::new(), Cmd::new()];
         commands[0].arg("ZREM").arg(self.keys.nodes()).arg(node);
         commands[1].arg("DEL").arg(self.keys.node_users(node));
@@ -149,6 +163,14 @@ impl Bus {
     /// Finds nodes whose heartbeat expired, claims each (only one reaper wins a node), removes its
     /// entries and returns the users that went offline because of it.
     pub async fn reap_dead_nodes(&self) -> Result<Vec<UserId>> {
+        if let Some(memory) = self.memory_backend() {
+            let mut offline = Vec::new();
+            for (node, users) in memory.presence.reap(memory::now()) {
+                tracing::warn!(node = %node, "reaped a gateway node whose heartbeat expired");
+                offline.extend(users);
+            }
+            return Ok(offline);
+        }
         let mut conn = self.conn().await?;
         let dead: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.keys.nodes())
@@ -188,6 +210,9 @@ impl Bus {
     pub async fn online(&self, users: &[UserId]) -> Result<Vec<bool>> {
         if users.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(memory) = self.memory_backend() {
+            return Ok(memory.presence.online(users, memory::now()));
         }
         let now = now_ms();
         let commands: Vec<Cmd> = users

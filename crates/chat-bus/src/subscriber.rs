@@ -4,6 +4,9 @@
 //!
 //! The connection manager reconnects with backoff and re-issues every subscription by itself;
 //! a `Disconnected` message tells the gateway that events may have been missed meanwhile.
+//!
+//! On the in-memory bus a subscriber is a registration in the bus' own registry (see
+//! `memory::pubsub`); it never disconnects, so it never sends `Disconnected`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +17,8 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
 use crate::keys::Keys;
-use crate::{RedisMode, Result, UserId, cluster_builder};
+use crate::memory::Subscription;
+use crate::{BusError, RedisMode, Result, UserId, cluster_builder};
 use redis::cluster_async::ClusterConnection;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +36,9 @@ enum SubscriptionConn {
     /// SSUBSCRIBE on a cluster: each channel lives on the shard owning its slot; the client keeps
     /// one connection per shard and follows topology changes and failovers.
     Cluster(ClusterConnection),
+    /// A registration on the in-memory bus, shared by the clones of this subscriber and
+    /// unregistered when the last one goes.
+    Memory(Arc<Subscription>),
 }
 
 #[derive(Clone)]
@@ -41,6 +48,13 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
+    pub(crate) fn memory(subscription: Subscription, keys: Arc<Keys>) -> Self {
+        Self {
+            conn: SubscriptionConn::Memory(Arc::new(subscription)),
+            keys,
+        }
+    }
+
     pub(crate) async fn connect(
         mode: RedisMode,
         urls: &[String],
@@ -77,8 +91,17 @@ impl Subscriber {
                     .build()?;
                 SubscriptionConn::Cluster(client.get_async_connection().await?)
             }
+            RedisMode::Memory => {
+                return Err(BusError::Config(
+                    "an in-memory subscriber comes from Bus::subscriber".into(),
+                ));
+            }
         };
         Ok((Self { conn, keys }, rx))
+    }
+
+    fn channels(&self, users: &[UserId]) -> Vec<String> {
+        users.iter().map(|&u| self.keys.user_channel(u)).collect()
     }
 
     /// Subscribes to the channels of several users.
@@ -87,12 +110,14 @@ impl Subscriber {
         if users.is_empty() {
             return Ok(());
         }
-        let channels: Vec<String> = users.iter().map(|&u| self.keys.user_channel(u)).collect();
         match &self.conn {
-            SubscriptionConn::Standalone(conn) => conn.clone().subscribe(channels).await?,
+            SubscriptionConn::Memory(subscription) => subscription.subscribe_many(users),
+            SubscriptionConn::Standalone(conn) => {
+                conn.clone().subscribe(self.channels(users)).await?
+            }
             SubscriptionConn::Cluster(conn) => {
                 // One command per channel: channels of different users live in different slots.
-                for_each_channel(conn, channels, |mut conn, channel| async move {
+                for_each_channel(conn, self.channels(users), |mut conn, channel| async move {
                     conn.ssubscribe(channel).await
                 })
                 .await?;
@@ -105,11 +130,13 @@ impl Subscriber {
         if users.is_empty() {
             return Ok(());
         }
-        let channels: Vec<String> = users.iter().map(|&u| self.keys.user_channel(u)).collect();
         match &self.conn {
-            SubscriptionConn::Standalone(conn) => conn.clone().unsubscribe(channels).await?,
+            SubscriptionConn::Memory(subscription) => subscription.unsubscribe_many(users),
+            SubscriptionConn::Standalone(conn) => {
+                conn.clone().unsubscribe(self.channels(users)).await?
+            }
             SubscriptionConn::Cluster(conn) => {
-                for_each_channel(conn, channels, |mut conn, channel| async move {
+                for_each_channel(conn, self.channels(users), |mut conn, channel| async move {
                     conn.sunsubscribe(channel).await
                 })
                 .await?;

@@ -1,0 +1,149 @@
+//! Per-user channels inside one process: a registry from user to the subscriptions that
+//! subscribed that user, each with the unbounded sender of its [`crate::Subscriber`]'s channel.
+//!
+//! Like SUBSCRIBE on Redis, subscribing a user twice on one subscription delivers once, and
+//! several subscriptions (two in-process gateways) each get every message. Publishing clones the
+//! payload `Bytes` (a reference count, not the data) into each channel and never waits: the
+//! channels are unbounded, as the Redis subscriber's is. A subscription is dropped from the
+//! registry with the last clone of its `Subscriber`, or at the first publish after its receiver
+//! went away.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::{BusMessage, UserId};
+
+type Sender = mpsc::UnboundedSender<BusMessage>;
+
+#[derive(Default)]
+pub(crate) struct PubSub {
+    // Publishing only reads the registry, so concurrent publishers do not queue behind each other.
+    registry: RwLock<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    /// Who gets a user's messages: (subscription id, its sender).
+    by_user: HashMap<UserId, Vec<(u64, Sender)>>,
+    /// What each subscription subscribed, to clean `by_user` when it goes.
+    subscriptions: HashMap<u64, (Sender, HashSet<UserId>)>,
+}
+
+impl Registry {
+    fn remove_subscription(&mut self, id: u64) {
+        let Some((_, users)) = self.subscriptions.remove(&id) else {
+            return;
+        };
+        for user in users {
+            self.unlink(user, id);
+        }
+    }
+
+    fn unlink(&mut self, user: UserId, id: u64) {
+        if let Some(subscribers) = self.by_user.get_mut(&user) {
+            subscribers.retain(|(sub, _)| *sub != id);
+            if subscribers.is_empty() {
+                self.by_user.remove(&user);
+            }
+        }
+    }
+}
+
+impl PubSub {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new subscription with no user yet, and the receiving end of its channel.
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+    ) -> (Subscription, mpsc::UnboundedReceiver<BusMessage>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut registry = self.write();
+        let id = registry.next_id;
+        registry.next_id += 1;
+        registry.subscriptions.insert(id, (tx, HashSet::new()));
+        let subscription = Subscription {
+            pubsub: self.clone(),
+            id,
+        };
+        (subscription, rx)
+    }
+
+    /// Hands the payload to every subscription of each user, in the order given (a user listed
+    /// twice gets it twice, as two PUBLISH commands would do).
+    pub(crate) fn publish(&self, users: &[UserId], payload: &Bytes) {
+        let mut gone = Vec::new();
+        {
+            let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+            for &user in users {
+                for (id, tx) in registry.by_user.get(&user).into_iter().flatten() {
+                    let message = BusMessage::Payload {
+                        user,
+                        payload: payload.clone(),
+                    };
+                    if tx.send(message).is_err() {
+                        gone.push(*id);
+                    }
+                }
+            }
+        }
+        if !gone.is_empty() {
+            let mut registry = self.write();
+            for id in gone {
+                registry.remove_subscription(id);
+            }
+        }
+    }
+}
+
+/// One subscriber's registration; shared by the clones of its [`crate::Subscriber`].
+pub(crate) struct Subscription {
+    pubsub: Arc<PubSub>,
+    id: u64,
+}
+
+impl Subscription {
+    pub(crate) fn subscribe_many(&self, users: &[UserId]) {
+        let mut registry = self.pubsub.write();
+        let Registry {
+            by_user,
+            subscriptions,
+            ..
+        } = &mut *registry;
+        // Gone only if the registry dropped it after its receiver closed: nothing to deliver to.
+        let Some((tx, subscribed)) = subscriptions.get_mut(&self.id) else {
+            return;
+        };
+        for &user in users {
+            if subscribed.insert(user) {
+                by_user.entry(user).or_default().push((self.id, tx.clone()));
+            }
+        }
+    }
+
+    pub(crate) fn unsubscribe_many(&self, users: &[UserId]) {
+        let mut registry = self.pubsub.write();
+        for &user in users {
+            let was_subscribed = registry
+                .subscriptions
+                .get_mut(&self.id)
+                .is_some_and(|(_, subscribed)| subscribed.remove(&user));
+            if was_subscribed {
+                registry.unlink(user, self.id);
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.pubsub.write().remove_subscription(self.id);
+    }
+}
