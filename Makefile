@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 TEST_THREADS ?= 4
 
-.PHONY: help build run run-cluster test test-cluster unit lint fmt services cluster clean bench \
+.PHONY: help build run run-scaled run-cluster test-embedded test test-cluster unit lint fmt services cluster clean bench \
 	deploy-refs compose-validate k8s-validate loadtest loadtest-smoke chaos test-browser openapi-check \
 	fuzz-short fuzz-long
 
@@ -14,11 +14,15 @@ help:
 build: ## Build every binary (debug)
 	$(CARGO) build --workspace --bins
 
-run: ## Run chat-api on :8080 and gateways on :8081/:8083 against local MariaDB and Redis
+run: ## Run the system: one process on SQLite + in-memory bus (:8080 web/api, :8081 ws); with DATABASE_URL/REDIS_URL set, the scaled binaries
 	scripts/run-local.sh
 
-run-cluster: cluster ## Like run, with REDIS_MODE=cluster on the local 6-node cluster
-	REDIS_MODE=cluster REDIS_URL=redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
+run-scaled: ## Run chat-api on :8080 and gateways on :8081/:8083 against local MariaDB and Redis
+	DATABASE_URL=$${DATABASE_URL:-mysql://root@127.0.0.1:3306/chat} REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379} \
+	  scripts/run-local.sh
+
+run-cluster: cluster ## Like run-scaled, with REDIS_MODE=cluster on the local 6-node cluster
+	DATABASE_URL=$${DATABASE_URL:-mysql://root@127.0.0.1:3306/chat} REDIS_MODE=cluster REDIS_URL=redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
 	  CHAT_REDIS_PREFIX=chat scripts/run-local.sh
 
 services: ## Start (or install) MariaDB and Redis when they are not answering

@@ -5,11 +5,15 @@
 #
 #   stack_up <name> [gateway]   exports API_URL (and WS_URL); logs under $STACK_LOGS
 #   stack_down                  stops what stack_up started, drops the database and Redis keys
+#
+# STACK_MODE=embedded runs one chat-embedded process instead (api + gateway on SQLite and the
+# in-memory bus, in a temporary directory): no MariaDB or Redis is touched.
 
 STACK_PIDS=()
 STACK_DB=""
 STACK_PREFIX=""
 STACK_LOGS=${STACK_LOGS:-.tmp/stack-logs}
+STACK_DATA=""
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -26,6 +30,10 @@ wait_ready() { # url what pid
 }
 
 stack_up() {
+  if [[ ${STACK_MODE:-} == embedded ]]; then
+    stack_up_embedded
+    return
+  fi
   local name=$1 with_gateway=${2:-}
   local tag
   tag="${name}_$(date +%s)_$$"
@@ -66,11 +74,34 @@ stack_up() {
   fi
 }
 
+stack_up_embedded() {
+  [[ -n ${STACK_NO_BUILD:-} ]] || cargo build -q -p chat-embedded
+  mkdir -p "$STACK_LOGS"
+  STACK_DATA=$(mktemp -d)
+  local api_port gw_port secret
+  api_port=$(free_port)
+  gw_port=$(free_port)
+  export API_URL="http://127.0.0.1:${api_port}"
+  export WS_URL="ws://127.0.0.1:${gw_port}/ws"
+  secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  DATABASE_URL="sqlite://${STACK_DATA}/chat.db" CHAT_ATTACHMENTS_DIR="${STACK_DATA}/attachments" \
+    CHAT_JWT_SECRET="$secret" CHAT_API_LISTEN="127.0.0.1:${api_port}" CHAT_WS_LISTEN="127.0.0.1:${gw_port}" \
+    CHAT_WEB_WS_URL="$WS_URL" CHAT_DRAIN_SECS=1 CHAT_LOG_FORMAT=text \
+    target/debug/chat-embedded >"$STACK_LOGS/chat-embedded.log" 2>&1 &
+  STACK_PIDS+=($!)
+  wait_ready "$API_URL/readyz" chat-embedded "$!" || return 1
+  wait_ready "http://127.0.0.1:${gw_port}/readyz" chat-embedded "$!" || return 1
+}
+
 stack_down() {
   local pid
   for pid in "${STACK_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${STACK_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   STACK_PIDS=()
+  if [[ -n $STACK_DATA ]]; then
+    rm -rf "$STACK_DATA"
+    STACK_DATA=""
+  fi
   if [[ -n $STACK_DB ]]; then
     mariadb -h 127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS \`${STACK_DB}\`" || true
     STACK_DB=""

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# `make run`: chat-api on :8080 and two chat-gateways on :8081 and :8083 (the worker's health
-# port is :8082) against the local MariaDB and Redis. Ctrl-C stops them all.
+# `make run`. With neither DATABASE_URL nor REDIS_URL set: the embedded single process
+# (scripts/run-embedded.sh: SQLite under ./data, in-memory bus, nothing else to install).
+# With either set (or `make run-scaled`): chat-api on :8080 and two chat-gateways on :8081 and
+# :8083 (the worker's health port is :8082) against MariaDB and Redis. Ctrl-C stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ -z ${DATABASE_URL:-} && -z ${REDIS_URL:-} ]]; then
+  exec scripts/run-embedded.sh
+fi
 
 scripts/services.sh
 cargo build --release --bins

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # `make test-browser`: two users chat through the web client in Debian's chromium, driven by
 # playwright-core, against a private stack (chat-api + one gateway on free ports, a fresh
-# database, a unique Redis prefix). Screenshots land in .tmp/browser-artifacts/.
+# database, a unique Redis prefix; with STACK_MODE=embedded one chat-embedded process on SQLite
+# and the in-memory bus). Screenshots land in .tmp/browser-artifacts[-embedded]/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-ARTIFACTS=$ROOT/.tmp/browser-artifacts
+ARTIFACTS=$ROOT/.tmp/browser-artifacts${STACK_MODE:+-$STACK_MODE}
 rm -rf "$ARTIFACTS"
 mkdir -p "$ARTIFACTS"
 
@@ -24,11 +25,11 @@ source scripts/private-stack.sh
 trap stack_down EXIT
 stack_up browser gateway
 
-echo "browser-test: api $API_URL, gateway $WS_URL"
+echo "browser-test: ${STACK_MODE:-scaled} stack, api $API_URL, gateway $WS_URL"
 if API_URL=$API_URL WS_URL=$WS_URL ARTIFACTS=$ARTIFACTS CHROMIUM=${CHROMIUM:-$(command -v chromium)} \
     node tests/browser/chat.test.mjs; then
-  echo "browser-test: PASS (screenshots in .tmp/browser-artifacts/)"
+  echo "browser-test: PASS (${STACK_MODE:-scaled}; screenshots in ${ARTIFACTS#"$ROOT"/})"
 else
-  echo "FAIL: browser test failed; screenshots and service logs in .tmp/browser-artifacts/" >&2
+  echo "FAIL: browser test (${STACK_MODE:-scaled}) failed; screenshots and service logs in ${ARTIFACTS#"$ROOT"/}" >&2
   exit 1
 fi

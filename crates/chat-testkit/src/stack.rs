@@ -83,7 +83,8 @@ pub struct Stack {
     gateway_addrs: Vec<SocketAddr>,
     prefix: String,
     secret: String,
-    redis: RedisTarget,
+    /// `None` in embedded mode (the bus is in the process's memory).
+    redis: Option<RedisTarget>,
     log_dir: PathBuf,
     mysql_proxy: Option<TcpProxy>,
     redis_proxy: Option<TcpProxy>,
@@ -91,8 +92,10 @@ pub struct Stack {
     worker_addrs: Vec<SocketAddr>,
     /// How workers are started (the environment without the consumer name).
     worker_common: Vec<(String, String)>,
+    /// The SQLite URL in embedded mode, where there is no test database.
+    sqlite_url: Option<String>,
     // Declared last: dropped after the processes are gone.
-    db: TestDb,
+    db: Option<TestDb>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -101,7 +104,8 @@ impl std::fmt::Debug for Stack {
             .field("api", &self.api_addr)
             .field("gateways", &self.gateway_addrs)
             .field("prefix", &self.prefix)
-            .field("db", &self.db.name())
+            .field("db", &self.db.as_ref().map(TestDb::name))
+            .field("sqlite", &self.sqlite_url)
             .field("logs", &self.log_dir)
             .finish()
     }
@@ -251,6 +255,9 @@ impl Stack {
 
     /// Starts the stack or says why it could not.
     pub async fn try_start(options: StackOptions) -> anyhow::Result<Stack> {
+        if embedded_mode() {
+            return Self::try_start_embedded(options).await;
+        }
         let api_bin = binary("chat-api");
         let gateway_bin = binary("chat-gateway");
         let redis = options.redis.clone().unwrap_or_else(RedisTarget::from_env);
@@ -356,15 +363,116 @@ impl Stack {
             gateway_addrs,
             prefix,
             secret,
-            redis,
+            redis: Some(redis),
             log_dir,
             mysql_proxy,
             redis_proxy,
             workers,
             worker_addrs,
             worker_common,
-            db,
+            sqlite_url: None,
+            db: Some(db),
         })
+    }
+
+    /// `CHAT_TEST_STACK=embedded`: one `chat-embedded` process (api and `options.gateways`
+    /// gateways on SQLite and the in-memory bus) stands in for the separate binaries.
+    async fn try_start_embedded(options: StackOptions) -> anyhow::Result<Stack> {
+        if options.proxy_mysql || options.proxy_api_redis || options.workers > 0 {
+            bail!(
+                "embedded mode has no MySQL or Redis to proxy and no worker processes; \
+                 this test needs the separate binaries (skip it under CHAT_TEST_STACK=embedded)"
+            );
+        }
+        let prefix = format!("t{}", random_hex(6));
+        let secret = random_hex(32);
+        let log_dir = std::env::temp_dir()
+            .join("chat-testkit")
+            .join(format!("embedded-{prefix}"));
+        std::fs::create_dir_all(&log_dir)
+            .with_context(|| format!("creating {}", log_dir.display()))?;
+        let sqlite_url = format!("sqlite://{}", log_dir.join("chat.db").display());
+        let mut env = vec![
+            ("DATABASE_URL".to_string(), sqlite_url.clone()),
+            ("CHAT_JWT_SECRET".to_string(), secret.clone()),
+            ("CHAT_REDIS_PREFIX".to_string(), prefix.clone()),
+            ("CHAT_LOG_FORMAT".to_string(), "text".to_string()),
+            (
+                "RUST_LOG".to_string(),
+                std::env::var("CHAT_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            ),
+            ("RUST_BACKTRACE".to_string(), "1".to_string()),
+            (
+                "CHAT_ATTACHMENTS_DIR".to_string(),
+                log_dir.join("attachments").display().to_string(),
+            ),
+        ];
+        if let Some(ttl) = options.presence_ttl_ms {
+            env.push(("CHAT_PRESENCE_TTL_MS".into(), ttl.to_string()));
+        }
+        if let Some(timeout) = options.auth_timeout_ms {
+            env.push(("CHAT_AUTH_TIMEOUT_MS".into(), timeout.to_string()));
+        }
+        // The api's and the gateways' extra settings share one environment here.
+        env.extend(options.api_env.iter().cloned());
+        env.extend(options.gateway_env.iter().cloned());
+        let binary = binary("chat-embedded");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let api_addr = free_addr()?;
+            let gateway_addrs = (0..options.gateways.max(1))
+                .map(|_| free_addr())
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut env = env.clone();
+            env.push(("CHAT_API_LISTEN".into(), api_addr.to_string()));
+            let ws_list: Vec<String> = gateway_addrs.iter().map(ToString::to_string).collect();
+            env.push(("CHAT_WS_LISTEN".into(), ws_list.join(",")));
+            let mut proc = Proc::spawn("chat-embedded", &binary, &env, &log_dir)?;
+            let mut ready = wait_ready(&mut proc, api_addr).await;
+            for addr in &gateway_addrs {
+                if ready.is_ok() {
+                    ready = wait_ready(&mut proc, *addr).await;
+                }
+            }
+            match ready {
+                Ok(()) => {
+                    return Ok(Stack {
+                        api: proc,
+                        api_addr,
+                        gateways: Vec::new(),
+                        gateway_addrs,
+                        prefix,
+                        secret,
+                        redis: None,
+                        log_dir,
+                        mysql_proxy: None,
+                        redis_proxy: None,
+                        workers: Vec::new(),
+                        worker_addrs: Vec::new(),
+                        worker_common: Vec::new(),
+                        sqlite_url: Some(sqlite_url),
+                        db: None,
+                    });
+                }
+                Err(e) => {
+                    let port_taken = !proc.is_running()
+                        && proc
+                            .log_tail(40)
+                            .to_lowercase()
+                            .contains("address already in use");
+                    proc.kill();
+                    if !port_taken || attempt >= PORT_ATTEMPTS {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when the stack is one `chat-embedded` process (see [`embedded_mode`]).
+    pub fn is_embedded(&self) -> bool {
+        self.sqlite_url.is_some()
     }
 
     /// Number of workers started so far (killed ones included).
@@ -434,7 +542,7 @@ impl Stack {
 
     /// Number of gateways started.
     pub fn gateway_count(&self) -> usize {
-        self.gateways.len()
+        self.gateway_addrs.len()
     }
 
     /// `http://127.0.0.1:PORT` of gateway `i` (0-based).
@@ -463,6 +571,10 @@ impl Stack {
     }
 
     fn gateway_mut(&mut self, i: usize) -> &mut Proc {
+        assert!(
+            !self.is_embedded(),
+            "embedded mode runs the gateways inside one process: they cannot be stopped one by one"
+        );
         let n = self.gateways.len();
         self.gateways
             .get_mut(i)
@@ -513,7 +625,9 @@ impl Stack {
 
     /// The Redis this stack runs on (to inspect its keys).
     pub fn redis(&self) -> &RedisTarget {
-        &self.redis
+        self.redis
+            .as_ref()
+            .unwrap_or_else(|| panic!("embedded mode has no Redis (the bus is in memory)"))
     }
 
     /// The `CHAT_JWT_SECRET` of this stack (to mint tokens).
@@ -521,9 +635,13 @@ impl Stack {
         &self.secret
     }
 
-    /// The `DATABASE_URL` given to chat-api.
+    /// The `DATABASE_URL` given to chat-api (a sqlite:// URL in embedded mode).
     pub fn database_url(&self) -> String {
-        self.db.url()
+        match (&self.db, &self.sqlite_url) {
+            (Some(db), _) => db.url(),
+            (None, Some(url)) => url.clone(),
+            (None, None) => unreachable!("a stack has a MySQL database or a SQLite file"),
+        }
     }
 
     /// The proxy between chat-api and MySQL (needs `StackOptions::proxy_mysql`).
@@ -540,9 +658,11 @@ impl Stack {
             .unwrap_or_else(|| panic!("start the stack with proxy_api_redis: true"))
     }
 
-    /// The test database.
+    /// The MySQL test database.
     pub fn db(&self) -> &TestDb {
-        &self.db
+        self.db
+            .as_ref()
+            .unwrap_or_else(|| panic!("embedded mode has no MySQL database (it runs on SQLite)"))
     }
 
     /// Where the processes' logs are.
@@ -604,7 +724,10 @@ impl Drop for Stack {
             proc.kill();
         }
         self.api.kill();
-        let redis = self.redis.clone();
+        let Some(redis) = self.redis.clone() else {
+            self.remove_logs(panicking);
+            return;
+        };
         let prefix = self.prefix.clone();
         let cleaner = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -618,9 +741,23 @@ impl Drop for Stack {
             }
         });
         let _ = cleaner.join();
+        self.remove_logs(panicking);
+    }
+}
+
+impl Stack {
+    /// Deletes the log directory (and in embedded mode the SQLite file in it) unless the test
+    /// failed or `CHAT_TEST_KEEP_LOGS=1`.
+    fn remove_logs(&self, panicking: bool) {
         let keep = std::env::var("CHAT_TEST_KEEP_LOGS").is_ok_and(|v| v == "1");
         if !panicking && !keep {
             let _ = std::fs::remove_dir_all(&self.log_dir);
         }
     }
+}
+
+/// `CHAT_TEST_STACK=embedded` runs every stack as one `chat-embedded` process (SQLite and the
+/// in-memory bus) instead of chat-api and gateways on MySQL and Redis.
+pub fn embedded_mode() -> bool {
+    std::env::var("CHAT_TEST_STACK").is_ok_and(|v| v == "embedded")
 }
