@@ -10,9 +10,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use chat_bus::Bus;
+use chat_worker::Config;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
-use chat_worker::Config;
 
 #[derive(Clone)]
 struct AppState {
