@@ -2,11 +2,10 @@
 
 use chat_proto::time::Timestamp;
 use chat_proto::{Attachment, Id, Message, MessageKind};
+use sqlx::MySqlPool;
 use sqlx::types::chrono::NaiveDateTime;
 
 use crate::error::is_duplicate_of;
-use sqlx::MySqlPool;
-
 use crate::{Result, Store, StoreError};
 
 /// How long a send waits for another send in the same chat before answering "busy".
