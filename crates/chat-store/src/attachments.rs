@@ -30,9 +30,11 @@ impl AttachmentRecord {
     }
 }
 
-type Row = (u64, u64, String, u64, String, String);
+pub(crate) type Row = (u64, u64, String, u64, String, String);
 
-fn from_row((id, uploader_id, object_key, size, content_type, sha256): Row) -> AttachmentRecord {
+pub(crate) fn from_row(
+    (id, uploader_id, object_key, size, content_type, sha256): Row,
+) -> AttachmentRecord {
     AttachmentRecord {
         id,
         uploader_id,
@@ -43,7 +45,8 @@ fn from_row((id, uploader_id, object_key, size, content_type, sha256): Row) -> A
     }
 }
 
-const COLUMNS: &str = "a.id, a.uploader_id, a.object_key, a.size, a.content_type, a.sha256";
+pub(crate) const COLUMNS: &str =
+    "a.id, a.uploader_id, a.object_key, a.size, a.content_type, a.sha256";
 
 impl Store {
     /// Records a stored file.
@@ -55,6 +58,10 @@ impl Store {
         content_type: &str,
         sha256: &str,
     ) -> Result<AttachmentRecord> {
+        let pool = mysql_or_sqlite!(
+            self,
+            create_attachment(uploader, object_key, size, content_type, sha256)
+        );
         let done = sqlx::query(
             "INSERT INTO attachments (uploader_id, object_key, size, content_type, sha256, \
              created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -65,7 +72,7 @@ impl Store {
         .bind(content_type)
         .bind(sha256)
         .bind(now_millis().naive_utc())
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(AttachmentRecord {
             id: done.last_insert_id(),
@@ -79,12 +86,13 @@ impl Store {
 
     /// The attachment if `uploader` uploaded it (what a sender may reference in a message).
     pub async fn own_attachment(&self, uploader: Id, id: Id) -> Result<Option<AttachmentRecord>> {
+        let pool = mysql_or_sqlite!(self, own_attachment(uploader, id));
         let row: Option<Row> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM attachments a WHERE a.id = ? AND a.uploader_id = ?"
         ))
         .bind(id)
         .bind(uploader)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         Ok(row.map(from_row))
     }
@@ -95,6 +103,7 @@ impl Store {
         reader: Id,
         id: Id,
     ) -> Result<Option<AttachmentRecord>> {
+        let pool = mysql_or_sqlite!(self, readable_attachment(reader, id));
         let row: Option<Row> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM attachments a WHERE a.id = ? AND (a.uploader_id = ? OR EXISTS \
              (SELECT 1 FROM messages m JOIN chat_members cm \
@@ -103,7 +112,7 @@ impl Store {
         .bind(id)
         .bind(reader)
         .bind(reader)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         Ok(row.map(from_row))
     }

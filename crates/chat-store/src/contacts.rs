@@ -9,6 +9,7 @@ use crate::{Result, Store, StoreError};
 impl Store {
     /// Adds `contact_id` to `owner_id`'s contacts; adding twice is fine.
     pub async fn add_contact(&self, owner_id: Id, contact_id: Id) -> Result<()> {
+        let pool = mysql_or_sqlite!(self, add_contact(owner_id, contact_id));
         if !self.user_exists(contact_id).await? {
             return Err(StoreError::NotFound);
         }
@@ -18,28 +19,30 @@ impl Store {
         .bind(owner_id)
         .bind(contact_id)
         .bind(chat_proto::time::now_millis().naive_utc())
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
     }
 
     pub async fn remove_contact(&self, owner_id: Id, contact_id: Id) -> Result<()> {
+        let pool = mysql_or_sqlite!(self, remove_contact(owner_id, contact_id));
         sqlx::query("DELETE FROM contacts WHERE owner_id = ? AND contact_id = ?")
             .bind(owner_id)
             .bind(contact_id)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
     }
 
     /// The owner's contacts with their `last_seen`, by username.
     pub async fn contacts(&self, owner_id: Id) -> Result<Vec<(UserRef, Option<Timestamp>)>> {
+        let pool = mysql_or_sqlite!(self, contacts(owner_id));
         let rows: Vec<(u64, String, Option<NaiveDateTime>)> = sqlx::query_as(
             "SELECT u.id, u.username, u.last_seen FROM contacts c JOIN users u ON u.id = c.contact_id \
              WHERE c.owner_id = ? ORDER BY u.username",
         )
         .bind(owner_id)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(rows
             .into_iter()
@@ -50,6 +53,7 @@ impl Store {
     /// Everyone who should hear about `user_id` going online or offline: people who have the
     /// user as a contact, the user's own contacts, and the user's chat peers.
     pub async fn presence_audience(&self, user_id: Id) -> Result<Vec<Id>> {
+        let pool = mysql_or_sqlite!(self, presence_audience(user_id));
         let rows: Vec<(u64,)> = sqlx::query_as(
             "SELECT owner_id FROM contacts WHERE contact_id = ? \
              UNION SELECT contact_id FROM contacts WHERE owner_id = ? \
@@ -61,7 +65,7 @@ impl Store {
         .bind(user_id)
         .bind(user_id)
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }

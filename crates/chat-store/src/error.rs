@@ -44,6 +44,9 @@ impl From<sqlx::Error> for StoreError {
             {
                 Self::Unavailable(err)
             }
+            // SQLite: the database file is locked past the busy timeout, or cannot be opened or
+            // read (missing directory, disk I/O): transient as far as a client can tell.
+            sqlx::Error::Database(db) if sqlite_transient(db.as_ref()) => Self::Unavailable(err),
             _ => Self::Database(err),
         }
     }
@@ -60,4 +63,14 @@ pub(crate) fn is_duplicate_of(err: &sqlx::Error, index: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR and SQLITE_CANTOPEN, with their extended codes (the
+/// primary code is the low byte).
+fn sqlite_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
+    use sqlx::error::DatabaseError as _;
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .and_then(|e| e.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 14))
 }

@@ -1,8 +1,36 @@
-//! The only crate that speaks SQL: MySQL/MariaDB repositories for users, contacts, chats, members
-//! and messages, and the embedded migrations.
+//! The only crate that speaks SQL: repositories for users, contacts, chats, members and messages,
+//! and the embedded migrations, on one of two backends behind the same [`Store`] API:
+//!
+//! - MySQL/MariaDB (the served deployment): the SQL lives in the `impl Store` blocks of the
+//!   topic modules (`users`, `chats`, `messages`, ...), migrations in `migrations/`.
+//! - SQLite (the embedded single-process "zero setup" mode, issue 8): the [`sqlite`] module, one
+//!   submodule per topic, migrations in `migrations-sqlite/`.
+//!
+//! The backend is chosen by the URL given to [`Store::connect_lazy`] (`sqlite:` or MySQL).
+//!
+//! Design: enum dispatch, not a trait. Each public method opens with [`mysql_or_sqlite!`], which
+//! hands back the MySQL pool or returns the SQLite twin's answer (a method of the same name and
+//! signature on `sqlite::Sqlite`). A trait would add a fourth copy of all ~35 signatures
+//! (declaration, two impls, and the inherent methods callers use), could not be a trait object
+//! because of `send_message`'s generic closure, and would buy no check the compiler does not make
+//! already: a missing or differently typed SQLite twin fails to build here. What does not depend
+//! on the backend (row to model conversion, chat assembly, validation, sync slicing) lives once in
+//! the topic modules and both backends call it.
 //!
 //! Every function takes the acting user where access matters and answers `NotFound` for chats the
 //! user is not a member of, so callers cannot leak a chat's existence by mistake.
+
+// Defined before the modules so that all of them can use it.
+/// In a `Store` method: the MySQL pool, or return what the SQLite backend's method of the same
+/// name answers for the same arguments.
+macro_rules! mysql_or_sqlite {
+    ($self:ident, $method:ident($($arg:expr),* $(,)?)) => {
+        match &$self.backend {
+            $crate::Backend::MySql(pool) => pool,
+            $crate::Backend::Sqlite(db) => return db.$method($($arg),*).await,
+        }
+    };
+}
 
 mod attachments;
 mod chats;
@@ -10,6 +38,7 @@ mod contacts;
 mod error;
 mod messages;
 mod push;
+mod sqlite;
 mod sync;
 mod users;
 
@@ -29,16 +58,31 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// A handle on the database; cheap to clone (it is a pool).
+/// A handle on the database; cheap to clone (it is a pool, or two for SQLite).
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: MySqlPool,
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    MySql(MySqlPool),
+    Sqlite(sqlite::Sqlite),
 }
 
 impl Store {
     /// Connects lazily: the pool opens connections on first use, so a service can start and report
     /// not-ready while the database is still coming up.
+    ///
+    /// A `sqlite:` URL (e.g. `sqlite://data/chat.db`, relative to the working directory, or
+    /// `sqlite:///var/lib/chat/chat.db`) selects SQLite: the file and its directory are created if
+    /// missing. Anything else is a MySQL URL.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
+        if sqlite::is_sqlite_url(url) {
+            return Ok(Self {
+                backend: Backend::Sqlite(sqlite::Sqlite::connect_lazy(url, max_connections)?),
+            });
+        }
         let options: MySqlConnectOptions = url.parse().map_err(StoreError::from)?;
         let pool = MySqlPoolOptions::new()
             .max_connections(max_connections)
@@ -46,25 +90,40 @@ impl Store {
             .acquire_timeout(Duration::from_secs(3))
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(options.timezone(Some(String::from("+00:00"))));
-        Ok(Self { pool })
+        Ok(Self {
+            backend: Backend::MySql(pool),
+        })
     }
 
-    /// Runs the embedded migrations (sqlx takes a database lock, so several replicas starting
-    /// together apply them once).
+    /// Which backend this store runs on, `"mysql"` or `"sqlite"` (for logs).
+    pub fn backend(&self) -> &'static str {
+        match &self.backend {
+            Backend::MySql(_) => "mysql",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Runs the embedded migrations of the backend (sqlx takes a database lock, so several
+    /// replicas starting together apply them once).
     pub async fn migrate(&self) -> Result<()> {
+        let pool = mysql_or_sqlite!(self, migrate());
         MIGRATOR
-            .run(&self.pool)
+            .run(pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
     /// A cheap round trip for readiness checks.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let pool = mysql_or_sqlite!(self, ping());
+        sqlx::query("SELECT 1").execute(pool).await?;
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.backend {
+            Backend::MySql(pool) => pool.close().await,
+            Backend::Sqlite(db) => db.close().await,
+        }
     }
 }

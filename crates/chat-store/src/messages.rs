@@ -2,6 +2,7 @@
 
 use chat_proto::time::Timestamp;
 use chat_proto::{Attachment, Id, Message, MessageKind};
+use sqlx::MySqlPool;
 use sqlx::types::chrono::NaiveDateTime;
 
 use crate::error::is_duplicate_of;
@@ -120,6 +121,79 @@ pub struct ReadOutcome {
     pub member_ids: Vec<Id>,
 }
 
+impl NewMessage<'_> {
+    /// The message as stored with its id, seq and time.
+    pub(crate) fn stored_as(&self, id: Id, seq: u64, created_at: Timestamp) -> Message {
+        Message {
+            id,
+            chat_id: self.chat_id,
+            seq,
+            sender_id: self.sender_id,
+            kind: self.kind,
+            text: self.text.map(str::to_string),
+            attachment: self.attachment.cloned(),
+            reply_to_id: self.reply_to_id,
+            client_msg_id: self.client_msg_id.to_string(),
+            created_at,
+        }
+    }
+
+    /// `target_chat` is the chat of the message named by `reply_to_id` (`None`: no such message).
+    pub(crate) fn check_reply_target(&self, target_chat: Option<Id>) -> Result<()> {
+        if target_chat != Some(self.chat_id) {
+            return Err(StoreError::Invalid(
+                "reply_to_id must name a message of the same chat".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SendOutcome {
+    /// The answer to a retried send: the first message, nobody to publish to.
+    pub(crate) fn repeat(message: Message) -> Self {
+        Self {
+            message,
+            created: false,
+            member_ids: Vec::new(),
+        }
+    }
+}
+
+impl MessagePage {
+    /// A page from up to `limit + 1` rows read in ascending seq, or in descending seq when
+    /// `descending` (the page below a bound); the extra row only says there is more.
+    pub(crate) fn from_rows(mut rows: Vec<MessageRow>, limit: u32, descending: bool) -> Self {
+        let has_more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        if descending {
+            rows.reverse();
+        }
+        Self {
+            messages: rows.into_iter().map(message_from_row).collect(),
+            has_more,
+        }
+    }
+}
+
+impl ReadOutcome {
+    /// The watermark did not move.
+    pub(crate) fn unmoved(read_at: Timestamp) -> Self {
+        Self {
+            moved_to: None,
+            read_at,
+            member_ids: Vec::new(),
+        }
+    }
+}
+
+/// Where a read up to `up_to_seq` moves a watermark now at `current` in a chat whose last
+/// message is `last_seq`: never past the last message, never back; `None` when it stays.
+pub(crate) fn read_target(up_to_seq: u64, last_seq: u64, current: u64) -> Option<u64> {
+    let target = up_to_seq.min(last_seq);
+    (target > current).then_some(target)
+}
+
 impl Store {
     /// Stores a message with the chat's next `seq`, then runs `after_commit` (the publish) for a
     /// new message, all under the chat's named lock (`GET_LOCK`, held by this connection's
@@ -136,7 +210,8 @@ impl Store {
         F: FnOnce(&SendOutcome) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let mut conn = self.pool.acquire().await?;
+        let pool = mysql_or_sqlite!(self, send_message(new, after_commit));
+        let mut conn = pool.acquire().await?;
         let lock = format!("/chat/{}", new.chat_id);
         let (granted,): (Option<i64>,) =
             sqlx::query_as("SELECT GET_LOCK(LEFT(CONCAT(DATABASE(), ?), 64), ?)")
@@ -147,7 +222,7 @@ impl Store {
         if granted != Some(1) {
             return Err(StoreError::Busy("the chat is busy, retry"));
         }
-        let outcome = self.insert_message(&mut conn, &new).await;
+        let outcome = insert_message(pool, &mut conn, &new).await;
         if let Ok(outcome) = &outcome
             && outcome.created
         {
@@ -163,120 +238,6 @@ impl Store {
         outcome
     }
 
-    async fn insert_message(
-        &self,
-        conn: &mut sqlx::pool::PoolConnection<sqlx::MySql>,
-        new: &NewMessage<'_>,
-    ) -> Result<SendOutcome> {
-        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
-        // The timestamp comes from the database, taken under the chat's lock: one clock for all
-        // api replicas, so sync cursors (points in time) order messages the way they committed.
-        let locked: Option<(u64, Option<u64>, NaiveDateTime)> = sqlx::query_as(
-            "SELECT c.last_seq, m.user_id, NOW(3) FROM chats c \
-             LEFT JOIN chat_members m ON m.chat_id = c.id AND m.user_id = ? \
-             WHERE c.id = ? FOR UPDATE",
-        )
-        .bind(new.sender_id)
-        .bind(new.chat_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (last_seq, created_at) = match locked {
-            Some((last_seq, Some(_), now)) => (last_seq, now.and_utc()),
-            _ => return Err(StoreError::NotFound),
-        };
-        if let Some(reply_to) = new.reply_to_id {
-            let target: Option<(u64,)> =
-                sqlx::query_as("SELECT chat_id FROM messages WHERE id = ?")
-                    .bind(reply_to)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if target.map(|(chat,)| chat) != Some(new.chat_id) {
-                return Err(StoreError::Invalid(
-                    "reply_to_id must name a message of the same chat".into(),
-                ));
-            }
-        }
-        let seq = last_seq + 1;
-        let inserted = sqlx::query(
-            "INSERT INTO messages (chat_id, seq, sender_id, kind, body, attachment_id, reply_to_id, \
-             client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(new.chat_id)
-        .bind(seq)
-        .bind(new.sender_id)
-        .bind(new.kind.as_str())
-        .bind(new.text)
-        .bind(new.attachment.map(|a| a.id))
-        .bind(new.reply_to_id)
-        .bind(new.client_msg_id.as_bytes())
-        .bind(created_at.naive_utc())
-        .execute(&mut *tx)
-        .await;
-        let id = match inserted {
-            Ok(done) => done.last_insert_id(),
-            Err(e) if is_duplicate_of(&e, "uq_messages_idem") => {
-                drop(tx);
-                return self.repeated_send(new).await;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        sqlx::query(
-            "UPDATE chats SET last_seq = ?, last_message_id = ?, last_activity_at = ? WHERE id = ?",
-        )
-        .bind(seq)
-        .bind(id)
-        .bind(created_at.naive_utc())
-        .bind(new.chat_id)
-        .execute(&mut *tx)
-        .await?;
-        // Sending implies having read the chat up to one's own message.
-        sqlx::query("UPDATE chat_members SET last_read_seq = ? WHERE chat_id = ? AND user_id = ?")
-            .bind(seq)
-            .bind(new.chat_id)
-            .bind(new.sender_id)
-            .execute(&mut *tx)
-            .await?;
-        let member_ids: Vec<(u64,)> =
-            sqlx::query_as("SELECT user_id FROM chat_members WHERE chat_id = ?")
-                .bind(new.chat_id)
-                .fetch_all(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        Ok(SendOutcome {
-            message: Message {
-                id,
-                chat_id: new.chat_id,
-                seq,
-                sender_id: new.sender_id,
-                kind: new.kind,
-                text: new.text.map(str::to_string),
-                attachment: new.attachment.cloned(),
-                reply_to_id: new.reply_to_id,
-                client_msg_id: new.client_msg_id.to_string(),
-                created_at,
-            },
-            created: true,
-            member_ids: member_ids.into_iter().map(|(id,)| id).collect(),
-        })
-    }
-
-    async fn repeated_send(&self, new: &NewMessage<'_>) -> Result<SendOutcome> {
-        let row: MessageRow = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages \
-             WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?"
-        ))
-        .bind(new.chat_id)
-        .bind(new.sender_id)
-        .bind(new.client_msg_id.as_bytes())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(SendOutcome {
-            message: message_from_row(row),
-            created: false,
-            member_ids: Vec::new(),
-        })
-    }
-
     /// A page of history in ascending seq. With only `after_seq`, the page starts right after it;
     /// otherwise it ends right below `before_seq` (or at the newest message).
     pub async fn messages(
@@ -287,9 +248,10 @@ impl Store {
         after_seq: Option<u64>,
         limit: u32,
     ) -> Result<MessagePage> {
-        self.membership(me, chat_id).await?;
+        let pool = mysql_or_sqlite!(self, messages(me, chat_id, before_seq, after_seq, limit));
+        crate::chats::membership(pool, me, chat_id).await?;
         let fetch = limit + 1;
-        let mut rows: Vec<MessageRow> = match (before_seq, after_seq) {
+        let rows: Vec<MessageRow> = match (before_seq, after_seq) {
             (None, Some(after)) => {
                 sqlx::query_as(&format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND seq > ? \
@@ -298,11 +260,11 @@ impl Store {
                 .bind(chat_id)
                 .bind(after)
                 .bind(fetch)
-                .fetch_all(&self.pool)
+                .fetch_all(pool)
                 .await?
             }
             (before, after) => {
-                let mut rows: Vec<MessageRow> = sqlx::query_as(&format!(
+                let rows: Vec<MessageRow> = sqlx::query_as(&format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages \
                      WHERE chat_id = ? AND seq < ? AND seq > ? ORDER BY seq DESC LIMIT ?"
                 ))
@@ -310,44 +272,29 @@ impl Store {
                 .bind(before.unwrap_or(u64::MAX))
                 .bind(after.unwrap_or(0))
                 .bind(fetch)
-                .fetch_all(&self.pool)
+                .fetch_all(pool)
                 .await?;
-                let has_more = rows.len() > limit as usize;
-                rows.truncate(limit as usize);
-                rows.reverse();
-                return Ok(MessagePage {
-                    messages: rows.into_iter().map(message_from_row).collect(),
-                    has_more,
-                });
+                return Ok(MessagePage::from_rows(rows, limit, true));
             }
         };
-        let has_more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        Ok(MessagePage {
-            messages: rows.into_iter().map(message_from_row).collect(),
-            has_more,
-        })
+        Ok(MessagePage::from_rows(rows, limit, false))
     }
 
     /// Moves the caller's read watermark forward to `min(up_to_seq, last_seq)`; never back.
     pub async fn mark_read(&self, me: Id, chat_id: Id, up_to_seq: u64) -> Result<ReadOutcome> {
+        let pool = mysql_or_sqlite!(self, mark_read(me, chat_id, up_to_seq));
         let row: Option<(u64, u64, NaiveDateTime)> = sqlx::query_as(
             "SELECT c.last_seq, m.last_read_seq, NOW(3) FROM chat_members m \
              JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = ? AND m.user_id = ?",
         )
         .bind(chat_id)
         .bind(me)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         let (last_seq, current, now) = row.ok_or(StoreError::NotFound)?;
-        let target = up_to_seq.min(last_seq);
-        if target <= current {
-            return Ok(ReadOutcome {
-                moved_to: None,
-                read_at: now.and_utc(),
-                member_ids: Vec::new(),
-            });
-        }
+        let Some(target) = read_target(up_to_seq, last_seq, current) else {
+            return Ok(ReadOutcome::unmoved(now.and_utc()));
+        };
         let updated = sqlx::query(
             "UPDATE chat_members SET last_read_seq = ?, read_at = ? \
              WHERE chat_id = ? AND user_id = ? AND last_read_seq < ?",
@@ -357,14 +304,10 @@ impl Store {
         .bind(chat_id)
         .bind(me)
         .bind(target)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         if updated.rows_affected() == 0 {
-            return Ok(ReadOutcome {
-                moved_to: None,
-                read_at: now.and_utc(),
-                member_ids: Vec::new(),
-            });
+            return Ok(ReadOutcome::unmoved(now.and_utc()));
         }
         Ok(ReadOutcome {
             moved_to: Some(target),
@@ -372,6 +315,100 @@ impl Store {
             member_ids: self.member_ids(chat_id).await?,
         })
     }
+}
+
+async fn insert_message(
+    pool: &MySqlPool,
+    conn: &mut sqlx::pool::PoolConnection<sqlx::MySql>,
+    new: &NewMessage<'_>,
+) -> Result<SendOutcome> {
+    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+    // The timestamp comes from the database, taken under the chat's lock: one clock for all
+    // api replicas, so sync cursors (points in time) order messages the way they committed.
+    let locked: Option<(u64, Option<u64>, NaiveDateTime)> = sqlx::query_as(
+        "SELECT c.last_seq, m.user_id, NOW(3) FROM chats c \
+         LEFT JOIN chat_members m ON m.chat_id = c.id AND m.user_id = ? \
+         WHERE c.id = ? FOR UPDATE",
+    )
+    .bind(new.sender_id)
+    .bind(new.chat_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (last_seq, created_at) = match locked {
+        Some((last_seq, Some(_), now)) => (last_seq, now.and_utc()),
+        _ => return Err(StoreError::NotFound),
+    };
+    if let Some(reply_to) = new.reply_to_id {
+        let target: Option<(u64,)> = sqlx::query_as("SELECT chat_id FROM messages WHERE id = ?")
+            .bind(reply_to)
+            .fetch_optional(&mut *tx)
+            .await?;
+        new.check_reply_target(target.map(|(chat,)| chat))?;
+    }
+    let seq = last_seq + 1;
+    let inserted = sqlx::query(
+        "INSERT INTO messages (chat_id, seq, sender_id, kind, body, attachment_id, reply_to_id, \
+         client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(new.chat_id)
+    .bind(seq)
+    .bind(new.sender_id)
+    .bind(new.kind.as_str())
+    .bind(new.text)
+    .bind(new.attachment.map(|a| a.id))
+    .bind(new.reply_to_id)
+    .bind(new.client_msg_id.as_bytes())
+    .bind(created_at.naive_utc())
+    .execute(&mut *tx)
+    .await;
+    let id = match inserted {
+        Ok(done) => done.last_insert_id(),
+        Err(e) if is_duplicate_of(&e, "uq_messages_idem") => {
+            drop(tx);
+            return repeated_send(pool, new).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    sqlx::query(
+        "UPDATE chats SET last_seq = ?, last_message_id = ?, last_activity_at = ? WHERE id = ?",
+    )
+    .bind(seq)
+    .bind(id)
+    .bind(created_at.naive_utc())
+    .bind(new.chat_id)
+    .execute(&mut *tx)
+    .await?;
+    // Sending implies having read the chat up to one's own message.
+    sqlx::query("UPDATE chat_members SET last_read_seq = ? WHERE chat_id = ? AND user_id = ?")
+        .bind(seq)
+        .bind(new.chat_id)
+        .bind(new.sender_id)
+        .execute(&mut *tx)
+        .await?;
+    let member_ids: Vec<(u64,)> =
+        sqlx::query_as("SELECT user_id FROM chat_members WHERE chat_id = ?")
+            .bind(new.chat_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(SendOutcome {
+        message: new.stored_as(id, seq, created_at),
+        created: true,
+        member_ids: member_ids.into_iter().map(|(id,)| id).collect(),
+    })
+}
+
+async fn repeated_send(pool: &MySqlPool, new: &NewMessage<'_>) -> Result<SendOutcome> {
+    let row: MessageRow = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages \
+         WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?"
+    ))
+    .bind(new.chat_id)
+    .bind(new.sender_id)
+    .bind(new.client_msg_id.as_bytes())
+    .fetch_one(pool)
+    .await?;
+    Ok(SendOutcome::repeat(message_from_row(row)))
 }
 
 #[cfg(test)]

@@ -13,6 +13,16 @@ pub struct PushContext {
     pub group_title: Option<String>,
 }
 
+impl PushContext {
+    /// From the sender's name and the chat's `kind` and `title` columns.
+    pub(crate) fn new(sender_username: String, kind: &str, title: Option<String>) -> Self {
+        Self {
+            sender_username,
+            group_title: if kind == "group" { title } else { None },
+        }
+    }
+}
+
 impl Store {
     /// Registers (or refreshes) a device token for `user`, taking it away from any other user.
     pub async fn put_push_token(
@@ -21,7 +31,8 @@ impl Store {
         token: &str,
         platform: Option<&str>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let pool = mysql_or_sqlite!(self, put_push_token(user, token, platform));
+        let mut tx = pool.begin().await?;
         sqlx::query("DELETE FROM push_tokens WHERE token = ? AND user_id <> ?")
             .bind(token.as_bytes())
             .bind(user)
@@ -43,16 +54,18 @@ impl Store {
 
     /// Removes one token of `user` (no error when it was not registered).
     pub async fn delete_push_token(&self, user: Id, token: &str) -> Result<()> {
+        let pool = mysql_or_sqlite!(self, delete_push_token(user, token));
         sqlx::query("DELETE FROM push_tokens WHERE user_id = ? AND token = ?")
             .bind(user)
             .bind(token.as_bytes())
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
     }
 
     /// The tokens of each of `users`, as (user, token) pairs ordered by user, then token.
     pub async fn push_tokens_of(&self, users: &[Id]) -> Result<Vec<(Id, String)>> {
+        let pool = mysql_or_sqlite!(self, push_tokens_of(users));
         if users.is_empty() {
             return Ok(Vec::new());
         }
@@ -65,7 +78,7 @@ impl Store {
         for user in users {
             query = query.bind(*user);
         }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = query.fetch_all(pool).await?;
         Ok(rows
             .into_iter()
             .map(|(user, token)| (user, String::from_utf8_lossy(&token).into_owned()))
@@ -74,17 +87,15 @@ impl Store {
 
     /// The sender's username and the chat's title (groups only).
     pub async fn push_context(&self, sender: Id, chat_id: Id) -> Result<PushContext> {
+        let pool = mysql_or_sqlite!(self, push_context(sender, chat_id));
         let (sender_username, kind, title): (String, String, Option<String>) = sqlx::query_as(
             "SELECT u.username, c.kind, c.title FROM users u JOIN chats c ON c.id = ? \
              WHERE u.id = ?",
         )
         .bind(chat_id)
         .bind(sender)
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await?;
-        Ok(PushContext {
-            sender_username,
-            group_title: if kind == "group" { title } else { None },
-        })
+        Ok(PushContext::new(sender_username, &kind, title))
     }
 }

@@ -10,7 +10,7 @@ use crate::messages::{MessageRow, attachment_column, message_from_row};
 use crate::{Result, Store};
 
 /// The message columns of `MESSAGE_COLUMNS`, qualified with the alias `m`.
-const MESSAGE_COLUMNS_M: &str = "m.id, m.chat_id, m.seq, m.sender_id, m.kind, m.body, \
+pub(crate) const MESSAGE_COLUMNS_M: &str = "m.id, m.chat_id, m.seq, m.sender_id, m.kind, m.body, \
      m.attachment_id, m.reply_to_id, m.client_msg_id, m.created_at";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,7 @@ impl Store {
     /// Up to about `limit` events of the user's chats at or after `from`. A slice always ends at
     /// a whole millisecond, so continuing from `more_from` neither skips nor repeats events.
     pub async fn sync(&self, user: Id, from: Timestamp, limit: u32) -> Result<SyncSlice> {
+        let pool = mysql_or_sqlite!(self, sync(user, from, limit));
         let fetch = limit + 1;
         let from = from.naive_utc();
         let messages: Vec<MessageRow> = sqlx::query_as(&format!(
@@ -68,9 +69,9 @@ impl Store {
         .bind(user)
         .bind(from)
         .bind(fetch)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        let reads: Vec<(u64, u64, u64, NaiveDateTime)> = sqlx::query_as(
+        let reads: Vec<ReadRow> = sqlx::query_as(
             "SELECT cm.chat_id, cm.user_id, cm.last_read_seq, cm.read_at FROM chat_members mine \
              JOIN chat_members cm ON cm.chat_id = mine.chat_id \
              WHERE mine.user_id = ? AND cm.read_at >= ? ORDER BY cm.read_at LIMIT ?",
@@ -78,26 +79,39 @@ impl Store {
         .bind(user)
         .bind(from)
         .bind(fetch)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        let truncated = messages.len() > limit as usize || reads.len() > limit as usize;
-        let mut events: Vec<SyncEvent> = messages
-            .into_iter()
-            .map(|row| SyncEvent::Message(message_from_row(row)))
-            .chain(
-                reads
-                    .into_iter()
-                    .map(|(chat_id, user_id, up_to_seq, at)| SyncEvent::Read {
-                        chat_id,
-                        user_id,
-                        up_to_seq,
-                        at: at.and_utc(),
-                    }),
-            )
-            .collect();
-        events.sort_by_key(SyncEvent::order_key);
-        Ok(cut_at_whole_millisecond(events, limit as usize, truncated))
+        Ok(merge_events(messages, reads, limit))
     }
+}
+
+/// `chat_id, user_id, last_read_seq, read_at` of a moved read watermark.
+pub(crate) type ReadRow = (u64, u64, u64, NaiveDateTime);
+
+/// The slice from up to `limit + 1` messages and up to `limit + 1` reads, each read from the
+/// same point in time in their order.
+pub(crate) fn merge_events(
+    messages: Vec<MessageRow>,
+    reads: Vec<ReadRow>,
+    limit: u32,
+) -> SyncSlice {
+    let truncated = messages.len() > limit as usize || reads.len() > limit as usize;
+    let mut events: Vec<SyncEvent> = messages
+        .into_iter()
+        .map(|row| SyncEvent::Message(message_from_row(row)))
+        .chain(
+            reads
+                .into_iter()
+                .map(|(chat_id, user_id, up_to_seq, at)| SyncEvent::Read {
+                    chat_id,
+                    user_id,
+                    up_to_seq,
+                    at: at.and_utc(),
+                }),
+        )
+        .collect();
+    events.sort_by_key(SyncEvent::order_key);
+    cut_at_whole_millisecond(events, limit as usize, truncated)
 }
 
 /// Keeps the events before the first instant that does not fit in `limit`. Each source was

@@ -21,6 +21,7 @@ impl Store {
         email: Option<&str>,
         password_hash: &str,
     ) -> Result<UserRef> {
+        let pool = mysql_or_sqlite!(self, create_user(username, email, password_hash));
         let inserted = sqlx::query(
             "INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -28,7 +29,7 @@ impl Store {
         .bind(email)
         .bind(password_hash)
         .bind(now_millis().naive_utc())
-        .execute(&self.pool)
+        .execute(pool)
         .await;
         match inserted {
             Ok(done) => Ok(UserRef {
@@ -43,10 +44,11 @@ impl Store {
     }
 
     pub async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
+        let pool = mysql_or_sqlite!(self, credentials(username));
         let row: Option<(u64, String, String)> =
             sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = ?")
                 .bind(username)
-                .fetch_optional(&self.pool)
+                .fetch_optional(pool)
                 .await?;
         Ok(row.map(|(id, username, password_hash)| Credentials {
             user: UserRef { id, username },
@@ -55,10 +57,11 @@ impl Store {
     }
 
     pub async fn me(&self, user_id: Id) -> Result<Me> {
+        let pool = mysql_or_sqlite!(self, me(user_id));
         let (id, username, email, created_at): (u64, String, Option<String>, NaiveDateTime) =
             sqlx::query_as("SELECT id, username, email, created_at FROM users WHERE id = ?")
                 .bind(user_id)
-                .fetch_one(&self.pool)
+                .fetch_one(pool)
                 .await?;
         Ok(Me {
             id,
@@ -70,13 +73,14 @@ impl Store {
 
     /// Users whose name starts with `prefix` (already lower-cased by the caller).
     pub async fn search_users(&self, prefix: &str, limit: u32) -> Result<Vec<UserRef>> {
+        let pool = mysql_or_sqlite!(self, search_users(prefix, limit));
         let pattern = format!("{}%", escape_like(prefix));
         let rows: Vec<(u64, String)> = sqlx::query_as(
             "SELECT id, username FROM users WHERE username LIKE ? ORDER BY username LIMIT ?",
         )
         .bind(pattern)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(rows
             .into_iter()
@@ -85,27 +89,29 @@ impl Store {
     }
 
     pub async fn user_exists(&self, user_id: Id) -> Result<bool> {
+        let pool = mysql_or_sqlite!(self, user_exists(user_id));
         let row: Option<(u64,)> = sqlx::query_as("SELECT id FROM users WHERE id = ?")
             .bind(user_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?;
         Ok(row.is_some())
     }
 
     /// Stores when the user was last seen and returns that time.
     pub async fn touch_last_seen(&self, user_id: Id) -> Result<Timestamp> {
+        let pool = mysql_or_sqlite!(self, touch_last_seen(user_id));
         let now = now_millis();
         sqlx::query("UPDATE users SET last_seen = ? WHERE id = ?")
             .bind(now.naive_utc())
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(now)
     }
 }
 
 /// Escapes LIKE wildcards (the default escape character is the backslash).
-fn escape_like(raw: &str) -> String {
+pub(crate) fn escape_like(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
         if matches!(c, '\\' | '%' | '_') {

@@ -1,0 +1,208 @@
+//! The SQLite backend of [`crate::Store`], for the embedded single-process mode (issue 8): the
+//! same methods, names and semantics as the MySQL code of the topic modules, one submodule per
+//! topic, with migrations in `migrations-sqlite/`.
+//!
+//! How it keeps the MySQL guarantees with one database file:
+//!
+//! - Writes are serialized: every write goes through `writer`, a pool of exactly one connection,
+//!   and multi-statement writes run in `BEGIN IMMEDIATE` transactions (which take SQLite's write
+//!   lock up front, so a transaction never fails halfway upgrading from read to write when some
+//!   other process holds the file). That one writer is what makes `seq` gap-free and
+//!   duplicate-free without `SELECT ... FOR UPDATE`, and read watermarks monotonic.
+//! - Reads use `reader`, a pool of several connections. In WAL mode readers never block the writer
+//!   and see every committed write, so a read after a write sees it as on MySQL.
+//! - A send holds a per-chat lock (an in-process mutex, standing in for MySQL's `GET_LOCK`) from
+//!   before its transaction until its publish is done, so a chat's events leave in seq order. It
+//!   is taken before the writer, never while holding it, so the two cannot deadlock.
+//! - Timestamps are taken from the process clock under the writer (one process, one clock), stored
+//!   as `YYYY-MM-DD HH:MM:SS.mmm` UTC text, always with three fraction digits, so comparing the
+//!   text compares the times.
+//! - SQLite integers are signed 64-bit: ids and counters are read as `i64` and converted with
+//!   `try_from` (a negative value is a decode error, never a panic), and ids are bound as `i64`.
+
+mod attachments;
+mod chats;
+mod contacts;
+mod messages;
+mod push;
+mod sync;
+mod users;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_proto::time::Timestamp;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::{Result, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-sqlite");
+
+/// How many per-chat send locks there are; chats share them by `chat_id % SEND_LOCKS`. Sharing
+/// only makes two chats' publishes wait for each other now and then, and keeps the memory fixed.
+const SEND_LOCKS: u64 = 64;
+
+/// How long SQLite itself waits for a lock held by another connection (e.g. a checkpoint or a
+/// second process on the same file) before answering SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a write waits for the one writer connection. Writes queue there rather than on
+/// row locks, so this is the SQLite counterpart of MySQL's lock waits, and as generous.
+const WRITER_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether `Store::connect_lazy` should open this URL with SQLite.
+pub(crate) fn is_sqlite_url(url: &str) -> bool {
+    url.starts_with("sqlite:")
+}
+
+/// The SQLite database: one writer connection, a few readers, the per-chat send locks.
+#[derive(Clone, Debug)]
+pub(crate) struct Sqlite {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    send_locks: Arc<[tokio::sync::Mutex<()>]>,
+}
+
+impl Sqlite {
+    /// Opens the pools lazily; creates the database file's directory now (SQLite creates the file
+    /// but not its directory).
+    pub(crate) fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            // With WAL, NORMAL loses at most the last commits on a power cut, never consistency.
+            .synchronous(SqliteSynchronous::Normal);
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(WRITER_WAIT)
+            .idle_timeout(None)
+            .connect_lazy_with(options.clone());
+        let reader = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(3))
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(options);
+        Ok(Self {
+            writer,
+            reader,
+            send_locks: (0..SEND_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        })
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<()> {
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    pub(crate) async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    /// A write transaction on the writer, holding SQLite's write lock from its start.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The send lock of a chat.
+    fn send_lock(&self, chat_id: u64) -> &tokio::sync::Mutex<()> {
+        let slot = usize::try_from(chat_id % SEND_LOCKS).unwrap_or(0);
+        &self.send_locks[slot % self.send_locks.len()]
+    }
+}
+
+/// A time as stored: UTC, always three fraction digits (the text order is the time order).
+fn time(at: Timestamp) -> String {
+    at.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+}
+
+/// An id (or any key) as bound: no row has a negative id, so an id too large for SQLite matches
+/// nothing, as an id no row has does on MySQL.
+fn key(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(-1)
+}
+
+/// A seq bound of a range query: values past `i64::MAX` mean "no bound".
+fn bound(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// An unsigned column read as SQLite's `i64`.
+fn unsigned(value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+}
+
+fn unsigned_opt(value: Option<i64>) -> Result<Option<u64>> {
+    value.map(unsigned).transpose()
+}
+
+/// Single-column id rows as ids.
+fn ids(rows: Vec<(i64,)>) -> Result<Vec<u64>> {
+    rows.into_iter().map(|(id,)| unsigned(id)).collect()
+}
+
+/// Whether the error is a UNIQUE violation on exactly these columns (SQLite names the columns,
+/// e.g. `users.username`, not the index).
+fn is_unique_violation(err: &sqlx::Error, columns: &str) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation()
+                && db
+                    .message()
+                    .strip_prefix("UNIQUE constraint failed: ")
+                    .is_some_and(|failed| failed == columns)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_keep_three_fraction_digits_and_sort_as_text() {
+        let whole = chrono::DateTime::from_timestamp_millis(1_700_000_000_000).expect("valid");
+        let later = chrono::DateTime::from_timestamp_millis(1_700_000_000_007).expect("valid");
+        assert_eq!(time(whole), "2023-11-14 22:13:20.000");
+        assert_eq!(time(later), "2023-11-14 22:13:20.007");
+        assert!(time(whole) < time(later));
+    }
+
+    #[test]
+    fn out_of_range_values_never_panic() {
+        assert_eq!(key(u64::MAX), -1);
+        assert_eq!(key(7), 7);
+        assert_eq!(bound(u64::MAX), i64::MAX);
+        assert!(unsigned(-1).is_err());
+        assert_eq!(unsigned(5).ok(), Some(5));
+    }
+
+    #[test]
+    fn only_sqlite_urls_pick_sqlite() {
+        assert!(is_sqlite_url("sqlite://data/chat.db"));
+        assert!(!is_sqlite_url("mysql://root@127.0.0.1/chat"));
+    }
+}

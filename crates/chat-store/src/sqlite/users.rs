@@ -1,0 +1,109 @@
+//! Users on SQLite: registration, credential lookup, search, and `last_seen`.
+
+use chat_proto::time::{Timestamp, now_millis};
+use chat_proto::{Id, Me, UserRef};
+use sqlx::types::chrono::NaiveDateTime;
+
+use super::{Sqlite, is_unique_violation, key, time, unsigned};
+use crate::users::{Credentials, escape_like};
+use crate::{Result, StoreError};
+
+impl Sqlite {
+    pub(crate) async fn create_user(
+        &self,
+        username: &str,
+        email: Option<&str>,
+        password_hash: &str,
+    ) -> Result<UserRef> {
+        let inserted = sqlx::query(
+            "INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(username)
+        .bind(email)
+        .bind(password_hash)
+        .bind(time(now_millis()))
+        .execute(&self.writer)
+        .await;
+        match inserted {
+            Ok(done) => Ok(UserRef {
+                id: unsigned(done.last_insert_rowid())?,
+                username: username.to_string(),
+            }),
+            Err(e) if is_unique_violation(&e, "users.username") => {
+                Err(StoreError::Conflict("username is taken"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(crate) async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
+        let row: Option<(i64, String, String)> =
+            sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = ?")
+                .bind(username)
+                .fetch_optional(&self.reader)
+                .await?;
+        row.map(|(id, username, password_hash)| {
+            Ok(Credentials {
+                user: UserRef {
+                    id: unsigned(id)?,
+                    username,
+                },
+                password_hash,
+            })
+        })
+        .transpose()
+    }
+
+    pub(crate) async fn me(&self, user_id: Id) -> Result<Me> {
+        let (id, username, email, created_at): (i64, String, Option<String>, NaiveDateTime) =
+            sqlx::query_as("SELECT id, username, email, created_at FROM users WHERE id = ?")
+                .bind(key(user_id))
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(Me {
+            id: unsigned(id)?,
+            username,
+            email,
+            created_at: created_at.and_utc(),
+        })
+    }
+
+    pub(crate) async fn search_users(&self, prefix: &str, limit: u32) -> Result<Vec<UserRef>> {
+        // SQLite's LIKE has no escape character unless told; ASCII case-insensitive as on MySQL.
+        let pattern = format!("{}%", escape_like(prefix));
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, username FROM users WHERE username LIKE ? ESCAPE '\\' \
+             ORDER BY username LIMIT ?",
+        )
+        .bind(pattern)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(id, username)| {
+                Ok(UserRef {
+                    id: unsigned(id)?,
+                    username,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn user_exists(&self, user_id: Id) -> Result<bool> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM users WHERE id = ?")
+            .bind(key(user_id))
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    pub(crate) async fn touch_last_seen(&self, user_id: Id) -> Result<Timestamp> {
+        let now = now_millis();
+        sqlx::query("UPDATE users SET last_seen = ? WHERE id = ?")
+            .bind(time(now))
+            .bind(key(user_id))
+            .execute(&self.writer)
+            .await?;
+        Ok(now)
+    }
+}

@@ -1,0 +1,1078 @@
+//! Every public `Store` method on SQLite (the embedded mode, issue 8), and the same test bodies on
+//! MySQL/MariaDB, so the two backends are held to one behaviour.
+//!
+//! SQLite tests use a fresh file under the system temp directory (in a `data/` directory that does
+//! not exist yet, so opening must create it), removed afterwards. MySQL tests create a database
+//! named `chat_store_test_<pid>_<n>` on `CHAT_TEST_MYSQL_URL` (default
+//! `mysql://root@127.0.0.1:3306`) and drop it afterwards.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chat_proto::time::now_millis;
+use chat_proto::{Attachment, ChatKind, Id, MemberRole, MessageKind};
+use chat_store::{ChatUpdate, NewGroup, NewMessage, Store, StoreError, SyncEvent};
+use sqlx::Connection;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A store on a fresh database, and what to remove when the test is done.
+struct TestStore {
+    store: Store,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Dir(PathBuf),
+    MySql { admin_url: String, name: String },
+}
+
+impl TestStore {
+    async fn sqlite() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "chat-store-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let path = dir.join("data").join("chat.db");
+        let store = Store::connect_lazy(&format!("sqlite://{}", path.display()), 4)
+            .expect("sqlite url parses");
+        store.migrate().await.expect("sqlite migrations");
+        assert!(
+            path.exists(),
+            "the database file is created with its directory"
+        );
+        Self {
+            store,
+            cleanup: Cleanup::Dir(dir),
+        }
+    }
+
+    async fn mysql() -> Self {
+        let admin_url = std::env::var("CHAT_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+        let name = format!(
+            "chat_store_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = sqlx::MySqlConnection::connect(&admin_url)
+            .await
+            .expect("MariaDB is reachable (set CHAT_TEST_MYSQL_URL)");
+        sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
+            .execute(&mut admin)
+            .await
+            .expect("drop a stale database");
+        sqlx::query(&format!("CREATE DATABASE `{name}`"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        let _ = admin.close().await;
+        let store = Store::connect_lazy(&format!("{admin_url}/{name}"), 8).expect("mysql url");
+        store.migrate().await.expect("mysql migrations");
+        Self {
+            store,
+            cleanup: Cleanup::MySql { admin_url, name },
+        }
+    }
+
+    async fn finish(self) {
+        self.store.close().await;
+        match self.cleanup {
+            Cleanup::Dir(dir) => std::fs::remove_dir_all(&dir).expect("remove the test files"),
+            Cleanup::MySql { admin_url, name } => {
+                let mut admin = sqlx::MySqlConnection::connect(&admin_url)
+                    .await
+                    .expect("MariaDB is reachable");
+                sqlx::query(&format!("DROP DATABASE `{name}`"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("drop the test database");
+                let _ = admin.close().await;
+            }
+        }
+    }
+}
+
+/// Runs each listed body once on SQLite and once on MySQL.
+macro_rules! on_both_backends {
+    ($($body:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $body() {
+                    let db = super::TestStore::sqlite().await;
+                    assert_eq!(db.store.backend(), "sqlite");
+                    super::$body(&db.store).await;
+                    db.finish().await;
+                }
+            )*
+        }
+        mod on_mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $body() {
+                    let db = super::TestStore::mysql().await;
+                    assert_eq!(db.store.backend(), "mysql");
+                    super::$body(&db.store).await;
+                    db.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    users_register_log_in_and_search,
+    contacts_and_presence_audience,
+    private_chats_are_one_per_pair,
+    groups_members_and_flags,
+    chat_list_order_and_unread_counts,
+    concurrent_sends_get_every_seq_once_in_publish_order,
+    a_retried_send_returns_the_first_message,
+    non_members_get_not_found,
+    history_pages,
+    read_watermarks_never_move_back,
+    sync_returns_what_was_missed_in_order,
+    attachments_and_who_may_read_them,
+    push_tokens_move_between_users,
+);
+
+async fn user(store: &Store, name: &str) -> Id {
+    store
+        .create_user(name, None, "hash")
+        .await
+        .expect("create user")
+        .id
+}
+
+fn text<'a>(chat_id: Id, sender_id: Id, text: &'a str, client_msg_id: &'a str) -> NewMessage<'a> {
+    NewMessage {
+        chat_id,
+        sender_id,
+        kind: MessageKind::Text,
+        text: Some(text),
+        attachment: None,
+        reply_to_id: None,
+        client_msg_id,
+    }
+}
+
+async fn send(store: &Store, new: NewMessage<'_>) -> chat_store::SendOutcome {
+    store
+        .send_message(new, |_| async {})
+        .await
+        .expect("send a message")
+}
+
+async fn users_register_log_in_and_search(store: &Store) {
+    store.ping().await.expect("ping");
+    let before = now_millis();
+    let alice = store
+        .create_user("alice", Some("alice@example.com"), "h1")
+        .await
+        .expect("create alice");
+    assert_eq!(alice.username, "alice");
+    let taken = store.create_user("alice", None, "h2").await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    // Usernames are unique regardless of case on both backends.
+    let taken = store.create_user("ALICE", None, "h2").await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    let alina = user(store, "alina").await;
+    user(store, "a_b").await;
+    user(store, "bob").await;
+
+    let credentials = store
+        .credentials("alice")
+        .await
+        .expect("credentials")
+        .expect("alice exists");
+    assert_eq!(credentials.user.id, alice.id);
+    assert_eq!(credentials.password_hash, "h1");
+    assert!(store.credentials("nobody").await.expect("lookup").is_none());
+
+    let me = store.me(alice.id).await.expect("me");
+    assert_eq!(me.email.as_deref(), Some("alice@example.com"));
+    assert!(me.created_at >= before && me.created_at <= now_millis());
+    assert_eq!(
+        me.created_at.timestamp_subsec_nanos() % 1_000_000,
+        0,
+        "milliseconds"
+    );
+    assert!(matches!(
+        store.me(9_999_999).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.me(u64::MAX).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let found: Vec<_> = store
+        .search_users("al", 10)
+        .await
+        .expect("search")
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(found, ["alice", "alina"]);
+    let limited = store.search_users("al", 1).await.expect("search");
+    assert_eq!(limited.len(), 1);
+    // `_` is a literal, not a wildcard.
+    let found: Vec<_> = store
+        .search_users("a_", 10)
+        .await
+        .expect("search")
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(found, ["a_b"]);
+    assert!(
+        store
+            .search_users("%", 10)
+            .await
+            .expect("search")
+            .is_empty()
+    );
+
+    assert!(store.user_exists(alina).await.expect("exists"));
+    assert!(!store.user_exists(9_999_999).await.expect("exists"));
+    assert!(!store.user_exists(u64::MAX).await.expect("exists"));
+}
+
+async fn contacts_and_presence_audience(store: &Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let dave = user(store, "dave").await;
+    let erin = user(store, "erin").await;
+
+    store.add_contact(alice, carol).await.expect("add");
+    store.add_contact(alice, bob).await.expect("add");
+    store
+        .add_contact(alice, bob)
+        .await
+        .expect("adding twice is fine");
+    assert!(matches!(
+        store.add_contact(alice, 9_999_999).await,
+        Err(StoreError::NotFound)
+    ));
+    let seen = store.touch_last_seen(bob).await.expect("touch");
+    let contacts = store.contacts(alice).await.expect("contacts");
+    let names: Vec<_> = contacts.iter().map(|(u, _)| u.username.as_str()).collect();
+    assert_eq!(names, ["bob", "carol"]);
+    assert_eq!(contacts[0].1, Some(seen));
+    assert_eq!(contacts[1].1, None);
+
+    store.add_contact(dave, alice).await.expect("add");
+    store
+        .get_or_create_private(alice, erin)
+        .await
+        .expect("chat");
+    let mut audience = store.presence_audience(alice).await.expect("audience");
+    audience.sort_unstable();
+    assert_eq!(audience, [bob, carol, dave, erin]);
+
+    store.remove_contact(alice, carol).await.expect("remove");
+    store
+        .remove_contact(alice, carol)
+        .await
+        .expect("removing twice is fine");
+    let contacts = store.contacts(alice).await.expect("contacts");
+    assert_eq!(contacts.len(), 1);
+}
+
+async fn private_chats_are_one_per_pair(store: &Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    assert!(matches!(
+        store.get_or_create_private(alice, alice).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.get_or_create_private(alice, 9_999_999).await,
+        Err(StoreError::NotFound)
+    ));
+    let (chat, created) = store
+        .get_or_create_private(alice, bob)
+        .await
+        .expect("create");
+    assert!(created);
+    assert_eq!(chat.kind, ChatKind::Private);
+    assert_eq!(chat.members.len(), 2);
+    assert_eq!(chat.last_seq, 0);
+    assert!(chat.last_message.is_none());
+    let (again, created) = store.get_or_create_private(bob, alice).await.expect("get");
+    assert!(!created);
+    assert_eq!(again.id, chat.id);
+
+    // Racing creators still end with one chat.
+    let carol = user(store, "carol").await;
+    let racers: Vec<_> = (0..6)
+        .map(|i| {
+            let store = store.clone();
+            let (me, peer) = if i % 2 == 0 {
+                (alice, carol)
+            } else {
+                (carol, alice)
+            };
+            tokio::spawn(async move { store.get_or_create_private(me, peer).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut created = 0;
+    for racer in racers {
+        let (chat, new) = racer.await.expect("task").expect("get or create");
+        ids.push(chat.id);
+        created += usize::from(new);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one chat for the pair");
+    assert_eq!(created, 1, "created once");
+
+    let titled = store
+        .update_chat(
+            alice,
+            chat.id,
+            ChatUpdate {
+                title: Some("x".into()),
+                ..ChatUpdate::default()
+            },
+        )
+        .await;
+    assert!(matches!(titled, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        store.add_member(alice, chat.id, carol).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+async fn groups_members_and_flags(store: &Store) {
+    let owner = user(store, "owner").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let dave = user(store, "dave").await;
+    let outsider = user(store, "outsider").await;
+    assert!(matches!(
+        store
+            .create_group(
+                owner,
+                NewGroup {
+                    title: "g",
+                    member_ids: &[bob, 9_999_999],
+                },
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let group = store
+        .create_group(
+            owner,
+            NewGroup {
+                title: "team",
+                member_ids: &[bob, carol, owner, bob],
+            },
+        )
+        .await
+        .expect("create group");
+    assert_eq!(group.kind, ChatKind::Group);
+    assert_eq!(group.title.as_deref(), Some("team"));
+    let roles: Vec<_> = group.members.iter().map(|m| (m.user_id, m.role)).collect();
+    assert_eq!(
+        roles,
+        [
+            (owner, MemberRole::Owner),
+            (bob, MemberRole::Member),
+            (carol, MemberRole::Member)
+        ]
+    );
+
+    let renamed = store
+        .update_chat(
+            bob,
+            group.id,
+            ChatUpdate {
+                title: Some("renamed".into()),
+                pinned: Some(true),
+                archived: None,
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(renamed.title.as_deref(), Some("renamed"));
+    assert!(renamed.pinned && !renamed.archived);
+    let for_owner = store.chat(owner, group.id).await.expect("chat");
+    assert_eq!(for_owner.title.as_deref(), Some("renamed"));
+    assert!(!for_owner.pinned, "flags are per member");
+    let archived = store
+        .update_chat(
+            bob,
+            group.id,
+            ChatUpdate {
+                archived: Some(true),
+                ..ChatUpdate::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert!(archived.pinned && archived.archived);
+
+    // A new member starts with nothing unread.
+    send(store, text(group.id, owner, "before dave", "c1")).await;
+    store.add_member(bob, group.id, dave).await.expect("add");
+    store.add_member(bob, group.id, dave).await.expect("twice");
+    assert_eq!(
+        store.chat(dave, group.id).await.expect("chat").unread_count,
+        0
+    );
+    assert!(matches!(
+        store.add_member(bob, group.id, 9_999_999).await,
+        Err(StoreError::NotFound)
+    ));
+    let mut ids = store.member_ids(group.id).await.expect("ids");
+    ids.sort_unstable();
+    assert_eq!(ids, [owner, bob, carol, dave]);
+    assert_eq!(
+        store.members(carol, group.id).await.expect("members").len(),
+        4
+    );
+    assert!(matches!(
+        store.members(outsider, group.id).await,
+        Err(StoreError::NotFound)
+    ));
+    store.require_member(dave, group.id).await.expect("member");
+    assert!(matches!(
+        store.require_member(outsider, group.id).await,
+        Err(StoreError::NotFound)
+    ));
+
+    assert!(matches!(
+        store.remove_member(bob, group.id, carol).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    store
+        .remove_member(bob, group.id, bob)
+        .await
+        .expect("leave");
+    assert!(matches!(
+        store.chat(bob, group.id).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .remove_member(owner, group.id, carol)
+        .await
+        .expect("remove");
+    assert!(matches!(
+        store.remove_member(owner, group.id, carol).await,
+        Err(StoreError::NotFound)
+    ));
+    let mut ids = store.member_ids(group.id).await.expect("ids");
+    ids.sort_unstable();
+    assert_eq!(ids, [owner, dave]);
+}
+
+async fn chat_list_order_and_unread_counts(store: &Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let (with_bob, _) = store.get_or_create_private(alice, bob).await.expect("chat");
+    let (with_carol, _) = store
+        .get_or_create_private(alice, carol)
+        .await
+        .expect("chat");
+    let group = store
+        .create_group(
+            alice,
+            NewGroup {
+                title: "g",
+                member_ids: &[bob],
+            },
+        )
+        .await
+        .expect("group");
+
+    send(store, text(with_bob.id, bob, "1", "b1")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    send(store, text(with_carol.id, carol, "2", "c1")).await;
+    send(store, text(with_carol.id, carol, "3", "c2")).await;
+    let order: Vec<_> = store
+        .chats_of(alice)
+        .await
+        .expect("list")
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(order, [with_carol.id, with_bob.id, group.id], "by activity");
+
+    store
+        .update_chat(
+            alice,
+            group.id,
+            ChatUpdate {
+                pinned: Some(true),
+                ..ChatUpdate::default()
+            },
+        )
+        .await
+        .expect("pin");
+    let list = store.chats_of(alice).await.expect("list");
+    let order: Vec<_> = list.iter().map(|c| c.id).collect();
+    assert_eq!(
+        order,
+        [group.id, with_carol.id, with_bob.id],
+        "pinned first"
+    );
+    let carol_chat = &list[1];
+    assert_eq!(carol_chat.unread_count, 2);
+    assert_eq!(carol_chat.last_seq, 2);
+    let last = carol_chat.last_message.as_ref().expect("last message");
+    assert_eq!(last.text.as_deref(), Some("3"));
+    assert_eq!(last.seq, 2);
+    // The sender has read its own messages.
+    assert_eq!(
+        store
+            .chat(carol, with_carol.id)
+            .await
+            .expect("chat")
+            .unread_count,
+        0
+    );
+    assert_eq!(store.chats_of(carol).await.expect("list").len(), 1);
+}
+
+async fn concurrent_sends_get_every_seq_once_in_publish_order(store: &Store) {
+    let owner = user(store, "owner").await;
+    let mut senders = vec![owner];
+    for i in 0..4 {
+        senders.push(user(store, &format!("sender{i}")).await);
+    }
+    let group = store
+        .create_group(
+            owner,
+            NewGroup {
+                title: "busy",
+                member_ids: &senders,
+            },
+        )
+        .await
+        .expect("group");
+    // Writes in other chats at the same time (a private chat per sender, sends and reads there):
+    // on SQLite they contend for the one write lock and must wait, not fail.
+    let mut side_chats = Vec::new();
+    for &sender in &senders[1..] {
+        side_chats.push((
+            sender,
+            store
+                .get_or_create_private(owner, sender)
+                .await
+                .expect("chat")
+                .0
+                .id,
+        ));
+    }
+    let side_tasks: Vec<_> = side_chats
+        .into_iter()
+        .map(|(sender, chat_id)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    let client_id = format!("side-{i}");
+                    let sent = store
+                        .send_message(text(chat_id, sender, "side", &client_id), |_| async {})
+                        .await
+                        .expect("a send in another chat");
+                    assert_eq!(sent.message.seq, i + 1);
+                    store
+                        .mark_read(owner, chat_id, i + 1)
+                        .await
+                        .expect("a read in another chat");
+                    store.touch_last_seen(sender).await.expect("touch");
+                }
+            })
+        })
+        .collect();
+    let published = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = senders
+        .iter()
+        .enumerate()
+        .map(|(t, &sender)| {
+            let store = store.clone();
+            let published = published.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..10 {
+                    let client_id = format!("t{t}-m{i}");
+                    let published = published.clone();
+                    let outcome = store
+                        .send_message(text(group.id, sender, "hi", &client_id), |o| {
+                            let seq = o.message.seq;
+                            let members = o.member_ids.len();
+                            async move {
+                                // A slow publish: the next send in the chat must still wait.
+                                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                                published.lock().expect("lock").push((seq, members));
+                            }
+                        })
+                        .await
+                        .expect("send");
+                    assert!(outcome.created);
+                    seqs.push(outcome.message.seq);
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for task in tasks {
+        let mine = task.await.expect("task");
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "a sender's seqs rise");
+        seqs.extend(mine);
+    }
+    for task in side_tasks {
+        task.await.expect("side task");
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=50).collect::<Vec<u64>>());
+    let published = published.lock().expect("lock").clone();
+    let order: Vec<u64> = published.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(
+        order,
+        (1..=50).collect::<Vec<u64>>(),
+        "published in seq order"
+    );
+    assert!(published.iter().all(|(_, members)| *members == 5));
+    let chat = store.chat(owner, group.id).await.expect("chat");
+    assert_eq!(chat.last_seq, 50);
+    let page = store
+        .messages(owner, group.id, None, None, 100)
+        .await
+        .expect("history");
+    let stored: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(stored, (1..=50).collect::<Vec<u64>>());
+}
+
+async fn a_retried_send_returns_the_first_message(store: &Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let (chat, _) = store.get_or_create_private(alice, bob).await.expect("chat");
+    let first = send(store, text(chat.id, alice, "hello", "same-id")).await;
+    assert!(first.created);
+    let mut members = first.member_ids.clone();
+    members.sort_unstable();
+    assert_eq!(members, [alice, bob]);
+
+    let published = Arc::new(AtomicU32::new(0));
+    let counter = published.clone();
+    let retry = store
+        .send_message(text(chat.id, alice, "hello again", "same-id"), |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            async {}
+        })
+        .await
+        .expect("retry");
+    assert!(!retry.created, "a duplicate");
+    assert!(retry.member_ids.is_empty());
+    assert_eq!(published.load(Ordering::Relaxed), 0, "no second publish");
+    assert_eq!(retry.message, first.message, "the first message, as stored");
+
+    // Byte-exact ids: a different case is another message; another sender may reuse an id.
+    let other_case = send(store, text(chat.id, alice, "x", "SAME-ID")).await;
+    assert!(other_case.created);
+    assert_eq!(other_case.message.seq, 2);
+    let bobs = send(store, text(chat.id, bob, "y", "same-id")).await;
+    assert!(bobs.created);
+    assert_eq!(bobs.message.seq, 3);
+    assert_eq!(store.chat(alice, chat.id).await.expect("chat").last_seq, 3);
+}
+
+async fn non_members_get_not_found(store: &Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let mallory = user(store, "mallory").await;
+    let (chat, _) = store.get_or_create_private(alice, bob).await.expect("chat");
+    let sent = store
+        .send_message(text(chat.id, mallory, "hi", "m1"), |_| async {})
+        .await;
+    assert!(matches!(sent, Err(StoreError::NotFound)), "{sent:?}");
+    let sent = store
+        .send_message(text(9_999_999, alice, "hi", "m1"), |_| async {})
+        .await;
+    assert!(matches!(sent, Err(StoreError::NotFound)), "{sent:?}");
+    assert!(matches!(
+        store.chat(mallory, chat.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.messages(mallory, chat.id, None, None, 10).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.mark_read(mallory, chat.id, 1).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .update_chat(mallory, chat.id, ChatUpdate::default())
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.chat(alice, u64::MAX).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // A reply must name a message of the same chat.
+    let (other, _) = store
+        .get_or_create_private(alice, mallory)
+        .await
+        .expect("chat");
+    let elsewhere = send(store, text(other.id, alice, "there", "o1")).await;
+    let mut reply = text(chat.id, alice, "re", "r1");
+    reply.reply_to_id = Some(elsewhere.message.id);
+    let sent = store.send_message(reply, |_| async {}).await;
+    assert!(matches!(sent, Err(StoreError::Invalid(_))), "{sent:?}");
+    let here = send(store, text(chat.id, bob, "here", "h1")).await;
+    let mut reply = text(chat.id, alice, "re", "r2");
+    reply.reply_to_id = Some(here.message.id);
+    let replied = send(store, reply).await;
+    assert_eq!(replied.message.reply_to_id, Some(here.message.id));
+    assert_eq!(replied.message.seq, 2, "a refused send takes no seq");
+}
+
+async fn history_pages(store: &Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let (chat, _) = store.get_or_create_private(alice, bob).await.expect("chat");
+    let empty = store
+        .messages(alice, chat.id, None, None, 10)
+        .await
+        .expect("page");
+    assert!(empty.messages.is_empty() && !empty.has_more);
+    for i in 1..=7 {
+        send(
+            store,
+            text(chat.id, alice, &format!("m{i}"), &format!("c{i}")),
+        )
+        .await;
+    }
+    let seqs = |page: &chat_store::MessagePage| -> Vec<u64> {
+        page.messages.iter().map(|m| m.seq).collect()
+    };
+    let newest = store
+        .messages(alice, chat.id, None, None, 3)
+        .await
+        .expect("page");
+    assert_eq!(seqs(&newest), [5, 6, 7]);
+    assert!(newest.has_more);
+    let older = store
+        .messages(alice, chat.id, Some(5), None, 3)
+        .await
+        .expect("page");
+    assert_eq!(seqs(&older), [2, 3, 4]);
+    assert!(older.has_more);
+    let oldest = store
+        .messages(alice, chat.id, Some(2), None, 3)
+        .await
+        .expect("page");
+    assert_eq!(seqs(&oldest), [1]);
+    assert!(!oldest.has_more);
+    let after = store
+        .messages(alice, chat.id, None, Some(2), 3)
+        .await
+        .expect("page");
+    assert_eq!(seqs(&after), [3, 4, 5]);
+    assert!(after.has_more);
+    let tail = store
+        .messages(alice, chat.id, None, Some(5), 3)
+        .await
+        .expect("page");
+    assert_eq!(seqs(&tail), [6, 7]);
+    assert!(!tail.has_more);
+    let between = store
+        .messages(alice, chat.id, Some(6), Some(2), 10)
+        .await
+        .expect("page");
+    assert_eq!(seqs(&between), [3, 4, 5]);
+    let huge = store
+        .messages(alice, chat.id, Some(u64::MAX), None, 2)
+        .await
+        .expect("page");
+    assert_eq!(seqs(&huge), [6, 7]);
+    let past = store
+        .messages(alice, chat.id, None, Some(u64::MAX), 2)
+        .await
+        .expect("page");
+    assert!(past.messages.is_empty());
+    assert_eq!(newest.messages[2].text.as_deref(), Some("m7"));
+    assert_eq!(newest.messages[2].client_msg_id, "c7");
+    assert_eq!(newest.messages[2].sender_id, alice);
+}
+
+async fn read_watermarks_never_move_back(store: &Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let (chat, _) = store.get_or_create_private(alice, bob).await.expect("chat");
+    for i in 1..=5 {
+        send(store, text(chat.id, alice, "m", &format!("c{i}"))).await;
+    }
+    assert_eq!(
+        store.chat(bob, chat.id).await.expect("chat").unread_count,
+        5
+    );
+
+    let moved = store.mark_read(bob, chat.id, 3).await.expect("read");
+    assert_eq!(moved.moved_to, Some(3));
+    let mut members = moved.member_ids.clone();
+    members.sort_unstable();
+    assert_eq!(members, [alice, bob]);
+    assert_eq!(
+        store.chat(bob, chat.id).await.expect("chat").unread_count,
+        2
+    );
+
+    let back = store.mark_read(bob, chat.id, 2).await.expect("read");
+    assert_eq!(back.moved_to, None, "never back");
+    assert!(back.member_ids.is_empty());
+    let same = store.mark_read(bob, chat.id, 3).await.expect("read");
+    assert_eq!(same.moved_to, None);
+
+    // Past the last message: clamped to it.
+    let clamped = store.mark_read(bob, chat.id, u64::MAX).await.expect("read");
+    assert_eq!(clamped.moved_to, Some(5));
+    let chat_now = store.chat(bob, chat.id).await.expect("chat");
+    assert_eq!(chat_now.unread_count, 0);
+    let bob_member = chat_now
+        .members
+        .iter()
+        .find(|m| m.user_id == bob)
+        .expect("bob is a member");
+    assert_eq!(bob_member.last_read_seq, 5);
+
+    // Racing reads end at the highest.
+    for i in 6..=20 {
+        send(store, text(chat.id, alice, "m", &format!("c{i}"))).await;
+    }
+    let racers: Vec<_> = (6..=20)
+        .rev()
+        .map(|up_to| {
+            let store = store.clone();
+            tokio::spawn(async move { store.mark_read(bob, chat.id, up_to).await })
+        })
+        .collect();
+    for racer in racers {
+        racer.await.expect("task").expect("read");
+    }
+    let members = store.members(bob, chat.id).await.expect("members");
+    let bob_member = members.iter().find(|m| m.user_id == bob).expect("bob");
+    assert_eq!(bob_member.last_read_seq, 20);
+}
+
+async fn sync_returns_what_was_missed_in_order(store: &Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let (with_bob, _) = store.get_or_create_private(alice, bob).await.expect("chat");
+    let (not_alices, _) = store.get_or_create_private(bob, carol).await.expect("chat");
+    let start = now_millis();
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        let from = if i % 2 == 0 { alice } else { bob };
+        sent.push(
+            send(store, text(with_bob.id, from, "m", &format!("c{i}")))
+                .await
+                .message,
+        );
+        // Spread the messages over several milliseconds so pages can end between them.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    send(store, text(not_alices.id, bob, "private", "p1")).await;
+    let read = store.mark_read(alice, with_bob.id, 6).await.expect("read");
+    assert_eq!(read.moved_to, Some(6));
+
+    let all = store.sync(alice, start, 100).await.expect("sync");
+    assert_eq!(all.more_from, None);
+    assert_eq!(all.events.len(), 7, "six messages and one read");
+    for (event, message) in all.events.iter().zip(&sent) {
+        assert_eq!(event, &SyncEvent::Message(message.clone()));
+    }
+    assert!(matches!(
+        all.events[6],
+        SyncEvent::Read { chat_id, user_id, up_to_seq: 6, .. }
+            if chat_id == with_bob.id && user_id == alice
+    ));
+    assert!(all.events.windows(2).all(|w| w[0].at() <= w[1].at()));
+
+    // Paging from more_from hands out every event exactly once, in order.
+    let mut paged = Vec::new();
+    let mut from = start;
+    let mut pages = 0;
+    loop {
+        let slice = store.sync(alice, from, 2).await.expect("sync");
+        pages += 1;
+        assert!(pages < 20, "paging ends");
+        paged.extend(slice.events);
+        match slice.more_from {
+            Some(next) => {
+                assert!(next > from, "paging moves forward");
+                from = next;
+            }
+            None => break,
+        }
+    }
+    assert!(pages >= 3, "a limit of 2 needs several pages, got {pages}");
+    assert_eq!(paged, all.events);
+
+    let later = store.sync(alice, now_millis() + chrono::Duration::seconds(1), 10);
+    assert!(later.await.expect("sync").events.is_empty());
+    // Carol sees only her chat.
+    let carols = store.sync(carol, start, 100).await.expect("sync");
+    assert_eq!(carols.events.len(), 1);
+}
+
+async fn attachments_and_who_may_read_them(store: &Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let sha = "ab".repeat(32);
+    let record = store
+        .create_attachment(alice, "objects/1", 1234, "image/png", &sha)
+        .await
+        .expect("create");
+    assert_eq!(record.uploader_id, alice);
+    assert_eq!(record.size, 1234);
+    let own = store.own_attachment(alice, record.id).await.expect("own");
+    assert_eq!(own.as_ref(), Some(&record));
+    assert!(
+        store
+            .own_attachment(bob, record.id)
+            .await
+            .expect("own")
+            .is_none()
+    );
+    assert!(
+        store
+            .readable_attachment(bob, record.id)
+            .await
+            .expect("readable")
+            .is_none()
+    );
+
+    let (chat, _) = store.get_or_create_private(alice, bob).await.expect("chat");
+    let public: Attachment = record.public();
+    let sent = send(
+        store,
+        NewMessage {
+            chat_id: chat.id,
+            sender_id: alice,
+            kind: MessageKind::Image,
+            text: None,
+            attachment: Some(&public),
+            reply_to_id: None,
+            client_msg_id: "img",
+        },
+    )
+    .await;
+    assert_eq!(sent.message.attachment.as_ref(), Some(&public));
+    let readable = store
+        .readable_attachment(bob, record.id)
+        .await
+        .expect("readable");
+    assert_eq!(readable, Some(record.clone()));
+    assert!(
+        store
+            .readable_attachment(carol, record.id)
+            .await
+            .expect("readable")
+            .is_none()
+    );
+    let page = store
+        .messages(bob, chat.id, None, None, 10)
+        .await
+        .expect("history");
+    assert_eq!(page.messages[0].attachment.as_ref(), Some(&public));
+    assert_eq!(page.messages[0].kind, MessageKind::Image);
+    let listed = store.chat(bob, chat.id).await.expect("chat");
+    let last = listed.last_message.expect("last message");
+    assert_eq!(last.attachment, Some(public));
+}
+
+async fn push_tokens_move_between_users(store: &Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    store
+        .put_push_token(alice, "tok-b", Some("ios"))
+        .await
+        .expect("put");
+    store
+        .put_push_token(alice, "tok-a", None)
+        .await
+        .expect("put");
+    store
+        .put_push_token(alice, "tok-a", Some("android"))
+        .await
+        .expect("refresh");
+    store.put_push_token(bob, "tok-c", None).await.expect("put");
+    assert_eq!(
+        store.push_tokens_of(&[bob, alice]).await.expect("tokens"),
+        [
+            (alice, "tok-a".to_string()),
+            (alice, "tok-b".to_string()),
+            (bob, "tok-c".to_string())
+        ]
+    );
+    assert!(store.push_tokens_of(&[]).await.expect("none").is_empty());
+    // A shared device changed accounts: the token moves.
+    store
+        .put_push_token(bob, "tok-b", None)
+        .await
+        .expect("move");
+    assert_eq!(
+        store.push_tokens_of(&[alice]).await.expect("tokens"),
+        [(alice, "tok-a".to_string())]
+    );
+    store.delete_push_token(bob, "tok-c").await.expect("delete");
+    store.delete_push_token(bob, "never").await.expect("absent");
+    assert_eq!(
+        store.push_tokens_of(&[bob]).await.expect("tokens"),
+        [(bob, "tok-b".to_string())]
+    );
+
+    let (private, _) = store.get_or_create_private(alice, bob).await.expect("chat");
+    let context = store.push_context(alice, private.id).await.expect("ctx");
+    assert_eq!(context.sender_username, "alice");
+    assert_eq!(context.group_title, None);
+    let group = store
+        .create_group(
+            bob,
+            NewGroup {
+                title: "team",
+                member_ids: &[alice],
+            },
+        )
+        .await
+        .expect("group");
+    let context = store.push_context(bob, group.id).await.expect("ctx");
+    assert_eq!(context.group_title.as_deref(), Some("team"));
+    assert!(matches!(
+        store.push_context(bob, 9_999_999).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+/// SQLite only: the data is in the file, and a second store on it sees it.
+#[tokio::test]
+async fn sqlite_data_survives_reopening() {
+    let db = TestStore::sqlite().await;
+    let alice = user(&db.store, "alice").await;
+    let Cleanup::Dir(dir) = &db.cleanup else {
+        unreachable!("a sqlite store")
+    };
+    let url = format!("sqlite://{}", dir.join("data").join("chat.db").display());
+    db.store.close().await;
+    let reopened = Store::connect_lazy(&url, 2).expect("url");
+    reopened.migrate().await.expect("migrations are idempotent");
+    assert_eq!(reopened.me(alice).await.expect("me").username, "alice");
+    reopened.close().await;
+    db.finish().await;
+}
