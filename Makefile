@@ -31,9 +31,9 @@ services: ## Start (or install) MariaDB and Redis when they are not answering
 cluster: ## Start the local Redis Cluster (127.0.0.1:7000-7005)
 	deploy/local/redis-cluster.sh start
 
-test: services cluster build ## Unit + e2e (standalone and cluster), browser, OpenAPI, k6 smoke (200 VUs)
+test: services cluster build ## Unit + e2e (standalone, embedded, cluster), browser (both topologies), OpenAPI, k6 smoke
 	$(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
-	$(MAKE) test-browser openapi-check
+	$(MAKE) test-embedded test-browser openapi-check
 	$(MAKE) test-cluster
 	LT_PROFILE=debug LT_NO_BUILD=1 LT_RESULTS_ROOT=.tmp/loadtest-results loadtest/smoke.sh
 
@@ -49,8 +49,21 @@ test-cluster: cluster build ## End-to-end suite with REDIS_MODE=cluster
 	  --skip redis_outage_gives_503_then_recovers --skip a_master_failover --skip users_on_every_master \
 	  --skip chaos_suite
 
-test-browser: services ## Two users chat through the web client in headless chromium (screenshots: .tmp/browser-artifacts/)
+# The API/WS suite again with every stack as one chat-embedded process (SQLite + in-memory bus).
+# Skipped there: tests that stop one gateway of several (the gateways share one process), and the
+# one that cuts Redis under a gateway. Not listed: suites built on several processes or on MySQL/
+# Redis themselves (chaos, cluster*, drain, resilience, retry_across_gateways, worker_push).
+EMBEDDED_SUITE := api_auth api_chats api_messages api_users_contacts api_web attachments concurrency \
+	e2e_fanout embedded ordering presence resume security_auth security_limits security_ws ws_gateway ws_limits
+test-embedded: build ## API/WS end-to-end suite against chat-embedded (SQLite + in-memory bus)
+	CHAT_TEST_STACK=embedded $(CARGO) test -p chat-testkit $(addprefix --test ,$(EMBEDDED_SUITE)) -- \
+	  --test-threads=$(TEST_THREADS) --skip graceful_gateway_shutdown_moves_presence_correctly \
+	  --skip killed_gateway_users_go_offline --skip a_logout_missed_while_the_subscription_was_down \
+	  --skip gateway_http_routes_and_sigterm
+
+test-browser: services ## Two users chat through the web client in headless chromium, scaled and embedded (screenshots: .tmp/browser-artifacts*/)
 	tests/browser/run.sh
+	STACK_MODE=embedded tests/browser/run.sh
 
 openapi-check: services ## docs/openapi.yaml vs a running chat-api with schemathesis (no 5xx, responses match)
 	scripts/openapi-check.sh

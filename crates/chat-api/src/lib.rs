@@ -53,6 +53,7 @@ pub async fn serve(
     );
     tracing::info!(
         listen = %listener.local_addr()?,
+        store = store.backend(),
         database_url = %chat_ops::mask_url(&config.database_url),
         redis_url = %chat_ops::mask_url(&config.redis.redis_url),
         redis_mode = ?bus.mode(),

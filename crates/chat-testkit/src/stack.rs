@@ -44,6 +44,8 @@ pub struct StackOptions {
     pub workers: usize,
     /// Extra environment for every worker (e.g. `CHAT_PUSH_URL`).
     pub worker_env: Vec<(String, String)>,
+    /// Run as one `chat-embedded` process whatever `CHAT_TEST_STACK` says.
+    pub embedded: bool,
 }
 
 impl Default for StackOptions {
@@ -59,6 +61,7 @@ impl Default for StackOptions {
             redis: None,
             workers: 0,
             worker_env: Vec::new(),
+            embedded: false,
         }
     }
 }
@@ -255,7 +258,7 @@ impl Stack {
 
     /// Starts the stack or says why it could not.
     pub async fn try_start(options: StackOptions) -> anyhow::Result<Stack> {
-        if embedded_mode() {
+        if options.embedded || embedded_mode() {
             return Self::try_start_embedded(options).await;
         }
         let api_bin = binary("chat-api");
@@ -656,6 +659,25 @@ impl Stack {
         self.redis_proxy
             .as_ref()
             .unwrap_or_else(|| panic!("start the stack with proxy_api_redis: true"))
+    }
+
+    /// `SELECT COUNT(*)` of a table in the stack's database, MySQL or SQLite (for tests that
+    /// check what a failed request left behind).
+    pub async fn count_rows(&self, table: &str) -> anyhow::Result<i64> {
+        use sqlx::Connection;
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let (count,): (i64,) = match (&self.db, &self.sqlite_url) {
+            (Some(db), _) => {
+                let mut conn = db.connect().await?;
+                sqlx::query_as(&sql).fetch_one(&mut conn).await?
+            }
+            (None, Some(url)) => {
+                let mut conn = sqlx::SqliteConnection::connect(url).await?;
+                sqlx::query_as(&sql).fetch_one(&mut conn).await?
+            }
+            (None, None) => bail!("the stack has no database"),
+        };
+        Ok(count)
     }
 
     /// The MySQL test database.

@@ -119,16 +119,10 @@ fn files_under(dir: &Path) -> Vec<String> {
 }
 
 async fn attachment_rows(stack: &Stack) -> i64 {
-    let mut conn = stack
-        .db()
-        .connect()
+    stack
+        .count_rows("attachments")
         .await
-        .unwrap_or_else(|e| panic!("connecting to the test database: {e:#}"));
-    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM attachments")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("counting attachments: {e}"));
-    count
+        .unwrap_or_else(|e| panic!("counting attachments: {e:#}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
