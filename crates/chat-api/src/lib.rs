@@ -55,7 +55,7 @@ pub async fn serve(
         listen = %listener.local_addr()?,
         store = store.backend(),
         database_url = %chat_ops::mask_url(&config.database_url),
-        redis_url = %chat_ops::mask_url(&config.redis.redis_url),
+        redis_url = %config.redis.url_for_log(&bus),
         redis_mode = ?bus.mode(),
         redis_prefix = %config.redis.redis_prefix,
         jwt_ttl_secs = config.jwt_ttl_secs,

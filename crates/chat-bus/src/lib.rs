@@ -91,6 +91,21 @@ pub struct RedisArgs {
 }
 
 impl RedisArgs {
+    /// For start-up logs: the configured URL(s) with passwords hidden, or a note that `bus` is
+    /// the in-memory one (the embedded mode ignores `REDIS_URL`).
+    pub fn url_for_log(&self, bus: &Bus) -> String {
+        match bus.mode() {
+            RedisMode::Memory => "(unused: in-memory bus)".into(),
+            // Mask each seed of a cluster list, not only the first.
+            _ => self
+                .redis_url
+                .split(',')
+                .map(|url| chat_ops::mask_url(url.trim()))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
     pub fn bus_config(&self) -> BusConfig {
         BusConfig::new(self.redis_mode, &self.redis_url, &self.redis_prefix)
     }
@@ -413,4 +428,39 @@ pub(crate) fn cluster_builder(urls: &[String]) -> redis::cluster::ClusterClientB
     redis::cluster::ClusterClientBuilder::new(urls.to_vec())
         .connection_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: &str, mode: RedisMode) -> RedisArgs {
+        RedisArgs {
+            redis_url: url.into(),
+            redis_mode: mode,
+            redis_prefix: "chat".into(),
+        }
+    }
+
+    #[test]
+    fn logged_urls_hide_every_password_of_a_seed_list() {
+        let args = args(
+            "redis://u:s3cret@10.0.0.1:7000, redis://u:s3cret@10.0.0.2:7001",
+            RedisMode::Cluster,
+        );
+        let bus = Bus::new(&args.bus_config()).expect("a cluster client builds without I/O");
+        let logged = args.url_for_log(&bus);
+        assert!(!logged.contains("s3cret"), "{logged}");
+        assert!(logged.contains("10.0.0.1:7000") && logged.contains("10.0.0.2:7001"));
+    }
+
+    #[test]
+    fn the_memory_bus_says_redis_url_is_unused() {
+        let args = args("redis://:s3cret@127.0.0.1:6379", RedisMode::Standalone);
+        let logged = args.url_for_log(&Bus::memory("chat"));
+        assert!(
+            logged.contains("in-memory") && !logged.contains("s3cret"),
+            "{logged}"
+        );
+    }
 }

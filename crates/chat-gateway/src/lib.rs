@@ -74,7 +74,7 @@ pub async fn run(
         listen = %listener.local_addr()?,
         node_id = %node_id,
         api_url = %config.api_url,
-        redis_url = %chat_ops::mask_url(&config.redis.redis_url),
+        redis_url = %config.redis.url_for_log(&bus),
         redis_mode = ?bus.mode(),
         redis_prefix = %config.redis.redis_prefix,
         outbound_queue = config.outbound_queue,

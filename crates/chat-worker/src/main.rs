@@ -28,9 +28,10 @@ async fn main() -> anyhow::Result<()> {
     config.push.validate().map_err(anyhow::Error::msg)?;
     let metrics = chat_ops::install_metrics()?;
     let worker_id = config.push.resolved_worker_id();
+    let bus = Bus::new(&config.redis.bus_config())?;
     tracing::info!(
         listen = %config.listen,
-        redis_url = %chat_ops::mask_url(&config.redis.redis_url),
+        redis_url = %config.redis.url_for_log(&bus),
         redis_mode = ?config.redis.redis_mode,
         redis_prefix = %config.redis.redis_prefix,
         push_url = %config.push.push_url.as_deref().map(chat_ops::mask_url).unwrap_or_else(|| "(none: push disabled)".into()),
@@ -44,7 +45,6 @@ async fn main() -> anyhow::Result<()> {
         worker_id = %worker_id,
         "starting chat-worker"
     );
-    let bus = Bus::new(&config.redis.bus_config())?;
     let shutdown = chat_ops::cancel_on_shutdown_signal();
     let consumers = chat_worker::start_consumers(&config.push, &bus, &worker_id, &shutdown)?;
 
