@@ -207,6 +207,15 @@ async fn wait_ready(proc: &mut Proc, addr: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
+/// True when the process exited because another process took its free port first.
+fn lost_port_race(proc: &mut Proc) -> bool {
+    !proc.is_running()
+        && proc
+            .log_tail(40)
+            .to_lowercase()
+            .contains("address already in use")
+}
+
 /// Starts `spec` and waits for readiness, picking a new port if the first was taken meanwhile.
 async fn start_ready(spec: &Spec, log_dir: &Path) -> anyhow::Result<(Proc, SocketAddr)> {
     let mut attempt = 0;
@@ -216,11 +225,7 @@ async fn start_ready(spec: &Spec, log_dir: &Path) -> anyhow::Result<(Proc, Socke
         match wait_ready(&mut proc, addr).await {
             Ok(()) => return Ok((proc, addr)),
             Err(e) => {
-                let port_taken = !proc.is_running()
-                    && proc
-                        .log_tail(40)
-                        .to_lowercase()
-                        .contains("address already in use");
+                let port_taken = lost_port_race(&mut proc);
                 // CI once saw chat-api exit with code 1 and an empty log: the service never
                 // ran. Retry such a start (and say so) rather than fail the test on it.
                 let never_ran = proc.died_before_start();
@@ -459,11 +464,7 @@ impl Stack {
                     });
                 }
                 Err(e) => {
-                    let port_taken = !proc.is_running()
-                        && proc
-                            .log_tail(40)
-                            .to_lowercase()
-                            .contains("address already in use");
+                    let port_taken = lost_port_race(&mut proc);
                     proc.kill();
                     if !port_taken || attempt >= PORT_ATTEMPTS {
                         return Err(e);
