@@ -58,7 +58,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(msg) => Self::invalid(msg),
             StoreError::Forbidden(msg) => Self::new(ErrorCode::Forbidden, msg),
             StoreError::Busy(msg) => Self::unavailable(msg),
-            StoreError::Unavailable(e) => {
+            StoreError::Unavailable(e) | StoreError::CommitUnknown(e) => {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::unavailable("the database is unavailable, retry later")
             }

@@ -2,6 +2,7 @@
 //! events to the per-user Redis channels after each commit. The library is the service itself;
 //! the `chat-api` binary and the embedded single-process mode (chat-embedded) both run [`serve`].
 
+mod announce;
 mod config;
 mod error;
 mod extract;

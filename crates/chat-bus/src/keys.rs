@@ -62,6 +62,11 @@ impl Keys {
         format!("{}:push:tries:{job_id}", self.prefix)
     }
 
+    /// `P:chat:{7}:unannounced`: set of sends into chat 7 whose commit got no answer.
+    pub fn unannounced(&self, chat_id: u64) -> String {
+        format!("{}:chat:{{{chat_id}}}:unannounced", self.prefix)
+    }
+
     /// `P:revoked:<jti>`: present while a logged-out token would still be valid.
     pub fn revoked(&self, jti: &str) -> String {
         format!("{}:revoked:{jti}", self.prefix)

@@ -18,6 +18,7 @@ mod limits;
 mod memory;
 mod presence;
 mod subscriber;
+mod unannounced;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use keys::Keys;
 pub use limits::{Bucket, Verdict};
 pub use memory::DeadLetter;
 pub use subscriber::{BusMessage, Subscriber};
+pub use unannounced::UnannouncedSend;
 
 pub type UserId = u64;
 

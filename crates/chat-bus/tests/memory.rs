@@ -580,3 +580,27 @@ async fn concurrent_readers_share_the_jobs_without_duplicates() -> TestResult {
     assert_eq!(all, expected);
     Ok(())
 }
+
+#[tokio::test]
+async fn unannounced_sends_are_kept_per_chat_until_forgotten() -> TestResult {
+    let bus = Bus::memory("t");
+    let send = |sender_id, id: &str| chat_bus::UnannouncedSend {
+        sender_id,
+        client_msg_id: id.to_string(),
+    };
+    assert!(bus.unannounced(7).await?.is_empty());
+    bus.record_unannounced(7, &send(1, "a:1")).await?;
+    bus.record_unannounced(7, &send(1, "a:1")).await?;
+    bus.record_unannounced(7, &send(2, "b")).await?;
+    bus.record_unannounced(8, &send(1, "c")).await?;
+    assert_eq!(
+        bus.unannounced(7).await?,
+        [send(1, "a:1"), send(2, "b")],
+        "a set: recording twice keeps one"
+    );
+    bus.forget_unannounced(7, &[send(1, "a:1"), send(9, "never")])
+        .await?;
+    assert_eq!(bus.unannounced(7).await?, [send(2, "b")]);
+    assert_eq!(bus.unannounced(8).await?, [send(1, "c")], "chats apart");
+    Ok(())
+}

@@ -18,6 +18,10 @@ pub enum StoreError {
     /// The database cannot be reached or timed out; retrying later can succeed.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// COMMIT was sent and no answer came back (the connection broke): the write may or may not
+    /// have been applied. Retrying is safe where the write is idempotent.
+    #[error("database unavailable, the commit's outcome is unknown: {0}")]
+    CommitUnknown(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(String),
     #[error("database error: {0}")]
@@ -48,6 +52,19 @@ impl From<sqlx::Error> for StoreError {
             // read (missing directory, disk I/O): transient as far as a client can tell.
             sqlx::Error::Database(db) if sqlite_transient(db.as_ref()) => Self::Unavailable(err),
             _ => Self::Database(err),
+        }
+    }
+}
+
+impl StoreError {
+    /// The error of a COMMIT: a broken connection leaves its outcome unknown; anything else (a
+    /// deadlock, a refused write) is the server's answer and classified as usual.
+    pub(crate) fn at_commit(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => {
+                Self::CommitUnknown(err)
+            }
+            other => other.into(),
         }
     }
 }

@@ -195,47 +195,63 @@ pub(crate) fn read_target(up_to_seq: u64, last_seq: u64, current: u64) -> Option
 }
 
 impl Store {
-    /// Stores a message with the chat's next `seq`, then runs `after_commit` (the publish) for a
-    /// new message, all under the chat's named lock (`GET_LOCK`, held by this connection's
-    /// session). The counter row lock alone gives gap-free seqs, but it ends at COMMIT, so two
+    /// Stores a message with the chat's next `seq`, then runs `announce` (the publish) with the
+    /// outcome, all under the chat's named lock (`GET_LOCK`, held by this connection's session).
+    /// `announce` runs for a new message and for a retried one (`created == false`), so the
+    /// caller can also announce what an earlier send left unannounced; it does not run on an
+    /// error. The counter row lock alone gives gap-free seqs, but it ends at COMMIT, so two
     /// senders' publishes could race and reach clients out of seq order; the named lock spans
-    /// the publish too, for every api replica. If releasing fails, the connection is closed
-    /// instead, which frees the lock.
+    /// the publish too, for every api replica.
+    ///
+    /// [`StoreError::CommitUnknown`] means COMMIT was sent and no answer came: the message may be
+    /// stored, and nobody announced it.
     pub async fn send_message<F, Fut>(
         &self,
         new: NewMessage<'_>,
-        after_commit: F,
+        announce: F,
     ) -> Result<SendOutcome>
     where
         F: FnOnce(&SendOutcome) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let pool = mysql_or_sqlite!(self, send_message(new, after_commit));
+        let pool = mysql_or_sqlite!(self, send_message(new, announce));
         let mut conn = pool.acquire().await?;
-        let lock = format!("/chat/{}", new.chat_id);
-        let (granted,): (Option<i64>,) =
-            sqlx::query_as("SELECT GET_LOCK(LEFT(CONCAT(DATABASE(), ?), 64), ?)")
-                .bind(&lock)
-                .bind(CHAT_LOCK_WAIT_SECS)
-                .fetch_one(&mut *conn)
-                .await?;
-        if granted != Some(1) {
-            return Err(StoreError::Busy("the chat is busy, retry"));
-        }
+        lock_chat(&mut conn, new.chat_id).await?;
         let outcome = insert_message(pool, &mut conn, &new).await;
-        if let Ok(outcome) = &outcome
-            && outcome.created
-        {
-            after_commit(outcome).await;
+        if let Ok(outcome) = &outcome {
+            announce(outcome).await;
         }
-        let released = sqlx::query("DO RELEASE_LOCK(LEFT(CONCAT(DATABASE(), ?), 64))")
-            .bind(&lock)
-            .execute(&mut *conn)
-            .await;
-        if released.is_err() {
-            drop(conn.detach());
-        }
+        unlock_chat(conn, new.chat_id).await;
         outcome
+    }
+
+    /// Runs `work` under the chat's send lock, as `send_message` runs its publish: for
+    /// announcing, in seq order with the chat's other sends, what a send left unannounced.
+    pub async fn in_send_order<F, Fut, T>(&self, chat_id: Id, work: F) -> Result<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let pool = mysql_or_sqlite!(self, in_send_order(chat_id, work));
+        let mut conn = pool.acquire().await?;
+        lock_chat(&mut conn, chat_id).await?;
+        let done = work().await;
+        unlock_chat(conn, chat_id).await;
+        Ok(done)
+    }
+
+    /// The message a sender sent into a chat under a client id, if it is stored.
+    pub async fn message_by_client_id(
+        &self,
+        chat_id: Id,
+        sender_id: Id,
+        client_msg_id: &str,
+    ) -> Result<Option<Message>> {
+        let pool = mysql_or_sqlite!(
+            self,
+            message_by_client_id(chat_id, sender_id, client_msg_id)
+        );
+        stored_by_client_id(pool, chat_id, sender_id, client_msg_id).await
     }
 
     /// A page of history in ascending seq. With only `after_seq`, the page starts right after it;
@@ -317,6 +333,35 @@ impl Store {
     }
 }
 
+/// Takes the chat's named lock on this connection, waiting up to `CHAT_LOCK_WAIT_SECS`.
+async fn lock_chat(conn: &mut sqlx::pool::PoolConnection<sqlx::MySql>, chat_id: Id) -> Result<()> {
+    let (granted,): (Option<i64>,) =
+        sqlx::query_as("SELECT GET_LOCK(LEFT(CONCAT(DATABASE(), ?), 64), ?)")
+            .bind(chat_lock_name(chat_id))
+            .bind(CHAT_LOCK_WAIT_SECS)
+            .fetch_one(&mut **conn)
+            .await?;
+    if granted != Some(1) {
+        return Err(StoreError::Busy("the chat is busy, retry"));
+    }
+    Ok(())
+}
+
+/// Releases the chat's named lock; if that fails, closes the connection instead, which frees it.
+async fn unlock_chat(mut conn: sqlx::pool::PoolConnection<sqlx::MySql>, chat_id: Id) {
+    let released = sqlx::query("DO RELEASE_LOCK(LEFT(CONCAT(DATABASE(), ?), 64))")
+        .bind(chat_lock_name(chat_id))
+        .execute(&mut *conn)
+        .await;
+    if released.is_err() {
+        drop(conn.detach());
+    }
+}
+
+fn chat_lock_name(chat_id: Id) -> String {
+    format!("/chat/{chat_id}")
+}
+
 async fn insert_message(
     pool: &MySqlPool,
     conn: &mut sqlx::pool::PoolConnection<sqlx::MySql>,
@@ -390,7 +435,7 @@ async fn insert_message(
             .bind(new.chat_id)
             .fetch_all(&mut *tx)
             .await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(StoreError::at_commit)?;
     Ok(SendOutcome {
         message: new.stored_as(id, seq, created_at),
         created: true,
@@ -399,16 +444,26 @@ async fn insert_message(
 }
 
 async fn repeated_send(pool: &MySqlPool, new: &NewMessage<'_>) -> Result<SendOutcome> {
-    let row: MessageRow = sqlx::query_as(&format!(
+    let first = stored_by_client_id(pool, new.chat_id, new.sender_id, new.client_msg_id).await?;
+    first.map(SendOutcome::repeat).ok_or(StoreError::NotFound)
+}
+
+async fn stored_by_client_id(
+    pool: &MySqlPool,
+    chat_id: Id,
+    sender_id: Id,
+    client_msg_id: &str,
+) -> Result<Option<Message>> {
+    let row: Option<MessageRow> = sqlx::query_as(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages \
          WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?"
     ))
-    .bind(new.chat_id)
-    .bind(new.sender_id)
-    .bind(new.client_msg_id.as_bytes())
-    .fetch_one(pool)
+    .bind(chat_id)
+    .bind(sender_id)
+    .bind(client_msg_id.as_bytes())
+    .fetch_optional(pool)
     .await?;
-    Ok(SendOutcome::repeat(message_from_row(row)))
+    Ok(row.map(message_from_row))
 }
 
 #[cfg(test)]

@@ -131,6 +131,7 @@ on_both_backends!(
     chat_list_order_and_unread_counts,
     concurrent_sends_get_every_seq_once_in_publish_order,
     a_retried_send_returns_the_first_message,
+    work_in_send_order_holds_off_sends,
     non_members_get_not_found,
     history_pages,
     read_watermarks_never_move_back,
@@ -662,18 +663,41 @@ async fn a_retried_send_returns_the_first_message(store: &Store) {
     members.sort_unstable();
     assert_eq!(members, [alice, bob]);
 
-    let published = Arc::new(AtomicU32::new(0));
-    let counter = published.clone();
+    // The hook still runs, under the lock, told it is a repeat (so the caller can announce
+    // what an unanswered commit left behind, but not the message again).
+    let created_seen = Arc::new(AtomicU32::new(0));
+    let repeats_seen = Arc::new(AtomicU32::new(0));
+    let (created, repeats) = (created_seen.clone(), repeats_seen.clone());
     let retry = store
-        .send_message(text(chat.id, alice, "hello again", "same-id"), |_| {
-            counter.fetch_add(1, Ordering::Relaxed);
+        .send_message(text(chat.id, alice, "hello again", "same-id"), |outcome| {
+            let seen = if outcome.created { &created } else { &repeats };
+            seen.fetch_add(1, Ordering::Relaxed);
             async {}
         })
         .await
         .expect("retry");
     assert!(!retry.created, "a duplicate");
     assert!(retry.member_ids.is_empty());
-    assert_eq!(published.load(Ordering::Relaxed), 0, "no second publish");
+    assert_eq!(created_seen.load(Ordering::Relaxed), 0, "not a new message");
+    assert_eq!(
+        repeats_seen.load(Ordering::Relaxed),
+        1,
+        "the hook saw the repeat"
+    );
+    let found = store
+        .message_by_client_id(chat.id, alice, "same-id")
+        .await
+        .expect("lookup");
+    assert_eq!(
+        found.as_ref(),
+        Some(&first.message),
+        "found by its idempotency key"
+    );
+    let missing = store
+        .message_by_client_id(chat.id, bob, "same-id")
+        .await
+        .expect("lookup");
+    assert_eq!(missing, None, "the key is per sender");
     assert_eq!(retry.message, first.message, "the first message, as stored");
 
     // Byte-exact ids: a different case is another message; another sender may reuse an id.
@@ -684,6 +708,41 @@ async fn a_retried_send_returns_the_first_message(store: &Store) {
     assert!(bobs.created);
     assert_eq!(bobs.message.seq, 3);
     assert_eq!(store.chat(alice, chat.id).await.expect("chat").last_seq, 3);
+}
+
+async fn work_in_send_order_holds_off_sends(store: &Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let (chat, _) = store.get_or_create_private(alice, bob).await.expect("chat");
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel();
+    let holder = {
+        let (store, order) = (store.clone(), order.clone());
+        tokio::spawn(async move {
+            store
+                .in_send_order(chat.id, || async move {
+                    let _ = entered_tx.send(());
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    order.lock().expect("order").push("work");
+                })
+                .await
+        })
+    };
+    entered_rx.await.expect("the work started");
+    let sent = store
+        .send_message(text(chat.id, alice, "after", "m1"), |_| {
+            order.lock().expect("order").push("publish");
+            async {}
+        })
+        .await
+        .expect("send");
+    holder.await.expect("holder").expect("lock taken");
+    assert_eq!(sent.message.seq, 1);
+    assert_eq!(
+        *order.lock().expect("order"),
+        ["work", "publish"],
+        "the send waited for the work holding the chat's lock"
+    );
 }
 
 async fn non_members_get_not_found(store: &Store) {

@@ -44,7 +44,7 @@ mod ws;
 pub use api::{ApiClient, Resp, TEST_PASSWORD, TestUser, assert_error, assert_status};
 pub use db::{TestDb, mysql_admin_url};
 pub use names::{unique_client_msg_id, unique_username};
-pub use proxy::TcpProxy;
+pub use proxy::{CommitTrap, TcpProxy};
 pub use push_receiver::{PushReceiver, Received};
 pub use redis_target::{RedisMode, RedisTarget};
 pub use stack::{Stack, StackOptions};

@@ -1,11 +1,14 @@
 //! A TCP proxy with a switch, to cut a service's connection to MySQL or Redis and see how it
-//! copes (503 `unavailable`, `/readyz` 503) without touching the shared servers.
+//! copes (503 `unavailable`, `/readyz` 503) without touching the shared servers; and, for MySQL,
+//! a one-shot trap that breaks the connection at a COMMIT, after or before the server got it, so
+//! the client cannot know whether its write landed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,6 +19,7 @@ use tokio::task::JoinHandle;
 pub struct TcpProxy {
     addr: SocketAddr,
     down: Arc<AtomicBool>,
+    commit_trap: Arc<AtomicU8>,
     cut: watch::Sender<u64>,
     task: JoinHandle<()>,
 }
@@ -28,16 +32,21 @@ impl TcpProxy {
             .context("binding the proxy")?;
         let addr = listener.local_addr()?;
         let down = Arc::new(AtomicBool::new(false));
+        let commit_trap = Arc::new(AtomicU8::new(NO_TRAP));
         let (cut, _) = watch::channel(0u64);
         let task = tokio::spawn(accept_loop(
             listener,
             target.to_string(),
-            down.clone(),
-            cut.clone(),
+            Switches {
+                down: down.clone(),
+                commit_trap: commit_trap.clone(),
+                cut: cut.clone(),
+            },
         ));
         Ok(TcpProxy {
             addr,
             down,
+            commit_trap,
             cut,
             task,
         })
@@ -57,6 +66,30 @@ impl TcpProxy {
     }
 }
 
+/// Where a MySQL connection breaks at its next `COMMIT` (see [`TcpProxy::arm_commit_trap`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitTrap {
+    /// The COMMIT reaches the server and runs; its answer is thrown away.
+    LoseReply = 1,
+    /// The COMMIT never reaches the server, which rolls the transaction back.
+    LoseCommit = 2,
+}
+
+const NO_TRAP: u8 = 0;
+
+impl TcpProxy {
+    /// Arms a one-shot trap: the next `COMMIT` query from any client connection breaks that
+    /// connection, as `trap` says. The client sees its connection break mid-COMMIT either way.
+    pub fn arm_commit_trap(&self, trap: CommitTrap) {
+        self.commit_trap.store(trap as u8, Ordering::SeqCst);
+    }
+
+    /// Whether an armed trap is still waiting for its COMMIT.
+    pub fn commit_trap_armed(&self) -> bool {
+        self.commit_trap.load(Ordering::SeqCst) != NO_TRAP
+    }
+}
+
 impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.task.abort();
@@ -64,32 +97,91 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    target: String,
+/// What the proxy's owner can flip while connections run.
+struct Switches {
     down: Arc<AtomicBool>,
+    commit_trap: Arc<AtomicU8>,
     cut: watch::Sender<u64>,
-) {
+}
+
+/// A MySQL text-protocol `COM_QUERY` (0x03) of `COMMIT`, as sqlx sends it.
+const COMMIT_QUERY: &[u8] = b"\x03COMMIT";
+
+async fn accept_loop(listener: TcpListener, target: String, switches: Switches) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
-        if down.load(Ordering::SeqCst) {
+        if switches.down.load(Ordering::SeqCst) {
             drop(client);
             continue;
         }
         let target = target.clone();
-        let mut cut_rx = cut.subscribe();
+        let mut cut_rx = switches.cut.subscribe();
+        let trap = switches.commit_trap.clone();
         tokio::spawn(async move {
-            let Ok(mut upstream) = TcpStream::connect(&target).await else {
+            let Ok(upstream) = TcpStream::connect(&target).await else {
                 return;
             };
-            let mut client = client;
+            let (client_read, client_write) = client.into_split();
+            let (upstream_read, upstream_write) = upstream.into_split();
+            // Set once this connection's COMMIT was let through: its answer must not be.
+            let swallow = Arc::new(AtomicBool::new(false));
             tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                _ = forward_watching_commit(client_read, upstream_write, trap, swallow.clone()) => {}
+                _ = forward_until_swallowed(upstream_read, client_write, swallow) => {}
                 _ = cut_rx.changed() => {}
             }
         });
+    }
+}
+
+/// Client to server. When a trap is armed and a COMMIT comes, disarms it and either passes the
+/// COMMIT on and marks this connection's next answer to be swallowed, or ends here without it.
+async fn forward_watching_commit(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    trap: Arc<AtomicU8>,
+    swallow: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        if trap.load(Ordering::SeqCst) != NO_TRAP
+            && chunk.windows(COMMIT_QUERY.len()).any(|w| w == COMMIT_QUERY)
+        {
+            match trap.swap(NO_TRAP, Ordering::SeqCst) {
+                t if t == CommitTrap::LoseReply as u8 => swallow.store(true, Ordering::SeqCst),
+                t if t == CommitTrap::LoseCommit as u8 => return,
+                _ => {}
+            }
+        }
+        if to.write_all(chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Server to client, until an answer arrives that is to be swallowed: then it ends (and with
+/// it the connection) without passing that answer on.
+async fn forward_until_swallowed(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    swallow: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if swallow.load(Ordering::SeqCst) || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

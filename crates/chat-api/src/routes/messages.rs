@@ -3,12 +3,13 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use chat_bus::UnannouncedSend;
 use chat_proto::codec::BusBody;
 use chat_proto::{
     Attachment, Cursor, ErrorCode, Message, MessageBody, MessageKind, SendMessageRequest,
     ServerEvent,
 };
-use chat_store::NewMessage;
+use chat_store::{NewMessage, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
@@ -110,7 +111,7 @@ struct OwnedMessage {
 }
 
 /// Stores the message and, still under the chat's lock, publishes it to every member, so a
-/// chat's events leave in seq order.
+/// chat's events leave in seq order (see `crate::announce`).
 async fn store_and_publish(
     state: AppState,
     new: OwnedMessage,
@@ -124,20 +125,21 @@ async fn store_and_publish(
         reply_to_id: new.reply_to_id,
         client_msg_id: &new.client_msg_id,
     };
-    let publisher = state.clone();
+    let announcer = state.clone();
     let outcome = state
         .store
         .send_message(message, |outcome| {
-            metrics::counter!("chat_messages_published_total").increment(1);
-            let event = ServerEvent::NewMessage {
-                cursor: Cursor::after_event(outcome.message.created_at.timestamp_millis())
-                    .to_string(),
-                message: outcome.message.clone(),
-            };
-            let members = outcome.member_ids.clone();
-            async move { publisher.publish(&members, BusBody::Event(event)).await }
+            let outcome = outcome.clone();
+            async move { crate::announce::announce(&announcer, &outcome).await }
         })
         .await;
+    if let Err(StoreError::CommitUnknown(_)) = &outcome {
+        let send = UnannouncedSend {
+            sender_id: new.sender_id,
+            client_msg_id: new.client_msg_id.clone(),
+        };
+        crate::announce::record_unknown_commit(&state, new.chat_id, send).await;
+    }
     // Outside the chat's lock and off the answer's path: push jobs need no order among senders,
     // and the sender should not wait for the presence lookup.
     if let Ok(outcome) = &outcome

@@ -4,7 +4,8 @@
 //!
 //! Each submodule mirrors one Redis-side module and the data structure Redis keeps for it:
 //! pub/sub channels ([`pubsub`]), the presence sorted sets ([`presence`]), the abuse-limit and
-//! revocation keys ([`limits`]) and the push job stream with its consumer group ([`jobs`]).
+//! revocation keys ([`limits`]), the push job stream with its consumer group ([`jobs`]) and the
+//! unannounced-send sets ([`unannounced`]).
 //! Expiry follows Redis: a key stops existing once its deadline passes, whether or not anything
 //! swept it yet. Time is [`tokio::time::Instant`], so tests can pause and advance it.
 //!
@@ -15,6 +16,7 @@ mod jobs;
 mod limits;
 mod presence;
 mod pubsub;
+mod unannounced;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -33,6 +35,7 @@ pub(crate) struct MemoryBus {
     pub(crate) presence: presence::Presence,
     pub(crate) limits: limits::Limits,
     pub(crate) jobs: jobs::Jobs,
+    pub(crate) unannounced: unannounced::Unannounced,
 }
 
 impl MemoryBus {
@@ -42,6 +45,7 @@ impl MemoryBus {
             presence: presence::Presence::default(),
             limits: limits::Limits::new(),
             jobs: jobs::Jobs::default(),
+            unannounced: unannounced::Unannounced::default(),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Messages on SQLite: the gap-free per-chat sequence, idempotent sends, history pages, read
 //! watermarks. Row conversion and the answers' shapes are shared with `crate::messages`.
 
-use chat_proto::Id;
 use chat_proto::time::now_millis;
+use chat_proto::{Id, Message};
 use sqlx::types::chrono::NaiveDateTime;
 
 use super::{Sqlite, bound, ids, is_unique_violation, key, time, unsigned, unsigned_opt};
@@ -78,27 +78,57 @@ fn messages_from_rows(rows: Vec<SqliteMessageRow>) -> Result<Vec<MessageRow>> {
 }
 
 impl Sqlite {
-    /// Stores a message with the chat's next `seq`, then runs `after_commit` (the publish) for a
-    /// new message, all under the chat's send lock so that publishes leave in seq order.
+    /// Stores a message with the chat's next `seq`, then runs `announce` with the outcome (new
+    /// or retried), all under the chat's send lock so that publishes leave in seq order.
     pub(crate) async fn send_message<F, Fut>(
         &self,
         new: NewMessage<'_>,
-        after_commit: F,
+        announce: F,
     ) -> Result<SendOutcome>
     where
         F: FnOnce(&SendOutcome) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let _chat_lock = tokio::time::timeout(CHAT_LOCK_WAIT, self.send_lock(new.chat_id).lock())
-            .await
-            .map_err(|_| StoreError::Busy("the chat is busy, retry"))?;
+        let _chat_lock = self.lock_chat(new.chat_id).await?;
         let outcome = self.insert_message(&new).await;
-        if let Ok(outcome) = &outcome
-            && outcome.created
-        {
-            after_commit(outcome).await;
+        if let Ok(outcome) = &outcome {
+            announce(outcome).await;
         }
         outcome
+    }
+
+    pub(crate) async fn in_send_order<F, Fut, T>(&self, chat_id: Id, work: F) -> Result<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let _chat_lock = self.lock_chat(chat_id).await?;
+        Ok(work().await)
+    }
+
+    async fn lock_chat(&self, chat_id: Id) -> Result<tokio::sync::MutexGuard<'_, ()>> {
+        tokio::time::timeout(CHAT_LOCK_WAIT, self.send_lock(chat_id).lock())
+            .await
+            .map_err(|_| StoreError::Busy("the chat is busy, retry"))
+    }
+
+    pub(crate) async fn message_by_client_id(
+        &self,
+        chat_id: Id,
+        sender_id: Id,
+        client_msg_id: &str,
+    ) -> Result<Option<Message>> {
+        let row: Option<SqliteMessageRow> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?"
+        ))
+        .bind(key(chat_id))
+        .bind(key(sender_id))
+        .bind(client_msg_id.as_bytes())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| message_row(row).map(message_from_row))
+            .transpose()
     }
 
     async fn insert_message(&self, new: &NewMessage<'_>) -> Result<SendOutcome> {
@@ -185,16 +215,10 @@ impl Sqlite {
     }
 
     async fn repeated_send(&self, new: &NewMessage<'_>) -> Result<SendOutcome> {
-        let row: SqliteMessageRow = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages \
-             WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?"
-        ))
-        .bind(key(new.chat_id))
-        .bind(key(new.sender_id))
-        .bind(new.client_msg_id.as_bytes())
-        .fetch_one(&self.reader)
-        .await?;
-        Ok(SendOutcome::repeat(message_from_row(message_row(row)?)))
+        let first = self
+            .message_by_client_id(new.chat_id, new.sender_id, new.client_msg_id)
+            .await?;
+        first.map(SendOutcome::repeat).ok_or(StoreError::NotFound)
     }
 
     pub(crate) async fn messages(

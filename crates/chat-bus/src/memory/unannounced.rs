@@ -1,0 +1,39 @@
+//! The unannounced-send records in memory: a set per chat, as the Redis set (see
+//! `crate::unannounced`). No expiry: SQLite answers every commit, so nothing lands here in the
+//! embedded mode unless a caller records by hand.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use super::lock;
+use crate::UnannouncedSend;
+
+#[derive(Default)]
+pub(crate) struct Unannounced {
+    by_chat: Mutex<HashMap<u64, BTreeSet<UnannouncedSend>>>,
+}
+
+impl Unannounced {
+    pub(crate) fn record(&self, chat_id: u64, send: UnannouncedSend) {
+        lock(&self.by_chat).entry(chat_id).or_default().insert(send);
+    }
+
+    pub(crate) fn of(&self, chat_id: u64) -> Vec<UnannouncedSend> {
+        lock(&self.by_chat)
+            .get(&chat_id)
+            .map(|sends| sends.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn forget(&self, chat_id: u64, sends: &[UnannouncedSend]) {
+        let mut by_chat = lock(&self.by_chat);
+        if let Some(set) = by_chat.get_mut(&chat_id) {
+            for send in sends {
+                set.remove(send);
+            }
+            if set.is_empty() {
+                by_chat.remove(&chat_id);
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! A send whose COMMIT got no answer (the MySQL connection broke mid-COMMIT) answers 503, yet
+//! its message may be stored. Recipients that stay connected must still get it live, once, in
+//! seq order: from the sender's retry, from the next send in the chat, or on its own once the
+//! database answers. A proxy in front of MySQL breaks the connection at a chosen COMMIT.
+
+use std::time::{Duration, Instant};
+
+use chat_testkit::{CommitTrap, Stack, StackOptions, WsClient, id_of, json};
+
+/// The proxy in front of chat-api's MySQL, and one gateway for the recipients.
+async fn stack() -> Stack {
+    Stack::start(StackOptions {
+        gateways: 1,
+        proxy_mysql: true,
+        ..StackOptions::default()
+    })
+    .await
+}
+
+/// The next `new_message` event's `(seq, client_msg_id)`, skipping other events.
+async fn next_message(ws: &mut WsClient, within: Duration) -> Option<(u64, String)> {
+    let deadline = Instant::now() + within;
+    loop {
+        let frame = ws
+            .recv_json_opt(deadline.saturating_duration_since(Instant::now()))
+            .await?;
+        if frame["type"] == json!("new_message") {
+            let message = &frame["message"];
+            let client_msg_id = message["client_msg_id"].as_str().unwrap_or_default();
+            return Some((id_of(message, "seq"), client_msg_id.to_string()));
+        }
+    }
+}
+
+/// POSTs a text message and returns the status.
+async fn post_text(as_user: &chat_testkit::ApiClient, chat: u64, client_msg_id: &str) -> u16 {
+    let (status, body) = as_user
+        .post(
+            &format!("/v1/chats/{chat}/messages"),
+            &json!({"client_msg_id": client_msg_id, "text": client_msg_id}),
+        )
+        .await;
+    assert!(
+        matches!(status, 200 | 201 | 503),
+        "send {client_msg_id}: {status} {body}"
+    );
+    status
+}
+
+const LIVE: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_message_whose_commit_answer_was_lost_is_announced_once() {
+    let stack = stack().await;
+    let api = stack.api();
+    let alice = api.new_user("uca").await;
+    let bob = api.new_user("ucb").await;
+    let as_alice = api.as_user(&alice);
+    let chat = id_of(&as_alice.private_chat(bob.id).await, "id");
+    let mut bob_ws = WsClient::authed(&stack.gateway_ws_url(0), &bob.token).await;
+
+    assert_eq!(post_text(&as_alice, chat, "m1").await, 201);
+    assert_eq!(
+        next_message(&mut bob_ws, LIVE).await,
+        Some((1, "m1".into()))
+    );
+
+    stack.mysql_proxy().arm_commit_trap(CommitTrap::LoseReply);
+    assert_eq!(
+        post_text(&as_alice, chat, "m2").await,
+        503,
+        "no answer to COMMIT"
+    );
+    assert!(
+        !stack.mysql_proxy().commit_trap_armed(),
+        "the send hit the trap"
+    );
+    // Nobody retries and nobody else sends: chat-api announces it on its own.
+    assert_eq!(
+        next_message(&mut bob_ws, LIVE).await,
+        Some((2, "m2".into())),
+        "the stored message reaches the connected recipient"
+    );
+
+    // The sender's retry finds it (200) and announces nothing again.
+    assert_eq!(post_text(&as_alice, chat, "m2").await, 200);
+    assert_eq!(post_text(&as_alice, chat, "m3").await, 201);
+    assert_eq!(
+        next_message(&mut bob_ws, LIVE).await,
+        Some((3, "m3".into())),
+        "no second copy of m2 before m3"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_send_in_the_chat_announces_it_first() {
+    let stack = stack().await;
+    let api = stack.api();
+    let alice = api.new_user("ucn").await;
+    let bob = api.new_user("uco").await;
+    let carol = api.new_user("ucp").await;
+    let as_alice = api.as_user(&alice);
+    let as_carol = api.as_user(&carol);
+    let ids = [alice.id, bob.id, carol.id];
+    let chat = id_of(&as_alice.group_chat("unknown", &ids).await, "id");
+    let mut bob_ws = WsClient::authed(&stack.gateway_ws_url(0), &bob.token).await;
+
+    stack.mysql_proxy().arm_commit_trap(CommitTrap::LoseReply);
+    assert_eq!(post_text(&as_alice, chat, "a1").await, 503);
+    // Straight away, before chat-api's own resolver is due: carol's send must announce
+    // alice's message before her own.
+    assert_eq!(post_text(&as_carol, chat, "c1").await, 201);
+    let mut seen = Vec::new();
+    while let Some(message) = next_message(&mut bob_ws, Duration::from_secs(3)).await {
+        seen.push(message);
+    }
+    assert_eq!(
+        seen,
+        [(1, "a1".to_string()), (2, "c1".to_string())],
+        "alice's stored message, then carol's, each once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_never_ran_is_sent_again_and_announced_once() {
+    let stack = stack().await;
+    let api = stack.api();
+    let alice = api.new_user("ucr").await;
+    let bob = api.new_user("ucs").await;
+    let as_alice = api.as_user(&alice);
+    let chat = id_of(&as_alice.private_chat(bob.id).await, "id");
+    let mut bob_ws = WsClient::authed(&stack.gateway_ws_url(0), &bob.token).await;
+
+    stack.mysql_proxy().arm_commit_trap(CommitTrap::LoseCommit);
+    assert_eq!(post_text(&as_alice, chat, "r1").await, 503);
+    assert!(
+        as_alice.all_messages(chat).await.is_empty(),
+        "the transaction was rolled back"
+    );
+    // The retry stores it for real; the record of the lost send must not make a second copy.
+    assert_eq!(post_text(&as_alice, chat, "r1").await, 201);
+    let mut seen = Vec::new();
+    while let Some(message) = next_message(&mut bob_ws, Duration::from_secs(3)).await {
+        seen.push(message);
+    }
+    assert_eq!(seen, [(1, "r1".to_string())], "one copy, live");
+}
