@@ -17,11 +17,12 @@ use chat_store::SendOutcome;
 
 use crate::state::AppState;
 
-/// How often, and how long, the resolver tries: about five minutes of tries, the first soon
-/// after the database answers again.
+/// How the resolver tries: soon after the error, then at least once a second (a recipient that
+/// disconnects before the announcement and resumes from a later cursor would miss it, so the
+/// wait after the database is back should be short), for five minutes at most.
 const RESOLVE_FIRST_WAIT: Duration = Duration::from_millis(250);
-const RESOLVE_MAX_WAIT: Duration = Duration::from_secs(5);
-const RESOLVE_TRIES: u32 = 64;
+const RESOLVE_MAX_WAIT: Duration = Duration::from_secs(1);
+const RESOLVE_FOR: Duration = Duration::from_secs(300);
 
 /// Runs under the chat's send lock with a send's outcome: first what earlier sends left
 /// unannounced, then the message itself if this send stored it.
@@ -48,8 +49,9 @@ pub(crate) async fn record_unknown_commit(state: &AppState, chat_id: u64, send: 
 /// Announces the chat's recorded sends once the database answers, in case no retry and no
 /// other send in the chat comes along to do it.
 async fn resolve(state: AppState, chat_id: u64) {
+    let give_up = tokio::time::Instant::now() + RESOLVE_FOR;
     let mut wait = RESOLVE_FIRST_WAIT;
-    for _ in 0..RESOLVE_TRIES {
+    while tokio::time::Instant::now() < give_up {
         tokio::time::sleep(wait).await;
         let settled = state
             .store
