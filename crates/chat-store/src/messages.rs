@@ -414,22 +414,21 @@ async fn insert_message(
         }
         Err(e) => return Err(e.into()),
     };
+    // The chat's counter and, since sending implies having read the chat up to one's own
+    // message, the sender's watermark: one statement (both rows are locked already).
     sqlx::query(
-        "UPDATE chats SET last_seq = ?, last_message_id = ?, last_activity_at = ? WHERE id = ?",
+        "UPDATE chats c JOIN chat_members m ON m.chat_id = c.id AND m.user_id = ? \
+         SET c.last_seq = ?, c.last_message_id = ?, c.last_activity_at = ?, m.last_read_seq = ? \
+         WHERE c.id = ?",
     )
+    .bind(new.sender_id)
     .bind(seq)
     .bind(id)
     .bind(created_at.naive_utc())
+    .bind(seq)
     .bind(new.chat_id)
     .execute(&mut *tx)
     .await?;
-    // Sending implies having read the chat up to one's own message.
-    sqlx::query("UPDATE chat_members SET last_read_seq = ? WHERE chat_id = ? AND user_id = ?")
-        .bind(seq)
-        .bind(new.chat_id)
-        .bind(new.sender_id)
-        .execute(&mut *tx)
-        .await?;
     let member_ids: Vec<(u64,)> =
         sqlx::query_as("SELECT user_id FROM chat_members WHERE chat_id = ?")
             .bind(new.chat_id)
