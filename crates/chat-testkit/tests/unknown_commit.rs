@@ -32,6 +32,15 @@ async fn next_message(ws: &mut WsClient, within: Duration) -> Option<(u64, Strin
     }
 }
 
+/// Every `new_message` until none comes for 3 s.
+async fn messages_until_quiet(ws: &mut WsClient) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    while let Some(message) = next_message(ws, Duration::from_secs(3)).await {
+        seen.push(message);
+    }
+    seen
+}
+
 /// POSTs a text message and returns the status.
 async fn post_text(as_user: &chat_testkit::ApiClient, chat: u64, client_msg_id: &str) -> u16 {
     let (status, body) = as_user
@@ -110,10 +119,7 @@ async fn the_next_send_in_the_chat_announces_it_first() {
     // Straight away, before chat-api's own resolver is due: carol's send must announce
     // alice's message before her own.
     assert_eq!(post_text(&as_carol, chat, "c1").await, 201);
-    let mut seen = Vec::new();
-    while let Some(message) = next_message(&mut bob_ws, Duration::from_secs(3)).await {
-        seen.push(message);
-    }
+    let seen = messages_until_quiet(&mut bob_ws).await;
     assert_eq!(
         seen,
         [(1, "a1".to_string()), (2, "c1".to_string())],
@@ -139,9 +145,6 @@ async fn a_commit_that_never_ran_is_sent_again_and_announced_once() {
     );
     // The retry stores it for real; the record of the lost send must not make a second copy.
     assert_eq!(post_text(&as_alice, chat, "r1").await, 201);
-    let mut seen = Vec::new();
-    while let Some(message) = next_message(&mut bob_ws, Duration::from_secs(3)).await {
-        seen.push(message);
-    }
+    let seen = messages_until_quiet(&mut bob_ws).await;
     assert_eq!(seen, [(1, "r1".to_string())], "one copy, live");
 }
