@@ -13,6 +13,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Where a MySQL connection breaks at its next `COMMIT` (see [`TcpProxy::arm_commit_trap`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitTrap {
+    /// The COMMIT reaches the server and runs; its answer is thrown away.
+    LoseReply = 1,
+    /// The COMMIT never reaches the server, which rolls the transaction back.
+    LoseCommit = 2,
+}
+
+const NO_TRAP: u8 = 0;
+
 /// Forwards `127.0.0.1:<port>` to a target. While down, it drops every open connection and
 /// closes new ones right after accepting them.
 #[derive(Debug)]
@@ -64,20 +75,7 @@ impl TcpProxy {
             self.cut.send_modify(|generation| *generation += 1);
         }
     }
-}
 
-/// Where a MySQL connection breaks at its next `COMMIT` (see [`TcpProxy::arm_commit_trap`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommitTrap {
-    /// The COMMIT reaches the server and runs; its answer is thrown away.
-    LoseReply = 1,
-    /// The COMMIT never reaches the server, which rolls the transaction back.
-    LoseCommit = 2,
-}
-
-const NO_TRAP: u8 = 0;
-
-impl TcpProxy {
     /// Arms a one-shot trap: the next `COMMIT` query from any client connection breaks that
     /// connection, as `trap` says. The client sees its connection break mid-COMMIT either way.
     pub fn arm_commit_trap(&self, trap: CommitTrap) {
