@@ -57,6 +57,23 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
+    /// An equal error for another caller (one failure of a shared transaction fails each of its
+    /// sends): the same variant, the database error carried as its message.
+    pub(crate) fn duplicate(&self) -> Self {
+        let carried = |err: &sqlx::Error| sqlx::Error::Protocol(err.to_string());
+        match self {
+            Self::NotFound => Self::NotFound,
+            Self::Conflict(why) => Self::Conflict(why),
+            Self::Invalid(why) => Self::Invalid(why.clone()),
+            Self::Forbidden(why) => Self::Forbidden(why),
+            Self::Busy(why) => Self::Busy(why),
+            Self::Unavailable(err) => Self::Unavailable(carried(err)),
+            Self::CommitUnknown(err) => Self::CommitUnknown(carried(err)),
+            Self::Migration(why) => Self::Migration(why.clone()),
+            Self::Database(err) => Self::Database(carried(err)),
+        }
+    }
+
     /// The error of a COMMIT: a broken connection leaves its outcome unknown; anything else (a
     /// deadlock, a refused write) is the server's answer and classified as usual.
     pub(crate) fn at_commit(err: sqlx::Error) -> Self {

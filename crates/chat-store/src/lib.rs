@@ -38,6 +38,7 @@ mod contacts;
 mod error;
 mod messages;
 mod push;
+mod send_batch;
 mod sqlite;
 mod sync;
 mod users;
@@ -62,6 +63,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Backend,
+    /// MySQL: the writers that coalesce sends, started by the first send (on its runtime).
+    sends: std::sync::Arc<std::sync::OnceLock<send_batch::SendBatcher>>,
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +84,7 @@ impl Store {
         if sqlite::is_sqlite_url(url) {
             return Ok(Self {
                 backend: Backend::Sqlite(sqlite::Sqlite::connect_lazy(url, max_connections)?),
+                sends: Default::default(),
             });
         }
         let options: MySqlConnectOptions = url.parse().map_err(StoreError::from)?;
@@ -92,6 +96,7 @@ impl Store {
             .connect_lazy_with(options.timezone(Some(String::from("+00:00"))));
         Ok(Self {
             backend: Backend::MySql(pool),
+            sends: Default::default(),
         })
     }
 

@@ -6,6 +6,7 @@ use sqlx::MySqlPool;
 use sqlx::types::chrono::NaiveDateTime;
 
 use crate::error::is_duplicate_of;
+use crate::send_batch::{Announce, SendBatcher};
 use crate::{Result, Store, StoreError};
 
 /// How long a send waits for another send in the same chat before answering "busy".
@@ -205,24 +206,26 @@ impl Store {
     ///
     /// [`StoreError::CommitUnknown`] means COMMIT was sent and no answer came: the message may be
     /// stored, and nobody announced it.
+    ///
+    /// On MySQL, sends that arrive together share one transaction and one lock statement
+    /// (`crate::send_batch`); `announce` then runs after that commit, still under the lock, in
+    /// seq order with the chat's other sends.
     pub async fn send_message<F, Fut>(
         &self,
         new: NewMessage<'_>,
         announce: F,
     ) -> Result<SendOutcome>
     where
-        F: FnOnce(&SendOutcome) -> Fut,
-        Fut: std::future::Future<Output = ()>,
+        F: FnOnce(&SendOutcome) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let pool = mysql_or_sqlite!(self, send_message(new, announce));
-        let mut conn = pool.acquire().await?;
-        lock_chat(&mut conn, new.chat_id).await?;
-        let outcome = insert_message(pool, &mut conn, &new).await;
-        if let Ok(outcome) = &outcome {
-            announce(outcome).await;
-        }
-        unlock_chat(conn, new.chat_id).await;
-        outcome
+        let announce: Announce = Box::new(move |outcome| Box::pin(announce(outcome)));
+        // Concurrent sends share transactions (crate::send_batch).
+        self.sends
+            .get_or_init(|| SendBatcher::start(pool.clone()))
+            .send(&new, announce)
+            .await
     }
 
     /// Runs `work` under the chat's send lock, as `send_message` runs its publish: for
@@ -333,6 +336,26 @@ impl Store {
     }
 }
 
+/// One send on its own connection and transaction: the batch path's fallback.
+pub(crate) async fn send_alone(
+    pool: &MySqlPool,
+    new: NewMessage<'_>,
+    announce: Announce,
+) -> Result<SendOutcome> {
+    let mut conn = pool.acquire().await?;
+    lock_chat(&mut conn, new.chat_id).await?;
+    let outcome = insert_message(pool, &mut conn, &new).await;
+    if let Ok(outcome) = &outcome {
+        announce(outcome).await;
+    }
+    unlock_chat(conn, new.chat_id).await;
+    outcome
+}
+
+pub(crate) fn lock_wait_secs() -> i64 {
+    CHAT_LOCK_WAIT_SECS
+}
+
 /// Takes the chat's named lock on this connection, waiting up to `CHAT_LOCK_WAIT_SECS`.
 async fn lock_chat(conn: &mut sqlx::pool::PoolConnection<sqlx::MySql>, chat_id: Id) -> Result<()> {
     let (granted,): (Option<i64>,) =
@@ -358,7 +381,7 @@ async fn unlock_chat(mut conn: sqlx::pool::PoolConnection<sqlx::MySql>, chat_id:
     }
 }
 
-fn chat_lock_name(chat_id: Id) -> String {
+pub(crate) fn chat_lock_name(chat_id: Id) -> String {
     format!("/chat/{chat_id}")
 }
 

@@ -1,0 +1,624 @@
+//! Sends on MySQL, coalesced: the sends that arrive while a transaction runs go together into the
+//! next one. A send is several round trips and a commit however small it is, so under load this
+//! is what lets the database keep up (docs/performance.md); alone, a send costs one round trip
+//! more than on its own path.
+//!
+//! A few writer tasks, each with its own queue and its own share of the chats. Each takes whatever
+//! is waiting (up to `MAX_BATCH`) and stores it as the single send path does, only with every statement covering the whole batch:
+//! the chats' named locks (taken in ascending chat order, in one statement, so writers of
+//! several api replicas never wait on each other in a cycle), the counters' row locks, one INSERT, one UPDATE for the
+//! counters and one for the senders' watermarks, one COMMIT. The publishes run after the commit
+//! and before the locks go, as on the single path, in seq order within each chat.
+//!
+//! What the batch path does not handle it hands to the single path, one send at a time: a
+//! second send with the same idempotency key in one batch, and any database error that left the
+//! connection usable (a duplicate key, a deadlock). Errors of a broken connection fail every send
+//! of the batch the way they would fail a single one.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+
+use chat_proto::{Attachment, Id, MessageKind};
+use sqlx::types::chrono::NaiveDateTime;
+use sqlx::{Connection, MySql, MySqlPool, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::messages::{NewMessage, SendOutcome, lock_wait_secs};
+use crate::{Result, StoreError};
+
+/// Writer tasks: each holds one connection while its batch runs.
+const WRITERS: usize = 4;
+/// The most sends one transaction stores.
+const MAX_BATCH: usize = 64;
+/// Sends waiting for a writer before callers wait to queue.
+const QUEUE: usize = 4096;
+
+type PublishFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// The caller's publish, run under the chat's lock with the send's outcome.
+pub(crate) type Announce = Box<dyn FnOnce(&SendOutcome) -> PublishFuture + Send>;
+
+/// A message to store, owned, so that it can wait in the queue.
+struct QueuedMessage {
+    chat_id: Id,
+    sender_id: Id,
+    kind: MessageKind,
+    text: Option<String>,
+    attachment: Option<Attachment>,
+    reply_to_id: Option<Id>,
+    client_msg_id: String,
+}
+
+impl QueuedMessage {
+    fn new(new: &NewMessage<'_>) -> Self {
+        Self {
+            chat_id: new.chat_id,
+            sender_id: new.sender_id,
+            kind: new.kind,
+            text: new.text.map(str::to_string),
+            attachment: new.attachment.cloned(),
+            reply_to_id: new.reply_to_id,
+            client_msg_id: new.client_msg_id.to_string(),
+        }
+    }
+
+    fn borrowed(&self) -> NewMessage<'_> {
+        NewMessage {
+            chat_id: self.chat_id,
+            sender_id: self.sender_id,
+            kind: self.kind,
+            text: self.text.as_deref(),
+            attachment: self.attachment.as_ref(),
+            reply_to_id: self.reply_to_id,
+            client_msg_id: &self.client_msg_id,
+        }
+    }
+
+    fn idempotency_key(&self) -> (Id, Id, &str) {
+        (self.chat_id, self.sender_id, &self.client_msg_id)
+    }
+}
+
+struct QueuedSend {
+    message: QueuedMessage,
+    announce: Announce,
+    reply: oneshot::Sender<Result<SendOutcome>>,
+}
+
+impl QueuedSend {
+    fn answer(self, outcome: Result<SendOutcome>) {
+        // The caller is gone only when its task was dropped; the send is stored all the same.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// The queues in front of the writer tasks, one each. A chat's sends always go to the same
+/// writer, so two writers of one process never wait for each other's locks: with shared queues,
+/// a batch waiting for one chat held by another writer holds up every chat it has locked, and
+/// those waits chain.
+pub(crate) struct SendBatcher {
+    queues: Vec<mpsc::Sender<QueuedSend>>,
+}
+
+impl std::fmt::Debug for SendBatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatcher").finish_non_exhaustive()
+    }
+}
+
+impl SendBatcher {
+    /// Starts the writers on the current runtime; they stop when the batcher is dropped.
+    pub(crate) fn start(pool: MySqlPool) -> Self {
+        let queues = (0..WRITERS)
+            .map(|_| {
+                let (queue, waiting) = mpsc::channel(QUEUE);
+                tokio::spawn(write_batches(pool.clone(), waiting));
+                queue
+            })
+            .collect();
+        Self { queues }
+    }
+
+    pub(crate) async fn send(
+        &self,
+        new: &NewMessage<'_>,
+        announce: Announce,
+    ) -> Result<SendOutcome> {
+        let (reply, answer) = oneshot::channel();
+        let queued = QueuedSend {
+            message: QueuedMessage::new(new),
+            announce,
+            reply,
+        };
+        let writer = (new.chat_id % self.queues.len() as u64) as usize;
+        if self.queues[writer].send(queued).await.is_err() {
+            return Err(StoreError::Busy("the store is shutting down"));
+        }
+        answer
+            .await
+            .unwrap_or(Err(StoreError::Busy("the send was dropped, retry")))
+    }
+}
+
+async fn write_batches(pool: MySqlPool, mut waiting: mpsc::Receiver<QueuedSend>) {
+    while let Some(batch) = next_batch(&mut waiting).await {
+        run_batch(&pool, batch).await;
+    }
+}
+
+/// Waits for one send, then takes whatever else is already queued.
+async fn next_batch(waiting: &mut mpsc::Receiver<QueuedSend>) -> Option<Vec<QueuedSend>> {
+    let first = waiting.recv().await?;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match waiting.try_recv() {
+            Ok(send) => batch.push(send),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+async fn run_batch(pool: &MySqlPool, batch: Vec<QueuedSend>) {
+    let (batch, repeats) = split_repeats(batch);
+    let mut alone = store_batch(pool, batch).await;
+    alone.extend(repeats);
+    for QueuedSend {
+        message,
+        announce,
+        reply,
+    } in alone
+    {
+        let outcome = crate::messages::send_alone(pool, message.borrowed(), announce).await;
+        let _ = reply.send(outcome);
+    }
+}
+
+/// Keeps the first send of each idempotency key; the others go the single way afterwards (and
+/// find the first one stored).
+fn split_repeats(batch: Vec<QueuedSend>) -> (Vec<QueuedSend>, Vec<QueuedSend>) {
+    let mut seen = HashSet::new();
+    let (mut first, mut repeats) = (Vec::with_capacity(batch.len()), Vec::new());
+    for send in batch {
+        let key = send.message.idempotency_key();
+        let key = (key.0, key.1, key.2.to_string());
+        if seen.insert(key) {
+            first.push(send);
+        } else {
+            repeats.push(send);
+        }
+    }
+    (first, repeats)
+}
+
+/// Stores and announces a batch and answers its sends; returns the sends to retry one by one.
+async fn store_batch(pool: &MySqlPool, batch: Vec<QueuedSend>) -> Vec<QueuedSend> {
+    if batch.is_empty() {
+        return batch;
+    }
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            fail_all(batch, &StoreError::from(e));
+            return Vec::new();
+        }
+    };
+    let chats: Vec<Id> = batch
+        .iter()
+        .map(|send| send.message.chat_id)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let granted = match lock_chats(&mut conn, &chats).await {
+        Ok(granted) => granted,
+        Err(e) => {
+            // Some locks may be held: closing the session frees them.
+            drop(conn.detach());
+            fail_all(batch, &StoreError::from(e));
+            return Vec::new();
+        }
+    };
+    let (batch, refused): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .partition(|send| granted.contains(&send.message.chat_id));
+    for send in refused {
+        send.answer(Err(StoreError::Busy("the chat is busy, retry")));
+    }
+    let messages: Vec<&QueuedMessage> = batch.iter().map(|send| &send.message).collect();
+    let stored = write_batch(&mut conn, &messages).await;
+    let retry = match stored {
+        Ok(outcomes) => {
+            let mut by_chat: BTreeMap<Id, Vec<(Announce, SendOutcome)>> = BTreeMap::new();
+            let mut replies = Vec::with_capacity(outcomes.len());
+            for (send, outcome) in batch.into_iter().zip(outcomes) {
+                if let Ok(stored) = &outcome {
+                    by_chat
+                        .entry(stored.message.chat_id)
+                        .or_default()
+                        .push((send.announce, stored.clone()));
+                }
+                replies.push((send.reply, outcome));
+            }
+            announce_in_order(by_chat).await;
+            release_locks(conn).await;
+            for (reply, outcome) in replies {
+                let _ = reply.send(outcome);
+            }
+            return Vec::new();
+        }
+        Err(BatchError::Retry(e)) => {
+            tracing::debug!(error = %e, sends = batch.len(), "batch refused; sending one by one");
+            batch
+        }
+        Err(BatchError::Failed(e)) => {
+            drop(conn.detach());
+            fail_all(batch, &e);
+            return Vec::new();
+        }
+    };
+    release_locks(conn).await;
+    retry
+}
+
+fn fail_all(batch: Vec<QueuedSend>, error: &StoreError) {
+    for send in batch {
+        send.answer(Err(error.duplicate()));
+    }
+}
+
+enum BatchError {
+    /// The transaction was rolled back on a healthy connection: the sends can go one by one.
+    Retry(sqlx::Error),
+    /// The connection broke (or its COMMIT went unanswered): every send gets this error.
+    Failed(StoreError),
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Database(_) => Self::Retry(err),
+            other => Self::Failed(other.into()),
+        }
+    }
+}
+
+/// A statement's list of `n` values padded to a few sizes, so that a connection prepares (and
+/// caches) a handful of statement shapes rather than one per batch size. Repeating a value is
+/// harmless in every list padded this way (`IN` lists, and rows joined to an UPDATE, which
+/// changes each target row once).
+fn padded_len(n: usize) -> usize {
+    [1, 4, 16, MAX_BATCH]
+        .into_iter()
+        .find(|&size| size >= n)
+        .unwrap_or(n)
+}
+
+fn placeholders(n: usize, one: &str, separator: &str) -> String {
+    vec![one; n].join(separator)
+}
+
+/// Takes the named locks of `chats` (ascending) in one statement; returns the chats granted.
+async fn lock_chats(
+    conn: &mut sqlx::pool::PoolConnection<MySql>,
+    chats: &[Id],
+) -> std::result::Result<HashSet<Id>, sqlx::Error> {
+    let padded = padded_len(chats.len());
+    let sql = format!(
+        "SELECT {}",
+        placeholders(padded, "GET_LOCK(LEFT(CONCAT(DATABASE(), ?), 64), ?)", ", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for index in 0..padded {
+        let chat = chats[index.min(chats.len() - 1)];
+        query = query
+            .bind(crate::messages::chat_lock_name(chat))
+            .bind(lock_wait_secs());
+    }
+    let row = query.fetch_one(&mut **conn).await?;
+    let mut granted = HashSet::new();
+    for (index, &chat) in chats.iter().enumerate() {
+        if row.try_get::<Option<i64>, _>(index)? == Some(1) {
+            granted.insert(chat);
+        }
+    }
+    Ok(granted)
+}
+
+/// Releases every named lock of the session; if that fails, closes the connection instead.
+async fn release_locks(mut conn: sqlx::pool::PoolConnection<MySql>) {
+    if sqlx::query("DO RELEASE_ALL_LOCKS()")
+        .execute(&mut *conn)
+        .await
+        .is_err()
+    {
+        drop(conn.detach());
+    }
+}
+
+/// What the batch's transaction learns about one chat.
+struct ChatState {
+    next_seq: u64,
+    members: Vec<Id>,
+}
+
+/// Stores the batch in one transaction: per send, its outcome (or the error that is its alone,
+/// such as not being a member).
+async fn write_batch(
+    conn: &mut sqlx::pool::PoolConnection<MySql>,
+    batch: &[&QueuedMessage],
+) -> std::result::Result<Vec<Result<SendOutcome>>, BatchError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut chat_ids: Vec<Id> = batch.iter().map(|message| message.chat_id).collect();
+    chat_ids.sort_unstable();
+    chat_ids.dedup();
+    let mut tx = conn.begin().await?;
+    let (mut chats, now) = lock_counters(&mut tx, &chat_ids).await?;
+    let targets = reply_targets(&mut tx, batch).await?;
+    // Seqs in queue order within each chat; a refused send takes none.
+    let seqs: Vec<Result<(u64, Vec<Id>)>> = batch
+        .iter()
+        .map(|queued| {
+            let message = queued.borrowed();
+            let chat = chats
+                .get_mut(&message.chat_id)
+                .filter(|chat| chat.members.contains(&message.sender_id))
+                .ok_or(StoreError::NotFound)?;
+            if let Some(target) = message.reply_to_id {
+                message.check_reply_target(targets.get(&target).copied())?;
+            }
+            chat.next_seq += 1;
+            Ok((chat.next_seq, chat.members.clone()))
+        })
+        .collect();
+    let rows: Vec<(&QueuedMessage, u64)> = batch
+        .iter()
+        .zip(&seqs)
+        .filter_map(|(&message, seq)| Some((message, seq.as_ref().ok()?.0)))
+        .collect();
+    let mut ids = Vec::new();
+    if !rows.is_empty() {
+        ids = insert_messages(&mut tx, &rows, now).await?;
+        update_counters(&mut tx, &rows, &ids, now).await?;
+        update_watermarks(&mut tx, &rows).await?;
+        tx.commit()
+            .await
+            .map_err(|e| BatchError::Failed(StoreError::at_commit(e)))?;
+    }
+    let mut ids = ids.into_iter();
+    let created_at = now.and_utc();
+    Ok(batch
+        .iter()
+        .zip(seqs)
+        .map(|(message, seq)| {
+            let (seq, member_ids) = seq?;
+            let id = ids.next().ok_or(StoreError::NotFound)?;
+            Ok(SendOutcome {
+                message: message.borrowed().stored_as(id, seq, created_at),
+                created: true,
+                member_ids,
+            })
+        })
+        .collect())
+}
+
+/// Locks the chats' counter rows; their next seqs, members, and the database's clock.
+async fn lock_counters(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    chat_ids: &[Id],
+) -> std::result::Result<(HashMap<Id, ChatState>, NaiveDateTime), sqlx::Error> {
+    let padded = padded_len(chat_ids.len());
+    let list = placeholders(padded, "?", ", ");
+    let sql = format!("SELECT id, last_seq, NOW(3) FROM chats WHERE id IN ({list}) FOR UPDATE");
+    let locked: Vec<(u64, u64, NaiveDateTime)> =
+        bind_padded(sqlx::query_as(&sql), chat_ids, padded)
+            .fetch_all(&mut **tx)
+            .await?;
+    // The timestamp comes from the database, taken under the chats' locks: one clock for all
+    // api replicas, so sync cursors (points in time) order messages the way they committed.
+    let now = match locked.first() {
+        Some((_, _, now)) => *now,
+        None => {
+            sqlx::query_scalar("SELECT NOW(3)")
+                .fetch_one(&mut **tx)
+                .await?
+        }
+    };
+    let mut chats: HashMap<Id, ChatState> = locked
+        .into_iter()
+        .map(|(id, last_seq, _)| {
+            let state = ChatState {
+                next_seq: last_seq,
+                members: Vec::new(),
+            };
+            (id, state)
+        })
+        .collect();
+    let sql = format!("SELECT chat_id, user_id FROM chat_members WHERE chat_id IN ({list})");
+    let members: Vec<(u64, u64)> = bind_padded(sqlx::query_as(&sql), chat_ids, padded)
+        .fetch_all(&mut **tx)
+        .await?;
+    for (chat_id, user_id) in members {
+        if let Some(chat) = chats.get_mut(&chat_id) {
+            chat.members.push(user_id);
+        }
+    }
+    Ok((chats, now))
+}
+
+fn bind_padded<'q, O>(
+    mut query: sqlx::query::QueryAs<'q, MySql, O, sqlx::mysql::MySqlArguments>,
+    values: &[Id],
+    padded: usize,
+) -> sqlx::query::QueryAs<'q, MySql, O, sqlx::mysql::MySqlArguments> {
+    for index in 0..padded {
+        query = query.bind(values[index.min(values.len() - 1)]);
+    }
+    query
+}
+
+/// The chat of each message the batch replies to (absent: no such message).
+async fn reply_targets(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    batch: &[&QueuedMessage],
+) -> std::result::Result<HashMap<Id, Id>, sqlx::Error> {
+    let targets: Vec<Id> = batch
+        .iter()
+        .filter_map(|message| message.reply_to_id)
+        .collect();
+    if targets.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let padded = padded_len(targets.len());
+    let sql = format!(
+        "SELECT id, chat_id FROM messages WHERE id IN ({})",
+        placeholders(padded, "?", ", ")
+    );
+    let rows: Vec<(u64, u64)> = bind_padded(sqlx::query_as(&sql), &targets, padded)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Inserts the rows in one statement; returns their ids in the same order.
+async fn insert_messages(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    rows: &[(&QueuedMessage, u64)],
+    now: NaiveDateTime,
+) -> std::result::Result<Vec<Id>, BatchError> {
+    let sql = format!(
+        "INSERT INTO messages (chat_id, seq, sender_id, kind, body, attachment_id, reply_to_id, \
+         client_msg_id, created_at) VALUES {}",
+        placeholders(rows.len(), "(?, ?, ?, ?, ?, ?, ?, ?, ?)", ", ")
+    );
+    // Only the padded sizes are worth a cached statement (the rows cannot be padded).
+    let mut query = sqlx::query(&sql).persistent(padded_len(rows.len()) == rows.len());
+    for (message, seq) in rows {
+        query = query
+            .bind(message.chat_id)
+            .bind(*seq)
+            .bind(message.sender_id)
+            .bind(message.kind.as_str())
+            .bind(message.text.as_deref())
+            .bind(message.attachment.as_ref().map(|a| a.id))
+            .bind(message.reply_to_id)
+            .bind(message.client_msg_id.as_bytes())
+            .bind(now);
+    }
+    let done = query.execute(&mut **tx).await?;
+    if rows.len() == 1 {
+        return Ok(vec![done.last_insert_id()]);
+    }
+    // Ids of one statement are ascending from the first, but need not be consecutive; read
+    // them back. Nobody else inserts into these chats while their locks are held.
+    let chat_ids: Vec<Id> = rows.iter().map(|(message, _)| message.chat_id).collect();
+    let padded = padded_len(chat_ids.len());
+    let sql = format!(
+        "SELECT chat_id, seq, id FROM messages WHERE id >= ? AND chat_id IN ({})",
+        placeholders(padded, "?", ", ")
+    );
+    let stored: Vec<(u64, u64, u64)> = bind_padded(
+        sqlx::query_as(&sql).bind(done.last_insert_id()),
+        &chat_ids,
+        padded,
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let stored: HashMap<(Id, u64), Id> = stored
+        .into_iter()
+        .map(|(chat_id, seq, id)| ((chat_id, seq), id))
+        .collect();
+    rows.iter()
+        .map(|(message, seq)| stored.get(&(message.chat_id, *seq)).copied())
+        .collect::<Option<Vec<Id>>>()
+        .ok_or_else(|| {
+            BatchError::Retry(sqlx::Error::Protocol(
+                "an inserted message was not read back".into(),
+            ))
+        })
+}
+
+/// Each chat's counter and last message: its highest row of the batch.
+async fn update_counters(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    rows: &[(&QueuedMessage, u64)],
+    ids: &[Id],
+    now: NaiveDateTime,
+) -> std::result::Result<(), sqlx::Error> {
+    let mut last: BTreeMap<Id, (u64, Id)> = BTreeMap::new();
+    for ((message, seq), &id) in rows.iter().zip(ids) {
+        let entry = last.entry(message.chat_id).or_insert((*seq, id));
+        if *seq > entry.0 {
+            *entry = (*seq, id);
+        }
+    }
+    let last: Vec<(Id, u64, Id)> = last
+        .into_iter()
+        .map(|(chat, (seq, id))| (chat, seq, id))
+        .collect();
+    let padded = padded_len(last.len());
+    let sql = format!(
+        "UPDATE chats c JOIN ({}) v ON v.chat_id = c.id \
+         SET c.last_seq = v.seq, c.last_message_id = v.message_id, c.last_activity_at = ?",
+        placeholders(
+            padded,
+            "SELECT ? AS chat_id, ? AS seq, ? AS message_id",
+            " UNION ALL "
+        )
+    );
+    let mut query = sqlx::query(&sql);
+    for index in 0..padded {
+        let (chat, seq, id) = last[index.min(last.len() - 1)];
+        query = query.bind(chat).bind(seq).bind(id);
+    }
+    query.bind(now).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Sending implies having read the chat up to one's own message: each sender's watermark moves
+/// to their highest seq of the batch (their rows are not locked yet; this locks them).
+async fn update_watermarks(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    rows: &[(&QueuedMessage, u64)],
+) -> std::result::Result<(), sqlx::Error> {
+    let mut highest: BTreeMap<(Id, Id), u64> = BTreeMap::new();
+    for (message, seq) in rows {
+        let entry = highest
+            .entry((message.chat_id, message.sender_id))
+            .or_insert(*seq);
+        *entry = (*entry).max(*seq);
+    }
+    let highest: Vec<((Id, Id), u64)> = highest.into_iter().collect();
+    let padded = padded_len(highest.len());
+    let sql = format!(
+        "UPDATE chat_members m JOIN ({}) v ON v.chat_id = m.chat_id AND v.user_id = m.user_id \
+         SET m.last_read_seq = GREATEST(m.last_read_seq, v.seq)",
+        placeholders(
+            padded,
+            "SELECT ? AS chat_id, ? AS user_id, ? AS seq",
+            " UNION ALL "
+        )
+    );
+    let mut query = sqlx::query(&sql);
+    for index in 0..padded {
+        let ((chat, user), seq) = highest[index.min(highest.len() - 1)];
+        query = query.bind(chat).bind(user).bind(seq);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Runs each stored send's publish: in seq order within a chat (the order the batch gave out
+/// seqs), the chats side by side.
+async fn announce_in_order(by_chat: BTreeMap<Id, Vec<(Announce, SendOutcome)>>) {
+    let mut publishing = tokio::task::JoinSet::new();
+    for (_, sends) in by_chat {
+        publishing.spawn(async move {
+            for (announce, outcome) in sends {
+                announce(&outcome).await;
+            }
+        });
+    }
+    while publishing.join_next().await.is_some() {}
+}
