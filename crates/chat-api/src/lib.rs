@@ -75,7 +75,7 @@ pub async fn serve(
             None
         }
     };
-    let state = AppState {
+    let state = AppState::from(state::Shared {
         store: store.clone(),
         bus,
         keys,
@@ -94,7 +94,7 @@ pub async fn serve(
         migrated: Arc::new(AtomicBool::new(false)),
         push_stream_max_len: config.push_stream_max_len,
         storage,
-    };
+    });
     tokio::spawn(migrate_until_done(store.clone(), state.migrated.clone()));
 
     let web = routes::WebConfig {

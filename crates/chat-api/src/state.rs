@@ -12,8 +12,27 @@ use chat_store::Store;
 
 use crate::storage::Storage;
 
+/// What every handler shares, behind one `Arc`: axum clones the state for each request, and the
+/// send path clones it again for its tasks, so a clone must be one reference count (the token
+/// keys alone hold several heap allocations).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl From<Shared> for AppState {
+    fn from(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+pub struct Shared {
     pub store: Store,
     pub bus: Bus,
     pub keys: TokenKeys,
