@@ -16,6 +16,7 @@ mod jobs;
 mod keys;
 mod limits;
 mod memory;
+mod pool;
 mod presence;
 mod subscriber;
 mod unannounced;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deadpool_redis::{Pool, PoolConfig, Runtime};
+use pool::Pool;
 use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -46,7 +47,7 @@ pub enum BusError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
+    Pool(#[from] pool::PoolError),
     #[error("redis configuration: {0}")]
     Config(String),
 }
@@ -156,7 +157,7 @@ struct ClusterBackend {
 /// A connection of either kind; it speaks `ConnectionLike`, so commands, pipelines and scripts
 /// are written once.
 pub(crate) enum BusConn {
-    Pooled(deadpool_redis::Connection),
+    Pooled(deadpool::managed::Object<pool::Manager>),
     Cluster(ClusterConnection),
     /// A connection of its own, outside the pool (blocking stream reads).
     Direct(redis::aio::MultiplexedConnection),
@@ -212,10 +213,10 @@ impl Bus {
             .ok_or_else(|| BusError::Config("REDIS_URL is empty".into()))?;
         let backend = match config.mode {
             RedisMode::Standalone => {
-                let mut pool_config = deadpool_redis::Config::from_url(first);
-                pool_config.pool = Some(PoolConfig::new(config.pool_size));
-                let pool = pool_config
-                    .create_pool(Some(Runtime::Tokio1))
+                let pool = Pool::builder(pool::Manager::new(&first)?)
+                    .max_size(config.pool_size)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
                     .map_err(|e| BusError::Config(e.to_string()))?;
                 Backend::Standalone(pool)
             }
