@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use chat_bus::BusMessage;
 use chat_proto::{BusBody, BusEnvelope, ServerEvent};
 use tokio::sync::mpsc;
@@ -23,13 +24,13 @@ pub async fn run(
     gateway: Arc<Gateway>,
 ) {
     let (hub, metrics) = (&gateway.hub, &gateway.metrics);
+    let mut last = None;
     loop {
         tokio::select! {
             message = messages.recv() => match message {
-                Some(BusMessage::Payload { user, payload }) => match BusEnvelope::decode(&payload) {
-                    Ok(envelope) => dispatch(hub, metrics, user, envelope),
-                    Err(e) => tracing::warn!(error = %e, user, "undecodable bus payload dropped"),
-                },
+                Some(BusMessage::Payload { user, payload }) => {
+                    dispatch(hub, metrics, &mut last, user, payload)
+                }
                 Some(BusMessage::Disconnected) => {
                     gateway.subscriptions_up.store(false, Ordering::Release);
                     metrics.bus_up.set(0.0);
@@ -83,19 +84,54 @@ fn broadcast_resync(hub: &Hub, metrics: &GatewayMetrics) {
     let event = ServerEvent::Resync {
         reason: "bus_reconnected".into(),
     };
-    let sockets = hub.broadcast(&mut EncodedEvent::new(&event));
+    let sockets = hub.broadcast(&mut EncodedEvent::new(event));
     tracing::info!(sockets, "told sockets to resync");
 }
 
-fn dispatch(hub: &Hub, metrics: &GatewayMetrics, user: u64, envelope: BusEnvelope) {
-    match envelope.body {
-        BusBody::Event(event) => {
-            hub.deliver(user, &mut EncodedEvent::new(&event));
-            let waited_ms = chrono::Utc::now().timestamp_millis() - envelope.published_at_ms;
-            metrics
-                .delivery_seconds
-                .record(waited_ms.max(0) as f64 / 1000.0);
-        }
-        BusBody::SessionRevoked { jti } => hub.close_session(user, &jti, close_code::UNAUTHORIZED),
+/// The last event payload and its encodings. A chat's event reaches this node as one identical
+/// payload per member, back to back, so a group's message is decoded once and encoded once per
+/// wire format however many of its members are connected here.
+struct LastEvent {
+    payload: Bytes,
+    published_at_ms: i64,
+    event: EncodedEvent,
+}
+
+fn dispatch(
+    hub: &Hub,
+    metrics: &GatewayMetrics,
+    last: &mut Option<LastEvent>,
+    user: u64,
+    payload: Bytes,
+) {
+    if let Some(last) = last.as_mut().filter(|last| last.payload == payload) {
+        deliver(hub, metrics, user, last);
+        return;
     }
+    match BusEnvelope::decode(&payload) {
+        Ok(BusEnvelope {
+            published_at_ms,
+            body: BusBody::Event(event),
+        }) => {
+            let event = LastEvent {
+                payload,
+                published_at_ms,
+                event: EncodedEvent::new(event),
+            };
+            deliver(hub, metrics, user, last.insert(event));
+        }
+        Ok(BusEnvelope {
+            body: BusBody::SessionRevoked { jti },
+            ..
+        }) => hub.close_session(user, &jti, close_code::UNAUTHORIZED),
+        Err(e) => tracing::warn!(error = %e, user, "undecodable bus payload dropped"),
+    }
+}
+
+fn deliver(hub: &Hub, metrics: &GatewayMetrics, user: u64, last: &mut LastEvent) {
+    hub.deliver(user, &mut last.event);
+    let waited_ms = chrono::Utc::now().timestamp_millis() - last.published_at_ms;
+    metrics
+        .delivery_seconds
+        .record(waited_ms.max(0) as f64 / 1000.0);
 }

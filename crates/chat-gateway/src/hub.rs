@@ -76,18 +76,18 @@ pub struct ConnHandle {
 }
 
 /// An event encoded at most once per wire format, shared by every socket that receives it.
-pub struct EncodedEvent<'a> {
-    event: &'a ServerEvent,
+pub struct EncodedEvent {
+    event: ServerEvent,
     key: EventKey,
     json: Option<Bytes>,
     msgpack: Option<Bytes>,
 }
 
-impl<'a> EncodedEvent<'a> {
-    pub fn new(event: &'a ServerEvent) -> Self {
+impl EncodedEvent {
+    pub fn new(event: ServerEvent) -> Self {
         Self {
+            key: EventKey::of(&event),
             event,
-            key: EventKey::of(event),
             json: None,
             msgpack: None,
         }
@@ -99,7 +99,7 @@ impl<'a> EncodedEvent<'a> {
             WireFormat::MsgPack => &mut self.msgpack,
         };
         let bytes = slot
-            .get_or_insert_with(|| format.encode(self.event))
+            .get_or_insert_with(|| format.encode(&self.event))
             .clone();
         OutEvent {
             bytes,
@@ -172,7 +172,7 @@ impl Hub {
 
     /// Queues an event on every local socket of the user. A full queue closes that socket with
     /// 4008 rather than slowing anyone else down.
-    pub fn deliver(&self, user: UserId, event: &mut EncodedEvent<'_>) {
+    pub fn deliver(&self, user: UserId, event: &mut EncodedEvent) {
         let shard = self.shard(user);
         let Some(conns) = shard.get(&user) else {
             return;
@@ -183,7 +183,7 @@ impl Hub {
     }
 
     /// Queues an event on every local socket; returns how many sockets got it.
-    pub fn broadcast(&self, event: &mut EncodedEvent<'_>) -> usize {
+    pub fn broadcast(&self, event: &mut EncodedEvent) -> usize {
         let mut sent = 0;
         for index in 0..SHARDS {
             let shard = self.shard(index as u64);
