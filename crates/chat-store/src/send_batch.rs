@@ -557,22 +557,15 @@ async fn update_counters(
         .into_iter()
         .map(|(chat, (seq, id))| (chat, seq, id))
         .collect();
-    let padded = padded_len(last.len());
     let sql = format!(
         "UPDATE chats c JOIN ({}) v ON v.chat_id = c.id \
          SET c.last_seq = v.seq, c.last_message_id = v.message_id, c.last_activity_at = ?",
-        placeholders(
-            padded,
-            "SELECT ? AS chat_id, ? AS seq, ? AS message_id",
-            " UNION ALL "
-        )
+        triples_table(["chat_id", "seq", "message_id"], last.len())
     );
-    let mut query = sqlx::query(&sql);
-    for index in 0..padded {
-        let (chat, seq, id) = last[index.min(last.len() - 1)];
-        query = query.bind(chat).bind(seq).bind(id);
-    }
-    query.bind(now).execute(&mut **tx).await?;
+    bind_triples(sqlx::query(&sql), &last)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -589,24 +582,38 @@ async fn update_watermarks(
             .or_insert(*seq);
         *entry = (*entry).max(*seq);
     }
-    let highest: Vec<((Id, Id), u64)> = highest.into_iter().collect();
-    let padded = padded_len(highest.len());
+    let highest: Vec<(Id, Id, u64)> = highest
+        .into_iter()
+        .map(|((chat, user), seq)| (chat, user, seq))
+        .collect();
     let sql = format!(
         "UPDATE chat_members m JOIN ({}) v ON v.chat_id = m.chat_id AND v.user_id = m.user_id \
          SET m.last_read_seq = GREATEST(m.last_read_seq, v.seq)",
-        placeholders(
-            padded,
-            "SELECT ? AS chat_id, ? AS user_id, ? AS seq",
-            " UNION ALL "
-        )
+        triples_table(["chat_id", "user_id", "seq"], highest.len())
     );
-    let mut query = sqlx::query(&sql);
-    for index in 0..padded {
-        let ((chat, user), seq) = highest[index.min(highest.len() - 1)];
-        query = query.bind(chat).bind(user).bind(seq);
-    }
-    query.execute(&mut **tx).await?;
+    bind_triples(sqlx::query(&sql), &highest)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
+}
+
+/// A derived table of `rows` rows of three columns, padded (`padded_len`), for an UPDATE to
+/// join; `bind_triples` binds its values.
+fn triples_table(columns: [&str; 3], rows: usize) -> String {
+    let [a, b, c] = columns;
+    let row = format!("SELECT ? AS {a}, ? AS {b}, ? AS {c}");
+    placeholders(padded_len(rows), &row, " UNION ALL ")
+}
+
+fn bind_triples<'q>(
+    mut query: sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments>,
+    rows: &[(u64, u64, u64)],
+) -> sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments> {
+    for index in 0..padded_len(rows.len()) {
+        let (a, b, c) = rows[index.min(rows.len() - 1)];
+        query = query.bind(a).bind(b).bind(c);
+    }
+    query
 }
 
 /// Runs each stored send's publish: in seq order within a chat (the order the batch gave out
