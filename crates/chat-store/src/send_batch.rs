@@ -31,8 +31,11 @@ use crate::{Result, StoreError};
 const WRITERS: usize = 4;
 /// The most sends one transaction stores.
 const MAX_BATCH: usize = 64;
-/// Sends waiting for a writer before callers wait to queue.
-const QUEUE: usize = 4096;
+/// Sends waiting for one writer beyond which new ones are refused (503 `unavailable`) rather
+/// than queued: at the measured 500-odd sends a second per writer (docs/performance.md), about
+/// half a second of work. An unbounded wait let an overloaded api hold thousands of open
+/// requests, each a socket, for seconds, where a quick refusal lets clients back off.
+const QUEUE: usize = 256;
 
 type PublishFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The caller's publish, run under the chat's lock with the send's outcome.
@@ -131,8 +134,16 @@ impl SendBatcher {
             reply,
         };
         let writer = (new.chat_id % self.queues.len() as u64) as usize;
-        if self.queues[writer].send(queued).await.is_err() {
-            return Err(StoreError::Busy("the store is shutting down"));
+        match self.queues[writer].try_send(queued) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(StoreError::Busy(
+                    "too many messages are waiting to be stored, retry",
+                ));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(StoreError::Busy("the store is shutting down"));
+            }
         }
         answer
             .await

@@ -1319,3 +1319,99 @@ async fn sqlite_data_survives_reopening() {
     reopened.close().await;
     db.finish().await;
 }
+
+/// MySQL only (SQLite sends one at a time, with no queue): when a chat's writer cannot keep up,
+/// sends beyond its queue are refused at once with `Busy`, and stored never; the ones it accepted
+/// are all stored, gap-free, once it can go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_beyond_a_full_writer_queue_are_refused_not_stored() {
+    // More than one writer's queue and one batch can hold (send_batch: 256 and 64).
+    const SENDS: usize = 600;
+    let db = TestStore::mysql().await;
+    let store = &db.store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let (chat, _) = store.get_or_create_private(alice, bob).await.expect("chat");
+
+    // Hold the chat's send lock, so that its writer stops at its first batch.
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let holder = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .in_send_order(chat.id, || async move {
+                    let _ = held_tx.send(());
+                    let _ = release_rx.await;
+                })
+                .await
+        })
+    };
+    held_rx.await.expect("the lock is held");
+
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    for n in 0..SENDS {
+        let (store, done_tx) = (store.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            let client_id = format!("m{n}");
+            let outcome = store
+                .send_message(text(chat.id, alice, "hi", &client_id), |_| async {})
+                .await;
+            let _ = done_tx.send((client_id, outcome));
+        });
+    }
+    drop(done_tx);
+
+    // While the lock is held nothing can be stored, so whatever answers now was refused.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), done_rx.recv())
+        .await
+        .expect("a send beyond the queue is answered while the writer waits")
+        .expect("an answer");
+    assert!(
+        matches!(first.1, Err(StoreError::Busy(_))),
+        "the first answer is a refusal, got {:?}",
+        first.1.map(|o| o.message.seq)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    release_tx.send(()).expect("the holder waits");
+    holder.await.expect("holder").expect("lock taken");
+
+    let mut stored = Vec::new();
+    let mut refused = vec![first.0];
+    while let Some((client_id, outcome)) = done_rx.recv().await {
+        match outcome {
+            Ok(outcome) => {
+                assert!(outcome.created);
+                stored.push(outcome.message.seq);
+            }
+            Err(StoreError::Busy(_)) => refused.push(client_id),
+            Err(e) => panic!("a send failed otherwise: {e}"),
+        }
+    }
+    assert_eq!(stored.len() + refused.len(), SENDS);
+    assert!(
+        stored.len() > 1 && refused.len() > 1,
+        "some sends are stored ({}) and some refused ({})",
+        stored.len(),
+        refused.len()
+    );
+    assert!(
+        stored.len() <= 256 + 64,
+        "no more than a queue and a batch are accepted, got {}",
+        stored.len()
+    );
+    stored.sort_unstable();
+    assert_eq!(stored, (1..=stored.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        store.chat(alice, chat.id).await.expect("chat").last_seq,
+        stored.len() as u64
+    );
+    for client_id in &refused {
+        let found = store
+            .message_by_client_id(chat.id, alice, client_id)
+            .await
+            .expect("look up");
+        assert!(found.is_none(), "refused send {client_id} was not stored");
+    }
+    db.finish().await;
+}
