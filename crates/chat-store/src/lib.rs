@@ -37,6 +37,7 @@ mod chats;
 mod contacts;
 mod error;
 mod messages;
+mod padded;
 mod push;
 mod send_batch;
 mod sqlite;

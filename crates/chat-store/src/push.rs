@@ -3,7 +3,11 @@
 use chat_proto::Id;
 use chat_proto::time::now_millis;
 
+use crate::padded::{bind_padded, padded_len, placeholders};
 use crate::{Result, Store};
+
+/// The most users one token query names (also the largest padded list size).
+const USERS_PER_LOOKUP: usize = 1024;
 
 /// Who sent a message and in which chat, for a notification's title.
 #[derive(Debug, Clone)]
@@ -64,25 +68,31 @@ impl Store {
     }
 
     /// The tokens of each of `users`, as (user, token) pairs ordered by user, then token.
+    ///
+    /// The api asks for the offline recipients of many messages at once, so `users` can be long:
+    /// it is looked up in chunks whose `IN` lists are padded to a few sizes, so that each size
+    /// stays one prepared statement on a connection.
     pub async fn push_tokens_of(&self, users: &[Id]) -> Result<Vec<(Id, String)>> {
         let pool = mysql_or_sqlite!(self, push_tokens_of(users));
-        if users.is_empty() {
-            return Ok(Vec::new());
+        let mut users = users.to_vec();
+        users.sort_unstable();
+        users.dedup();
+        let mut tokens = Vec::new();
+        for chunk in users.chunks(USERS_PER_LOOKUP) {
+            let padded = padded_len(chunk.len());
+            let sql = format!(
+                "SELECT user_id, token FROM push_tokens WHERE user_id IN ({}) \
+                 ORDER BY user_id, token",
+                placeholders(padded, "?", ", ")
+            );
+            let query = sqlx::query_as::<_, (u64, Vec<u8>)>(&sql);
+            let rows = bind_padded(query, chunk, padded).fetch_all(pool).await?;
+            tokens.extend(
+                rows.into_iter()
+                    .map(|(user, token)| (user, String::from_utf8_lossy(&token).into_owned())),
+            );
         }
-        let placeholders = vec!["?"; users.len()].join(", ");
-        let sql = format!(
-            "SELECT user_id, token FROM push_tokens WHERE user_id IN ({placeholders}) \
-             ORDER BY user_id, token"
-        );
-        let mut query = sqlx::query_as::<_, (u64, Vec<u8>)>(&sql);
-        for user in users {
-            query = query.bind(*user);
-        }
-        let rows = query.fetch_all(pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(user, token)| (user, String::from_utf8_lossy(&token).into_owned()))
-            .collect())
+        Ok(tokens)
     }
 
     /// The sender's username and the chat's title (groups only).

@@ -25,6 +25,7 @@ use sqlx::{Connection, MySql, MySqlPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::messages::{NewMessage, SendOutcome, lock_wait_secs};
+use crate::padded::{bind_padded, padded_len, placeholders};
 use crate::{Result, StoreError};
 
 /// Writer tasks: each holds one connection while its batch runs.
@@ -293,21 +294,6 @@ impl From<sqlx::Error> for BatchError {
     }
 }
 
-/// A statement's list of `n` values padded to a few sizes, so that a connection prepares (and
-/// caches) a handful of statement shapes rather than one per batch size. Repeating a value is
-/// harmless in every list padded this way (`IN` lists, and rows joined to an UPDATE, which
-/// changes each target row once).
-fn padded_len(n: usize) -> usize {
-    [1, 4, 16, MAX_BATCH]
-        .into_iter()
-        .find(|&size| size >= n)
-        .unwrap_or(n)
-}
-
-fn placeholders(n: usize, one: &str, separator: &str) -> String {
-    vec![one; n].join(separator)
-}
-
 /// Takes the named locks of `chats` (ascending) in one statement; returns the chats granted.
 async fn lock_chats(
     conn: &mut sqlx::pool::PoolConnection<MySql>,
@@ -456,17 +442,6 @@ async fn lock_counters(
         }
     }
     Ok((chats, now))
-}
-
-fn bind_padded<'q, O>(
-    mut query: sqlx::query::QueryAs<'q, MySql, O, sqlx::mysql::MySqlArguments>,
-    values: &[Id],
-    padded: usize,
-) -> sqlx::query::QueryAs<'q, MySql, O, sqlx::mysql::MySqlArguments> {
-    for index in 0..padded {
-        query = query.bind(values[index.min(values.len() - 1)]);
-    }
-    query
 }
 
 /// The chat of each message the batch replies to (absent: no such message).

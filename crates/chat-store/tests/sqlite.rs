@@ -1280,6 +1280,29 @@ async fn push_tokens_move_between_users(store: &Store) {
         store.push_tokens_of(&[bob]).await.expect("tokens"),
         [(bob, "tok-b".to_string())]
     );
+    // Long lists, as the api asks for many messages' offline recipients at once: unordered,
+    // repeated, with users that have no token, across more than one lookup's worth of users.
+    let mut many: Vec<Id> = (1..=1500).map(|n| 1_000_000 + n).collect();
+    many.extend([bob, alice, bob]);
+    many.reverse();
+    assert_eq!(
+        store.push_tokens_of(&many).await.expect("tokens"),
+        [(alice, "tok-a".to_string()), (bob, "tok-b".to_string())]
+    );
+    let carol = user(store, "carol").await;
+    store
+        .put_push_token(carol, "tok-d", None)
+        .await
+        .expect("put");
+    let mut beyond_one_lookup: Vec<Id> = (1..=1030).map(|n| carol + n).collect();
+    beyond_one_lookup.extend([carol, alice]);
+    assert_eq!(
+        store
+            .push_tokens_of(&beyond_one_lookup)
+            .await
+            .expect("tokens"),
+        [(alice, "tok-a".to_string()), (carol, "tok-d".to_string())]
+    );
 
     let (private, _) = store.get_or_create_private(alice, bob).await.expect("chat");
     let context = store.push_context(alice, private.id).await.expect("ctx");

@@ -46,25 +46,29 @@ impl Sqlite {
     }
 
     pub(crate) async fn push_tokens_of(&self, users: &[Id]) -> Result<Vec<(Id, String)>> {
-        if users.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut query =
-            QueryBuilder::<Db>::new("SELECT user_id, token FROM push_tokens WHERE user_id IN (");
-        let mut list = query.separated(", ");
-        for user in users {
-            list.push_bind(key(*user));
-        }
-        query.push(") ORDER BY user_id, token");
-        let rows: Vec<(i64, Vec<u8>)> = query.build_query_as().fetch_all(&self.reader).await?;
-        rows.into_iter()
-            .map(|(user, token)| {
-                Ok((
+        let mut users = users.to_vec();
+        users.sort_unstable();
+        users.dedup();
+        let mut tokens = Vec::new();
+        // Well under SQLite's limit on a statement's parameters.
+        for chunk in users.chunks(1024) {
+            let mut query = QueryBuilder::<Db>::new(
+                "SELECT user_id, token FROM push_tokens WHERE user_id IN (",
+            );
+            let mut list = query.separated(", ");
+            for user in chunk {
+                list.push_bind(key(*user));
+            }
+            query.push(") ORDER BY user_id, token");
+            let rows: Vec<(i64, Vec<u8>)> = query.build_query_as().fetch_all(&self.reader).await?;
+            for (user, token) in rows {
+                tokens.push((
                     unsigned(user)?,
                     String::from_utf8_lossy(&token).into_owned(),
-                ))
-            })
-            .collect()
+                ));
+            }
+        }
+        Ok(tokens)
     }
 
     pub(crate) async fn push_context(&self, sender: Id, chat_id: Id) -> Result<PushContext> {

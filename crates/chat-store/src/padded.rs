@@ -1,0 +1,48 @@
+//! Value lists padded to a few sizes (1, 4, 16, 64, 256, 1024, ...), so that a connection
+//! prepares and caches a handful of statement shapes rather than one per list length. Repeating a
+//! value is harmless in every list padded this way: `IN` lists, and rows joined to an UPDATE
+//! (which changes each target row once).
+
+use chat_proto::Id;
+use sqlx::MySql;
+use sqlx::mysql::MySqlArguments;
+use sqlx::query::QueryAs;
+
+/// The padded length of a list of `n` values: the next power of four.
+pub(crate) fn padded_len(n: usize) -> usize {
+    let mut size = 1;
+    while size < n {
+        size *= 4;
+    }
+    size
+}
+
+pub(crate) fn placeholders(n: usize, one: &str, separator: &str) -> String {
+    vec![one; n].join(separator)
+}
+
+/// Binds `values`, then copies of the last one, `padded` values in all; `values` is not empty.
+pub(crate) fn bind_padded<'q, O>(
+    mut query: QueryAs<'q, MySql, O, MySqlArguments>,
+    values: &[Id],
+    padded: usize,
+) -> QueryAs<'q, MySql, O, MySqlArguments> {
+    for index in 0..padded {
+        query = query.bind(values[index.min(values.len() - 1)]);
+    }
+    query
+}
+
+#[cfg(test)]
+mod tests {
+    use super::padded_len;
+
+    #[test]
+    fn lengths_pad_to_powers_of_four() {
+        let padded: Vec<usize> = [0, 1, 2, 4, 5, 16, 17, 64, 65, 1000, 1025]
+            .into_iter()
+            .map(padded_len)
+            .collect();
+        assert_eq!(padded, [1, 1, 4, 4, 16, 16, 64, 64, 256, 1024, 4096]);
+    }
+}
