@@ -77,7 +77,7 @@ pub async fn serve(
     };
     let state = AppState::from(state::Shared {
         store: store.clone(),
-        bus,
+        bus: bus.clone(),
         keys,
         token_ttl: Duration::from_secs(config.jwt_ttl_secs),
         internal_key: config.secret.internal_key().map(Arc::from),
@@ -92,7 +92,7 @@ pub async fn serve(
             trust_forwarded_for: config.trust_forwarded_for,
         },
         migrated: Arc::new(AtomicBool::new(false)),
-        push_stream_max_len: config.push_stream_max_len,
+        push: push::PushQueue::start(store.clone(), bus.clone(), config.push_stream_max_len),
         storage,
     });
     tokio::spawn(migrate_until_done(store.clone(), state.migrated.clone()));

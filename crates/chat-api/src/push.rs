@@ -2,36 +2,90 @@
 //! gateways' presence registry in Redis) get one push job per registered device token, appended
 //! to the Redis Stream that chat-worker consumes. Failures are logged and counted, never returned:
 //! the message is stored and published either way.
+//!
+//! One task looks up every new message waiting, up to `MAX_MESSAGES` at a time: one presence
+//! query and one token query for all their recipients, then one append for all their jobs. Per
+//! message, those lookups cost more than storing the message did (docs/performance.md).
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use chat_bus::Bus;
 use chat_proto::{Message, MessageKind, PushJob};
-use chat_store::SendOutcome;
-
-use crate::state::AppState;
+use chat_store::{PushContext, SendOutcome, Store};
+use tokio::sync::mpsc;
 
 /// Characters of message text a notification carries.
 const BODY_CHARS: usize = 200;
+/// The most messages looked up together.
+const MAX_MESSAGES: usize = 256;
+/// New messages waiting for the lookup before their senders' tasks wait for room.
+const QUEUE: usize = 4096;
 
-/// Queues push jobs for the offline recipients of a new message.
-pub async fn enqueue_for_offline(state: &AppState, outcome: &SendOutcome) {
-    if let Err(e) = try_enqueue(state, outcome).await {
-        metrics::counter!("chat_push_enqueue_failures_total").increment(1);
-        tracing::warn!(error = %e, message_id = outcome.message.id, "queueing push jobs failed");
+/// The new messages waiting for their push jobs; cheap to clone.
+#[derive(Clone)]
+pub struct PushQueue {
+    waiting: mpsc::Sender<SendOutcome>,
+}
+
+impl PushQueue {
+    /// Starts the lookup task on the current runtime; it ends once every handle is dropped and
+    /// the messages already queued are done.
+    pub fn start(store: Store, bus: Bus, stream_max_len: u64) -> Self {
+        let (waiting, queued) = mpsc::channel(QUEUE);
+        tokio::spawn(look_up(store, bus, stream_max_len, queued));
+        Self { waiting }
+    }
+
+    /// Queues a new message for its offline recipients' pushes.
+    pub async fn enqueue_for_offline(&self, outcome: SendOutcome) {
+        if self.waiting.send(outcome).await.is_err() {
+            metrics::counter!("chat_push_enqueue_failures_total").increment(1);
+            tracing::warn!("the push lookup has stopped; no push jobs for a new message");
+        }
     }
 }
 
-async fn try_enqueue(state: &AppState, outcome: &SendOutcome) -> anyhow::Result<()> {
-    let message = &outcome.message;
-    let recipients: Vec<u64> = outcome
+async fn look_up(
+    store: Store,
+    bus: Bus,
+    stream_max_len: u64,
+    mut queued: mpsc::Receiver<SendOutcome>,
+) {
+    let mut batch = Vec::with_capacity(MAX_MESSAGES);
+    while queued.recv_many(&mut batch, MAX_MESSAGES).await > 0 {
+        if let Err(e) = enqueue_batch(&store, &bus, stream_max_len, &batch).await {
+            metrics::counter!("chat_push_enqueue_failures_total").increment(batch.len() as u64);
+            tracing::warn!(error = %e, messages = batch.len(), "queueing push jobs failed");
+        }
+        batch.clear();
+    }
+}
+
+/// The recipients of a message: its chat's members but the sender.
+fn recipients(outcome: &SendOutcome) -> impl Iterator<Item = u64> + '_ {
+    let sender = outcome.message.sender_id;
+    outcome
         .member_ids
         .iter()
         .copied()
-        .filter(|&m| m != message.sender_id)
-        .collect();
-    if recipients.is_empty() {
+        .filter(move |&m| m != sender)
+}
+
+async fn enqueue_batch(
+    store: &Store,
+    bus: &Bus,
+    stream_max_len: u64,
+    batch: &[SendOutcome],
+) -> anyhow::Result<()> {
+    let mut everyone: Vec<u64> = batch.iter().flat_map(recipients).collect();
+    everyone.sort_unstable();
+    everyone.dedup();
+    if everyone.is_empty() {
         return Ok(());
     }
-    let online = state.bus.online(&recipients).await?;
-    let offline: Vec<u64> = recipients
+    let online = bus.online(&everyone).await?;
+    let offline: Vec<u64> = everyone
         .iter()
         .zip(online)
         .filter(|(_, on)| !on)
@@ -40,53 +94,82 @@ async fn try_enqueue(state: &AppState, outcome: &SendOutcome) -> anyhow::Result<
     if offline.is_empty() {
         return Ok(());
     }
-    let tokens = state.store.push_tokens_of(&offline).await?;
-    let without_token = offline
-        .iter()
-        .filter(|user| !tokens.iter().any(|(u, _)| u == *user))
-        .count();
-    if without_token > 0 {
-        metrics::counter!("chat_push_skipped_no_token_total").increment(without_token as u64);
+    // Offline users, each with their tokens (possibly none), in token order.
+    let mut tokens: HashMap<u64, Vec<String>> =
+        offline.iter().map(|&user| (user, Vec::new())).collect();
+    for (user, token) in store.push_tokens_of(&offline).await? {
+        tokens.entry(user).or_default().push(token);
     }
-    if tokens.is_empty() {
+    let mut contexts: HashMap<(u64, u64), PushContext> = HashMap::new();
+    let mut jobs = Vec::new();
+    for outcome in batch {
+        let mut targets = Vec::new();
+        let mut without_token = 0;
+        for user in recipients(outcome) {
+            match tokens.get(&user) {
+                Some(devices) if devices.is_empty() => without_token += 1,
+                Some(devices) => targets.push((user, devices.as_slice())),
+                None => {} // online
+            }
+        }
+        if without_token > 0 {
+            metrics::counter!("chat_push_skipped_no_token_total").increment(without_token);
+        }
+        if targets.is_empty() {
+            continue;
+        }
+        let message = &outcome.message;
+        let context = match contexts.entry((message.sender_id, message.chat_id)) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(unknown) => {
+                match store.push_context(message.sender_id, message.chat_id).await {
+                    Ok(context) => unknown.insert(context),
+                    Err(e) => {
+                        metrics::counter!("chat_push_enqueue_failures_total").increment(1);
+                        tracing::warn!(error = %e, message_id = message.id, "reading a push's title failed");
+                        continue;
+                    }
+                }
+            }
+        };
+        jobs.extend(jobs_for(message, context, &targets));
+    }
+    if jobs.is_empty() {
         return Ok(());
     }
-    let context = state
-        .store
-        .push_context(message.sender_id, message.chat_id)
-        .await?;
+    bus.enqueue_push(&jobs, stream_max_len).await?;
+    metrics::counter!("chat_push_jobs_enqueued_total").increment(jobs.len() as u64);
+    Ok(())
+}
+
+/// One job per device of each target user.
+fn jobs_for(
+    message: &Message,
+    context: &PushContext,
+    targets: &[(u64, &[String])],
+) -> Vec<PushJob> {
     let title = match &context.group_title {
         Some(group) => format!("{} in {group}", context.sender_username),
         None => context.sender_username.clone(),
     };
     let body = notification_body(message);
-    let mut jobs = Vec::with_capacity(tokens.len());
-    let mut index = 0;
-    let mut previous_user = None;
-    for (user, token) in tokens {
-        if previous_user != Some(user) {
-            index = 0;
-            previous_user = Some(user);
+    let mut jobs = Vec::new();
+    for &(user, devices) in targets {
+        for (index, token) in devices.iter().enumerate() {
+            jobs.push(PushJob {
+                id: PushJob::job_id(message.id, user, index),
+                user_id: user,
+                token: token.clone(),
+                chat_id: message.chat_id,
+                message_id: message.id,
+                sender_id: message.sender_id,
+                kind: message.kind.as_str().to_string(),
+                title: title.clone(),
+                body: body.clone(),
+            });
         }
-        jobs.push(PushJob {
-            id: PushJob::job_id(message.id, user, index),
-            user_id: user,
-            token,
-            chat_id: message.chat_id,
-            message_id: message.id,
-            sender_id: message.sender_id,
-            kind: message.kind.as_str().to_string(),
-            title: title.clone(),
-            body: body.clone(),
-        });
-        index += 1;
     }
-    state
-        .bus
-        .enqueue_push(&jobs, state.push_stream_max_len)
-        .await?;
-    metrics::counter!("chat_push_jobs_enqueued_total").increment(jobs.len() as u64);
-    Ok(())
+    jobs
 }
 
 /// The text (shortened), or a word for an attachment.

@@ -10,6 +10,7 @@ use chat_proto::BusEnvelope;
 use chat_proto::codec::BusBody;
 use chat_store::Store;
 
+use crate::push::PushQueue;
 use crate::storage::Storage;
 
 /// What every handler shares, behind one `Arc`: axum clones the state for each request, and the
@@ -42,8 +43,8 @@ pub struct Shared {
     pub limits: Limits,
     /// Set once migrations have run; until then `/v1` answers 503.
     pub migrated: Arc<AtomicBool>,
-    /// Approximate cap on the push-job stream.
-    pub push_stream_max_len: u64,
+    /// New messages on their way to offline recipients' push jobs.
+    pub push: PushQueue,
     /// Attachment storage; `None` when it could not be set up (attachments answer 503).
     pub storage: Option<Storage>,
 }

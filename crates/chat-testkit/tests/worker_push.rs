@@ -220,6 +220,105 @@ async fn only_offline_recipients_with_a_token_get_one_fcm_shaped_push() {
     );
 }
 
+/// Many messages at once, from two senders into a group and a private chat: the api looks
+/// their recipients up together, and still each offline device gets exactly its own pushes,
+/// titled for its chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_messages_gets_exactly_its_pushes() {
+    const PER_CHAT: usize = 30;
+    let receiver = PushReceiver::start().await;
+    let stack = Stack::start(StackOptions {
+        workers: 1,
+        worker_env: worker_env(&receiver, &[]),
+        ..StackOptions::default()
+    })
+    .await;
+    let api = stack.api();
+    let alice = api.new_user("alice").await; // offline, one token
+    let bob = api.new_user("bob").await; // offline, two tokens
+    let carol = api.new_user("carol").await; // online, has a token
+    let dave = api.new_user("dave").await; // offline, no token
+    register_token(&api, &alice, "tok-alice").await;
+    register_token(&api, &bob, "tok-bob-1").await;
+    register_token(&api, &bob, "tok-bob-2").await;
+    register_token(&api, &carol, "tok-carol").await;
+    let mut carol_ws = WsClient::authed(&stack.gateway_ws_url(0), &carol.token).await;
+    let group = api
+        .as_user(&alice)
+        .group_chat("Climbers", &[bob.id, carol.id, dave.id])
+        .await;
+    let group_id = id_of(&group, "id");
+    let private_id = id_of(&api.as_user(&alice).private_chat(bob.id).await, "id");
+
+    // (sender, chat) of each message, all sent at once.
+    let plan: Vec<(&TestUser, u64)> = (0..PER_CHAT)
+        .flat_map(|_| [(&alice, group_id), (&bob, group_id), (&alice, private_id)])
+        .collect();
+    let sends = plan.iter().map(|&(sender, chat_id)| {
+        let client = api.as_user(sender);
+        async move {
+            let message = client
+                .send_text(chat_id, &unique_client_msg_id("burst"), "hello")
+                .await;
+            id_of(&message, "id")
+        }
+    });
+    let message_ids = futures_util::future::join_all(sends).await;
+    carol_ws
+        .recv_until("new_message", Duration::from_secs(5))
+        .await;
+
+    // Expected: alice's group messages reach bob's two devices; bob's reach alice's one;
+    // alice's private messages reach bob's two. Carol is online, dave has no token.
+    let mut expected = BTreeMap::new();
+    for (&(sender, chat_id), &message_id) in plan.iter().zip(&message_ids) {
+        let title = match (sender.id == alice.id, chat_id == group_id) {
+            (true, true) => format!("{} in Climbers", alice.username),
+            (false, true) => format!("{} in Climbers", bob.username),
+            (_, false) => alice.username.clone(),
+        };
+        let devices: &[&str] = if sender.id == alice.id {
+            &["tok-bob-1", "tok-bob-2"]
+        } else {
+            &["tok-alice"]
+        };
+        let to = if sender.id == alice.id {
+            bob.id
+        } else {
+            alice.id
+        };
+        for (index, token) in devices.iter().enumerate() {
+            let job = format!("m{message_id}-u{to}-t{index}");
+            expected.insert(job, (token.to_string(), title.clone()));
+        }
+    }
+    receiver
+        .wait_until(Duration::from_secs(30), "every push of the burst", |seen| {
+            seen.len() >= expected.len()
+        })
+        .await;
+    tokio::time::sleep(QUIET * 2).await;
+    let seen = receiver.received();
+    let got: BTreeMap<String, (String, String)> = seen
+        .iter()
+        .map(|push| {
+            let body = &push.body["message"];
+            (
+                push.job_id.clone(),
+                (
+                    body["token"].as_str().unwrap_or_default().to_string(),
+                    body["notification"]["title"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), expected.len(), "no push twice, none extra");
+    assert_eq!(got, expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_outage_and_worker_crash_deliver_every_push_exactly_once() {
     let receiver = PushReceiver::start().await;

@@ -146,7 +146,7 @@ async fn store_and_publish(
         && outcome.created
     {
         let outcome = outcome.clone();
-        tokio::spawn(async move { crate::push::enqueue_for_offline(&state, &outcome).await });
+        tokio::spawn(async move { state.push.enqueue_for_offline(outcome).await });
     }
     outcome
 }
