@@ -209,7 +209,8 @@ impl Store {
     ///
     /// On MySQL, sends that arrive together share one transaction and one lock statement
     /// (`crate::send_batch`); `announce` then runs after that commit, still under the lock, in
-    /// seq order with the chat's other sends.
+    /// seq order with the chat's other sends. When the chat's writer already has a full queue,
+    /// the send is refused at once with [`StoreError::Busy`] and nothing is stored.
     pub async fn send_message<F, Fut>(
         &self,
         new: NewMessage<'_>,
