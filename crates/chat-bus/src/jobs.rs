@@ -150,7 +150,7 @@ impl Bus {
     async fn dedicated_conn(&self) -> Result<BusConn> {
         match &self.backend {
             Backend::Standalone(_) => {
-                // Not from the pool: pooled connections give up on a reply after 500 ms, and a
+                // Not the shared connection: it gives up on a reply after 500 ms, and a
                 // read abandoned while the server still blocks would have its entry delivered
                 // into the void (left pending until reclaimed).
                 let url = self

@@ -16,7 +16,6 @@ mod jobs;
 mod keys;
 mod limits;
 mod memory;
-mod pool;
 mod presence;
 mod subscriber;
 mod unannounced;
@@ -26,8 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pool::Pool;
-use redis::aio::ConnectionLike;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Cmd, FromRedisValue, RedisFuture, Value};
@@ -46,8 +44,6 @@ pub type UserId = u64;
 pub enum BusError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("redis pool: {0}")]
-    Pool(#[from] pool::PoolError),
     #[error("redis configuration: {0}")]
     Config(String),
 }
@@ -120,7 +116,6 @@ pub struct BusConfig {
     /// One URL in standalone mode; the seed nodes in cluster mode.
     pub urls: Vec<String>,
     pub prefix: String,
-    pub pool_size: usize,
 }
 
 impl BusConfig {
@@ -135,16 +130,20 @@ impl BusConfig {
                 .map(String::from)
                 .collect(),
             prefix: prefix.to_string(),
-            pool_size: 32,
         }
     }
 }
 
-/// Where commands go: a pool of connections to one Redis, or one multiplexed cluster connection
+/// Where commands go: one shared connection to one Redis, or one multiplexed cluster connection
 /// (made on first use and routed by slot), or no Redis at all (the in-memory bus).
+///
+/// One shared connection rather than a pool of exclusive ones: the commands of concurrent
+/// requests then leave together (redis-rs queues them on the socket and writes what is waiting
+/// at once), where a pool gives each request its own socket and its own system calls. Measured
+/// 12% more sends per second through chat-api (docs/performance.md).
 #[derive(Clone)]
 enum Backend {
-    Standalone(Pool),
+    Standalone(ConnectionManager),
     Cluster(Arc<ClusterBackend>),
     Memory(Arc<memory::MemoryBus>),
 }
@@ -157,16 +156,16 @@ struct ClusterBackend {
 /// A connection of either kind; it speaks `ConnectionLike`, so commands, pipelines and scripts
 /// are written once.
 pub(crate) enum BusConn {
-    Pooled(deadpool::managed::Object<pool::Manager>),
+    Shared(ConnectionManager),
     Cluster(ClusterConnection),
-    /// A connection of its own, outside the pool (blocking stream reads).
+    /// A connection of its own, not the shared one (blocking stream reads).
     Direct(redis::aio::MultiplexedConnection),
 }
 
 impl ConnectionLike for BusConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Pooled(conn) => conn.req_packed_command(cmd),
+            Self::Shared(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
             Self::Direct(conn) => conn.req_packed_command(cmd),
         }
@@ -179,7 +178,7 @@ impl ConnectionLike for BusConn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Pooled(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Shared(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
@@ -187,7 +186,7 @@ impl ConnectionLike for BusConn {
 
     fn get_db(&self) -> i64 {
         match self {
-            Self::Pooled(conn) => conn.get_db(),
+            Self::Shared(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
             Self::Direct(conn) => conn.get_db(),
         }
@@ -212,14 +211,13 @@ impl Bus {
             .cloned()
             .ok_or_else(|| BusError::Config("REDIS_URL is empty".into()))?;
         let backend = match config.mode {
-            RedisMode::Standalone => {
-                let pool = Pool::builder(pool::Manager::new(&first)?)
-                    .max_size(config.pool_size)
-                    .runtime(deadpool::Runtime::Tokio1)
-                    .build()
-                    .map_err(|e| BusError::Config(e.to_string()))?;
-                Backend::Standalone(pool)
-            }
+            RedisMode::Standalone => Backend::Standalone(ConnectionManager::new_lazy_with_config(
+                standalone_client(&first)?,
+                ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(REPLY_TIMEOUT))
+                    .set_number_of_retries(0),
+            )?),
             RedisMode::Cluster => Backend::Cluster(Arc::new(ClusterBackend {
                 client: cluster_builder(&config.urls).build()?,
                 conn: OnceCell::new(),
@@ -269,7 +267,6 @@ impl Bus {
 
     pub(crate) async fn conn(&self) -> Result<BusConn> {
         // A dead Redis must not hang requests: bound the wait for a connection.
-        let limit = Duration::from_secs(2);
         let timed_out = || {
             BusError::Redis(redis::RedisError::from((
                 redis::ErrorKind::Io,
@@ -277,15 +274,14 @@ impl Bus {
             )))
         };
         match &self.backend {
-            Backend::Standalone(pool) => match tokio::time::timeout(limit, pool.get()).await {
-                Ok(conn) => Ok(BusConn::Pooled(conn?)),
-                Err(_) => Err(timed_out()),
-            },
+            // Lazy and self-healing: it connects on first use and again after a connection
+            // error, one attempt at a time, each bounded by CONNECT_TIMEOUT.
+            Backend::Standalone(shared) => Ok(BusConn::Shared(shared.clone())),
             Backend::Cluster(cluster) => {
                 let connect = cluster
                     .conn
                     .get_or_try_init(|| cluster.client.get_async_connection());
-                match tokio::time::timeout(limit, connect).await {
+                match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
                     Ok(conn) => Ok(BusConn::Cluster(conn?.clone())),
                     Err(_) => Err(timed_out()),
                 }
@@ -303,8 +299,8 @@ impl Bus {
             return Ok(Vec::new());
         }
         match self.conn().await? {
-            // conn() never hands out a direct connection; treat one like a pooled one.
-            mut conn @ (BusConn::Pooled(_) | BusConn::Direct(_)) => {
+            // conn() never hands out a direct connection; treat one like the shared one.
+            mut conn @ (BusConn::Shared(_) | BusConn::Direct(_)) => {
                 let mut pipe = redis::pipe();
                 for command in commands {
                     pipe.add_command(command.clone());
@@ -418,6 +414,29 @@ impl Bus {
         }
         Subscriber::connect(self.mode(), &self.urls, self.keys.clone()).await
     }
+}
+
+/// How long a connection attempt, and a reply, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a socket may go without an answer from Redis before the kernel fails it.
+const SILENT_PEER: Duration = Duration::from_secs(5);
+
+/// A client for one Redis whose sockets notice a peer gone silent. A reply timeout does not
+/// make the connection manager reconnect, so without this a connection whose packets vanish
+/// (a partition, a dead host) would fail every command until the kernel gives up on it, after
+/// minutes; with TCP_USER_TIMEOUT and keepalive it fails within seconds and is replaced.
+fn standalone_client(url: &str) -> Result<redis::Client> {
+    use redis::IntoConnectionInfo;
+    use redis::io::tcp::socket2::TcpKeepalive;
+    let info = url.into_connection_info()?;
+    let keepalive = TcpKeepalive::new()
+        .with_time(SILENT_PEER)
+        .with_interval(Duration::from_secs(1));
+    let tcp = info.tcp_settings().clone().set_keepalive(keepalive);
+    #[cfg(target_os = "linux")]
+    let tcp = tcp.set_user_timeout(SILENT_PEER);
+    Ok(redis::Client::open(info.set_tcp_settings(tcp))?)
 }
 
 /// The error of a Redis-only operation reached on the in-memory bus (a bug: every public method
