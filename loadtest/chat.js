@@ -5,10 +5,16 @@
 // to its pair chat every SEND_EVERY_S seconds (and to its group every GROUP_SEND_EVERY_S seconds);
 // receivers record chat_delivery_ms = receive time - send time (same machine clock).
 //
-// Loss is checked two ways: (1) per chat, every socket sees every seq of the chat (its own
-// messages come back as new_message too), so gaps below the highest seq it knows of are counted
-// in msgs_lost (threshold count==0); (2) from totals in handleSummary: the messages received from
+// Loss is checked two ways: (1) per chat, every VU sees every seq of the chat (its own messages
+// come back as new_message too), so gaps below the highest seq it knows of are counted in
+// msgs_lost (threshold count==0); (2) from totals in handleSummary: the messages received from
 // others must equal the sum over acked messages of (members - 1).
+//
+// A VU behaves like an app: a send refused with `unavailable` or `rate_limited` is sent again with
+// the same client_msg_id after a backoff (counted in sends_refused, threshold count==0), and a VU
+// whose session ends early (auth timeout, server close) reconnects with ?since=<last cursor>, so
+// the gateway replays what it missed and sends it has not seen acked go out again. Both checks
+// therefore span a VU's sessions. Deliveries that arrive by replay are tagged via=replay.
 //
 // Env: USERS_FILE, WS_URLS, VUS (default 2000), RAMP_S (30), HOLD_S (120), SETTLE_S (5: quiet time
 // after the ramp before sending), DRAIN_S (5: quiet time before closing), SEND_EVERY_S (10),
@@ -50,6 +56,8 @@ const received = new Counter('msgs_received'); // new_message from someone else
 const lost = new Counter('msgs_lost'); // seq gaps seen by a socket at the end
 const unacked = new Counter('msgs_unacked'); // sends without ack or error at the end
 const duplicates = new Counter('msgs_duplicate');
+const refused = new Counter('sends_refused'); // error frames unavailable / rate_limited, re-sent
+const resumed = new Counter('ws_resumed'); // sessions that began with ?since=<cursor>
 
 export const options = {
   scenarios: {
@@ -74,6 +82,7 @@ export const options = {
     msgs_lost: ['count==0'],
     msgs_unacked: ['count==0'],
     msgs_received: ['count>0'],
+    sends_refused: ['count==0'],
   },
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
 };
@@ -85,7 +94,17 @@ if (SEND_UNTIL_MS <= SEND_FROM_MS) {
   throw new Error('HOLD_S is too short for SETTLE_S + DRAIN_S');
 }
 
+// Refusals a send may still be re-sent after, and its backoff (doubling, with jitter).
+const RETRYABLE = { unavailable: true, rate_limited: true };
+const RETRY_FIRST_MS = 200;
+const RETRY_MAX_MS = 3000;
+
+// Per VU (each VU has its own module instance), kept across its sessions.
 let iterations = 0;
+let chats = null; // chat_id -> {members, kind, seen: {seq: true}, n, max}
+let lastCursor = null; // cursor of the last new_message / message_read / synced processed
+let carried = []; // sends of an ended session with no ack yet: re-sent by the next one
+let booksClosed = false; // closeBooks ran
 
 export default function () {
   const idx = __VU - 1;
@@ -94,20 +113,32 @@ export default function () {
   const endAt = start + TOTAL_MS;
   if (iteration > 0) sleep(1); // reconnecting after an unexpected close
   if (Date.now() > endAt - 2000) {
+    closeBooks(carried);
+    carried = [];
     sleep(Math.max(0, (endAt - Date.now()) / 1000));
     return;
   }
-  const { user, url, params } = wsTarget(idx);
-  const chats = {}; // chat_id -> {members, seen: {seq: true}, n, max, base}
-  if (user.pair_chat_id) chats[user.pair_chat_id] = { members: 2, kind: 'pair' };
-  if (user.group_chat_id) chats[user.group_chat_id] = { members: user.group_size, kind: 'group' };
-  for (const c of Object.values(chats)) {
-    c.seen = {};
-    c.n = 0;
-    c.max = 0;
-    c.base = iteration === 0 ? 0 : null; // after a reconnect: count from the first seq seen
+  const target = wsTarget(idx);
+  const { user, params } = target;
+  let url = target.url;
+  let replaying = false; // between a resuming upgrade and its `synced`
+  if (lastCursor !== null) {
+    url += `&since=${encodeURIComponent(lastCursor)}`;
+    replaying = true;
+    resumed.add(1);
   }
-  const pending = {}; // request id -> {at, chat}
+  if (chats === null) {
+    chats = {};
+    if (user.pair_chat_id) chats[user.pair_chat_id] = { members: 2, kind: 'pair' };
+    if (user.group_chat_id) chats[user.group_chat_id] = { members: user.group_size, kind: 'group' };
+    for (const c of Object.values(chats)) {
+      c.seen = {};
+      c.n = 0;
+      c.max = 0;
+    }
+  }
+  const pending = {}; // request id -> send {chat, clientMsgId, text, attempts, lastAt}
+  const backingOff = new Set(); // refused sends waiting for their next attempt
   let seqNo = 0;
   let authed = false;
   let closingByUs = false;
@@ -119,7 +150,6 @@ export default function () {
 
   const noteSeq = (chatId, seq) => {
     const c = chats[chatId];
-    if (c.base === null) c.base = seq - 1;
     if (seq > c.max) c.max = seq;
     if (c.seen[seq]) return false;
     c.seen[seq] = true;
@@ -127,20 +157,58 @@ export default function () {
     return true;
   };
 
-  const send = (chatId) => {
-    if (ws.readyState !== 1 || closingByUs) return;
+  const transmit = (entry) => {
+    if (ws.readyState !== 1 || closingByUs) {
+      backingOff.add(entry); // the session is ending: the next one sends it
+      return;
+    }
     seqNo += 1;
     const id = `r${seqNo}`;
-    const now = Date.now();
-    pending[id] = { at: now, chat: chatId };
+    entry.attempts += 1;
+    entry.lastAt = Date.now();
+    pending[id] = entry;
     ws.send(JSON.stringify({
       type: 'send',
       id,
-      chat_id: chatId,
-      client_msg_id: `lt-${__VU}-${iteration}-${seqNo}`,
-      text: String(now),
+      chat_id: entry.chat,
+      client_msg_id: entry.clientMsgId,
+      text: entry.text,
     }));
+  };
+
+  const send = (chatId) => {
+    if (ws.readyState !== 1 || closingByUs) return;
+    const now = Date.now();
+    seqNo += 1;
+    transmit({
+      chat: chatId,
+      clientMsgId: `lt-${__VU}-${iteration}-${seqNo}`,
+      text: String(now),
+      attempts: 0,
+    });
     sent.add(1, { chat: chats[chatId].kind });
+  };
+
+  const retryLater = (entry) => {
+    const backoff = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (entry.attempts - 1));
+    backingOff.add(entry);
+    timers.push(setTimeout(() => {
+      if (!backingOff.delete(entry)) return;
+      transmit(entry);
+    }, backoff * (0.5 + Math.random())));
+  };
+
+  // At a session's end: what is not acked yet goes to the next session. When the test is over,
+  // it counts as unacked instead, and the seqs this VU never saw as lost.
+  const handOver = () => {
+    const open = Object.values(pending).concat(Array.from(backingOff));
+    for (const id of Object.keys(pending)) delete pending[id];
+    backingOff.clear();
+    if (Date.now() >= endAt - 2000) {
+      closeBooks(open);
+    } else {
+      carried = carried.concat(open);
+    }
   };
 
   // Sends every `every` ms to `chatId` inside the sending window, from a random phase.
@@ -160,16 +228,7 @@ export default function () {
     if (closingByUs) return;
     closingByUs = true;
     for (const t of timers) clearTimeout(t);
-    for (const c of Object.values(chats)) {
-      const base = c.base === null ? c.max : c.base;
-      const gaps = c.max - base - c.n;
-      if (gaps > 0) {
-        lost.add(gaps, { chat: c.kind });
-        logOnce(`${gaps} seqs missing in a ${c.kind} chat (max ${c.max}, seen ${c.n})`);
-      }
-    }
-    const open = Object.keys(pending).length;
-    if (open > 0) unacked.add(open);
+    handOver();
     ws.close();
   };
 
@@ -194,25 +253,35 @@ export default function () {
     switch (f.type) {
       case 'new_message': {
         const m = f.message;
+        if (f.cursor) lastCursor = f.cursor;
         if (!chats[m.chat_id]) return; // not a chat of this run
         const fresh = noteSeq(m.chat_id, m.seq);
         if (!fresh) {
-          duplicates.add(1);
+          // A replay may repeat what the last session saw (docs/protocol.md, Sync and resume).
+          if (!replaying) duplicates.add(1);
           return;
         }
         if (m.sender_id !== user.id) {
           const kind = chats[m.chat_id].kind;
           received.add(1, { chat: kind });
           const sentAt = Number(m.text);
-          if (Number.isFinite(sentAt)) delivery.add(at - sentAt, { chat: kind });
+          const via = replaying ? 'replay' : 'live';
+          if (Number.isFinite(sentAt)) delivery.add(at - sentAt, { chat: kind, via });
         }
         break;
       }
+      case 'message_read':
+        if (f.cursor) lastCursor = f.cursor;
+        break;
+      case 'synced':
+        if (f.cursor) lastCursor = f.cursor;
+        replaying = false;
+        break;
       case 'ack': {
         const p = pending[f.id];
         if (!p) return;
         delete pending[f.id];
-        sendAck.add(at - p.at);
+        sendAck.add(at - p.lastAt);
         acked.add(1);
         const c = chats[p.chat];
         expected.add(c.members - 1, { chat: c.kind });
@@ -225,16 +294,26 @@ export default function () {
           authOk.add(1);
           authMs.add(at - openedAt);
           sessionAuth.add(at - createdAt);
+          const resend = carried;
+          carried = [];
+          for (const entry of resend) transmit(entry);
           schedule(user.pair_chat_id, SEND_EVERY_MS);
           schedule(user.group_chat_id, GROUP_EVERY_MS);
           timers.push(setTimeout(finish, Math.max(0, endAt - Date.now())));
         }
         break;
-      case 'error':
-        if (f.id && pending[f.id]) delete pending[f.id];
+      case 'error': {
+        const p = f.id ? pending[f.id] : undefined;
+        if (p) delete pending[f.id];
+        if (p && RETRYABLE[f.code]) {
+          refused.add(1, { code: String(f.code) });
+          retryLater(p);
+          break;
+        }
         wsErrors.add(1, { kind: 'frame', code: String(f.code) });
         logOnce(`error frame: ${e.data}`);
         break;
+      }
       default:
         break; // presence, typing, message_read, resync
     }
@@ -255,16 +334,31 @@ export default function () {
     for (const t of timers) clearTimeout(t);
     closed.add(1);
     if (!closingByUs) {
+      handOver();
       closedUnexpected.add(1);
       logOnce(`closed by the server (authed: ${authed})`);
     }
   };
 }
 
+// The VU's last word: its sends still without an ack, and the seqs of its chats it never saw.
+function closeBooks(open) {
+  if (booksClosed) return;
+  booksClosed = true;
+  if (open.length > 0) unacked.add(open.length);
+  if (chats === null) return;
+  for (const c of Object.values(chats)) {
+    const gaps = c.max - c.n;
+    if (gaps > 0) {
+      lost.add(gaps, { chat: c.kind });
+      logOnce(`${gaps} seqs missing in a ${c.kind} chat (max ${c.max}, seen ${c.n})`);
+    }
+  }
+}
+
 // The ack's seq raises the highest seq known for the chat without marking it seen: the socket
 // must still receive that message as new_message.
 function noteSeqMax(c, seq) {
-  if (c.base === null) c.base = seq - 1;
   if (seq > c.max) c.max = seq;
 }
 
@@ -291,6 +385,8 @@ export function handleSummary(data) {
     msgs_lost_seq_gaps: count(data, 'msgs_lost'),
     msgs_unacked: count(data, 'msgs_unacked'),
     msgs_duplicate: count(data, 'msgs_duplicate'),
+    sends_refused: count(data, 'sends_refused'),
+    ws_resumed: count(data, 'ws_resumed'),
     ws_errors: count(data, 'ws_errors'),
     closed_unexpected: count(data, 'ws_closed_unexpected'),
     chat_delivery_ms: trend(data, 'chat_delivery_ms'),
