@@ -98,6 +98,14 @@ provision_cmd=("$bin/chat-provision" --users "$vus" --pairs --group-size "$group
 "${provision_cmd[@]}" 2>&1 | tee "$dir/provision.txt"
 
 # 4. k6.
+# k6's Go garbage collector, at its default GOGC=100, stalled every VU for seconds every ~40 s
+# once 15,000 VUs held 5-7 GB, which showed up as seconds of delivery latency that was the
+# load generator's own (docs/performance.md). Collect only near a memory limit instead: 60% of
+# the memory available now, unless GOGC or GOMEMLIMIT are set by the caller.
+if [ -z "${GOGC:-}${GOMEMLIMIT:-}" ]; then
+  avail_kb=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)
+  export GOGC=off GOMEMLIMIT="$((avail_kb * 6 / 10 / 1024))MiB"
+fi
 k6_cmd=(k6 run --summary-export "$dir/summary.json" --out "json=$dir/raw/metrics.json.gz"
   --system-tags "scenario,name,status,error_code"
   -e "USERS_FILE=$absdir/raw/users.json" -e "API_URL=$API_URL" -e "WS_URLS=$WS_URLS"
@@ -117,7 +125,7 @@ k6_cmd=(k6 run --summary-export "$dir/summary.json" --out "json=$dir/raw/metrics
   echo "kernel: $(uname -srm)"
   echo "open files limit: $nofile"
   free -m | sed 's/^/free: /'
-  echo "k6: $(k6 version 2>/dev/null | head -1)"
+  echo "k6: $(k6 version 2>/dev/null | head -1) (GOGC=${GOGC:-} GOMEMLIMIT=${GOMEMLIMIT:-})"
   echo "rustc: $(rustc -V 2>/dev/null)"
   echo "mariadb: $(mariadb -h "${MYSQL_HOST:-127.0.0.1}" -uroot -Nse 'select version()' 2>/dev/null || echo '?')"
   echo "redis: $(redis-server --version 2>/dev/null | awk '{print $3}') REDIS_MODE=${REDIS_MODE:-standalone}"
