@@ -25,7 +25,9 @@ import { Counter, Trend } from 'k6/metrics';
 import { setTimeout, clearTimeout } from 'k6/timers';
 import { sleep } from 'k6';
 import exec from 'k6/execution';
-import { envNum, users, wsTarget, errorCode, logOnce, parseFrame } from './lib/common.js';
+import {
+  envNum, users, wsTarget, errorCode, logOnce, parseFrame, RETRYABLE_SEND, retryDelayMs,
+} from './lib/common.js';
 import { summarize, count, trend } from './lib/summary.js';
 
 const VUS = envNum('VUS', 2000);
@@ -93,11 +95,6 @@ if (users.length < VUS) {
 if (SEND_UNTIL_MS <= SEND_FROM_MS) {
   throw new Error('HOLD_S is too short for SETTLE_S + DRAIN_S');
 }
-
-// Refusals a send may still be re-sent after, and its backoff (doubling, with jitter).
-const RETRYABLE = { unavailable: true, rate_limited: true };
-const RETRY_FIRST_MS = 200;
-const RETRY_MAX_MS = 3000;
 
 // Per VU (each VU has its own module instance), kept across its sessions.
 let iterations = 0;
@@ -190,12 +187,11 @@ export default function () {
   };
 
   const retryLater = (entry) => {
-    const backoff = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (entry.attempts - 1));
     backingOff.add(entry);
     timers.push(setTimeout(() => {
       if (!backingOff.delete(entry)) return;
       transmit(entry);
-    }, backoff * (0.5 + Math.random())));
+    }, retryDelayMs(entry.attempts)));
   };
 
   // At a session's end: what is not acked yet goes to the next session. When the test is over,
@@ -305,7 +301,7 @@ export default function () {
       case 'error': {
         const p = f.id ? pending[f.id] : undefined;
         if (p) delete pending[f.id];
-        if (p && RETRYABLE[f.code]) {
+        if (p && RETRYABLE_SEND[f.code]) {
           refused.add(1, { code: String(f.code) });
           retryLater(p);
           break;

@@ -3,18 +3,23 @@
 // each session connects with ?token=, authenticates (Trend session_auth_ms = handshake + auth,
 // from creating the socket to auth_ok), sends MSGS messages to its pair chat spread over the
 // session, and closes. Every own message must come back as new_message before the close
-// (msgs_lost otherwise); messages from the partner, when it is online, are counted too.
-// chat_delivery_ms is measured on both (tag path: echo | peer).
+// (msgs_lost otherwise; the close waits up to ECHO_GRACE_S for echoes of acked messages, since an
+// ack can overtake its echo); messages from the partner, when it is online, are counted too.
+// chat_delivery_ms is measured on both (tag path: echo | peer). A send refused with
+// `unavailable` or `rate_limited` goes again with the same client_msg_id after a backoff, as an
+// app's would (sends_refused, threshold 0); one still unacked at the close counts in msgs_unacked.
 //
 // Env: USERS_FILE, WS_URLS, VUS (max concurrent VUs, default 15000), RATE, RAMP_S (30),
-// HOLD_S (75), DOWN_S (15), SESSION_S (12), MSGS (3), SESSION_AUTH_P99_MS (50),
+// HOLD_S (75), DOWN_S (15), SESSION_S (12), MSGS (3), ECHO_GRACE_S (2), SESSION_AUTH_P99_MS (50),
 // DELIVERY_P99_MS (250).
 
 import { WebSocket } from 'k6/experimental/websockets';
 import { Counter, Trend } from 'k6/metrics';
 import { setTimeout, clearTimeout } from 'k6/timers';
 import exec from 'k6/execution';
-import { envNum, users, wsTarget, errorCode, logOnce, parseFrame } from './lib/common.js';
+import {
+  envNum, users, wsTarget, errorCode, logOnce, parseFrame, RETRYABLE_SEND, retryDelayMs,
+} from './lib/common.js';
 import { summarize, count, trend } from './lib/summary.js';
 
 const VUS = envNum('VUS', 15000);
@@ -25,6 +30,7 @@ const DOWN_S = envNum('DOWN_S', 15);
 const SESSION_MS = envNum('SESSION_S', 12) * 1000;
 const MSGS = envNum('MSGS', 3);
 const AUTH_TIMEOUT_MS = envNum('AUTH_TIMEOUT_S', 10) * 1000;
+const ECHO_GRACE_MS = envNum('ECHO_GRACE_S', 2) * 1000;
 
 const sessionAuth = new Trend('session_auth_ms', true);
 const delivery = new Trend('chat_delivery_ms', true);
@@ -41,6 +47,7 @@ const acked = new Counter('msgs_acked');
 const received = new Counter('msgs_received');
 const lost = new Counter('msgs_lost');
 const unacked = new Counter('msgs_unacked');
+const refused = new Counter('sends_refused'); // error frames unavailable / rate_limited, re-sent
 
 export const options = {
   scenarios: {
@@ -66,6 +73,7 @@ export const options = {
     ws_closed_unexpected: ['count==0'],
     msgs_lost: ['count==0'],
     msgs_unacked: ['count==0'],
+    sends_refused: ['count==0'],
     dropped_iterations: ['count==0'],
   },
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
@@ -77,43 +85,73 @@ export default function () {
   const chatId = user.pair_chat_id;
   const startedAt = Date.now();
   const tag = `${__VU}-${exec.scenario.iterationInTest}`;
-  const pending = {}; // request id -> {at, cmid}
-  const echoes = {}; // client_msg_id -> sent at (acked, echo not yet seen)
+  const pending = {}; // request id -> send {at, cmid, attempts}
+  const backingOff = new Set(); // refused sends waiting for their next attempt
+  const echoes = {}; // client_msg_id -> sent at (echo not yet seen)
+  const ackedIds = {}; // client_msg_id -> true once acked
   const timers = [];
   let authed = false;
   let closingByUs = false;
+  let ending = false; // no more sends; waiting for the last echoes
   let n = 0;
 
   const ws = new WebSocket(url, null, params);
 
-  const send = () => {
-    if (ws.readyState !== 1 || closingByUs || !chatId) return;
+  const transmit = (entry) => {
+    if (ws.readyState !== 1 || ending) {
+      backingOff.add(entry);
+      return;
+    }
     n += 1;
     const id = `r${n}`;
-    const cmid = `ch-${tag}-${n}`;
+    entry.attempts += 1;
+    pending[id] = entry;
+    ws.send(JSON.stringify({ type: 'send', id, chat_id: chatId, client_msg_id: entry.cmid, text: String(entry.at) }));
+  };
+
+  const send = () => {
+    if (ws.readyState !== 1 || ending || !chatId) return;
     const at = Date.now();
-    pending[id] = { at, cmid };
+    const cmid = `ch-${tag}-${n + 1}`;
     echoes[cmid] = at;
-    ws.send(JSON.stringify({ type: 'send', id, chat_id: chatId, client_msg_id: cmid, text: String(at) }));
+    transmit({ at, cmid, attempts: 0 });
     sent.add(1);
   };
 
-  const finish = () => {
+  const retryLater = (entry) => {
+    backingOff.add(entry);
+    timers.push(setTimeout(() => {
+      if (backingOff.delete(entry)) transmit(entry);
+    }, retryDelayMs(entry.attempts)));
+  };
+
+  // Acked messages whose own copy has not come back yet.
+  const missingEchoes = () => Object.keys(echoes).filter((cmid) => ackedIds[cmid]).length;
+
+  const close = () => {
     if (closingByUs) return;
     closingByUs = true;
     for (const t of timers) clearTimeout(t);
-    const waiting = Object.keys(pending).length;
+    const waiting = Object.keys(pending).length + backingOff.size;
     if (waiting > 0) unacked.add(waiting);
-    // Acked messages whose own copy never came back.
-    const unackedIds = {};
-    for (const p of Object.values(pending)) unackedIds[p.cmid] = true;
-    const missing = Object.keys(echoes).filter((c) => !unackedIds[c]).length;
+    const missing = missingEchoes();
     if (missing > 0) {
       lost.add(missing);
       logOnce(`${missing} own messages not delivered back before the close`);
     }
     sessionsDone.add(1);
     ws.close();
+  };
+
+  // The session's time is up: stop sending, give echoes that an ack overtook a moment, close.
+  const finish = () => {
+    if (ending) return;
+    ending = true;
+    if (missingEchoes() === 0) {
+      close();
+      return;
+    }
+    timers.push(setTimeout(close, ECHO_GRACE_MS));
   };
 
   timers.push(setTimeout(() => {
@@ -145,6 +183,7 @@ export default function () {
       if (!p) return;
       delete pending[f.id];
       acked.add(1);
+      ackedIds[p.cmid] = true;
       sendAck.add(at - p.at);
     } else if (f.type === 'new_message') {
       const m = f.message;
@@ -154,15 +193,20 @@ export default function () {
         if (echoes[m.client_msg_id] === undefined) return; // another session of this user
         delete echoes[m.client_msg_id];
         if (Number.isFinite(sentAt)) delivery.add(at - sentAt, { path: 'echo' });
+        if (ending && missingEchoes() === 0) close();
       } else {
         received.add(1);
         if (Number.isFinite(sentAt)) delivery.add(at - sentAt, { path: 'peer' });
       }
     } else if (f.type === 'error') {
-      if (f.id && pending[f.id]) {
-        delete echoes[pending[f.id].cmid];
-        delete pending[f.id];
+      const p = f.id ? pending[f.id] : undefined;
+      if (p) delete pending[f.id];
+      if (p && RETRYABLE_SEND[f.code]) {
+        refused.add(1, { code: String(f.code) });
+        retryLater(p);
+        return;
       }
+      if (p) delete echoes[p.cmid];
       wsErrors.add(1, { kind: 'frame', code: String(f.code) });
       logOnce(`error frame: ${e.data}`);
     }
@@ -207,6 +251,7 @@ export function handleSummary(data) {
     msgs_sent: count(data, 'msgs_sent'),
     msgs_acked: count(data, 'msgs_acked'),
     msgs_lost: count(data, 'msgs_lost'),
+    sends_refused: count(data, 'sends_refused'),
     ws_errors: count(data, 'ws_errors'),
     closed_unexpected: count(data, 'ws_closed_unexpected'),
   });

@@ -55,6 +55,16 @@ export function errorCode(err) {
   return 'other';
 }
 
+/** Error codes after which a send goes again with the same client_msg_id, as an app would. */
+export const RETRYABLE_SEND = { unavailable: true, rate_limited: true };
+
+/** The wait before attempt number `attempts` + 1 of a refused send: doubling from 200 ms, at
+ * most 3 s, with jitter so that refused VUs do not come back in step. */
+export function retryDelayMs(attempts) {
+  const backoff = Math.min(3000, 200 * 2 ** Math.max(0, attempts - 1));
+  return backoff * (0.5 + Math.random());
+}
+
 // Log the first few distinct failures per VU, never a flood.
 let logged = 0;
 export function logOnce(msg) {
