@@ -285,7 +285,9 @@ export default function () {
         break;
       }
       case 'auth_ok':
-        if (!authed) {
+        // An auth_ok after the timeout gave up on the session starts nothing: its sends would
+        // go into a closing socket.
+        if (!authed && !closingByUs) {
           authed = true;
           authOk.add(1);
           authMs.add(at - openedAt);
