@@ -18,7 +18,8 @@
 //
 // Env: USERS_FILE, WS_URLS, VUS (default 2000), RAMP_S (30), HOLD_S (120), SETTLE_S (5: quiet time
 // after the ramp before sending), DRAIN_S (5: quiet time before closing), SEND_EVERY_S (10),
-// GROUP_SEND_EVERY_S (60; 0 = no group messages), DELIVERY_P95_MS (100), DELIVERY_P99_MS (250).
+// GROUP_SEND_EVERY_S (60; 0 = no group messages), DELIVERY_P95_MS (100), DELIVERY_P99_MS (250),
+// RECONNECT_EVERY_S (0 = never: otherwise each session ends after about that long, and resumes).
 
 import { WebSocket } from 'k6/experimental/websockets';
 import { Counter, Trend } from 'k6/metrics';
@@ -38,6 +39,7 @@ const DRAIN_S = envNum('DRAIN_S', 5);
 const SEND_EVERY_MS = envNum('SEND_EVERY_S', 10) * 1000;
 const GROUP_EVERY_MS = envNum('GROUP_SEND_EVERY_S', 60) * 1000;
 const AUTH_TIMEOUT_MS = envNum('AUTH_TIMEOUT_S', 10) * 1000;
+const RECONNECT_EVERY_MS = envNum('RECONNECT_EVERY_S', 0) * 1000;
 const TOTAL_MS = (RAMP_S + HOLD_S) * 1000;
 const SEND_FROM_MS = (RAMP_S + SETTLE_S) * 1000;
 const SEND_UNTIL_MS = TOTAL_MS - DRAIN_S * 1000;
@@ -119,8 +121,10 @@ export default function () {
   const { user, params } = target;
   let url = target.url;
   let replaying = false; // between a resuming upgrade and its `synced`
-  if (lastCursor !== null) {
-    url += `&since=${encodeURIComponent(lastCursor)}`;
+  if (iteration > 0) {
+    // A session that saw no event yet has no cursor: c0 replays everything, and this run's
+    // chats are new, so that is only what the VU missed.
+    url += `&since=${encodeURIComponent(lastCursor === null ? 'c0' : lastCursor)}`;
     replaying = true;
     resumed.add(1);
   }
@@ -298,6 +302,10 @@ export default function () {
           schedule(user.pair_chat_id, SEND_EVERY_MS);
           schedule(user.group_chat_id, GROUP_EVERY_MS);
           timers.push(setTimeout(finish, Math.max(0, endAt - Date.now())));
+          if (RECONNECT_EVERY_MS > 0) {
+            // Drop the session early, as a phone changing networks would; the next resumes.
+            timers.push(setTimeout(finish, RECONNECT_EVERY_MS * (0.5 + Math.random())));
+          }
         }
         break;
       case 'error': {
@@ -349,9 +357,16 @@ function closeBooks(open) {
     const gaps = c.max - c.n;
     if (gaps > 0) {
       lost.add(gaps, { chat: c.kind });
-      logOnce(`${gaps} seqs missing in a ${c.kind} chat (max ${c.max}, seen ${c.n})`);
+      const missing = [];
+      for (let seq = 1; seq <= c.max && missing.length < 5; seq++) if (!c.seen[seq]) missing.push(seq);
+      logOnce(`${gaps} seqs missing in ${c.kind} chat ${chatIdOf(c)} (max ${c.max}, seen ${c.n}; ` +
+        `first missing ${missing.join(',')}; user ${users[__VU - 1].id})`);
     }
   }
+}
+
+function chatIdOf(c) {
+  return Object.keys(chats).find((id) => chats[id] === c);
 }
 
 // The ack's seq raises the highest seq known for the chat without marking it seen: the socket

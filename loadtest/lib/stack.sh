@@ -71,7 +71,9 @@ lt_stack_stop() {
     done
     lt_stack_pids=()
   fi
-  if [ -n "${lt_run_id:-}" ]; then
+  if [ -n "${lt_run_id:-}" ] && [ "${LT_KEEP_DB:-0}" = 1 ]; then
+    echo "stack: kept database ${lt_run_id} and its Redis keys (LT_KEEP_DB=1)" >&2
+  elif [ -n "${lt_run_id:-}" ]; then
     mariadb -h "${MYSQL_HOST:-127.0.0.1}" -P "${MYSQL_PORT:-3306}" -u"${MYSQL_USER:-root}" \
       -e "DROP DATABASE IF EXISTS \`${lt_run_id}\`" || true
     # Remove what the run left under its own Redis prefix (standalone Redis only).
