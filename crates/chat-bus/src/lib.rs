@@ -140,7 +140,7 @@ impl BusConfig {
 /// One shared connection rather than a pool of exclusive ones: the commands of concurrent
 /// requests then leave together (redis-rs queues them on the socket and writes what is waiting
 /// at once), where a pool gives each request its own socket and its own system calls. Measured
-/// 12% more sends per second through chat-api (docs/performance.md).
+/// about 15% more sends per second through chat-api (docs/performance.md).
 #[derive(Clone)]
 enum Backend {
     Standalone(ConnectionManager),
