@@ -2,7 +2,7 @@
 """Turns a run's raw k6 JSON output into timeseries.csv and a self-contained plot.html.
 
 usage: plot.py RESULTS_DIR
-Reads RESULTS_DIR/raw/metrics.json.gz (k6 --out json), RESULTS_DIR/resources.csv (sample.py)
+Reads RESULTS_DIR/raw/metrics.json[.gz] (k6 --out json), RESULTS_DIR/resources.csv (sample.py)
 and RESULTS_DIR/report.json (handleSummary). Plots, over time: VUs and connected sockets
 (auth_ok minus closes), delivery p50/p99, handshake+auth p50/p99, messages/s, and the memory
 and CPU of each process. Inline SVG only: no scripts, no CDN.
@@ -48,7 +48,8 @@ def load(path):
     vus = defaultdict(float)
     by_tags = defaultdict(float)  # (metric, tags) -> count, for errors and unexpected closes
     t0 = None
-    with gzip.open(path, "rt") as f:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
         for line in f:
             if '"type":"Point"' not in line:
                 continue
@@ -156,7 +157,9 @@ def chart(title, series, ylabel, width=960, height=250):
 
 def main():
     d = sys.argv[1]
-    raw = os.path.join(d, "raw", "metrics.json.gz")
+    raw = os.path.join(d, "raw", "metrics.json")
+    if not os.path.exists(raw):
+        raw += ".gz"  # a kept run, compressed after k6 ended
     report = {}
     if os.path.exists(os.path.join(d, "report.json")):
         with open(os.path.join(d, "report.json")) as f:

@@ -31,7 +31,8 @@ lt_stack_start() {
   CHAT_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
   export CHAT_JWT_SECRET
   export CHAT_API_URL="http://127.0.0.1:${api_port}" CHAT_LOG_FORMAT=json RUST_LOG=${RUST_LOG:-warn}
-  LT_LOGS=${LT_LOGS:-$(mktemp -d)}
+  # A caller's LT_LOGS is kept after the run; a temporary one is not.
+  if [ -z "${LT_LOGS:-}" ]; then LT_LOGS=$(mktemp -d) lt_logs_temporary=1; fi
   mariadb -h "$mysql_host" -P "$mysql_port" -u"$mysql_user" -e "CREATE DATABASE \`${lt_run_id}\`"
 
   lt_stack_pids=()
