@@ -27,7 +27,7 @@ import { setTimeout, clearTimeout } from 'k6/timers';
 import { sleep } from 'k6';
 import exec from 'k6/execution';
 import {
-  envNum, users, wsTarget, errorCode, logOnce, parseFrame, RETRYABLE_SEND, retryDelayMs,
+  envNum, users, wsTarget, withQuery, errorCode, logOnce, parseFrame, RETRYABLE_SEND, retryDelayMs,
 } from './lib/common.js';
 import { summarize, count, trend } from './lib/summary.js';
 
@@ -124,7 +124,7 @@ export default function () {
   if (iteration > 0) {
     // A session that saw no event yet has no cursor: c0 replays everything, and this run's
     // chats are new, so that is only what the VU missed.
-    url += `&since=${encodeURIComponent(lastCursor === null ? 'c0' : lastCursor)}`;
+    url = withQuery(url, 'since', lastCursor === null ? 'c0' : lastCursor);
     replaying = true;
     resumed.add(1);
   }
@@ -234,6 +234,7 @@ export default function () {
 
   ws.onopen = (e) => {
     openedAt = e.timestamp || Date.now();
+    if (target.authFrame) ws.send(target.authFrame);
     timers.push(setTimeout(() => {
       if (!authed) {
         wsErrors.add(1, { kind: 'auth_timeout' });

@@ -1,7 +1,7 @@
 // churn.js: the seed's run. Short sessions (SESSION_S, default 12 s) opened at a rising rate
 // (ramping-arrival-rate) up to RATE new sessions/s (default VUS * 0.06: 900/s at 15,000 VUs);
-// each session connects with ?token=, authenticates (Trend session_auth_ms = handshake + auth,
-// from creating the socket to auth_ok), sends MSGS messages to its pair chat spread over the
+// each session connects, authenticates with a first `auth` frame (AUTH_VIA, lib/common.js; Trend
+// session_auth_ms = handshake + auth, from creating the socket to auth_ok), sends MSGS messages to its pair chat spread over the
 // session, and closes. Every own message must come back as new_message before the close
 // (msgs_lost otherwise; the close waits up to ECHO_GRACE_S for echoes of acked messages, since an
 // ack can overtake its echo); messages from the partner, when it is online, are counted too.
@@ -81,7 +81,7 @@ export const options = {
 
 export default function () {
   const idx = exec.scenario.iterationInTest % users.length;
-  const { user, url, params } = wsTarget(idx);
+  const { user, url, params, authFrame } = wsTarget(idx);
   const chatId = user.pair_chat_id;
   const startedAt = Date.now();
   const tag = `${__VU}-${exec.scenario.iterationInTest}`;
@@ -162,6 +162,10 @@ export default function () {
       finish();
     }
   }, AUTH_TIMEOUT_MS));
+
+  ws.onopen = () => {
+    if (authFrame) ws.send(authFrame);
+  };
 
   ws.onmessage = (e) => {
     const at = e.timestamp || Date.now();

@@ -1,5 +1,5 @@
 // connect.js: how many authenticated sockets the stack holds. Ramp 0 -> 2/3 of VUS -> hold ->
-// VUS -> hold (defaults: 10,000 then 15,000). Every VU opens one socket with ?token=, waits for
+// VUS -> hold (defaults: 10,000 then 15,000). Every VU opens one socket, authenticates (AUTH_VIA), waits for
 // auth_ok (Trend auth_ms = open -> auth_ok) and stays connected until the end; the server's WS
 // pings are answered by k6 itself. A socket that closes before the end counts as
 // ws_closed_unexpected and the VU reconnects.
@@ -73,7 +73,7 @@ export default function () {
     sleep(Math.max(0, (endAt - Date.now()) / 1000));
     return;
   }
-  const { url, params } = wsTarget(idx);
+  const { url, params, authFrame } = wsTarget(idx);
   const createdAt = Date.now();
   const ws = new WebSocket(url, null, params);
   let openedAt = 0;
@@ -88,6 +88,7 @@ export default function () {
 
   ws.onopen = (e) => {
     openedAt = e.timestamp || Date.now();
+    if (authFrame) ws.send(authFrame);
     authTimer = setTimeout(() => {
       if (!authed) {
         wsErrors.add(1, { kind: 'auth_timeout' });

@@ -34,12 +34,38 @@ export function gatewayIndex(idx) {
   return idx % WS_URLS.length;
 }
 
-/** URL and k6 params for user `idx`. The `name` tag keeps the token out of the metrics' url tag. */
+/**
+ * How sockets authenticate: `frame` (default) sends {"type":"auth","token"} once open; `query`
+ * puts ?token= on the upgrade URL. With `query` the gateway sends auth_ok right behind the 101
+ * response, and k6 1.1 drops a frame that its read goroutine queues before the `open` event
+ * (websockets.go: `go w.loop()` runs before `connectionConnected` is queued, and `queueMessage`
+ * discards frames while the state is not OPEN). A few VUs in 15,000 then never see auth_ok: the
+ * gateways' logs showed every one of them sent within a millisecond (docs/performance.md). With
+ * `frame` the server speaks only after the client's first frame, which k6 sends after `open`.
+ */
+export const AUTH_VIA = __ENV.AUTH_VIA || 'frame';
+if (AUTH_VIA !== 'frame' && AUTH_VIA !== 'query') {
+  throw new Error(`AUTH_VIA=${AUTH_VIA}: expected frame or query`);
+}
+
+/**
+ * URL, k6 params and the auth frame to send on `open` (null with AUTH_VIA=query) for user `idx`.
+ * The `name` tag keeps the token out of the metrics' url tag.
+ */
 export function wsTarget(idx) {
   const user = users[idx % users.length];
   const gw = gatewayIndex(idx);
-  const url = `${WS_URLS[gw]}?token=${encodeURIComponent(user.token)}`;
-  return { user, url, params: { tags: { name: `gw${gw + 1}` } } };
+  const params = { tags: { name: `gw${gw + 1}` } };
+  if (AUTH_VIA === 'query') {
+    return { user, url: `${WS_URLS[gw]}?token=${encodeURIComponent(user.token)}`, params, authFrame: null };
+  }
+  const authFrame = JSON.stringify({ type: 'auth', token: user.token });
+  return { user, url: WS_URLS[gw], params, authFrame };
+}
+
+/** `url` with one more query parameter. */
+export function withQuery(url, name, value) {
+  return `${url}${url.includes('?') ? '&' : '?'}${name}=${encodeURIComponent(value)}`;
 }
 
 /** "websocket: close 4008 (private use): too slow" -> "4008"; other errors -> their kind. */

@@ -169,6 +169,7 @@ impl Socket {
             );
             return;
         };
+        let registering = Instant::now();
         if !matches!(
             tokio::time::timeout(REGISTER_TIMEOUT, registered).await,
             Ok(Ok(true))
@@ -186,6 +187,14 @@ impl Socket {
             user_id: identity.user_id,
             session_id,
         });
+        // One line per socket at debug: lets a client that saw no auth_ok be checked against
+        // what the gateway did (the load tests' auth timeouts).
+        tracing::debug!(
+            user = identity.user_id,
+            conn = conn_id,
+            register_ms = registering.elapsed().as_secs_f64() * 1000.0,
+            "auth_ok queued"
+        );
         if let Some(since) = since {
             // Live events queue up (the writer is not active yet) while the replay goes out.
             Box::pin(requests::replay(&self.context(&identity), &since)).await;
