@@ -8,7 +8,8 @@
 //! the chats' named locks (taken in ascending chat order, in one statement, so writers of
 //! several api replicas never wait on each other in a cycle), the counters' row locks, one INSERT, one UPDATE for the
 //! counters and one for the senders' watermarks, one COMMIT. The publishes run after the commit
-//! and before the locks go, as on the single path, in seq order within each chat.
+//! and before the locks go, as on the single path, in seq order within each chat; the sends are
+//! answered then, and the locks released in the background.
 //!
 //! What the batch path does not handle it hands to the single path, one send at a time: a
 //! second send with the same idempotency key in one batch, and any database error that left the
@@ -252,10 +253,13 @@ async fn store_batch(pool: &MySqlPool, batch: Vec<QueuedSend>) -> Vec<QueuedSend
                 replies.push((send.reply, outcome));
             }
             announce_in_order(by_chat).await;
-            release_locks(conn).await;
             for (reply, outcome) in replies {
                 let _ = reply.send(outcome);
             }
+            // Stored and published: the senders need not wait for the locks to go, and neither
+            // does this writer's next batch (on another connection). A chat it shares with this
+            // one waits in GET_LOCK for the release, so the chat's order holds.
+            tokio::spawn(release_locks(conn));
             return Vec::new();
         }
         Err(BatchError::Retry(e)) => {
