@@ -27,10 +27,11 @@ import { setTimeout, clearTimeout } from 'k6/timers';
 import { sleep } from 'k6';
 import exec from 'k6/execution';
 import {
-  envNum, users, wsTarget, withQuery, errorCode, logOnce, parseFrame, RETRYABLE_SEND, retryDelayMs,
+  envNum, users, wsTarget, authVia, withQuery, errorCode, logOnce, parseFrame, RETRYABLE_SEND, retryDelayMs,
 } from './lib/common.js';
 import { summarize, count, trend } from './lib/summary.js';
 
+const AUTH_VIA = authVia('frame');
 const VUS = envNum('VUS', 2000);
 const RAMP_S = envNum('RAMP_S', 30);
 const HOLD_S = envNum('HOLD_S', 120);
@@ -117,7 +118,7 @@ export default function () {
     sleep(Math.max(0, (endAt - Date.now()) / 1000));
     return;
   }
-  const target = wsTarget(idx);
+  const target = wsTarget(idx, AUTH_VIA);
   const { user, params } = target;
   let url = target.url;
   let replaying = false; // between a resuming upgrade and its `synced`

@@ -1,13 +1,14 @@
 // churn.js: the seed's run. Short sessions (SESSION_S, default 12 s) opened at a rising rate
-// (ramping-arrival-rate) up to RATE new sessions/s (default VUS * 0.06: 900/s at 15,000 VUs);
-// each session connects, authenticates with a first `auth` frame (AUTH_VIA, lib/common.js; Trend
-// session_auth_ms = handshake + auth, from creating the socket to auth_ok), sends MSGS messages to its pair chat spread over the
-// session, and closes. Every own message must come back as new_message before the close
-// (msgs_lost otherwise; the close waits up to ECHO_GRACE_S for echoes of acked messages, since an
-// ack can overtake its echo); messages from the partner, when it is online, are counted too.
-// chat_delivery_ms is measured on both (tag path: echo | peer). A send refused with
-// `unavailable` or `rate_limited` goes again with the same client_msg_id after a backoff, as an
-// app's would (sends_refused, threshold 0); one still unacked at the close counts in msgs_unacked.
+// (ramping-arrival-rate) up to RATE new sessions/s (default VUS * 0.06: 900/s at 15,000 VUs); each
+// session connects with ?token= (AUTH_VIA; lib/common.js says why), authenticates (Trend
+// session_auth_ms = handshake + auth, from creating the socket to auth_ok), sends MSGS messages to
+// its pair chat spread over the session, and closes. Every own message must come back as
+// new_message before the close (msgs_lost otherwise; the close waits up to ECHO_GRACE_S for echoes
+// of acked messages, since an ack can overtake its echo); messages from the partner, when it is
+// online, are counted too. chat_delivery_ms is measured on both (tag path: echo | peer). A send
+// refused with `unavailable` or `rate_limited` goes again with the same client_msg_id after a
+// backoff, as an app's would (sends_refused, threshold 0); one still unacked at the close counts in
+// msgs_unacked.
 //
 // Env: USERS_FILE, WS_URLS, VUS (max concurrent VUs, default 15000), RATE, RAMP_S (30),
 // HOLD_S (75), DOWN_S (15), SESSION_S (12), MSGS (3), ECHO_GRACE_S (2), SESSION_AUTH_P99_MS (50),
@@ -18,10 +19,11 @@ import { Counter, Trend } from 'k6/metrics';
 import { setTimeout, clearTimeout } from 'k6/timers';
 import exec from 'k6/execution';
 import {
-  envNum, users, wsTarget, errorCode, logOnce, parseFrame, RETRYABLE_SEND, retryDelayMs,
+  envNum, users, wsTarget, authVia, errorCode, logOnce, parseFrame, RETRYABLE_SEND, retryDelayMs,
 } from './lib/common.js';
 import { summarize, count, trend } from './lib/summary.js';
 
+const AUTH_VIA = authVia('query');
 const VUS = envNum('VUS', 15000);
 const RATE = envNum('RATE', Math.max(1, Math.round(VUS * 0.06)));
 const RAMP_S = envNum('RAMP_S', 30);
@@ -81,7 +83,7 @@ export const options = {
 
 export default function () {
   const idx = exec.scenario.iterationInTest % users.length;
-  const { user, url, params, authFrame } = wsTarget(idx);
+  const { user, url, params, authFrame } = wsTarget(idx, AUTH_VIA);
   const chatId = user.pair_chat_id;
   const startedAt = Date.now();
   const tag = `${__VU}-${exec.scenario.iterationInTest}`;

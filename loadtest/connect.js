@@ -1,7 +1,7 @@
 // connect.js: how many authenticated sockets the stack holds. Ramp 0 -> 2/3 of VUS -> hold ->
-// VUS -> hold (defaults: 10,000 then 15,000). Every VU opens one socket, authenticates (AUTH_VIA), waits for
-// auth_ok (Trend auth_ms = open -> auth_ok) and stays connected until the end; the server's WS
-// pings are answered by k6 itself. A socket that closes before the end counts as
+// VUS -> hold (defaults: 10,000 then 15,000). Every VU opens one socket, authenticates with a
+// first frame (AUTH_VIA), waits for auth_ok (Trend auth_ms = open -> auth_ok) and stays
+// connected until the end; the server's WS pings are answered by k6 itself. A socket that closes before the end counts as
 // ws_closed_unexpected and the VU reconnects.
 //
 // Env: USERS_FILE (chat-provision output), WS_URLS, VUS (peak, default 15000), RAMP1_S (60),
@@ -13,9 +13,10 @@ import { Counter, Trend } from 'k6/metrics';
 import { setTimeout, clearTimeout } from 'k6/timers';
 import { sleep } from 'k6';
 import exec from 'k6/execution';
-import { envNum, users, wsTarget, errorCode, logOnce, parseFrame } from './lib/common.js';
+import { envNum, users, wsTarget, authVia, errorCode, logOnce, parseFrame } from './lib/common.js';
 import { summarize, count, trend } from './lib/summary.js';
 
+const AUTH_VIA = authVia('frame');
 const VUS = envNum('VUS', 15000);
 const PLATEAU = Math.max(1, Math.round((VUS * 2) / 3));
 const RAMP1_S = envNum('RAMP1_S', 60);
@@ -73,7 +74,7 @@ export default function () {
     sleep(Math.max(0, (endAt - Date.now()) / 1000));
     return;
   }
-  const { url, params, authFrame } = wsTarget(idx);
+  const { url, params, authFrame } = wsTarget(idx, AUTH_VIA);
   const createdAt = Date.now();
   const ws = new WebSocket(url, null, params);
   let openedAt = 0;

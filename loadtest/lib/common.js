@@ -35,28 +35,36 @@ export function gatewayIndex(idx) {
 }
 
 /**
- * How sockets authenticate: `frame` (default) sends {"type":"auth","token"} once open; `query`
- * puts ?token= on the upgrade URL. With `query` the gateway sends auth_ok right behind the 101
- * response, and k6 1.1 drops a frame that its read goroutine queues before the `open` event
- * (websockets.go: `go w.loop()` runs before `connectionConnected` is queued, and `queueMessage`
- * discards frames while the state is not OPEN). A few VUs in 15,000 then never see auth_ok: the
- * gateways' logs showed every one of them sent within a millisecond (docs/performance.md). With
- * `frame` the server speaks only after the client's first frame, which k6 sends after `open`.
+ * How a script's sockets authenticate, `frame` or `query` (AUTH_VIA overrides the script's
+ * default).
+ *
+ * - `frame` sends {"type":"auth","token"} once open. With `query` (?token= on the upgrade URL) the
+ *   gateway sends auth_ok right behind the 101 response, and k6 1.1 drops a frame that its read
+ *   goroutine queues before the `open` event (websockets.go: `go w.loop()` runs before
+ *   `connectionConnected` is queued, and `queueMessage` discards frames while the state is not
+ *   OPEN): 1-14 VUs in 15,000 never saw an auth_ok the gateways' logs show sent within a
+ *   millisecond (docs/performance.md). With `frame` the server speaks only after the client.
+ * - But with `frame`, the protocol's 5 s deadline for the first frame runs on the server while
+ *   an overloaded k6 gets round to `open`: churn.js at 900 sessions/s here had 1,576 sessions
+ *   closed with 4001 that way. So churn.js defaults to `query`, chat.js and connect.js to `frame`.
  */
-export const AUTH_VIA = __ENV.AUTH_VIA || 'frame';
-if (AUTH_VIA !== 'frame' && AUTH_VIA !== 'query') {
-  throw new Error(`AUTH_VIA=${AUTH_VIA}: expected frame or query`);
+export function authVia(scriptDefault) {
+  const via = __ENV.AUTH_VIA || scriptDefault;
+  if (via !== 'frame' && via !== 'query') {
+    throw new Error(`AUTH_VIA=${via}: expected frame or query`);
+  }
+  return via;
 }
 
 /**
- * URL, k6 params and the auth frame to send on `open` (null with AUTH_VIA=query) for user `idx`.
- * The `name` tag keeps the token out of the metrics' url tag.
+ * URL, k6 params and the auth frame to send on `open` (null with `query`) for user `idx`. The
+ * `name` tag keeps the token out of the metrics' url tag.
  */
-export function wsTarget(idx) {
+export function wsTarget(idx, via) {
   const user = users[idx % users.length];
   const gw = gatewayIndex(idx);
   const params = { tags: { name: `gw${gw + 1}` } };
-  if (AUTH_VIA === 'query') {
+  if (via === 'query') {
     return { user, url: `${WS_URLS[gw]}?token=${encodeURIComponent(user.token)}`, params, authFrame: null };
   }
   const authFrame = JSON.stringify({ type: 'auth', token: user.token });
