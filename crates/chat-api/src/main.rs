@@ -6,6 +6,11 @@ use chat_bus::Bus;
 use chat_store::Store;
 use clap::Parser;
 
+// Each request allocates and frees many small buffers (HTTP, JSON, SQL rows, Redis commands);
+// under load glibc's malloc/free took about 14% of chat-api's CPU (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
