@@ -3,13 +3,15 @@
 //! is what lets the database keep up (docs/performance.md); alone, a send costs one round trip
 //! more than on its own path.
 //!
-//! A few writer tasks, each with its own queue and its own share of the chats. Each takes whatever
-//! is waiting (up to `MAX_BATCH`) and stores it as the single send path does, only with every statement covering the whole batch:
-//! the chats' named locks (taken in ascending chat order, in one statement, so writers of
-//! several api replicas never wait on each other in a cycle), the counters' row locks, one INSERT, one UPDATE for the
-//! counters and one for the senders' watermarks, one COMMIT. The publishes run after the commit
-//! and before the locks go, as on the single path, in seq order within each chat; the sends are
-//! answered then, and the locks released in the background.
+//! A few writer tasks, each with its own queue and its own share of the chats. Each takes
+//! whatever is waiting (up to `MAX_BATCH`) and stores it as the single send path does, only with
+//! every statement covering the whole batch: the chats' named locks (taken in ascending chat
+//! order, in one statement, so writers of several api replicas never wait on each other in a
+//! cycle), the counters' row locks, one INSERT, one UPDATE for the counters and the senders'
+//! watermarks, one COMMIT. The inserted ids are read back only where the server may number one
+//! INSERT's rows with gaps (`BatchClock`). The publishes run after the commit and before the
+//! locks go, as on the single path, in seq order within each chat; the sends are answered then,
+//! and the locks released in the background.
 //!
 //! What the batch path does not handle it hands to the single path, one send at a time: a
 //! second send with the same idempotency key in one batch, and any database error that left the
@@ -342,6 +344,22 @@ struct ChatState {
     members: Vec<Id>,
 }
 
+/// What the counters query learns besides the chats: the database's clock and how it numbers
+/// the rows of one INSERT.
+struct BatchClock {
+    now: NaiveDateTime,
+    /// The distance between the ids of one multi-row INSERT when the server gives them out
+    /// consecutively (`innodb_autoinc_lock_mode` 0 or 1, as on MariaDB by default): the session's
+    /// `auto_increment_increment`. `None` (mode 2, MySQL 8's default): they must be read back.
+    id_step: Option<u64>,
+}
+
+impl BatchClock {
+    fn id_step(autoinc_lock_mode: u64, increment: u64) -> Option<u64> {
+        (autoinc_lock_mode <= 1 && increment >= 1).then_some(increment)
+    }
+}
+
 /// Stores the batch in one transaction: per send, its outcome (or the error that is its alone,
 /// such as not being a member).
 async fn write_batch(
@@ -355,7 +373,8 @@ async fn write_batch(
     chat_ids.sort_unstable();
     chat_ids.dedup();
     let mut tx = conn.begin().await?;
-    let (mut chats, now) = lock_counters(&mut tx, &chat_ids).await?;
+    let (mut chats, clock) = lock_counters(&mut tx, &chat_ids).await?;
+    let now = clock.now;
     let targets = reply_targets(&mut tx, batch).await?;
     // Seqs in queue order within each chat; a refused send takes none.
     let seqs: Vec<Result<(u64, Vec<Id>)>> = batch
@@ -380,9 +399,8 @@ async fn write_batch(
         .collect();
     let mut ids = Vec::new();
     if !rows.is_empty() {
-        ids = insert_messages(&mut tx, &rows, now).await?;
+        ids = insert_messages(&mut tx, &rows, &clock).await?;
         update_counters(&mut tx, &rows, &ids, now).await?;
-        update_watermarks(&mut tx, &rows).await?;
         tx.commit()
             .await
             .map_err(|e| BatchError::Failed(StoreError::at_commit(e)))?;
@@ -408,27 +426,36 @@ async fn write_batch(
 async fn lock_counters(
     tx: &mut sqlx::Transaction<'_, MySql>,
     chat_ids: &[Id],
-) -> std::result::Result<(HashMap<Id, ChatState>, NaiveDateTime), sqlx::Error> {
+) -> std::result::Result<(HashMap<Id, ChatState>, BatchClock), sqlx::Error> {
     let padded = padded_len(chat_ids.len());
     let list = placeholders(padded, "?", ", ");
-    let sql = format!("SELECT id, last_seq, NOW(3) FROM chats WHERE id IN ({list}) FOR UPDATE");
-    let locked: Vec<(u64, u64, NaiveDateTime)> =
+    // The id facts ride along for free; the increment is a session variable, so it is read here
+    // rather than once per process.
+    let sql = format!(
+        "SELECT id, last_seq, NOW(3), CAST(@@innodb_autoinc_lock_mode AS UNSIGNED), \
+         CAST(@@auto_increment_increment AS UNSIGNED) FROM chats WHERE id IN ({list}) FOR UPDATE"
+    );
+    let locked: Vec<(u64, u64, NaiveDateTime, u64, u64)> =
         bind_padded(sqlx::query_as(&sql), chat_ids, padded)
             .fetch_all(&mut **tx)
             .await?;
     // The timestamp comes from the database, taken under the chats' locks: one clock for all
     // api replicas, so sync cursors (points in time) order messages the way they committed.
-    let now = match locked.first() {
-        Some((_, _, now)) => *now,
-        None => {
-            sqlx::query_scalar("SELECT NOW(3)")
+    let clock = match locked.first() {
+        Some(&(_, _, now, lock_mode, increment)) => BatchClock {
+            now,
+            id_step: BatchClock::id_step(lock_mode, increment),
+        },
+        None => BatchClock {
+            now: sqlx::query_scalar("SELECT NOW(3)")
                 .fetch_one(&mut **tx)
-                .await?
-        }
+                .await?,
+            id_step: None,
+        },
     };
     let mut chats: HashMap<Id, ChatState> = locked
         .into_iter()
-        .map(|(id, last_seq, _)| {
+        .map(|(id, last_seq, ..)| {
             let state = ChatState {
                 next_seq: last_seq,
                 members: Vec::new(),
@@ -445,7 +472,7 @@ async fn lock_counters(
             chat.members.push(user_id);
         }
     }
-    Ok((chats, now))
+    Ok((chats, clock))
 }
 
 /// The chat of each message the batch replies to (absent: no such message).
@@ -475,7 +502,7 @@ async fn reply_targets(
 async fn insert_messages(
     tx: &mut sqlx::Transaction<'_, MySql>,
     rows: &[(&QueuedMessage, u64)],
-    now: NaiveDateTime,
+    clock: &BatchClock,
 ) -> std::result::Result<Vec<Id>, BatchError> {
     let sql = format!(
         "INSERT INTO messages (chat_id, seq, sender_id, kind, body, attachment_id, reply_to_id, \
@@ -494,11 +521,17 @@ async fn insert_messages(
             .bind(message.attachment.as_ref().map(|a| a.id))
             .bind(message.reply_to_id)
             .bind(message.client_msg_id.as_bytes())
-            .bind(now);
+            .bind(clock.now);
     }
     let done = query.execute(&mut **tx).await?;
+    let first = done.last_insert_id();
     if rows.len() == 1 {
-        return Ok(vec![done.last_insert_id()]);
+        return Ok(vec![first]);
+    }
+    if let Some(step) = clock.id_step {
+        return Ok((0..rows.len() as u64)
+            .map(|row| first + row * step)
+            .collect());
     }
     // Ids of one statement are ascending from the first, but need not be consecutive; read
     // them back. Nobody else inserts into these chats while their locks are held.
@@ -508,13 +541,10 @@ async fn insert_messages(
         "SELECT chat_id, seq, id FROM messages WHERE id >= ? AND chat_id IN ({})",
         placeholders(padded, "?", ", ")
     );
-    let stored: Vec<(u64, u64, u64)> = bind_padded(
-        sqlx::query_as(&sql).bind(done.last_insert_id()),
-        &chat_ids,
-        padded,
-    )
-    .fetch_all(&mut **tx)
-    .await?;
+    let stored: Vec<(u64, u64, u64)> =
+        bind_padded(sqlx::query_as(&sql).bind(first), &chat_ids, padded)
+            .fetch_all(&mut **tx)
+            .await?;
     let stored: HashMap<(Id, u64), Id> = stored
         .into_iter()
         .map(|(chat_id, seq, id)| ((chat_id, seq), id))
@@ -529,7 +559,11 @@ async fn insert_messages(
         })
 }
 
-/// Each chat's counter and last message: its highest row of the batch.
+/// Moves each chat's counter and last message to its highest row of the batch, and, since
+/// sending implies having read the chat up to one's own message, each sender's watermark to
+/// their highest seq of the batch: one statement over a derived table of one row per (chat,
+/// sender), the chat's values repeated on each. The members join is a LEFT JOIN, so a counter
+/// moves even when its senders left the chat meanwhile.
 async fn update_counters(
     tx: &mut sqlx::Transaction<'_, MySql>,
     rows: &[(&QueuedMessage, u64)],
@@ -537,71 +571,60 @@ async fn update_counters(
     now: NaiveDateTime,
 ) -> std::result::Result<(), sqlx::Error> {
     let mut last: BTreeMap<Id, (u64, Id)> = BTreeMap::new();
+    let mut read: BTreeMap<(Id, Id), u64> = BTreeMap::new();
     for ((message, seq), &id) in rows.iter().zip(ids) {
         let entry = last.entry(message.chat_id).or_insert((*seq, id));
         if *seq > entry.0 {
             *entry = (*seq, id);
         }
+        let entry = read
+            .entry((message.chat_id, message.sender_id))
+            .or_insert(*seq);
+        *entry = (*entry).max(*seq);
     }
-    let last: Vec<(Id, u64, Id)> = last
+    let table: Vec<[u64; 5]> = read
         .into_iter()
-        .map(|(chat, (seq, id))| (chat, seq, id))
+        .filter_map(|((chat, user), read_seq)| {
+            let &(last_seq, last_id) = last.get(&chat)?;
+            Some([chat, user, read_seq, last_seq, last_id])
+        })
         .collect();
     let sql = format!(
         "UPDATE chats c JOIN ({}) v ON v.chat_id = c.id \
-         SET c.last_seq = v.seq, c.last_message_id = v.message_id, c.last_activity_at = ?",
-        triples_table(["chat_id", "seq", "message_id"], last.len())
+         LEFT JOIN chat_members m ON m.chat_id = v.chat_id AND m.user_id = v.user_id \
+         SET c.last_seq = v.last_seq, c.last_message_id = v.last_id, c.last_activity_at = ?, \
+         m.last_read_seq = GREATEST(m.last_read_seq, v.read_seq)",
+        rows_table(
+            &["chat_id", "user_id", "read_seq", "last_seq", "last_id"],
+            table.len()
+        )
     );
-    bind_triples(sqlx::query(&sql), &last)
+    bind_rows(sqlx::query(&sql), &table)
         .bind(now)
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
-/// Sending implies having read the chat up to one's own message: each sender's watermark moves
-/// to their highest seq of the batch (their rows are not locked yet; this locks them).
-async fn update_watermarks(
-    tx: &mut sqlx::Transaction<'_, MySql>,
-    rows: &[(&QueuedMessage, u64)],
-) -> std::result::Result<(), sqlx::Error> {
-    let mut highest: BTreeMap<(Id, Id), u64> = BTreeMap::new();
-    for (message, seq) in rows {
-        let entry = highest
-            .entry((message.chat_id, message.sender_id))
-            .or_insert(*seq);
-        *entry = (*entry).max(*seq);
-    }
-    let highest: Vec<(Id, Id, u64)> = highest
-        .into_iter()
-        .map(|((chat, user), seq)| (chat, user, seq))
-        .collect();
-    let sql = format!(
-        "UPDATE chat_members m JOIN ({}) v ON v.chat_id = m.chat_id AND v.user_id = m.user_id \
-         SET m.last_read_seq = GREATEST(m.last_read_seq, v.seq)",
-        triples_table(["chat_id", "user_id", "seq"], highest.len())
-    );
-    bind_triples(sqlx::query(&sql), &highest)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+/// A derived table of `rows` rows, padded (`padded_len`), for an UPDATE to join; `bind_rows`
+/// binds its values.
+fn rows_table(columns: &[&str], rows: usize) -> String {
+    let row = columns
+        .iter()
+        .map(|column| format!("? AS {column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    placeholders(padded_len(rows), &format!("SELECT {row}"), " UNION ALL ")
 }
 
-/// A derived table of `rows` rows of three columns, padded (`padded_len`), for an UPDATE to
-/// join; `bind_triples` binds its values.
-fn triples_table(columns: [&str; 3], rows: usize) -> String {
-    let [a, b, c] = columns;
-    let row = format!("SELECT ? AS {a}, ? AS {b}, ? AS {c}");
-    placeholders(padded_len(rows), &row, " UNION ALL ")
-}
-
-fn bind_triples<'q>(
+fn bind_rows<'q, const N: usize>(
     mut query: sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments>,
-    rows: &[(u64, u64, u64)],
+    rows: &[[u64; N]],
 ) -> sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments> {
     for index in 0..padded_len(rows.len()) {
-        let (a, b, c) = rows[index.min(rows.len() - 1)];
-        query = query.bind(a).bind(b).bind(c);
+        for value in rows[index.min(rows.len() - 1)] {
+            query = query.bind(value);
+        }
     }
     query
 }
@@ -618,4 +641,101 @@ async fn announce_in_order(by_chat: BTreeMap<Id, Vec<(Announce, SendOutcome)>>) 
         });
     }
     while publishing.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    //! The two ways `insert_messages` learns its ids, on a MariaDB database of its own with the
+    //! session numbering by threes: MariaDB's default lock mode gives consecutive ids, so only
+    //! this test covers the read-back that MySQL 8 (mode 2) takes.
+
+    use super::{BatchClock, QueuedMessage, insert_messages};
+    use crate::Store;
+    use chat_proto::MessageKind;
+    use sqlx::{Connection, MySqlConnection};
+
+    #[test]
+    fn ids_are_computed_only_in_the_consecutive_lock_modes() {
+        assert_eq!(BatchClock::id_step(0, 1), Some(1));
+        assert_eq!(BatchClock::id_step(1, 2), Some(2));
+        assert_eq!(BatchClock::id_step(2, 1), None);
+        assert_eq!(BatchClock::id_step(1, 0), None);
+    }
+
+    #[tokio::test]
+    async fn inserted_ids_match_the_stored_rows_either_way() {
+        let admin_url = std::env::var("CHAT_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+        let name = format!("chat_store_ids_{}", std::process::id());
+        let mut admin = MySqlConnection::connect(&admin_url)
+            .await
+            .expect("MariaDB is reachable (set CHAT_TEST_MYSQL_URL)");
+        for sql in [
+            format!("DROP DATABASE IF EXISTS `{name}`"),
+            format!("CREATE DATABASE `{name}`"),
+        ] {
+            sqlx::query(&sql).execute(&mut admin).await.expect(&sql);
+        }
+        let url = format!("{admin_url}/{name}");
+        let store = Store::connect_lazy(&url, 2).expect("mysql url");
+        store.migrate().await.expect("migrations");
+        let alice = store.create_user("alice", None, "h").await.expect("alice");
+        let bob = store.create_user("bob", None, "h").await.expect("bob");
+        let (chat, _) = store
+            .get_or_create_private(alice.id, bob.id)
+            .await
+            .expect("chat");
+        store.close().await;
+
+        let mut conn = MySqlConnection::connect(&url).await.expect("connect");
+        sqlx::query("SET SESSION auto_increment_increment = 3")
+            .execute(&mut conn)
+            .await
+            .expect("set the increment");
+        let messages: Vec<QueuedMessage> = (0..6)
+            .map(|i| QueuedMessage {
+                chat_id: chat.id,
+                sender_id: alice.id,
+                kind: MessageKind::Text,
+                text: Some(format!("m{i}")),
+                attachment: None,
+                reply_to_id: None,
+                client_msg_id: format!("c{i}"),
+            })
+            .collect();
+        let now = sqlx::query_scalar("SELECT NOW(3)")
+            .fetch_one(&mut conn)
+            .await
+            .expect("now");
+        for (half, id_step) in [(0, None), (1, Some(3))] {
+            let rows: Vec<(&QueuedMessage, u64)> = messages[half * 3..half * 3 + 3]
+                .iter()
+                .zip(1 + half as u64 * 3..)
+                .collect();
+            let mut tx = conn.begin().await.expect("begin");
+            let clock = BatchClock { now, id_step };
+            let ids = insert_messages(&mut tx, &rows, &clock)
+                .await
+                .unwrap_or_else(|_| panic!("insert with id_step {id_step:?}"));
+            tx.commit().await.expect("commit");
+            let seqs: Vec<u64> = rows.iter().map(|(_, seq)| *seq).collect();
+            let mut stored = Vec::new();
+            for seq in &seqs {
+                let id: u64 =
+                    sqlx::query_scalar("SELECT id FROM messages WHERE chat_id = ? AND seq = ?")
+                        .bind(chat.id)
+                        .bind(seq)
+                        .fetch_one(&mut conn)
+                        .await
+                        .expect("stored row");
+                stored.push(id);
+            }
+            assert_eq!(ids, stored, "ids with id_step {id_step:?}");
+            assert_eq!(ids[1] - ids[0], 3, "the session numbers by threes");
+        }
+        sqlx::query(&format!("DROP DATABASE `{name}`"))
+            .execute(&mut admin)
+            .await
+            .expect("drop the test database");
+    }
 }
