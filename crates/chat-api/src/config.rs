@@ -37,6 +37,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_DB_MAX_CONNECTIONS", default_value_t = 32)]
     pub db_max_connections: u32,
 
+    /// Writer tasks that store sends in batches, each on one pooled connection at a time: fewer
+    /// make larger batches (fewer statements per message), more overlap more transactions.
+    #[arg(long, env = "CHAT_SEND_WRITERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub send_writers: u16,
+
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "CHAT_JWT_TTL_SECS", default_value_t = 86_400)]
     pub jwt_ttl_secs: u64,

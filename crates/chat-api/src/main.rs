@@ -18,7 +18,8 @@ async fn main() -> anyhow::Result<()> {
     let metrics = chat_ops::install_metrics()?;
     let keys = config.secret.keys()?;
     let store = Store::connect_lazy(&config.database_url, config.db_max_connections)
-        .context("DATABASE_URL")?;
+        .context("DATABASE_URL")?
+        .with_send_writers(usize::from(config.send_writers));
     let bus = Bus::new(&config.redis.bus_config())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

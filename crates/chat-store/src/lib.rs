@@ -66,6 +66,8 @@ pub struct Store {
     backend: Backend,
     /// MySQL: the writers that coalesce sends, started by the first send (on its runtime).
     sends: std::sync::Arc<std::sync::OnceLock<send_batch::SendBatcher>>,
+    /// How many writers `sends` starts.
+    send_writers: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -86,6 +88,7 @@ impl Store {
             return Ok(Self {
                 backend: Backend::Sqlite(sqlite::Sqlite::connect_lazy(url, max_connections)?),
                 sends: Default::default(),
+                send_writers: send_batch::DEFAULT_WRITERS,
             });
         }
         let options: MySqlConnectOptions = url.parse().map_err(StoreError::from)?;
@@ -98,7 +101,17 @@ impl Store {
         Ok(Self {
             backend: Backend::MySql(pool),
             sends: Default::default(),
+            send_writers: send_batch::DEFAULT_WRITERS,
         })
+    }
+
+    /// Sets how many writer tasks coalesce sends on MySQL, each with
+    /// its own share of the chats and one connection at a time (at least one; default 1). Fewer
+    /// writers make larger batches, so fewer statements per message; more overlap more
+    /// transactions. Takes effect if no message was sent through this store yet.
+    pub fn with_send_writers(mut self, writers: usize) -> Self {
+        self.send_writers = writers.max(1);
+        self
     }
 
     /// Which backend this store runs on, `"mysql"` or `"sqlite"` (for logs).

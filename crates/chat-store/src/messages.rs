@@ -224,7 +224,7 @@ impl Store {
         let announce: Announce = Box::new(move |outcome| Box::pin(announce(outcome)));
         // Concurrent sends share transactions (crate::send_batch).
         self.sends
-            .get_or_init(|| SendBatcher::start(pool.clone()))
+            .get_or_init(|| SendBatcher::start(pool.clone(), self.send_writers))
             .send(&new, announce)
             .await
     }

@@ -3,7 +3,8 @@
 //! is what lets the database keep up (docs/performance.md); alone, a send costs one round trip
 //! more than on its own path.
 //!
-//! A few writer tasks, each with its own queue and its own share of the chats. Each takes
+//! Writer tasks (one unless configured), each with its own queue and its own share of the chats.
+//! Each takes
 //! whatever is waiting (up to `MAX_BATCH`) and stores it as the single send path does, only with
 //! every statement covering the whole batch: the chats' named locks (taken in ascending chat
 //! order, in one statement, so writers of several api replicas never wait on each other in a
@@ -31,15 +32,19 @@ use crate::messages::{NewMessage, SendOutcome, lock_wait_secs};
 use crate::padded::{bind_padded, padded_len, placeholders};
 use crate::{Result, StoreError};
 
-/// Writer tasks: each holds one connection while its batch runs.
-const WRITERS: usize = 4;
+/// Writer tasks unless configured (`Store::with_send_writers`): each holds one connection while
+/// its batch runs. One makes the largest batches, so the fewest statements per message: on the
+/// 2-core development machine it stored more messages a second than two or four, with lower
+/// latency (docs/performance.md). Deployments gain overlap from their api replicas.
+pub(crate) const DEFAULT_WRITERS: usize = 1;
 /// The most sends one transaction stores.
 const MAX_BATCH: usize = 64;
-/// Sends waiting for one writer beyond which new ones are refused (503 `unavailable`) rather
-/// than queued: at the measured 500-odd sends a second per writer (docs/performance.md), about
-/// half a second of work. An unbounded wait let an overloaded api hold thousands of open
-/// requests, each a socket, for seconds, where a quick refusal lets clients back off.
-const QUEUE: usize = 256;
+/// Sends waiting in one process beyond which new ones are refused (503 `unavailable`) rather
+/// than queued, shared evenly by the writers' queues: at the 5,000-odd sends a second measured
+/// here (docs/performance.md), about a fifth of a second of work. An unbounded wait let an
+/// overloaded api hold thousands of open requests, each a socket, for seconds, where a quick
+/// refusal lets clients back off.
+pub(crate) const QUEUED_PER_PROCESS: usize = 1024;
 
 type PublishFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The caller's publish, run under the chat's lock with the send's outcome.
@@ -115,10 +120,12 @@ impl std::fmt::Debug for SendBatcher {
 
 impl SendBatcher {
     /// Starts the writers on the current runtime; they stop when the batcher is dropped.
-    pub(crate) fn start(pool: MySqlPool) -> Self {
-        let queues = (0..WRITERS)
+    pub(crate) fn start(pool: MySqlPool, writers: usize) -> Self {
+        let writers = writers.max(1);
+        let bound = (QUEUED_PER_PROCESS / writers).max(MAX_BATCH);
+        let queues = (0..writers)
             .map(|_| {
-                let (queue, waiting) = mpsc::channel(QUEUE);
+                let (queue, waiting) = mpsc::channel(bound);
                 tokio::spawn(write_batches(pool.clone(), waiting));
                 queue
             })
