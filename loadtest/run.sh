@@ -139,6 +139,10 @@ k6_cmd=(k6 run --summary-export "$dir/summary.json" --out "json=$dir/raw/metrics
   echo "redis: $(redis-server --version 2>/dev/null | awk '{print $3}') REDIS_MODE=${REDIS_MODE:-standalone}"
   echo "git: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
   echo "stack: api $API_URL gateways $WS_URLS profile ${LT_PROFILE:-release} reuse ${LT_REUSE_STACK:-0}"
+  # The services' settings this run changed from their defaults (CHAT_SEND_WRITERS=4, ...);
+  # secrets and keys left out.
+  echo "settings: $(env | grep -E '^(CHAT_|RUST_LOG=)' | grep -vE 'SECRET|KEY|AUTH|PASSWORD|TOKEN' \
+    | grep -vE '^CHAT_(API_URL|REDIS_PREFIX|LOG_FORMAT)=' | sort | tr '\n' ' ')"
 } >"$dir/machine.txt"
 
 echo "k6: $script with $vus VUs -> $dir"
