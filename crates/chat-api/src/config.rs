@@ -39,7 +39,12 @@ pub struct Config {
 
     /// Writer tasks that store sends in batches, each on one pooled connection at a time: fewer
     /// make larger batches (fewer statements per message), more overlap more transactions.
-    #[arg(long, env = "CHAT_SEND_WRITERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(
+        long,
+        env = "CHAT_SEND_WRITERS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=64)
+    )]
     pub send_writers: u16,
 
     /// Lifetime of access tokens, in seconds.

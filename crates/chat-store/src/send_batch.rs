@@ -4,15 +4,14 @@
 //! more than on its own path.
 //!
 //! Writer tasks (one unless configured), each with its own queue and its own share of the chats.
-//! Each takes
-//! whatever is waiting (up to `MAX_BATCH`) and stores it as the single send path does, only with
-//! every statement covering the whole batch: the chats' named locks (taken in ascending chat
-//! order, in one statement, so writers of several api replicas never wait on each other in a
+//! Each takes whatever is waiting (up to `MAX_BATCH`) and stores it as the single send path does,
+//! only with every statement covering the whole batch: the chats' named locks (taken in ascending
+//! chat order, in one statement, so writers of several api replicas never wait on each other in a
 //! cycle), the counters' row locks, one INSERT, one UPDATE for the counters and the senders'
 //! watermarks, one COMMIT. The inserted ids are read back only where the server may number one
-//! INSERT's rows with gaps (`BatchClock`). The publishes run after the commit and before the
-//! locks go, as on the single path, in seq order within each chat; the sends are answered then,
-//! and the locks released in the background.
+//! INSERT's rows with gaps (`InsertFacts`). The publishes run after the commit and before the locks
+//! go, as on the single path, in seq order within each chat; the sends are answered then, and the
+//! locks released in the background.
 //!
 //! What the batch path does not handle it hands to the single path, one send at a time: a
 //! second send with the same idempotency key in one batch, and any database error that left the
@@ -353,9 +352,9 @@ struct ChatState {
     members: Vec<Id>,
 }
 
-/// What the counters query learns besides the chats: the database's clock and how it numbers
-/// the rows of one INSERT.
-struct BatchClock {
+/// What the counters query learns for the INSERT besides the chats: the database's clock and
+/// how it numbers the rows of one statement.
+struct InsertFacts {
     now: NaiveDateTime,
     /// The distance between the ids of one multi-row INSERT when the server gives them out
     /// consecutively (`innodb_autoinc_lock_mode` 0 or 1, as on MariaDB by default): the session's
@@ -363,7 +362,7 @@ struct BatchClock {
     id_step: Option<u64>,
 }
 
-impl BatchClock {
+impl InsertFacts {
     fn id_step(autoinc_lock_mode: u64, increment: u64) -> Option<u64> {
         (autoinc_lock_mode <= 1 && increment >= 1).then_some(increment)
     }
@@ -382,8 +381,8 @@ async fn write_batch(
     chat_ids.sort_unstable();
     chat_ids.dedup();
     let mut tx = conn.begin().await?;
-    let (mut chats, clock) = lock_counters(&mut tx, &chat_ids).await?;
-    let now = clock.now;
+    let (mut chats, facts) = lock_counters(&mut tx, &chat_ids).await?;
+    let now = facts.now;
     let targets = reply_targets(&mut tx, batch).await?;
     // Seqs in queue order within each chat; a refused send takes none.
     let seqs: Vec<Result<(u64, Vec<Id>)>> = batch
@@ -408,7 +407,7 @@ async fn write_batch(
         .collect();
     let mut ids = Vec::new();
     if !rows.is_empty() {
-        ids = insert_messages(&mut tx, &rows, &clock).await?;
+        ids = insert_messages(&mut tx, &rows, &facts).await?;
         update_counters(&mut tx, &rows, &ids, now).await?;
         tx.commit()
             .await
@@ -435,7 +434,7 @@ async fn write_batch(
 async fn lock_counters(
     tx: &mut sqlx::Transaction<'_, MySql>,
     chat_ids: &[Id],
-) -> std::result::Result<(HashMap<Id, ChatState>, BatchClock), sqlx::Error> {
+) -> std::result::Result<(HashMap<Id, ChatState>, InsertFacts), sqlx::Error> {
     let padded = padded_len(chat_ids.len());
     let list = placeholders(padded, "?", ", ");
     // The id facts ride along for free; the increment is a session variable, so it is read here
@@ -450,12 +449,12 @@ async fn lock_counters(
             .await?;
     // The timestamp comes from the database, taken under the chats' locks: one clock for all
     // api replicas, so sync cursors (points in time) order messages the way they committed.
-    let clock = match locked.first() {
-        Some(&(_, _, now, lock_mode, increment)) => BatchClock {
+    let facts = match locked.first() {
+        Some(&(_, _, now, lock_mode, increment)) => InsertFacts {
             now,
-            id_step: BatchClock::id_step(lock_mode, increment),
+            id_step: InsertFacts::id_step(lock_mode, increment),
         },
-        None => BatchClock {
+        None => InsertFacts {
             now: sqlx::query_scalar("SELECT NOW(3)")
                 .fetch_one(&mut **tx)
                 .await?,
@@ -481,7 +480,7 @@ async fn lock_counters(
             chat.members.push(user_id);
         }
     }
-    Ok((chats, clock))
+    Ok((chats, facts))
 }
 
 /// The chat of each message the batch replies to (absent: no such message).
@@ -511,7 +510,7 @@ async fn reply_targets(
 async fn insert_messages(
     tx: &mut sqlx::Transaction<'_, MySql>,
     rows: &[(&QueuedMessage, u64)],
-    clock: &BatchClock,
+    facts: &InsertFacts,
 ) -> std::result::Result<Vec<Id>, BatchError> {
     let sql = format!(
         "INSERT INTO messages (chat_id, seq, sender_id, kind, body, attachment_id, reply_to_id, \
@@ -530,14 +529,14 @@ async fn insert_messages(
             .bind(message.attachment.as_ref().map(|a| a.id))
             .bind(message.reply_to_id)
             .bind(message.client_msg_id.as_bytes())
-            .bind(clock.now);
+            .bind(facts.now);
     }
     let done = query.execute(&mut **tx).await?;
     let first = done.last_insert_id();
     if rows.len() == 1 {
         return Ok(vec![first]);
     }
-    if let Some(step) = clock.id_step {
+    if let Some(step) = facts.id_step {
         return Ok((0..rows.len() as u64)
             .map(|row| first + row * step)
             .collect());
@@ -658,17 +657,17 @@ mod tests {
     //! session numbering by threes: MariaDB's default lock mode gives consecutive ids, so only
     //! this test covers the read-back that MySQL 8 (mode 2) takes.
 
-    use super::{BatchClock, QueuedMessage, insert_messages};
+    use super::{InsertFacts, QueuedMessage, insert_messages};
     use crate::Store;
     use chat_proto::MessageKind;
     use sqlx::{Connection, MySqlConnection};
 
     #[test]
     fn ids_are_computed_only_in_the_consecutive_lock_modes() {
-        assert_eq!(BatchClock::id_step(0, 1), Some(1));
-        assert_eq!(BatchClock::id_step(1, 2), Some(2));
-        assert_eq!(BatchClock::id_step(2, 1), None);
-        assert_eq!(BatchClock::id_step(1, 0), None);
+        assert_eq!(InsertFacts::id_step(0, 1), Some(1));
+        assert_eq!(InsertFacts::id_step(1, 2), Some(2));
+        assert_eq!(InsertFacts::id_step(2, 1), None);
+        assert_eq!(InsertFacts::id_step(1, 0), None);
     }
 
     #[tokio::test]
@@ -722,8 +721,8 @@ mod tests {
                 .zip(1 + half as u64 * 3..)
                 .collect();
             let mut tx = conn.begin().await.expect("begin");
-            let clock = BatchClock { now, id_step };
-            let ids = insert_messages(&mut tx, &rows, &clock)
+            let facts = InsertFacts { now, id_step };
+            let ids = insert_messages(&mut tx, &rows, &facts)
                 .await
                 .unwrap_or_else(|_| panic!("insert with id_step {id_step:?}"));
             tx.commit().await.expect("commit");
