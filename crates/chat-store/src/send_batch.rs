@@ -45,7 +45,7 @@ const MAX_BATCH: usize = 256;
 /// here (docs/performance.md), about a fifth of a second of work. An unbounded wait let an
 /// overloaded api hold thousands of open requests, each a socket, for seconds, where a quick
 /// refusal lets clients back off.
-pub(crate) const QUEUED_PER_PROCESS: usize = 1024;
+const QUEUED_PER_PROCESS: usize = 1024;
 
 type PublishFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The caller's publish, run under the chat's lock with the send's outcome.
