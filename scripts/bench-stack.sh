@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sourced by the benchmark scripts: starts a release stack (chat-api on :18180, gateways on
 # :18181 and :18183) against a fresh database and Redis prefix, and tears it down on exit.
-# Honors REDIS_MODE/REDIS_URL (cluster: the local cluster is started first).
+# Honors REDIS_MODE/REDIS_URL (cluster: the local cluster is started first), and BENCH_NO_BUILD=1
+# (run the binaries in target/release as they are, e.g. to compare two builds).
 
 bench_stack_start() {
   scripts/services.sh
@@ -9,7 +10,7 @@ bench_stack_start() {
     deploy/local/redis-cluster.sh start
     export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002}
   fi
-  cargo build --release --bins -q
+  [ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --release --bins -q
 
   run_id="bench_$(date +%s)_$$"
   export DATABASE_URL="mysql://root@127.0.0.1:3306/${run_id}"
