@@ -10,8 +10,8 @@
 //! cycle), the counters' row locks, one INSERT, one UPDATE for the counters and the senders'
 //! watermarks, one COMMIT. The inserted ids are read back only where the server may number one
 //! INSERT's rows with gaps (`InsertFacts`). The publishes run after the commit and before the locks
-//! go, as on the single path, in seq order within each chat; the sends are answered then. That
-//! tail runs while the writer stores its next batch (`Publishing`).
+//! go, as on the single path, in seq order within each chat; the sends are answered then, and the
+//! locks released in the background.
 //!
 //! What the batch path does not handle it hands to the single path, one send at a time: a
 //! second send with the same idempotency key in one batch, and any database error that left the
@@ -164,11 +164,9 @@ impl SendBatcher {
 }
 
 async fn write_batches(pool: MySqlPool, mut waiting: mpsc::Receiver<QueuedSend>) {
-    let mut publishing = Publishing::default();
     while let Some(batch) = next_batch(&mut waiting).await {
-        run_batch(&pool, batch, &mut publishing).await;
+        run_batch(&pool, batch).await;
     }
-    publishing.finish().await;
 }
 
 /// Waits for one send, then takes whatever else is already queued.
@@ -184,61 +182,10 @@ async fn next_batch(waiting: &mut mpsc::Receiver<QueuedSend>) -> Option<Vec<Queu
     Some(batch)
 }
 
-/// The stored batch that publishes while its writer stores the next one, and its chats. One at a
-/// time per writer: a job holds its pooled connection (and so its chats' locks) until it is done,
-/// so a slow Redis costs a writer at most two connections, not one per batch.
-#[derive(Default)]
-struct Publishing {
-    job: Option<tokio::task::JoinHandle<()>>,
-    chats: Vec<Id>,
-}
-
-impl Publishing {
-    async fn start(&mut self, job: PublishFuture, chats: Vec<Id>) {
-        self.finish().await;
-        self.job = Some(tokio::spawn(job));
-        self.chats = chats;
-    }
-
-    /// Waits for the job if it publishes any of `chats` (ascending). A send to such a chat would
-    /// otherwise wait in GET_LOCK for the job's locks, and give up after `lock_wait_secs` when
-    /// the publishes are slow (a large group on a cluster); here it waits as long as they take.
-    async fn finish_if_any(&mut self, chats: &[Id]) {
-        if chats
-            .iter()
-            .any(|chat| self.chats.binary_search(chat).is_ok())
-        {
-            self.finish().await;
-        }
-    }
-
-    async fn finish(&mut self) {
-        if let Some(job) = self.job.take() {
-            // A job that panicked has dropped its connection, which frees its locks.
-            let _ = job.await;
-        }
-        self.chats.clear();
-    }
-}
-
-async fn run_batch(pool: &MySqlPool, batch: Vec<QueuedSend>, publishing: &mut Publishing) {
+async fn run_batch(pool: &MySqlPool, batch: Vec<QueuedSend>) {
     let (batch, repeats) = split_repeats(batch);
-    let chats: Vec<Id> = batch
-        .iter()
-        .map(|send| send.message.chat_id)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    publishing.finish_if_any(&chats).await;
-    let (mut alone, job) = store_batch(pool, batch, &chats).await;
-    if let Some(job) = job {
-        publishing.start(job, chats).await;
-    }
+    let mut alone = store_batch(pool, batch).await;
     alone.extend(repeats);
-    if !alone.is_empty() {
-        // They take the locks of chats that may be publishing.
-        publishing.finish().await;
-    }
     for QueuedSend {
         message,
         announce,
@@ -267,30 +214,31 @@ fn split_repeats(batch: Vec<QueuedSend>) -> (Vec<QueuedSend>, Vec<QueuedSend>) {
     (first, repeats)
 }
 
-/// Stores a batch to `chats` (its chats, ascending). Returns the sends to retry one by one, and,
-/// when some were stored, the job that announces them, answers the batch and releases its locks.
-async fn store_batch(
-    pool: &MySqlPool,
-    batch: Vec<QueuedSend>,
-    chats: &[Id],
-) -> (Vec<QueuedSend>, Option<PublishFuture>) {
+/// Stores and announces a batch and answers its sends; returns the sends to retry one by one.
+async fn store_batch(pool: &MySqlPool, batch: Vec<QueuedSend>) -> Vec<QueuedSend> {
     if batch.is_empty() {
-        return (batch, None);
+        return batch;
     }
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(e) => {
             fail_all(batch, &StoreError::from(e));
-            return (Vec::new(), None);
+            return Vec::new();
         }
     };
-    let granted = match lock_chats(&mut conn, chats).await {
+    let chats: Vec<Id> = batch
+        .iter()
+        .map(|send| send.message.chat_id)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let granted = match lock_chats(&mut conn, &chats).await {
         Ok(granted) => granted,
         Err(e) => {
             // Some locks may be held: closing the session frees them.
             drop(conn.detach());
             fail_all(batch, &StoreError::from(e));
-            return (Vec::new(), None);
+            return Vec::new();
         }
     };
     let (batch, refused): (Vec<_>, Vec<_>) = batch
@@ -314,14 +262,15 @@ async fn store_batch(
                 }
                 replies.push((send.reply, outcome));
             }
-            let job = async move {
-                announce_in_order(by_chat).await;
-                for (reply, outcome) in replies {
-                    let _ = reply.send(outcome);
-                }
-                release_locks(conn).await;
-            };
-            return (Vec::new(), Some(Box::pin(job)));
+            announce_in_order(by_chat).await;
+            for (reply, outcome) in replies {
+                let _ = reply.send(outcome);
+            }
+            // Stored and published: the senders need not wait for the locks to go, and neither
+            // does this writer's next batch (on another connection). A chat it shares with this
+            // one waits in GET_LOCK for the release, so the chat's order holds.
+            tokio::spawn(release_locks(conn));
+            return Vec::new();
         }
         Err(BatchError::Retry(e)) => {
             tracing::debug!(error = %e, sends = batch.len(), "batch refused; sending one by one");
@@ -330,11 +279,11 @@ async fn store_batch(
         Err(BatchError::Failed(e)) => {
             drop(conn.detach());
             fail_all(batch, &e);
-            return (Vec::new(), None);
+            return Vec::new();
         }
     };
     release_locks(conn).await;
-    (retry, None)
+    retry
 }
 
 fn fail_all(batch: Vec<QueuedSend>, error: &StoreError) {
