@@ -1,7 +1,12 @@
 //! Fan-out: one sender posts to a group whose members each hold a socket, spread over the
 //! gateways. Prints deliveries per second and the send -> delivered latency per delivery.
 //! Run it once per Redis topology to compare standalone and cluster.
+//!
+//! Members coming online send each other presence events (about n² of them for a group of n).
+//! The measurement starts only once the receivers have heard nothing for a while, so the gateway
+//! CPU it reports is spent on the messages and not on that presence traffic.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,7 +34,16 @@ struct Args {
     /// gateways spent between the first send and the last delivery).
     #[arg(long, value_delimiter = ',')]
     gateway_pids: Vec<u32>,
+    /// Milliseconds without a frame on any receiver before the sends start.
+    #[arg(long, default_value_t = 1000)]
+    quiet_ms: u64,
 }
+
+/// How long a receiver waits for its next frame before giving up on the rest; covers the wait
+/// for quiet as well as the sends.
+const RECEIVER_IDLE_LIMIT: Duration = Duration::from_secs(120);
+/// How long the bench waits for the presence traffic to settle before it fails.
+const SETTLE_LIMIT: Duration = Duration::from_secs(300);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -53,35 +67,53 @@ async fn main() -> anyhow::Result<()> {
 
     let sent_at: Arc<Vec<OnceLock<Instant>>> =
         Arc::new((0..args.messages).map(|_| OnceLock::new()).collect());
+    let frames_seen = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for (i, receiver) in receivers.iter().enumerate() {
         let mut socket = connect(&gateways[i % gateways.len()], &receiver.token).await?;
         let sent_at = sent_at.clone();
+        let frames_seen = frames_seen.clone();
         let expected = args.messages;
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(expected);
+            let mut seen = vec![false; expected];
+            let mut duplicates = 0usize;
             let mut last = Instant::now();
             while latencies.len() < expected {
-                let Ok(event) = next_json(&mut socket, Duration::from_secs(20)).await else {
+                let Ok(event) = next_json(&mut socket, RECEIVER_IDLE_LIMIT).await else {
                     break;
                 };
+                frames_seen.fetch_add(1, Ordering::Relaxed);
                 if event["type"] != "new_message" {
                     continue;
                 }
                 let index = event["message"]["text"]
                     .as_str()
                     .and_then(|t| t.parse::<usize>().ok());
-                if let Some(at) = index.and_then(|i| sent_at.get(i)).and_then(OnceLock::get) {
+                let Some(index) = index.filter(|i| *i < expected) else {
+                    continue;
+                };
+                if std::mem::replace(&mut seen[index], true) {
+                    duplicates += 1;
+                } else if let Some(at) = sent_at[index].get() {
                     last = Instant::now();
                     latencies.push(last - *at);
                 }
             }
-            (latencies, last)
+            (latencies, last, duplicates)
         }));
     }
 
     let gateway_cpu =
         || -> anyhow::Result<f64> { args.gateway_pids.iter().map(|pid| cpu_seconds(*pid)).sum() };
+    let (settle_frames, settle_time) =
+        wait_for_quiet(&frames_seen, Duration::from_millis(args.quiet_ms)).await?;
+    println!(
+        "settled: {settle_frames} frames (presence) reached the receivers; quiet for {} ms at \
+         {:.1} s after the last receiver connected",
+        args.quiet_ms,
+        settle_time.as_secs_f64()
+    );
     let cpu_before = gateway_cpu()?;
     let started = Instant::now();
     send_concurrently(
@@ -95,10 +127,12 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let mut latencies = Vec::new();
     let mut finished = started;
+    let mut duplicates = 0;
     for task in tasks {
-        let (mut got, last) = task.await?;
+        let (mut got, last, repeated) = task.await?;
         latencies.append(&mut got);
         finished = finished.max(last);
+        duplicates += repeated;
     }
     let cpu_used = gateway_cpu()? - cpu_before;
     latencies.sort();
@@ -113,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
         args.concurrency
     );
     println!(
-        "deliveries: {} of {expected} in {:.2} s = {:.0} deliveries/s",
+        "deliveries: {} of {expected} ({duplicates} repeated) in {:.2} s = {:.0} deliveries/s",
         latencies.len(),
         elapsed.as_secs_f64(),
         latencies.len() as f64 / elapsed.as_secs_f64()
@@ -131,10 +165,37 @@ async fn main() -> anyhow::Result<()> {
             latencies.len() as f64 / cpu_used.max(0.01)
         );
     }
+    anyhow::ensure!(duplicates == 0, "{duplicates} deliveries arrived twice");
     anyhow::ensure!(
         latencies.len() == expected,
         "lost deliveries: {} of {expected}",
         latencies.len()
     );
     Ok(())
+}
+
+/// Waits until no receiver has had a frame for `quiet`; returns the frames seen and the time it
+/// took.
+async fn wait_for_quiet(
+    frames_seen: &AtomicU64,
+    quiet: Duration,
+) -> anyhow::Result<(u64, Duration)> {
+    let started = Instant::now();
+    let poll = (quiet / 4).max(Duration::from_millis(10));
+    let mut seen = frames_seen.load(Ordering::Relaxed);
+    let mut unchanged_since = Instant::now();
+    loop {
+        tokio::time::sleep(poll).await;
+        let now_seen = frames_seen.load(Ordering::Relaxed);
+        if now_seen != seen {
+            seen = now_seen;
+            unchanged_since = Instant::now();
+        } else if unchanged_since.elapsed() >= quiet {
+            return Ok((seen, started.elapsed()));
+        }
+        anyhow::ensure!(
+            started.elapsed() < SETTLE_LIMIT,
+            "the receivers were still getting frames after {SETTLE_LIMIT:?} ({seen} so far)"
+        );
+    }
 }
