@@ -151,20 +151,29 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 /// CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat`.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat (is the process running?)"))?;
+    cpu_seconds_in(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time (user + system) the calling thread has used so far.
+pub fn thread_cpu_seconds() -> anyhow::Result<f64> {
+    cpu_seconds_in("/proc/thread-self/stat")
+}
+
+fn cpu_seconds_in(stat_path: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(stat_path)
+        .with_context(|| format!("reading {stat_path} (is the process running?)"))?;
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
     let after_name = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
-        .with_context(|| format!("malformed /proc/{pid}/stat"))?;
+        .with_context(|| format!("malformed {stat_path}"))?;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 after the name.
     let ticks = |i: usize| -> anyhow::Result<f64> {
         fields
             .get(i)
             .and_then(|v| v.parse::<f64>().ok())
-            .with_context(|| format!("no field {i} in /proc/{pid}/stat"))
+            .with_context(|| format!("no field {i} in {stat_path}"))
     };
     // /proc reports in USER_HZ ticks, 100 per second on every Linux architecture we build for.
     const USER_HZ: f64 = 100.0;
