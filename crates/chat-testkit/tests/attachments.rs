@@ -70,9 +70,10 @@ async fn upload(api: &ApiClient, user: &TestUser, bytes: Vec<u8>, claimed: &str)
         .await
 }
 
-/// A POST that declares `content_length` bytes of PNG and sends none of them, over plain TCP:
-/// the status and JSON body of the answer.
-async fn declared_upload_without_body(
+/// A POST that declares `content_length` bytes of PNG and asks to continue first
+/// (`Expect: 100-continue`, as curl does for large bodies), over plain TCP: the status and JSON
+/// body of the answer, which must come without any of the body being sent.
+async fn declared_upload_waiting_to_continue(
     stack: &Stack,
     user: &TestUser,
     content_length: usize,
@@ -84,7 +85,8 @@ async fn declared_upload_without_body(
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     let head = format!(
         "POST /v1/attachments HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
-         content-type: image/png\r\ncontent-length: {content_length}\r\n\r\n",
+         content-type: image/png\r\ncontent-length: {content_length}\r\n\
+         expect: 100-continue\r\n\r\n",
         user.token
     );
     stream
@@ -439,11 +441,14 @@ async fn an_oversize_upload_gets_413_and_leaves_nothing_behind() {
     assert_eq!(stored.len(), 1, "one stored file: {stored:?}");
     assert_eq!(attachment_rows(&stack).await, 1);
 
-    // Declared too large: refused before reading. Only the headers are sent, so the answer must
-    // come without the body (a full body would race the server's close: a client still writing
-    // when the server closes may see a reset instead of the 413).
-    let resp = declared_upload_without_body(&stack, &alice, limit + 1).await;
-    assert_error(&resp, 413, "too_large", "a 25 MiB + 1 byte upload");
+    // Declared too large by a client that waits to continue: refused before any body is sent.
+    let resp = declared_upload_waiting_to_continue(&stack, &alice, limit + 1).await;
+    assert_error(&resp, 413, "too_large", "declared, waiting to continue");
+
+    // Declared too large and sent whole at once: the server reads the body away before it
+    // answers, so the client gets the 413 and not a reset from a close while it still writes.
+    let resp = upload(&api, &alice, png_bytes(limit + 1), "image/png").await;
+    assert_error(&resp, 413, "too_large", "declared, sent whole");
 
     // Streamed without a length: refused once the count passes the limit.
     let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = png_bytes(limit + 64 * 1024)
@@ -458,10 +463,9 @@ async fn an_oversize_upload_gets_413_and_leaves_nothing_behind() {
         )))
         .send()
         .await;
-    // The server may answer before it read everything; then the client may see the reset.
-    if let Ok(response) = response {
-        assert_eq!(response.status().as_u16(), 413, "streamed oversize upload");
-    }
+    // Refused mid-stream, the rest is read away too: an answer, not a reset.
+    let response = response.unwrap_or_else(|e| panic!("streamed oversize upload: {e:?}"));
+    assert_eq!(response.status().as_u16(), 413, "streamed oversize upload");
     // As a multipart form: the file field is counted the same way.
     let (content_type, body) = multipart_body(&png_bytes(limit + 1), "image/png");
     let resp = upload(&api, &alice, body, &content_type).await;
@@ -477,8 +481,8 @@ async fn an_oversize_upload_gets_413_and_leaves_nothing_behind() {
     assert!(
         metrics
             .lines()
-            .any(|l| l == "chat_attachments_rejected_total{reason=\"too_large\"} 3"),
-        "the declared, streamed and multipart uploads were all refused:\n{metrics}"
+            .any(|l| l == "chat_attachments_rejected_total{reason=\"too_large\"} 4"),
+        "the two declared, the streamed and the multipart uploads were all refused:\n{metrics}"
     );
     let after = files_under(&stack.attachments_dir());
     assert_eq!(after, stored, "no file left behind by the refused uploads");

@@ -2,6 +2,8 @@
 //! download it (with Range) if you uploaded
 //! it or are a member of a chat where it was sent. Non-readers get 404, never 403.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
@@ -18,6 +20,13 @@ use crate::storage::{Incoming, RangeRequest, Storage, StorageError, append, pars
 
 /// Bytes kept from the start of an upload for sniffing its type.
 const SNIFF_BYTES: usize = 8192;
+
+/// How much of a refused upload is read and thrown away before the 413 goes out, and for how
+/// long. A client still writing its body when the server closes the connection gets a reset
+/// instead of the answer, so an app would show a network error, not "file too large". Beyond
+/// these bounds the answer goes out at once.
+const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 fn too_large(max: u64) -> ApiError {
     ApiError::new(
@@ -67,6 +76,7 @@ where
         if size > max {
             metrics::counter!("chat_attachments_rejected_total", "reason" => "too_large")
                 .increment(1);
+            drain(&mut stream).await;
             return Err(too_large(max));
         }
         hasher.update(&chunk);
@@ -87,6 +97,23 @@ where
     })
 }
 
+/// Reads and discards the rest of a refused body, within [`DRAIN_BYTES`] and [`DRAIN_TIME`].
+async fn drain<S, E>(stream: &mut S)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let discard = async {
+        let mut discarded: u64 = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            discarded += chunk.len() as u64;
+            if discarded > DRAIN_BYTES {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
+}
+
 /// The file of a multipart/form-data upload: the field named `file`, else the first field with
 /// a file name. Other fields are skipped (and count against the limit, so they cannot be huge).
 async fn receive_multipart(storage: &Storage, mut multipart: Multipart) -> ApiResult<Received> {
@@ -98,7 +125,17 @@ async fn receive_multipart(storage: &Storage, mut multipart: Multipart) -> ApiRe
             .map_err(|e| ApiError::invalid(format!("malformed multipart body: {e}")))?
             .ok_or_else(|| ApiError::invalid("the multipart body has no `file` field"))?;
         if field.name() == Some("file") || field.file_name().is_some() {
-            return receive(storage, field).await;
+            let received = receive(storage, field).await;
+            if received.is_err() {
+                // The answer must not race the client's writing of the fields after this one.
+                let rest = async {
+                    while let Ok(Some(mut field)) = multipart.next_field().await {
+                        drain(&mut field).await;
+                    }
+                };
+                let _ = tokio::time::timeout(DRAIN_TIME, rest).await;
+            }
+            return received;
         }
         let mut field = field;
         while let Some(chunk) = field
@@ -134,8 +171,16 @@ pub async fn upload(
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
     // A multipart body carries some framing around the file; allow for it in the early check.
     let slack = if is_multipart { 64 * 1024 } else { 0 };
-    if declared.is_some_and(|len| len > max + slack) {
+    if let Some(declared) = declared.filter(|len| *len > max + slack) {
         metrics::counter!("chat_attachments_rejected_total", "reason" => "too_large").increment(1);
+        // A client that asked to continue sends nothing until it hears back; any other is
+        // already sending the body, so it is read away first (within bounds).
+        let waits_to_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !waits_to_continue && declared <= DRAIN_BYTES {
+            drain(&mut request.into_body().into_data_stream()).await;
+        }
         return Err(too_large(max));
     }
     let received = if is_multipart {
