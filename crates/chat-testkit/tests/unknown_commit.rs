@@ -1,11 +1,14 @@
 //! A send whose COMMIT got no answer (the MySQL connection broke mid-COMMIT) answers 503, yet
 //! its message may be stored. Recipients that stay connected must still get it live, once, in
 //! seq order: from the sender's retry, from the next send in the chat, or on its own once the
-//! database answers. A proxy in front of MySQL breaks the connection at a chosen COMMIT.
+//! database answers. Offline recipients get its push then, once. A proxy in front of MySQL
+//! breaks the connection at a chosen COMMIT.
 
 use std::time::{Duration, Instant};
 
-use chat_testkit::{CommitTrap, Stack, StackOptions, WsClient, id_of, json};
+use chat_testkit::{
+    CommitTrap, PushReceiver, QUIET, Stack, StackOptions, WsClient, assert_status, id_of, json,
+};
 
 /// The proxy in front of chat-api's MySQL, and one gateway for the recipients.
 async fn stack() -> Stack {
@@ -147,4 +150,53 @@ async fn a_commit_that_never_ran_is_sent_again_and_announced_once() {
     assert_eq!(post_text(&as_alice, chat, "r1").await, 201);
     let seen = messages_until_quiet(&mut bob_ws).await;
     assert_eq!(seen, [(1, "r1".to_string())], "one copy, live");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_announced_late_gets_its_offline_push_once() {
+    let receiver = PushReceiver::start().await;
+    let stack = Stack::start(StackOptions {
+        gateways: 1,
+        proxy_mysql: true,
+        workers: 1,
+        worker_env: vec![("CHAT_PUSH_URL".to_string(), receiver.url())],
+        ..StackOptions::default()
+    })
+    .await;
+    let api = stack.api();
+    let alice = api.new_user("ucs").await;
+    let bob = api.new_user("uct").await; // offline, with a device token
+    let registered = api
+        .as_user(&bob)
+        .put("/v1/me/push-token", Some(&json!({"token": "tok-late"})))
+        .await;
+    assert_status(&registered, 204, "register bob's push token");
+    let as_alice = api.as_user(&alice);
+    let chat = id_of(&as_alice.private_chat(bob.id).await, "id");
+
+    stack.mysql_proxy().arm_commit_trap(CommitTrap::LoseReply);
+    assert_eq!(post_text(&as_alice, chat, "p1").await, 503);
+    receiver
+        .wait_until(LIVE, "bob's push for the message announced late", |seen| {
+            !seen.is_empty()
+        })
+        .await;
+
+    // The sender's retry finds the message (200) and queues no second push.
+    let (status, retried) = as_alice
+        .post(
+            &format!("/v1/chats/{chat}/messages"),
+            &json!({"client_msg_id": "p1", "text": "p1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "the retry finds the stored message: {retried}");
+    tokio::time::sleep(QUIET * 2).await;
+    let seen = receiver.received();
+    assert_eq!(seen.len(), 1, "one push for the late message: {seen:?}");
+    let data = &seen[0].body["message"]["data"];
+    assert_eq!(
+        data["message_id"],
+        json!(id_of(&retried["message"], "id").to_string())
+    );
+    assert_eq!(seen[0].body["message"]["token"], json!("tok-late"));
 }
