@@ -6,8 +6,9 @@
 //! it if it is stored, before anything newer: the next send in the chat, the sender's retry (which
 //! otherwise only finds the row by its idempotency key), or a resolver task that retries until
 //! the database is back. A message announced late gets its offline recipients' push jobs then,
-//! since its own send queued none. Under the send lock the lookup is conclusive: on MySQL the lock is held
-//! by the broken send's session until that session ends, after its COMMIT has run or not.
+//! since its own send queued none. Under the send lock the lookup is conclusive: on MySQL the
+//! lock is held by the broken send's session until that session ends, after its COMMIT has run
+//! or not.
 
 use std::time::Duration;
 
@@ -129,13 +130,11 @@ async fn announce_unannounced(
             publish_message(state, &members, message.clone()).await;
             // Its send answered 503 and queued no pushes; the offline members hear of it now.
             // (A retry that finds it stored queues none either: it created nothing.)
-            let outcome = SendOutcome {
+            state.push.enqueue_for_offline(SendOutcome {
                 message,
                 created: true,
                 member_ids: members.clone(),
-            };
-            let push = state.push.clone();
-            tokio::spawn(async move { push.enqueue_for_offline(outcome).await });
+            });
         }
     }
     if let Err(e) = state.bus.forget_unannounced(chat_id, &settled).await {

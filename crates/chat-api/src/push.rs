@@ -37,12 +37,16 @@ impl PushQueue {
         Self { waiting }
     }
 
-    /// Queues a new message for its offline recipients' pushes.
-    pub async fn enqueue_for_offline(&self, outcome: SendOutcome) {
-        if self.waiting.send(outcome).await.is_err() {
-            metrics::counter!("chat_push_enqueue_failures_total").increment(1);
-            tracing::warn!("the push lookup has stopped; no push jobs for a new message");
-        }
+    /// Queues a new message for its offline recipients' pushes, in a task of its own: callers
+    /// hold a chat's send lock or owe an answer, and push jobs need no order among senders.
+    pub fn enqueue_for_offline(&self, outcome: SendOutcome) {
+        let waiting = self.waiting.clone();
+        tokio::spawn(async move {
+            if waiting.send(outcome).await.is_err() {
+                metrics::counter!("chat_push_enqueue_failures_total").increment(1);
+                tracing::warn!("the push lookup has stopped; no push jobs for a new message");
+            }
+        });
     }
 }
 

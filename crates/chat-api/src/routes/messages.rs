@@ -145,8 +145,7 @@ async fn store_and_publish(
     if let Ok(outcome) = &outcome
         && outcome.created
     {
-        let outcome = outcome.clone();
-        tokio::spawn(async move { state.push.enqueue_for_offline(outcome).await });
+        state.push.enqueue_for_offline(outcome.clone());
     }
     outcome
 }
