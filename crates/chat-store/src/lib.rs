@@ -70,6 +70,19 @@ pub struct Store {
     send_writers: usize,
 }
 
+/// An idle connection is pinged before it is handed out only past this: sqlx pings every one by
+/// default, one round trip more on every query, and a send batch is a handful of round trips in a
+/// row on a busy machine (docs/performance.md). A connection that broke within the last second
+/// fails its query instead, as one that breaks after the ping always could.
+pub(crate) const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+async fn ping_if_idle(conn: &mut sqlx::MySqlConnection, idle_for: Duration) -> sqlx::Result<bool> {
+    if idle_for >= PING_AFTER_IDLE {
+        sqlx::Connection::ping(conn).await?;
+    }
+    Ok(true)
+}
+
 #[derive(Clone, Debug)]
 enum Backend {
     MySql(MySqlPool),
@@ -97,6 +110,8 @@ impl Store {
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(3))
             .idle_timeout(Duration::from_secs(300))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta.idle_for)))
             .connect_lazy_with(options.timezone(Some(String::from("+00:00"))));
         Ok(Self {
             backend: Backend::MySql(pool),
