@@ -37,8 +37,9 @@ pub struct Config {
     #[arg(long, env = "CHAT_DB_MAX_CONNECTIONS", default_value_t = 32)]
     pub db_max_connections: u32,
 
-    /// Writer tasks that store sends in batches, each on one pooled connection at a time: fewer
-    /// make larger batches (fewer statements per message), more overlap more transactions.
+    /// Writer tasks that store sends in batches, each keeping one pooled connection (so fewer
+    /// than CHAT_DB_MAX_CONNECTIONS): fewer make larger batches (fewer statements per message),
+    /// more overlap more transactions.
     #[arg(
         long,
         env = "CHAT_SEND_WRITERS",

@@ -14,6 +14,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    anyhow::ensure!(
+        u32::from(config.send_writers) < config.db_max_connections,
+        "CHAT_SEND_WRITERS ({}) must be below CHAT_DB_MAX_CONNECTIONS ({}): each writer keeps one \
+         connection, and the other queries share the rest",
+        config.send_writers,
+        config.db_max_connections
+    );
     chat_ops::init_logging(config.log_format);
     let metrics = chat_ops::install_metrics()?;
     let keys = config.secret.keys()?;

@@ -1,17 +1,17 @@
 //! Sends on MySQL, coalesced: the sends that arrive while a transaction runs go together into the
 //! next one. A send is several round trips and a commit however small it is, so under load this
-//! is what lets the database keep up (docs/performance.md); alone, a send costs one round trip
-//! more than on its own path.
+//! is what lets the database keep up (docs/performance.md).
 //!
-//! Writer tasks (one unless configured), each with its own queue and its own share of the chats.
-//! Each takes whatever is waiting (up to `MAX_BATCH`) and stores it as the single send path does,
-//! only with every statement covering the whole batch: the chats' named locks (taken in ascending
-//! chat order, in one statement, so writers of several api replicas never wait on each other in a
-//! cycle), the counters' row locks, one INSERT, one UPDATE for the counters and the senders'
-//! watermarks, one COMMIT. The inserted ids are read back only where the server may number one
-//! INSERT's rows with gaps (`InsertFacts`). The publishes run after the commit and before the locks
-//! go, as on the single path, in seq order within each chat; the sends are answered then, and the
-//! locks released in the background.
+//! Writer tasks (one unless configured), each with its own queue, its own share of the chats and
+//! its own database session. Each takes whatever is waiting (up to `MAX_BATCH`) and stores it as
+//! the single send path does, only with every statement covering the whole batch, in four round
+//! trips: the chats' named locks (taken in ascending chat order, in one statement, so writers of
+//! several api replicas never wait on each other in a cycle) with BEGIN; the counters' row locks
+//! with the members; one INSERT; one UPDATE for the counters and the senders' watermarks, with
+//! COMMIT. The inserted ids are read back only where the server may number one INSERT's rows with
+//! gaps (`InsertFacts`). The publishes run after the commit and before the locks go, as on the
+//! single path, in seq order within each chat; then the sends are answered, and the locks go with
+//! the next batch's first statement, or after `RELEASE_GRACE` when no send comes.
 //!
 //! What the batch path does not handle it hands to the single path, one send at a time: a
 //! second send with the same idempotency key in one batch, and any database error that left the
@@ -24,7 +24,10 @@ use std::pin::Pin;
 
 use chat_proto::{Attachment, Id, MessageKind};
 use sqlx::types::chrono::NaiveDateTime;
-use sqlx::{Connection, MySql, MySqlPool, Row};
+use std::time::{Duration, Instant};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, Executor, MySql, MySqlConnection, MySqlPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::messages::{NewMessage, SendOutcome, lock_wait_secs};
@@ -46,6 +49,11 @@ const MAX_BATCH: usize = 256;
 /// overloaded api hold thousands of open requests, each a socket, for seconds, where a quick
 /// refusal lets clients back off.
 const QUEUED_PER_PROCESS: usize = 1024;
+
+/// How long a writer with nothing to do keeps its last batch's named locks: a release of its own
+/// is a round trip that a send arriving meanwhile would wait behind, and another replica's writer
+/// waits this long at most for a chat both send to.
+const RELEASE_GRACE: Duration = Duration::from_millis(2);
 
 type PublishFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The caller's publish, run under the chat's lock with the send's outcome.
@@ -164,8 +172,23 @@ impl SendBatcher {
 }
 
 async fn write_batches(pool: MySqlPool, mut waiting: mpsc::Receiver<QueuedSend>) {
-    while let Some(batch) = next_batch(&mut waiting).await {
-        run_batch(&pool, batch).await;
+    let mut session = WriterSession::new(pool);
+    loop {
+        // A send that comes soon after a batch releases its locks with its own first statement;
+        // when none comes, the writer releases them for other replicas' writers.
+        let next = if session.holds_locks {
+            match tokio::time::timeout(RELEASE_GRACE, next_batch(&mut waiting)).await {
+                Ok(next) => next,
+                Err(_) => {
+                    session.release().await;
+                    next_batch(&mut waiting).await
+                }
+            }
+        } else {
+            next_batch(&mut waiting).await
+        };
+        let Some(batch) = next else { break };
+        run_batch(&mut session, batch).await;
     }
 }
 
@@ -182,17 +205,23 @@ async fn next_batch(waiting: &mut mpsc::Receiver<QueuedSend>) -> Option<Vec<Queu
     Some(batch)
 }
 
-async fn run_batch(pool: &MySqlPool, batch: Vec<QueuedSend>) {
+async fn run_batch(session: &mut WriterSession, batch: Vec<QueuedSend>) {
     let (batch, repeats) = split_repeats(batch);
-    let mut alone = store_batch(pool, batch).await;
+    let mut alone = store_batch(session, batch).await;
     alone.extend(repeats);
+    if alone.is_empty() {
+        return;
+    }
+    // The single path takes each chat's lock on a connection of its own.
+    session.release().await;
     for QueuedSend {
         message,
         announce,
         reply,
     } in alone
     {
-        let outcome = crate::messages::send_alone(pool, message.borrowed(), announce).await;
+        let outcome =
+            crate::messages::send_alone(&session.pool, message.borrowed(), announce).await;
         let _ = reply.send(outcome);
     }
 }
@@ -214,29 +243,166 @@ fn split_repeats(batch: Vec<QueuedSend>) -> (Vec<QueuedSend>, Vec<QueuedSend>) {
     (first, repeats)
 }
 
+/// A writer's own database session, kept from batch to batch. A batch is a handful of round trips
+/// in a row, and on a busy machine each one waits for both processes to be scheduled
+/// (docs/performance.md), so the session saves the ones that do no work: the pool's pings on
+/// acquire and release, and a statement of its own for BEGIN, for COMMIT and for releasing the
+/// chats' named locks. Those ride in the text protocol with the statement next to them.
+struct WriterSession {
+    pool: MySqlPool,
+    conn: Option<PoolConnection<MySql>>,
+    /// A transaction is open: it is rolled back before the locks go.
+    in_transaction: bool,
+    /// Named locks of the last batch are held: the next statement releases them first.
+    holds_locks: bool,
+    last_used: Instant,
+}
+
+impl WriterSession {
+    fn new(pool: MySqlPool) -> Self {
+        Self {
+            pool,
+            conn: None,
+            in_transaction: false,
+            holds_locks: false,
+            last_used: Instant::now(),
+        }
+    }
+
+    /// The session's connection: a new one from the pool after a failure, and one idle for a
+    /// while is pinged first, as the pool does (`PING_AFTER_IDLE`).
+    async fn connection(&mut self) -> std::result::Result<&mut MySqlConnection, sqlx::Error> {
+        if let Some(conn) = self.conn.as_mut()
+            && self.last_used.elapsed() >= crate::PING_AFTER_IDLE
+            && conn.ping().await.is_err()
+        {
+            self.discard();
+        }
+        self.last_used = Instant::now();
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?,
+        };
+        Ok(&mut **self.conn.insert(conn))
+    }
+
+    /// Releases the previous batch's locks, takes the named locks of `chats` (ascending) and
+    /// begins the batch's transaction, in one round trip; returns the chats granted.
+    async fn begin(&mut self, chats: &[Id]) -> std::result::Result<HashSet<Id>, sqlx::Error> {
+        // A batch whose every send was refused stored nothing and left its transaction open.
+        let rollback = if self.in_transaction {
+            "ROLLBACK; "
+        } else {
+            ""
+        };
+        let release = if self.holds_locks {
+            "DO RELEASE_ALL_LOCKS(); "
+        } else {
+            ""
+        };
+        let locks = chats
+            .iter()
+            .map(|&chat| {
+                // Ids are numbers, so the names need no quoting beyond the literal's quotes.
+                format!(
+                    "GET_LOCK(LEFT(CONCAT(DATABASE(), '{}'), 64), {})",
+                    crate::messages::chat_lock_name(chat),
+                    lock_wait_secs()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("{rollback}{release}SELECT {locks}; BEGIN");
+        let conn = self.connection().await?;
+        // All of the statements' results are read here, not left for the next command.
+        let rows = conn.fetch_all(sql.as_str()).await;
+        // Whatever happened, the old locks are gone or the connection will be.
+        self.holds_locks = true;
+        let rows = rows?;
+        self.in_transaction = true;
+        let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+        let mut granted = HashSet::new();
+        for (index, &chat) in chats.iter().enumerate() {
+            if row.try_get::<Option<i64>, _>(index)? == Some(1) {
+                granted.insert(chat);
+            }
+        }
+        Ok(granted)
+    }
+
+    /// Runs `statement` and COMMIT in one round trip. A database error leaves the transaction
+    /// open (the server stops at the failing statement); any other leaves the commit unknown.
+    async fn commit_with(&mut self, statement: &str) -> std::result::Result<(), BatchError> {
+        let sql = format!("{statement}; COMMIT");
+        let conn = self.connection().await?;
+        match conn.execute(sql.as_str()).await {
+            Ok(_) => {
+                self.in_transaction = false;
+                Ok(())
+            }
+            Err(e @ sqlx::Error::Database(_)) => Err(BatchError::Retry(e)),
+            Err(e) => Err(BatchError::Failed(StoreError::at_commit(e))),
+        }
+    }
+
+    /// Ends an open transaction and releases the named locks; if that fails, closes the
+    /// connection instead, which does both.
+    async fn release(&mut self) {
+        let sql = match (self.in_transaction, self.holds_locks) {
+            (false, false) => return,
+            (true, true) => "ROLLBACK; DO RELEASE_ALL_LOCKS()",
+            (true, false) => "ROLLBACK",
+            (false, true) => "DO RELEASE_ALL_LOCKS()",
+        };
+        let released = match self.conn.as_mut() {
+            Some(conn) => conn.execute(sql).await.is_ok(),
+            None => true,
+        };
+        if released {
+            self.in_transaction = false;
+            self.holds_locks = false;
+        } else {
+            self.discard();
+        }
+    }
+
+    /// Closes the connection, which ends its transaction and frees its locks on the server; the
+    /// next batch takes a new one.
+    fn discard(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+        self.in_transaction = false;
+        self.holds_locks = false;
+    }
+}
+
+impl Drop for WriterSession {
+    /// A session dropped mid-batch (the runtime shutting down) must not hand its transaction or
+    /// locks back to the pool.
+    fn drop(&mut self) {
+        if self.in_transaction || self.holds_locks {
+            self.discard();
+        }
+    }
+}
+
 /// Stores and announces a batch and answers its sends; returns the sends to retry one by one.
-async fn store_batch(pool: &MySqlPool, batch: Vec<QueuedSend>) -> Vec<QueuedSend> {
+async fn store_batch(session: &mut WriterSession, batch: Vec<QueuedSend>) -> Vec<QueuedSend> {
     if batch.is_empty() {
         return batch;
     }
-    let mut conn = match pool.acquire().await {
-        Ok(conn) => conn,
-        Err(e) => {
-            fail_all(batch, &StoreError::from(e));
-            return Vec::new();
-        }
-    };
     let chats: Vec<Id> = batch
         .iter()
         .map(|send| send.message.chat_id)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let granted = match lock_chats(&mut conn, &chats).await {
+    let granted = match session.begin(&chats).await {
         Ok(granted) => granted,
         Err(e) => {
             // Some locks may be held: closing the session frees them.
-            drop(conn.detach());
+            session.discard();
             fail_all(batch, &StoreError::from(e));
             return Vec::new();
         }
@@ -248,8 +414,7 @@ async fn store_batch(pool: &MySqlPool, batch: Vec<QueuedSend>) -> Vec<QueuedSend
         send.answer(Err(StoreError::Busy("the chat is busy, retry")));
     }
     let messages: Vec<&QueuedMessage> = batch.iter().map(|send| &send.message).collect();
-    let stored = write_batch(&mut conn, &messages).await;
-    let retry = match stored {
+    match write_batch(session, &messages).await {
         Ok(outcomes) => {
             let mut by_chat: BTreeMap<Id, Vec<(Announce, SendOutcome)>> = BTreeMap::new();
             let mut replies = Vec::with_capacity(outcomes.len());
@@ -262,28 +427,24 @@ async fn store_batch(pool: &MySqlPool, batch: Vec<QueuedSend>) -> Vec<QueuedSend
                 }
                 replies.push((send.reply, outcome));
             }
+            // Published under the locks, so the chat's order holds across replicas; the
+            // locks go with the next batch's first statement, or when the writer goes idle.
             announce_in_order(by_chat).await;
             for (reply, outcome) in replies {
                 let _ = reply.send(outcome);
             }
-            // Stored and published: the senders need not wait for the locks to go, and neither
-            // does this writer's next batch (on another connection). A chat it shares with this
-            // one waits in GET_LOCK for the release, so the chat's order holds.
-            tokio::spawn(release_locks(conn));
-            return Vec::new();
+            Vec::new()
         }
         Err(BatchError::Retry(e)) => {
             tracing::debug!(error = %e, sends = batch.len(), "batch refused; sending one by one");
             batch
         }
         Err(BatchError::Failed(e)) => {
-            drop(conn.detach());
+            session.discard();
             fail_all(batch, &e);
-            return Vec::new();
+            Vec::new()
         }
-    };
-    release_locks(conn).await;
-    retry
+    }
 }
 
 fn fail_all(batch: Vec<QueuedSend>, error: &StoreError) {
@@ -305,44 +466,6 @@ impl From<sqlx::Error> for BatchError {
             sqlx::Error::Database(_) => Self::Retry(err),
             other => Self::Failed(other.into()),
         }
-    }
-}
-
-/// Takes the named locks of `chats` (ascending) in one statement; returns the chats granted.
-async fn lock_chats(
-    conn: &mut sqlx::pool::PoolConnection<MySql>,
-    chats: &[Id],
-) -> std::result::Result<HashSet<Id>, sqlx::Error> {
-    let padded = padded_len(chats.len());
-    let sql = format!(
-        "SELECT {}",
-        placeholders(padded, "GET_LOCK(LEFT(CONCAT(DATABASE(), ?), 64), ?)", ", ")
-    );
-    let mut query = sqlx::query(&sql);
-    for index in 0..padded {
-        let chat = chats[index.min(chats.len() - 1)];
-        query = query
-            .bind(crate::messages::chat_lock_name(chat))
-            .bind(lock_wait_secs());
-    }
-    let row = query.fetch_one(&mut **conn).await?;
-    let mut granted = HashSet::new();
-    for (index, &chat) in chats.iter().enumerate() {
-        if row.try_get::<Option<i64>, _>(index)? == Some(1) {
-            granted.insert(chat);
-        }
-    }
-    Ok(granted)
-}
-
-/// Releases every named lock of the session; if that fails, closes the connection instead.
-async fn release_locks(mut conn: sqlx::pool::PoolConnection<MySql>) {
-    if sqlx::query("DO RELEASE_ALL_LOCKS()")
-        .execute(&mut *conn)
-        .await
-        .is_err()
-    {
-        drop(conn.detach());
     }
 }
 
@@ -368,10 +491,10 @@ impl InsertFacts {
     }
 }
 
-/// Stores the batch in one transaction: per send, its outcome (or the error that is its alone,
-/// such as not being a member).
+/// Stores the batch in the session's transaction and commits it: per send, its outcome (or the
+/// error that is its alone, such as not being a member).
 async fn write_batch(
-    conn: &mut sqlx::pool::PoolConnection<MySql>,
+    session: &mut WriterSession,
     batch: &[&QueuedMessage],
 ) -> std::result::Result<Vec<Result<SendOutcome>>, BatchError> {
     if batch.is_empty() {
@@ -380,10 +503,10 @@ async fn write_batch(
     let mut chat_ids: Vec<Id> = batch.iter().map(|message| message.chat_id).collect();
     chat_ids.sort_unstable();
     chat_ids.dedup();
-    let mut tx = conn.begin().await?;
-    let (mut chats, facts) = lock_counters(&mut tx, &chat_ids).await?;
+    let conn = session.connection().await?;
+    let (mut chats, facts) = lock_counters(conn, &chat_ids).await?;
     let now = facts.now;
-    let targets = reply_targets(&mut tx, batch).await?;
+    let targets = reply_targets(conn, batch).await?;
     // Seqs in queue order within each chat; a refused send takes none.
     let seqs: Vec<Result<(u64, Vec<Id>)>> = batch
         .iter()
@@ -407,11 +530,10 @@ async fn write_batch(
         .collect();
     let mut ids = Vec::new();
     if !rows.is_empty() {
-        ids = insert_messages(&mut tx, &rows, &facts).await?;
-        update_counters(&mut tx, &rows, &ids, now).await?;
-        tx.commit()
-            .await
-            .map_err(|e| BatchError::Failed(StoreError::at_commit(e)))?;
+        ids = insert_messages(conn, &rows, &facts).await?;
+        session
+            .commit_with(&counters_update(&rows, &ids, now))
+            .await?;
     }
     let mut ids = ids.into_iter();
     let created_at = now.and_utc();
@@ -430,9 +552,11 @@ async fn write_batch(
         .collect())
 }
 
-/// Locks the chats' counter rows; their next seqs, members, and the database's clock.
+/// Locks the chats' counter rows; their next seqs, members, and the database's clock. The
+/// members come in the same statement, as a JSON list per chat from a subquery, which takes no
+/// row locks of its own (a locking read locks only the outer query's rows).
 async fn lock_counters(
-    tx: &mut sqlx::Transaction<'_, MySql>,
+    conn: &mut MySqlConnection,
     chat_ids: &[Id],
 ) -> std::result::Result<(HashMap<Id, ChatState>, InsertFacts), sqlx::Error> {
     let padded = padded_len(chat_ids.len());
@@ -440,52 +564,52 @@ async fn lock_counters(
     // The id facts ride along for free; the increment is a session variable, so it is read here
     // rather than once per process.
     let sql = format!(
-        "SELECT id, last_seq, NOW(3), CAST(@@innodb_autoinc_lock_mode AS UNSIGNED), \
-         CAST(@@auto_increment_increment AS UNSIGNED) FROM chats WHERE id IN ({list}) FOR UPDATE"
+        "SELECT c.id, c.last_seq, NOW(3), CAST(@@innodb_autoinc_lock_mode AS UNSIGNED), \
+         CAST(@@auto_increment_increment AS UNSIGNED), \
+         (SELECT CAST(JSON_ARRAYAGG(m.user_id) AS CHAR) FROM chat_members m \
+          WHERE m.chat_id = c.id) \
+         FROM chats c WHERE c.id IN ({list}) FOR UPDATE"
     );
-    let locked: Vec<(u64, u64, NaiveDateTime, u64, u64)> =
-        bind_padded(sqlx::query_as(&sql), chat_ids, padded)
-            .fetch_all(&mut **tx)
-            .await?;
+    type Locked = (u64, u64, NaiveDateTime, u64, u64, Option<String>);
+    let locked: Vec<Locked> = bind_padded(sqlx::query_as(&sql), chat_ids, padded)
+        .fetch_all(&mut *conn)
+        .await?;
     // The timestamp comes from the database, taken under the chats' locks: one clock for all
     // api replicas, so sync cursors (points in time) order messages the way they committed.
     let facts = match locked.first() {
-        Some(&(_, _, now, lock_mode, increment)) => InsertFacts {
+        Some(&(_, _, now, lock_mode, increment, _)) => InsertFacts {
             now,
             id_step: InsertFacts::id_step(lock_mode, increment),
         },
         None => InsertFacts {
             now: sqlx::query_scalar("SELECT NOW(3)")
-                .fetch_one(&mut **tx)
+                .fetch_one(&mut *conn)
                 .await?,
             id_step: None,
         },
     };
-    let mut chats: HashMap<Id, ChatState> = locked
-        .into_iter()
-        .map(|(id, last_seq, ..)| {
-            let state = ChatState {
+    let mut chats = HashMap::with_capacity(locked.len());
+    for (id, last_seq, _, _, _, members) in locked {
+        let members = match members {
+            Some(list) => serde_json::from_str(&list).map_err(|e| {
+                sqlx::Error::Decode(format!("members of chat {id} as a JSON list: {e}").into())
+            })?,
+            None => Vec::new(),
+        };
+        chats.insert(
+            id,
+            ChatState {
                 next_seq: last_seq,
-                members: Vec::new(),
-            };
-            (id, state)
-        })
-        .collect();
-    let sql = format!("SELECT chat_id, user_id FROM chat_members WHERE chat_id IN ({list})");
-    let members: Vec<(u64, u64)> = bind_padded(sqlx::query_as(&sql), chat_ids, padded)
-        .fetch_all(&mut **tx)
-        .await?;
-    for (chat_id, user_id) in members {
-        if let Some(chat) = chats.get_mut(&chat_id) {
-            chat.members.push(user_id);
-        }
+                members,
+            },
+        );
     }
     Ok((chats, facts))
 }
 
 /// The chat of each message the batch replies to (absent: no such message).
 async fn reply_targets(
-    tx: &mut sqlx::Transaction<'_, MySql>,
+    conn: &mut MySqlConnection,
     batch: &[&QueuedMessage],
 ) -> std::result::Result<HashMap<Id, Id>, sqlx::Error> {
     let targets: Vec<Id> = batch
@@ -501,14 +625,14 @@ async fn reply_targets(
         placeholders(padded, "?", ", ")
     );
     let rows: Vec<(u64, u64)> = bind_padded(sqlx::query_as(&sql), &targets, padded)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await?;
     Ok(rows.into_iter().collect())
 }
 
 /// Inserts the rows in one statement; returns their ids in the same order.
 async fn insert_messages(
-    tx: &mut sqlx::Transaction<'_, MySql>,
+    conn: &mut MySqlConnection,
     rows: &[(&QueuedMessage, u64)],
     facts: &InsertFacts,
 ) -> std::result::Result<Vec<Id>, BatchError> {
@@ -531,7 +655,7 @@ async fn insert_messages(
             .bind(message.client_msg_id.as_bytes())
             .bind(facts.now);
     }
-    let done = query.execute(&mut **tx).await?;
+    let done = query.execute(&mut *conn).await?;
     let first = done.last_insert_id();
     if rows.len() == 1 {
         return Ok(vec![first]);
@@ -551,7 +675,7 @@ async fn insert_messages(
     );
     let stored: Vec<(u64, u64, u64)> =
         bind_padded(sqlx::query_as(&sql).bind(first), &chat_ids, padded)
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *conn)
             .await?;
     let stored: HashMap<(Id, u64), Id> = stored
         .into_iter()
@@ -567,17 +691,14 @@ async fn insert_messages(
         })
 }
 
-/// Moves each chat's counter and last message to its highest row of the batch, and, since
-/// sending implies having read the chat up to one's own message, each sender's watermark to
-/// their highest seq of the batch: one statement over a derived table of one row per (chat,
-/// sender), the chat's values repeated on each. The members join is a LEFT JOIN, so a counter
-/// moves even when its senders left the chat meanwhile.
-async fn update_counters(
-    tx: &mut sqlx::Transaction<'_, MySql>,
-    rows: &[(&QueuedMessage, u64)],
-    ids: &[Id],
-    now: NaiveDateTime,
-) -> std::result::Result<(), sqlx::Error> {
+/// The UPDATE that moves each chat's counter and last message to its highest row of the batch,
+/// and, since sending implies having read the chat up to one's own message, each sender's
+/// watermark to their highest seq of the batch: one statement over a derived table of one row
+/// per (chat, sender), the chat's values repeated on each. The members join is a LEFT JOIN, so a
+/// counter moves even when its senders left the chat meanwhile. It is sent as text with COMMIT
+/// (`WriterSession::commit_with`), so its values are written into it: numbers, and the
+/// database's own timestamp.
+fn counters_update(rows: &[(&QueuedMessage, u64)], ids: &[Id], now: NaiveDateTime) -> String {
     let mut last: BTreeMap<Id, (u64, Id)> = BTreeMap::new();
     let mut read: BTreeMap<(Id, Id), u64> = BTreeMap::new();
     for ((message, seq), &id) in rows.iter().zip(ids) {
@@ -590,51 +711,33 @@ async fn update_counters(
             .or_insert(*seq);
         *entry = (*entry).max(*seq);
     }
-    let table: Vec<[u64; 5]> = read
+    let table = read
         .into_iter()
         .filter_map(|((chat, user), read_seq)| {
             let &(last_seq, last_id) = last.get(&chat)?;
             Some([chat, user, read_seq, last_seq, last_id])
         })
-        .collect();
-    let sql = format!(
-        "UPDATE chats c JOIN ({}) v ON v.chat_id = c.id \
-         LEFT JOIN chat_members m ON m.chat_id = v.chat_id AND m.user_id = v.user_id \
-         SET c.last_seq = v.last_seq, c.last_message_id = v.last_id, c.last_activity_at = ?, \
-         m.last_read_seq = GREATEST(m.last_read_seq, v.read_seq)",
-        rows_table(
-            &["chat_id", "user_id", "read_seq", "last_seq", "last_id"],
-            table.len()
-        )
-    );
-    bind_rows(sqlx::query(&sql), &table)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// A derived table of `rows` rows, padded (`padded_len`), for an UPDATE to join; `bind_rows`
-/// binds its values.
-fn rows_table(columns: &[&str], rows: usize) -> String {
-    let row = columns
-        .iter()
-        .map(|column| format!("? AS {column}"))
+        .enumerate()
+        .map(|(row, [chat, user, read_seq, last_seq, last_id])| {
+            // The first row names the columns.
+            if row == 0 {
+                format!(
+                    "SELECT {chat} AS chat_id, {user} AS user_id, {read_seq} AS read_seq, \
+                     {last_seq} AS last_seq, {last_id} AS last_id"
+                )
+            } else {
+                format!("SELECT {chat}, {user}, {read_seq}, {last_seq}, {last_id}")
+            }
+        })
         .collect::<Vec<_>>()
-        .join(", ");
-    placeholders(padded_len(rows), &format!("SELECT {row}"), " UNION ALL ")
-}
-
-fn bind_rows<'q, const N: usize>(
-    mut query: sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments>,
-    rows: &[[u64; N]],
-) -> sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments> {
-    for index in 0..padded_len(rows.len()) {
-        for value in rows[index.min(rows.len() - 1)] {
-            query = query.bind(value);
-        }
-    }
-    query
+        .join(" UNION ALL ");
+    format!(
+        "UPDATE chats c JOIN ({table}) v ON v.chat_id = c.id \
+         LEFT JOIN chat_members m ON m.chat_id = v.chat_id AND m.user_id = v.user_id \
+         SET c.last_seq = v.last_seq, c.last_message_id = v.last_id, \
+         c.last_activity_at = '{}', m.last_read_seq = GREATEST(m.last_read_seq, v.read_seq)",
+        now.format("%Y-%m-%d %H:%M:%S%.3f")
+    )
 }
 
 /// Runs each stored send's publish: in seq order within a chat (the order the batch gave out
@@ -653,14 +756,85 @@ async fn announce_in_order(by_chat: BTreeMap<Id, Vec<(Announce, SendOutcome)>>) 
 
 #[cfg(test)]
 mod tests {
-    //! The two ways `insert_messages` learns its ids, on a MariaDB database of its own with the
-    //! session numbering by threes: MariaDB's default lock mode gives consecutive ids, so only
-    //! this test covers the read-back that MySQL 8 (mode 2) takes.
+    //! On a MariaDB database of each test's own: the two ways `insert_messages` learns its ids
+    //! (MariaDB's default lock mode gives consecutive ids, so only the session numbering by threes
+    //! here covers the read-back that MySQL 8's mode 2 takes), and the writer session's statements
+    //! that ride together in one round trip.
 
-    use super::{InsertFacts, QueuedMessage, insert_messages};
+    use super::{BatchError, InsertFacts, QueuedMessage, WriterSession, insert_messages};
     use crate::Store;
-    use chat_proto::MessageKind;
-    use sqlx::{Connection, MySqlConnection};
+    use chat_proto::{Chat, Id, MessageKind};
+    use sqlx::{Connection, MySqlConnection, MySqlPool};
+
+    /// A migrated database with alice and bob in one private chat.
+    struct Fixture {
+        admin: MySqlConnection,
+        name: String,
+        url: String,
+        chat: Chat,
+        alice: Id,
+    }
+
+    impl Fixture {
+        async fn new(tag: &str) -> Self {
+            let admin_url = std::env::var("CHAT_TEST_MYSQL_URL")
+                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+            let name = format!("chat_store_{tag}_{}", std::process::id());
+            let mut admin = MySqlConnection::connect(&admin_url)
+                .await
+                .expect("MariaDB is reachable (set CHAT_TEST_MYSQL_URL)");
+            for sql in [
+                format!("DROP DATABASE IF EXISTS `{name}`"),
+                format!("CREATE DATABASE `{name}`"),
+            ] {
+                sqlx::query(&sql).execute(&mut admin).await.expect(&sql);
+            }
+            let url = format!("{admin_url}/{name}");
+            let store = Store::connect_lazy(&url, 2).expect("mysql url");
+            store.migrate().await.expect("migrations");
+            let alice = store.create_user("alice", None, "h").await.expect("alice");
+            let bob = store.create_user("bob", None, "h").await.expect("bob");
+            let (chat, _) = store
+                .get_or_create_private(alice.id, bob.id)
+                .await
+                .expect("chat");
+            store.close().await;
+            Self {
+                admin,
+                name,
+                url,
+                chat,
+                alice: alice.id,
+            }
+        }
+
+        /// Whether another session could take the chat's named lock now.
+        async fn lock_is_free(&mut self, chat: Id) -> bool {
+            let name = format!("{}{}", self.name, crate::messages::chat_lock_name(chat));
+            let free: Option<i64> = sqlx::query_scalar("SELECT IS_FREE_LOCK(LEFT(?, 64))")
+                .bind(name)
+                .fetch_one(&mut self.admin)
+                .await
+                .expect("IS_FREE_LOCK");
+            free == Some(1)
+        }
+
+        async fn last_seq(&mut self) -> u64 {
+            let sql = format!("SELECT last_seq FROM `{}`.chats WHERE id = ?", self.name);
+            sqlx::query_scalar(&sql)
+                .bind(self.chat.id)
+                .fetch_one(&mut self.admin)
+                .await
+                .expect("the chat's counter")
+        }
+
+        async fn drop_database(mut self) {
+            sqlx::query(&format!("DROP DATABASE `{}`", self.name))
+                .execute(&mut self.admin)
+                .await
+                .expect("drop the test database");
+        }
+    }
 
     #[test]
     fn ids_are_computed_only_in_the_consecutive_lock_modes() {
@@ -672,38 +846,19 @@ mod tests {
 
     #[tokio::test]
     async fn inserted_ids_match_the_stored_rows_either_way() {
-        let admin_url = std::env::var("CHAT_TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-        let name = format!("chat_store_ids_{}", std::process::id());
-        let mut admin = MySqlConnection::connect(&admin_url)
+        let fixture = Fixture::new("ids").await;
+        let (chat, alice) = (fixture.chat.id, fixture.alice);
+        let mut conn = MySqlConnection::connect(&fixture.url)
             .await
-            .expect("MariaDB is reachable (set CHAT_TEST_MYSQL_URL)");
-        for sql in [
-            format!("DROP DATABASE IF EXISTS `{name}`"),
-            format!("CREATE DATABASE `{name}`"),
-        ] {
-            sqlx::query(&sql).execute(&mut admin).await.expect(&sql);
-        }
-        let url = format!("{admin_url}/{name}");
-        let store = Store::connect_lazy(&url, 2).expect("mysql url");
-        store.migrate().await.expect("migrations");
-        let alice = store.create_user("alice", None, "h").await.expect("alice");
-        let bob = store.create_user("bob", None, "h").await.expect("bob");
-        let (chat, _) = store
-            .get_or_create_private(alice.id, bob.id)
-            .await
-            .expect("chat");
-        store.close().await;
-
-        let mut conn = MySqlConnection::connect(&url).await.expect("connect");
+            .expect("connect");
         sqlx::query("SET SESSION auto_increment_increment = 3")
             .execute(&mut conn)
             .await
             .expect("set the increment");
         let messages: Vec<QueuedMessage> = (0..6)
             .map(|i| QueuedMessage {
-                chat_id: chat.id,
-                sender_id: alice.id,
+                chat_id: chat,
+                sender_id: alice,
                 kind: MessageKind::Text,
                 text: Some(format!("m{i}")),
                 attachment: None,
@@ -731,7 +886,7 @@ mod tests {
             for seq in &seqs {
                 let id: u64 =
                     sqlx::query_scalar("SELECT id FROM messages WHERE chat_id = ? AND seq = ?")
-                        .bind(chat.id)
+                        .bind(chat)
                         .bind(seq)
                         .fetch_one(&mut conn)
                         .await
@@ -741,9 +896,86 @@ mod tests {
             assert_eq!(ids, stored, "ids with id_step {id_step:?}");
             assert_eq!(ids[1] - ids[0], 3, "the session numbers by threes");
         }
-        sqlx::query(&format!("DROP DATABASE `{name}`"))
-            .execute(&mut admin)
+        fixture.drop_database().await;
+    }
+
+    /// The statement that fails before COMMIT leaves the transaction open on a usable
+    /// connection; `release` rolls it back and frees the lock.
+    #[tokio::test]
+    async fn a_statement_failing_before_commit_is_rolled_back_by_release() {
+        let mut fixture = Fixture::new("rollback").await;
+        let chat = fixture.chat.id;
+        let pool = MySqlPool::connect(&fixture.url).await.expect("pool");
+        let mut session = WriterSession::new(pool.clone());
+
+        let granted = session.begin(&[chat]).await.expect("begin");
+        assert!(granted.contains(&chat), "the chat's lock is granted");
+        assert!(
+            !fixture.lock_is_free(chat).await,
+            "the session holds the lock"
+        );
+        let conn = session.connection().await.expect("connection");
+        sqlx::query("UPDATE chats SET last_seq = 99 WHERE id = ?")
+            .bind(chat)
+            .execute(&mut *conn)
             .await
-            .expect("drop the test database");
+            .expect("update in the transaction");
+        let failed = session.commit_with("UPDATE no_such_table SET x = 1").await;
+        assert!(
+            matches!(failed, Err(BatchError::Retry(_))),
+            "a database error is retryable"
+        );
+        session.release().await;
+        assert!(session.conn.is_some(), "the connection was kept");
+        assert_eq!(fixture.last_seq().await, 0, "the update was rolled back");
+        assert!(fixture.lock_is_free(chat).await, "the lock was released");
+
+        // The same session goes on: this time the transaction commits.
+        session.begin(&[chat]).await.expect("begin again");
+        let sql = format!("UPDATE chats SET last_seq = 7 WHERE id = {chat}");
+        assert!(session.commit_with(&sql).await.is_ok(), "commit");
+        assert_eq!(fixture.last_seq().await, 7, "the update was committed");
+        session.release().await;
+        drop(session);
+        pool.close().await;
+        fixture.drop_database().await;
+    }
+
+    /// After a batch the locks stay with the session until its next batch begins (in the same
+    /// round trip) or the writer goes idle.
+    #[tokio::test]
+    async fn the_next_batch_releases_the_previous_batchs_locks() {
+        let mut fixture = Fixture::new("locks").await;
+        let chat = fixture.chat.id;
+        let other = chat + 1_000_000;
+        let pool = MySqlPool::connect(&fixture.url).await.expect("pool");
+        let mut session = WriterSession::new(pool.clone());
+
+        session.begin(&[chat]).await.expect("first batch");
+        session
+            .commit_with("DO 0")
+            .await
+            .map_err(|_| ())
+            .expect("commit");
+        assert!(!fixture.lock_is_free(chat).await, "held after the commit");
+        session.begin(&[other]).await.expect("second batch");
+        assert!(
+            fixture.lock_is_free(chat).await,
+            "released by the next batch"
+        );
+        assert!(
+            !fixture.lock_is_free(other).await,
+            "the next batch's lock is held"
+        );
+        session
+            .commit_with("DO 0")
+            .await
+            .map_err(|_| ())
+            .expect("commit");
+        session.release().await;
+        assert!(fixture.lock_is_free(other).await, "released when idle");
+        drop(session);
+        pool.close().await;
+        fixture.drop_database().await;
     }
 }

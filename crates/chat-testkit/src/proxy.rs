@@ -102,8 +102,13 @@ struct Switches {
     cut: watch::Sender<u64>,
 }
 
-/// A MySQL text-protocol `COM_QUERY` (0x03) of `COMMIT`, as sqlx sends it.
-const COMMIT_QUERY: &[u8] = b"\x03COMMIT";
+/// A MySQL text-protocol `COM_QUERY` (0x03) of `COMMIT`, as sqlx sends it, or a COMMIT that ends
+/// a multi-statement query, as chat-store's send batches send it with their last UPDATE.
+fn carries_commit(chunk: &[u8]) -> bool {
+    const ALONE: &[u8] = b"\x03COMMIT";
+    const LAST: &[u8] = b"; COMMIT";
+    chunk.windows(ALONE.len()).any(|w| w == ALONE) || chunk.ends_with(LAST)
+}
 
 async fn accept_loop(listener: TcpListener, target: String, switches: Switches) {
     loop {
@@ -149,9 +154,7 @@ async fn forward_watching_commit(
             Ok(n) => n,
         };
         let chunk = &buf[..n];
-        if trap.load(Ordering::SeqCst) != NO_TRAP
-            && chunk.windows(COMMIT_QUERY.len()).any(|w| w == COMMIT_QUERY)
-        {
+        if trap.load(Ordering::SeqCst) != NO_TRAP && carries_commit(chunk) {
             match trap.swap(NO_TRAP, Ordering::SeqCst) {
                 t if t == CommitTrap::LoseReply as u8 => swallow.store(true, Ordering::SeqCst),
                 t if t == CommitTrap::LoseCommit as u8 => return,
