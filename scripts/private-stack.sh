@@ -38,7 +38,9 @@ stack_up() {
   local tag
   tag="${name}_$(date +%s)_$$"
   if [[ -z ${STACK_NO_BUILD:-} ]]; then
-    cargo build -q -p chat-api ${with_gateway:+-p chat-gateway}
+    # The whole workspace, as `make build` does: `-p` alone unifies features differently and so
+    # rebuilds the shared dependencies (about a minute on CI).
+    cargo build -q --workspace --bins
   fi
   mkdir -p "$STACK_LOGS"
   mariadb -h 127.0.0.1 -uroot -e 'SELECT 1' >/dev/null 2>&1 \
