@@ -114,7 +114,9 @@ fi
 # k6 writes its samples uncompressed (about 220 MB for a 15,000-VU chat.js run): compressing them
 # on the fly costs k6 several CPU-seconds on the cores the system under test shares with it
 # (C gzip -6 alone takes 2.7 s for that file). Compressed after the run when kept.
-k6_cmd=(k6 run --summary-export "$dir/summary.json" --out "json=$dir/raw/metrics.json"
+# LT_K6_NICE=N runs k6 at that niceness, so that the services it shares the cores with are
+# scheduled first (an experiment's knob: off by default; docs/performance.md).
+k6_cmd=(${LT_K6_NICE:+nice -n "$LT_K6_NICE"} k6 run --summary-export "$dir/summary.json" --out "json=$dir/raw/metrics.json"
   --system-tags "scenario,name,status,error_code"
   -e "USERS_FILE=$absdir/raw/users.json" -e "API_URL=$API_URL" -e "WS_URLS=$WS_URLS"
   -e "VUS=$vus" -e "RESULTS_DIR=$dir" "${k6_env[@]}" "loadtest/$script")
@@ -133,7 +135,7 @@ k6_cmd=(k6 run --summary-export "$dir/summary.json" --out "json=$dir/raw/metrics
   echo "kernel: $(uname -srm)"
   echo "open files limit: $nofile"
   free -m | sed 's/^/free: /'
-  echo "k6: $(k6 version 2>/dev/null | head -1) (GOGC=${GOGC:-} GOMEMLIMIT=${GOMEMLIMIT:-})"
+  echo "k6: $(k6 version 2>/dev/null | head -1) (GOGC=${GOGC:-} GOMEMLIMIT=${GOMEMLIMIT:-}${LT_K6_NICE:+ nice $LT_K6_NICE})"
   echo "rustc: $(rustc -V 2>/dev/null)"
   echo "mariadb: $(mariadb -h "${MYSQL_HOST:-127.0.0.1}" -uroot -Nse 'select version()' 2>/dev/null || echo '?')"
   echo "redis: $(redis-server --version 2>/dev/null | awk '{print $3}') REDIS_MODE=${REDIS_MODE:-standalone}"
@@ -151,7 +153,8 @@ set +e
 k6_pid=$!
 procs="$stack_pids k6:$k6_pid"
 db_pid=$(pidof mariadbd 2>/dev/null || pidof mysqld 2>/dev/null || true)
-redis_pid=$(pidof redis-server 2>/dev/null | awk '{print $1}' || true)
+# The server on :6379, not a node of the test cluster that may run beside it.
+redis_pid=$(pgrep -f 'redis-server [^ ]*:6379( |$)' | head -1 || true)
 [ -n "$db_pid" ] && procs+=" mariadb:${db_pid%% *}"
 [ -n "$redis_pid" ] && [ "${REDIS_MODE:-standalone}" = standalone ] && procs+=" redis:$redis_pid"
 python3 loadtest/lib/sample.py "$dir/resources.csv" $procs &
