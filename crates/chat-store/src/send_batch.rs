@@ -504,7 +504,12 @@ async fn write_batch(
     chat_ids.sort_unstable();
     chat_ids.dedup();
     let conn = session.connection().await?;
-    let (mut chats, facts) = lock_counters(conn, &chat_ids).await?;
+    let (mut chats, facts) = lock_counters(conn, &chat_ids).await.map_err(|e| match e {
+        // A member list cut short (`parse_members`): the single path reads the members row by
+        // row.
+        sqlx::Error::Decode(_) => BatchError::Retry(e),
+        other => other.into(),
+    })?;
     let now = facts.now;
     let targets = reply_targets(conn, batch).await?;
     // Seqs in queue order within each chat; a refused send takes none.
@@ -553,8 +558,8 @@ async fn write_batch(
 }
 
 /// Locks the chats' counter rows; their next seqs, members, and the database's clock. The
-/// members come in the same statement, as a JSON list per chat from a subquery, which takes no
-/// row locks of its own (a locking read locks only the outer query's rows).
+/// members come in the same statement, counted, summed and listed per chat by a subquery,
+/// which takes no row locks of its own (a locking read locks only the outer query's rows).
 async fn lock_counters(
     conn: &mut MySqlConnection,
     chat_ids: &[Id],
@@ -566,7 +571,8 @@ async fn lock_counters(
     let sql = format!(
         "SELECT c.id, c.last_seq, NOW(3), CAST(@@innodb_autoinc_lock_mode AS UNSIGNED), \
          CAST(@@auto_increment_increment AS UNSIGNED), \
-         (SELECT CAST(JSON_ARRAYAGG(m.user_id) AS CHAR) FROM chat_members m \
+         (SELECT CONCAT(COUNT(*), ' ', SUM(m.user_id), ' ', JSON_ARRAYAGG(m.user_id)) \
+          FROM chat_members m \
           WHERE m.chat_id = c.id) \
          FROM chats c WHERE c.id IN ({list}) FOR UPDATE"
     );
@@ -591,8 +597,8 @@ async fn lock_counters(
     let mut chats = HashMap::with_capacity(locked.len());
     for (id, last_seq, _, _, _, members) in locked {
         let members = match members {
-            Some(list) => serde_json::from_str(&list).map_err(|e| {
-                sqlx::Error::Decode(format!("members of chat {id} as a JSON list: {e}").into())
+            Some(counted) => parse_members(&counted).map_err(|why| {
+                sqlx::Error::Decode(format!("members of chat {id}: {why}").into())
             })?,
             None => Vec::new(),
         };
@@ -605,6 +611,28 @@ async fn lock_counters(
         );
     }
     Ok((chats, facts))
+}
+
+/// A chat's members as `"<count> <sum> <JSON list>"`. MariaDB cuts a JSON_ARRAYAGG longer than
+/// `group_concat_max_len` (1 MiB by default) and still closes the list, possibly inside its last
+/// number: a cut list has fewer members than counted, or a last one smaller than it was, so a
+/// smaller sum.
+fn parse_members(checked: &str) -> std::result::Result<Vec<Id>, String> {
+    let mut parts = checked.splitn(3, ' ');
+    let (Some(count), Some(sum), Some(list)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("not a count, a sum and a list: {checked:?}"));
+    };
+    let count: usize = count.parse().map_err(|e| format!("count {count:?}: {e}"))?;
+    let sum: u128 = sum.parse().map_err(|e| format!("sum {sum:?}: {e}"))?;
+    let members: Vec<Id> = serde_json::from_str(list).map_err(|e| format!("list: {e}"))?;
+    let listed: u128 = members.iter().map(|&id| u128::from(id)).sum();
+    if members.len() != count || listed != sum {
+        return Err(format!(
+            "{} members summing to {listed} in the list, {count} summing to {sum} counted",
+            members.len()
+        ));
+    }
+    Ok(members)
 }
 
 /// The chat of each message the batch replies to (absent: no such message).
@@ -761,7 +789,9 @@ mod tests {
     //! here covers the read-back that MySQL 8's mode 2 takes), and the writer session's statements
     //! that ride together in one round trip.
 
-    use super::{BatchError, InsertFacts, QueuedMessage, WriterSession, insert_messages};
+    use super::{
+        BatchError, InsertFacts, QueuedMessage, WriterSession, insert_messages, write_batch,
+    };
     use crate::Store;
     use chat_proto::{Chat, Id, MessageKind};
     use sqlx::{Connection, MySqlConnection, MySqlPool};
@@ -773,6 +803,7 @@ mod tests {
         url: String,
         chat: Chat,
         alice: Id,
+        chat_peer: Id,
     }
 
     impl Fixture {
@@ -792,6 +823,10 @@ mod tests {
             let url = format!("{admin_url}/{name}");
             let store = Store::connect_lazy(&url, 2).expect("mysql url");
             store.migrate().await.expect("migrations");
+            // Ids of seven digits, so that a member list of two is longer than the shortest
+            // `group_concat_max_len` (4).
+            let sql = format!("ALTER TABLE `{name}`.users AUTO_INCREMENT = 1000000");
+            sqlx::query(&sql).execute(&mut admin).await.expect(&sql);
             let alice = store.create_user("alice", None, "h").await.expect("alice");
             let bob = store.create_user("bob", None, "h").await.expect("bob");
             let (chat, _) = store
@@ -805,6 +840,7 @@ mod tests {
                 url,
                 chat,
                 alice: alice.id,
+                chat_peer: bob.id,
             }
         }
 
@@ -935,6 +971,80 @@ mod tests {
         let sql = format!("UPDATE chats SET last_seq = 7 WHERE id = {chat}");
         assert!(session.commit_with(&sql).await.is_ok(), "commit");
         assert_eq!(fixture.last_seq().await, 7, "the update was committed");
+        session.release().await;
+        drop(session);
+        pool.close().await;
+        fixture.drop_database().await;
+    }
+
+    #[test]
+    fn a_member_list_must_match_its_count_and_sum() {
+        assert_eq!(super::parse_members("2 21 [10,11]"), Ok(vec![10, 11]));
+        assert_eq!(
+            super::parse_members("3 33 [10, 11, 12]"),
+            Ok(vec![10, 11, 12])
+        );
+        assert!(
+            super::parse_members("2 21 [10,1]").is_err(),
+            "cut inside a number"
+        );
+        assert!(
+            super::parse_members("3 33 [10,11]").is_err(),
+            "cut between numbers"
+        );
+        assert!(super::parse_members("2 [10,11]").is_err(), "no sum");
+    }
+
+    /// A member list the server cut short sends the batch the single way; whole, it gives the
+    /// chat's members.
+    #[tokio::test]
+    async fn a_cut_member_list_refuses_the_batch_for_the_single_path() {
+        let fixture = Fixture::new("members").await;
+        let (chat, alice) = (fixture.chat.id, fixture.alice);
+        let pool = MySqlPool::connect(&fixture.url).await.expect("pool");
+        let mut session = WriterSession::new(pool.clone());
+        let message = QueuedMessage {
+            chat_id: chat,
+            sender_id: alice,
+            kind: MessageKind::Text,
+            text: Some("hi".into()),
+            attachment: None,
+            reply_to_id: None,
+            client_msg_id: "c1".into(),
+        };
+
+        let conn = session.connection().await.expect("connection");
+        sqlx::query("SET SESSION group_concat_max_len = 4")
+            .execute(&mut *conn)
+            .await
+            .expect("a short limit");
+        session.begin(&[chat]).await.expect("begin");
+        let cut = write_batch(&mut session, &[&message]).await;
+        assert!(
+            matches!(cut, Err(BatchError::Retry(_))),
+            "a cut list is retried"
+        );
+        session.release().await;
+
+        let conn = session.connection().await.expect("connection");
+        sqlx::query("SET SESSION group_concat_max_len = DEFAULT")
+            .execute(&mut *conn)
+            .await
+            .expect("the default limit");
+        session.begin(&[chat]).await.expect("begin");
+        let stored = match write_batch(&mut session, &[&message]).await {
+            Ok(outcomes) => outcomes
+                .into_iter()
+                .next()
+                .expect("one outcome")
+                .expect("stored"),
+            Err(_) => panic!("the whole list stores the batch"),
+        };
+        let mut members = stored.member_ids;
+        members.sort_unstable();
+        let mut expected = vec![alice, fixture.chat_peer];
+        expected.sort_unstable();
+        assert_eq!(members, expected);
         session.release().await;
         drop(session);
         pool.close().await;
