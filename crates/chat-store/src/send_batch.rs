@@ -51,8 +51,8 @@ const MAX_BATCH: usize = 256;
 const QUEUED_PER_PROCESS: usize = 1024;
 
 /// How long a writer with nothing to do keeps its last batch's named locks: a release of its own
-/// is a round trip that a send arriving meanwhile would wait behind, and another replica's writer
-/// waits this long at most for a chat both send to.
+/// is a round trip that a send arriving meanwhile would wait behind. Another replica's writer
+/// sending to the same chat may wait up to this much longer for it.
 const RELEASE_GRACE: Duration = Duration::from_millis(2);
 
 type PublishFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
