@@ -74,9 +74,14 @@ pub struct Store {
 /// default, one round trip more on every query, and a send batch is a handful of round trips in a
 /// row on a busy machine (docs/performance.md). A connection that broke within the last second
 /// fails its query instead, as one that breaks after the ping always could.
-pub(crate) const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-async fn ping_if_idle(conn: &mut sqlx::MySqlConnection, idle_for: Duration) -> sqlx::Result<bool> {
+/// Pings `conn` if it has been idle for `PING_AFTER_IDLE`; the pool's check before handing a
+/// connection out, and a send writer's before using the one it keeps.
+pub(crate) async fn ping_if_idle(
+    conn: &mut sqlx::MySqlConnection,
+    idle_for: Duration,
+) -> sqlx::Result<bool> {
     if idle_for >= PING_AFTER_IDLE {
         sqlx::Connection::ping(conn).await?;
     }

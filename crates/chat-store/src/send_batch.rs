@@ -27,7 +27,7 @@ use sqlx::types::chrono::NaiveDateTime;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Connection, Executor, MySql, MySqlConnection, MySqlPool, Row};
+use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::messages::{NewMessage, SendOutcome, lock_wait_secs};
@@ -273,8 +273,9 @@ impl WriterSession {
     /// while is pinged first, as the pool does (`PING_AFTER_IDLE`).
     async fn connection(&mut self) -> std::result::Result<&mut MySqlConnection, sqlx::Error> {
         if let Some(conn) = self.conn.as_mut()
-            && self.last_used.elapsed() >= crate::PING_AFTER_IDLE
-            && conn.ping().await.is_err()
+            && crate::ping_if_idle(conn, self.last_used.elapsed())
+                .await
+                .is_err()
         {
             self.discard();
         }
