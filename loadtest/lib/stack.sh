@@ -8,6 +8,10 @@
 # MYSQL_HOST/MYSQL_PORT/MYSQL_USER (127.0.0.1/3306/root), REDIS_URL (redis://127.0.0.1:6379).
 # Sets: API_URL, WS_URLS, DATABASE_URL, CHAT_JWT_SECRET, LT_LOGS, lt_stack_pids (api, gw...).
 
+# Set before any start, so that the exit trap's lt_stack_stop also works (under `set -u`) when
+# lt_stack_start gave up before starting anything, e.g. on a port already in use.
+lt_stack_pids=()
+
 lt_stack_start() {
   local api_port=${LT_API_PORT:-18280}
   local gw_ports=(${LT_GW_PORTS:-18281 18283})
