@@ -2,6 +2,7 @@
 //! bucket and the login-failure counter. Each is a single key, so the scripts and pipelines are
 //! cluster-safe.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
@@ -47,6 +48,10 @@ end
 return n
 ";
 
+// Built once: `Script::new` hashes the source (SHA-1), and TAKE runs for every message sent.
+static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE));
+static FAIL_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FAIL));
+
 /// A bucket's configuration; `per_sec` 0 disables it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bucket {
@@ -71,7 +76,7 @@ impl Bus {
             return Ok(memory.limits.take_token(user, bucket, memory::now()));
         }
         let mut conn = self.conn().await?;
-        let (allowed, wait_ms): (i64, i64) = Script::new(TAKE)
+        let (allowed, wait_ms): (i64, i64) = TAKE_SCRIPT
             .key(self.keys.message_bucket(user))
             .arg(bucket.burst)
             .arg(bucket.per_sec)
@@ -128,7 +133,7 @@ impl Bus {
             return Ok(());
         }
         let mut conn = self.conn().await?;
-        let _: i64 = Script::new(FAIL)
+        let _: i64 = FAIL_SCRIPT
             .key(self.keys.login_failures(username, ip))
             .arg(window.as_millis().max(1) as u64)
             .invoke_async(&mut conn)

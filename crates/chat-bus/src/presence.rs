@@ -6,6 +6,7 @@
 //! cannot both (or neither) report it. A node that dies stops refreshing; the survivors reap its
 //! entries and report the users that thereby went offline.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::{Cmd, Script, Value};
@@ -33,6 +34,10 @@ end
 return 0
 ";
 
+// Built once: `Script::new` hashes the source (SHA-1) on every call.
+static CONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CONNECT));
+static DISCONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DISCONNECT));
+
 /// Heartbeat batches are cut into pipelines of this many users.
 const HEARTBEAT_CHUNK: usize = 1000;
 
@@ -50,7 +55,7 @@ impl Bus {
         let now = now_ms();
         let ttl_ms = ttl.as_millis() as i64;
         let mut conn = self.conn().await?;
-        let before: i64 = Script::new(CONNECT)
+        let before: i64 = CONNECT_SCRIPT
             .key(self.keys.presence(user))
             .arg(node)
             .arg(now)
@@ -92,7 +97,7 @@ impl Bus {
         user: UserId,
         node: &str,
     ) -> Result<bool> {
-        let offline: i64 = Script::new(DISCONNECT)
+        let offline: i64 = DISCONNECT_SCRIPT
             .key(self.keys.presence(user))
             .arg(node)
             .arg(now_ms())
