@@ -1,6 +1,7 @@
 //! The gateway's client for chat-api: pooled keep-alive HTTP, the user's own token for the
 //! frames it forwards, and a short-lived service token for presence notices.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_auth::TokenKeys;
@@ -18,7 +19,8 @@ pub enum ApiReply {
     Failed { code: ErrorCode, message: String },
 }
 
-#[derive(Clone)]
+/// Shared behind an `Arc`: every forwarded frame holds it, and its strings and metric handles
+/// would otherwise be copied per frame.
 pub struct ApiClient {
     http: reqwest::Client,
     base: String,
@@ -42,7 +44,7 @@ impl ApiClient {
         credential: InternalCredential,
         node: String,
         metrics: GatewayMetrics,
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<Arc<Self>> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(512)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -50,13 +52,13 @@ impl ApiClient {
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(15))
             .build()?;
-        Ok(Self {
+        Ok(Arc::new(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
             credential,
             node,
             metrics,
-        })
+        }))
     }
 
     pub async fn send_message(

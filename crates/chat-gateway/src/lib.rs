@@ -36,7 +36,7 @@ pub struct Gateway {
     pub keys: TokenKeys,
     pub bus: Bus,
     pub hub: Hub,
-    pub api: ApiClient,
+    pub api: Arc<ApiClient>,
     pub metrics: GatewayMetrics,
     pub prometheus: PrometheusHandle,
     pub draining: AtomicBool,

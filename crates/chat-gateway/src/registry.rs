@@ -9,6 +9,7 @@
 //! sends this node's heartbeat and reaps nodes that died.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_bus::{Bus, Subscriber};
@@ -89,7 +90,7 @@ impl Registry {
         bus: Bus,
         node: String,
         ttl: Duration,
-        api: ApiClient,
+        api: Arc<ApiClient>,
         metrics: GatewayMetrics,
         restored: mpsc::UnboundedSender<()>,
     ) -> (Self, RegistryHandle) {
@@ -287,7 +288,7 @@ impl Registry {
 /// A task that forwards presence notices to chat-api one at a time, retrying briefly; it ends
 /// once its sender is dropped and the queue is empty.
 fn spawn_notice_lane(
-    api: ApiClient,
+    api: Arc<ApiClient>,
 ) -> (
     mpsc::UnboundedSender<(UserId, PresenceStatus)>,
     tokio::task::JoinHandle<()>,

@@ -492,8 +492,8 @@ impl Socket {
     }
 
     fn submit(&mut self, identity: &Identity, request: Request, id: Option<chat_proto::RequestId>) {
-        let context = self.context(identity);
-        if !self.requests.submit(&context, request) {
+        let context = || self.context(identity);
+        if !self.requests.submit(context, request) {
             self.reply(&Reply::error(
                 id,
                 ErrorCode::RateLimited,

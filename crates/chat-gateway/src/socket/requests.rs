@@ -37,11 +37,10 @@ pub enum Request {
 }
 
 /// What a request worker needs from its socket.
-#[derive(Clone)]
 pub struct SocketContext {
     /// Consecutive `rate_limited` answers to sends before the socket is closed with 1008.
     pub abuse_strikes: u32,
-    pub api: ApiClient,
+    pub api: Arc<ApiClient>,
     pub token: Arc<str>,
     pub format: WireFormat,
     pub outbox: Arc<Outbox>,
@@ -79,9 +78,9 @@ fn lock(shared: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
 }
 
 impl RequestQueue {
-    /// Queues a request, starting the worker if it is not running; `false` when too many are
-    /// waiting.
-    pub fn submit(&mut self, context: &SocketContext, request: Request) -> bool {
+    /// Queues a request, starting the worker (with the context `context` builds) if it is not
+    /// running; `false` when too many are waiting.
+    pub fn submit(&self, context: impl FnOnce() -> SocketContext, request: Request) -> bool {
         let mut pending = lock(&self.shared);
         if pending.queue.len() >= IN_FLIGHT {
             return false;
@@ -89,7 +88,7 @@ impl RequestQueue {
         pending.queue.push_back(request);
         if !pending.worker_running {
             pending.worker_running = true;
-            tokio::spawn(work(context.clone(), self.shared.clone()));
+            tokio::spawn(work(context(), self.shared.clone()));
         }
         true
     }
