@@ -1,16 +1,31 @@
-//! The gateway's client for chat-api: pooled keep-alive HTTP, the user's own token for the
+//! The gateway's client for chat-api: pooled keep-alive HTTP/1.1, the user's own token for the
 //! frames it forwards, and a short-lived service token for presence notices.
+//!
+//! A plain hyper client rather than reqwest: every frame a client sends goes through here, and
+//! chat-api is a plain-HTTP neighbour, so redirects, proxies, URL parsing and TLS buy nothing
+//! (docs/performance.md has the profile and the measured difference).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chat_auth::TokenKeys;
 use chat_proto::{
     ErrorBody, ErrorCode, Message, MessageBody, PresenceStatus, SendMessageRequest, SyncPage,
 };
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::http::uri::{Authority, Scheme};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Serialize;
 
 use crate::metrics::GatewayMetrics;
+
+/// How long one exchange with chat-api may take, body included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What chat-api answered to a forwarded frame.
 #[derive(Debug)]
@@ -22,8 +37,11 @@ pub enum ApiReply {
 /// Shared behind an `Arc`: every forwarded frame holds it, and its strings and metric handles
 /// would otherwise be copied per frame.
 pub struct ApiClient {
-    http: reqwest::Client,
-    base: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+    scheme: Scheme,
+    authority: Authority,
+    /// The base URL's path without its trailing slash ("" for most deployments).
+    base_path: String,
     credential: InternalCredential,
     node: String,
     metrics: GatewayMetrics,
@@ -38,23 +56,54 @@ pub enum InternalCredential {
     ServiceToken(Box<TokenKeys>),
 }
 
+/// Why an exchange with chat-api produced no answer.
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    #[error("invalid request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("{0}")]
+    Transport(#[from] hyper_util::client::legacy::Error),
+    #[error("reading the answer: {0}")]
+    Body(#[from] hyper::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 impl ApiClient {
+    /// `base` is chat-api's plain-HTTP base URL, such as `http://chat-api:8080`.
     pub fn new(
         base: &str,
         credential: InternalCredential,
         node: String,
         metrics: GatewayMetrics,
     ) -> anyhow::Result<Arc<Self>> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(512)
+        let uri: Uri = base
+            .parse()
+            .map_err(|e| anyhow::anyhow!("chat-api URL {base:?}: {e}"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            anyhow::bail!(
+                "chat-api URL {base:?} needs a scheme and a host, such as http://chat-api:8080"
+            );
+        };
+        if scheme != &Scheme::HTTP {
+            anyhow::bail!("chat-api URL {base:?}: the gateway speaks plain HTTP to chat-api");
+        }
+        if uri.query().is_some() {
+            anyhow::bail!("chat-api URL {base:?} must not carry a query");
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(15))
-            .build()?;
+            .pool_max_idle_per_host(512)
+            .build(connector);
         Ok(Arc::new(Self {
             http,
-            base: base.trim_end_matches('/').to_string(),
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            base_path: uri.path().trim_end_matches('/').to_string(),
             credential,
             node,
             metrics,
@@ -84,50 +133,51 @@ impl ApiClient {
 
     /// One page of `GET /v1/sync` for the user.
     pub async fn sync(&self, token: &str, since: &str) -> Result<SyncPage, (ErrorCode, String)> {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("since", since)
+            .append_pair("limit", "500")
+            .finish();
         let started = Instant::now();
-        let response = self
-            .http
-            .get(format!("{}/v1/sync", self.base))
-            .query(&[("since", since), ("limit", "500")])
-            .bearer_auth(token)
-            .send()
+        let answer = self
+            .exchange(
+                Method::GET,
+                &format!("/v1/sync?{query}"),
+                bearer(token),
+                None,
+            )
             .await;
         self.metrics
             .api_request_seconds
             .record(started.elapsed().as_secs_f64());
-        let response = response.map_err(|e| {
+        let (status, body) = answer.map_err(|e| {
             tracing::warn!(error = %e, "chat-api sync failed");
             (
                 ErrorCode::Unavailable,
                 "chat-api is unavailable, retry later".to_string(),
             )
         })?;
-        let status = response.status();
-        let body = response.bytes().await.unwrap_or_default();
         if status.is_success() {
             return serde_json::from_slice(&body)
                 .map_err(|e| (ErrorCode::Internal, format!("unreadable sync page: {e}")));
         }
-        Err(match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(error) => (error.error.code, error.error.message),
-            Err(_) => (
-                ErrorCode::from_http_status(status.as_u16()),
-                format!("chat-api answered {status}"),
-            ),
-        })
+        let (code, message) = error_of(status, &body);
+        Err((code, message))
     }
 
     async fn forward<B: Serialize>(&self, token: &str, path: &str, body: Option<&B>) -> ApiReply {
         let started = Instant::now();
-        let mut request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let reply = match request.send().await {
-            Ok(response) => read_reply(response).await,
+        let body = match body.map(serde_json::to_vec).transpose() {
+            Ok(body) => body.map(Bytes::from),
+            Err(e) => {
+                return ApiReply::Failed {
+                    code: ErrorCode::Internal,
+                    message: format!("unencodable request: {e}"),
+                };
+            }
+        };
+        let answer = self.exchange(Method::POST, path, bearer(token), body).await;
+        let reply = match answer {
+            Ok((status, body)) => read_reply(status, &body),
             Err(e) => {
                 tracing::warn!(error = %e, path, "chat-api request failed");
                 ApiReply::Failed {
@@ -145,46 +195,266 @@ impl ApiClient {
     /// Tells chat-api that a user came online or went offline everywhere.
     pub async fn presence(&self, user: u64, status: PresenceStatus) -> Result<(), String> {
         let body = serde_json::json!({ "user_id": user, "status": status });
-        let mut request = self
-            .http
-            .post(format!("{}/internal/v1/presence", self.base));
-        request = match &self.credential {
-            InternalCredential::Key(key) => request.header(chat_auth::INTERNAL_KEY_HEADER, key),
-            InternalCredential::ServiceToken(keys) => request.bearer_auth(
-                keys.issue_service_token(&self.node, Duration::from_secs(60))
-                    .map_err(|e| e.to_string())?,
+        let credential = match &self.credential {
+            InternalCredential::Key(key) => (
+                hyper::header::HeaderName::from_static(chat_auth::INTERNAL_KEY_HEADER),
+                HeaderValue::try_from(key.as_str()).map_err(|e| e.to_string())?,
+            ),
+            InternalCredential::ServiceToken(keys) => (
+                AUTHORIZATION,
+                bearer(
+                    &keys
+                        .issue_service_token(&self.node, Duration::from_secs(60))
+                        .map_err(|e| e.to_string())?,
+                ),
             ),
         };
-        let response = request
-            .json(&body)
-            .send()
+        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let (status, _) = self
+            .exchange_with(
+                Method::POST,
+                "/internal/v1/presence",
+                credential,
+                Some(Bytes::from(body)),
+            )
             .await
             .map_err(|e| e.to_string())?;
-        if response.status().is_success() {
+        if status.is_success() {
             Ok(())
         } else {
-            Err(format!("chat-api answered {}", response.status()))
+            Err(format!("chat-api answered {status}"))
         }
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        authorization: HeaderValue,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), ExchangeError> {
+        self.exchange_with(method, path, (AUTHORIZATION, authorization), body)
+            .await
+    }
+
+    /// One request and its whole answer, within `REQUEST_TIMEOUT`.
+    async fn exchange_with(
+        &self,
+        method: Method,
+        path: &str,
+        (name, value): (hyper::header::HeaderName, HeaderValue),
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), ExchangeError> {
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{path}", self.base_path))
+            .build()?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(name, value);
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let request = request.body(Full::new(body.unwrap_or_default()))?;
+        let exchange = async {
+            let response = self.http.request(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .unwrap_or(Err(ExchangeError::Timeout(REQUEST_TIMEOUT)))
     }
 }
 
-async fn read_reply(response: reqwest::Response) -> ApiReply {
-    let status = response.status();
-    let body = response.bytes().await.unwrap_or_default();
+/// `Authorization: Bearer <token>`; a token that is no header value gets chat-api's 401.
+fn bearer(token: &str) -> HeaderValue {
+    HeaderValue::try_from(format!("Bearer {token}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer -"))
+}
+
+fn read_reply(status: StatusCode, body: &[u8]) -> ApiReply {
     if status.is_success() {
-        let message = serde_json::from_slice::<MessageBody>(&body)
+        let message = serde_json::from_slice::<MessageBody>(body)
             .ok()
             .map(|b| b.message);
         return ApiReply::Done(message);
     }
-    match serde_json::from_slice::<ErrorBody>(&body) {
-        Ok(error) => ApiReply::Failed {
-            code: error.error.code,
-            message: error.error.message,
-        },
-        Err(_) => ApiReply::Failed {
-            code: ErrorCode::from_http_status(status.as_u16()),
-            message: format!("chat-api answered {status}"),
-        },
+    let (code, message) = error_of(status, body);
+    ApiReply::Failed { code, message }
+}
+
+/// chat-api's error body, or one made from the status when the body is not one.
+fn error_of(status: StatusCode, body: &[u8]) -> (ErrorCode, String) {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(error) => (error.error.code, error.error.message),
+        Err(_) => (
+            ErrorCode::from_http_status(status.as_u16()),
+            format!("chat-api answered {status}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_proto::MessageKind;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn client(base: &str) -> anyhow::Result<Arc<ApiClient>> {
+        ApiClient::new(
+            base,
+            InternalCredential::Key("k".into()),
+            "gw-test".into(),
+            GatewayMetrics::register(),
+        )
+    }
+
+    /// A one-shot chat-api on a real socket: answers one request with `status` and `body`, and
+    /// hands back the request it read.
+    async fn one_answer(status: &str, body: &str) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let response = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let served = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The head, then as much body as it announces.
+            loop {
+                let n = socket.read(&mut chunk).await.expect("read");
+                request.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let length = text[..head_end]
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length: "))
+                        .map_or(0, |n| n.trim().parse::<usize>().expect("length"));
+                    if request.len() >= head_end + 4 + length {
+                        break;
+                    }
+                }
+                assert!(n > 0, "the client hung up mid-request: {text}");
+            }
+            socket.write_all(response.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&request).to_string()
+        });
+        (base, served)
+    }
+
+    #[test]
+    fn only_plain_http_base_urls_are_accepted() {
+        assert!(client("http://chat-api:8080").is_ok());
+        assert!(client("http://chat-api:8080/").is_ok());
+        let https = client("https://chat-api:8080")
+            .err()
+            .expect("https refused");
+        assert!(https.to_string().contains("plain HTTP"), "{https}");
+        assert!(client("chat-api:8080").is_err(), "no scheme");
+        assert!(client("/v1").is_err(), "no host");
+        assert!(client("http://chat-api:8080/?x=1").is_err(), "query");
+    }
+
+    #[tokio::test]
+    async fn a_send_goes_as_the_user_and_its_stored_message_comes_back() {
+        let stored = Message {
+            id: 7,
+            chat_id: 3,
+            seq: 1,
+            sender_id: 2,
+            kind: MessageKind::Text,
+            text: Some("hi".into()),
+            attachment: None,
+            reply_to_id: None,
+            client_msg_id: "c1".into(),
+            created_at: chrono::Utc::now(),
+        };
+        let answer = serde_json::to_string(&MessageBody { message: stored }).expect("json");
+        let (base, served) = one_answer("201 Created", &answer).await;
+        let api = client(&format!("{base}/prefix/")).expect("client");
+        let body: SendMessageRequest =
+            serde_json::from_str(r#"{"client_msg_id":"c1","text":"hi"}"#).expect("request");
+        let reply = api.send_message("tok.en", 3, &body).await;
+        let request = served.await.expect("served");
+        assert!(
+            request.starts_with("POST /prefix/v1/chats/3/messages HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.contains("authorization: Bearer tok.en\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.contains("content-type: application/json\r\n"),
+            "{request}"
+        );
+        assert!(request.ends_with(r#""text":"hi"}"#), "{request}");
+        match reply {
+            ApiReply::Done(Some(message)) => assert_eq!((message.id, message.seq), (7, 1)),
+            other => panic!("expected the stored message, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn chat_api_errors_keep_their_code_and_other_failures_get_one() {
+        let (base, served) = one_answer(
+            "403 Forbidden",
+            r#"{"error":{"code":"forbidden","message":"not a member"}}"#,
+        )
+        .await;
+        match client(&base).expect("client").typing("t", 1).await {
+            ApiReply::Failed { code, message } => {
+                assert_eq!(
+                    (code, message.as_str()),
+                    (ErrorCode::Forbidden, "not a member")
+                );
+            }
+            other => panic!("expected forbidden, got {other:?}"),
+        }
+        let request = served.await.expect("served");
+        assert!(
+            !request.contains("content-type"),
+            "typing has no body: {request}"
+        );
+
+        let (base, _served) = one_answer("502 Bad Gateway", "oops").await;
+        match client(&base).expect("client").sync("t", "c").await {
+            Err((code, message)) => {
+                assert_eq!(code, ErrorCode::from_http_status(502));
+                assert!(message.contains("502"), "{message}");
+            }
+            Ok(page) => panic!("expected an error, got {page:?}"),
+        }
+
+        // Nothing listens on the port any more.
+        let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", closed.local_addr().expect("addr"));
+        drop(closed);
+        match client(&base).expect("client").mark_read("t", 1, 5).await {
+            ApiReply::Failed { code, .. } => assert_eq!(code, ErrorCode::Unavailable),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sync_cursor_is_sent_url_encoded() {
+        let (base, served) = one_answer("401 Unauthorized", "").await;
+        let refused = client(&base).expect("client").sync("t", "a b&c=d").await;
+        assert!(
+            matches!(refused, Err((ErrorCode::Unauthorized, _))),
+            "{refused:?}"
+        );
+        let request = served.await.expect("served");
+        assert!(
+            request.starts_with("GET /v1/sync?since=a+b%26c%3Dd&limit=500 HTTP/1.1\r\n"),
+            "{request}"
+        );
     }
 }
