@@ -341,7 +341,7 @@ impl WriterSession {
                 self.in_transaction = false;
                 Ok(())
             }
-            Err(e @ sqlx::Error::Database(_)) => Err(BatchError::Retry(e)),
+            Err(e @ sqlx::Error::Database(_)) => Err(BatchError::Retry(RetryCause::Refused(e))),
             Err(e) => Err(BatchError::Failed(StoreError::at_commit(e))),
         }
     }
@@ -455,16 +455,31 @@ fn fail_all(batch: Vec<QueuedSend>, error: &StoreError) {
 }
 
 enum BatchError {
-    /// The transaction was rolled back on a healthy connection: the sends can go one by one.
-    Retry(sqlx::Error),
+    /// The connection is healthy and the batch path cannot store these sends: they can go one by
+    /// one (the transaction is rolled back first).
+    Retry(RetryCause),
     /// The connection broke (or its COMMIT went unanswered): every send gets this error.
     Failed(StoreError),
+}
+
+/// Why a batch went the single way; only logged.
+#[derive(Debug, thiserror::Error)]
+enum RetryCause {
+    /// Refused by the server (a duplicate key, a deadlock): the single path meets it per send.
+    #[error(transparent)]
+    Refused(sqlx::Error),
+    /// A member list cut short (`parse_members`): the single path reads the members row by row.
+    #[error("the members of chat {chat} came back cut short: {why}")]
+    MembersCut { chat: Id, why: String },
+    /// Ids that could not be matched to the inserted rows (`insert_messages`).
+    #[error("an inserted message was not read back")]
+    NotReadBack,
 }
 
 impl From<sqlx::Error> for BatchError {
     fn from(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::Database(_) => Self::Retry(err),
+            sqlx::Error::Database(_) => Self::Retry(RetryCause::Refused(err)),
             other => Self::Failed(other.into()),
         }
     }
@@ -505,12 +520,7 @@ async fn write_batch(
     chat_ids.sort_unstable();
     chat_ids.dedup();
     let conn = session.connection().await?;
-    let (mut chats, facts) = lock_counters(conn, &chat_ids).await.map_err(|e| match e {
-        // A member list cut short (`parse_members`): the single path reads the members row by
-        // row.
-        sqlx::Error::Decode(_) => BatchError::Retry(e),
-        other => other.into(),
-    })?;
+    let (mut chats, facts) = lock_counters(conn, &chat_ids).await?;
     let now = facts.now;
     let targets = reply_targets(conn, batch).await?;
     // Seqs in queue order within each chat; a refused send takes none.
@@ -564,7 +574,7 @@ async fn write_batch(
 async fn lock_counters(
     conn: &mut MySqlConnection,
     chat_ids: &[Id],
-) -> std::result::Result<(HashMap<Id, ChatState>, InsertFacts), sqlx::Error> {
+) -> std::result::Result<(HashMap<Id, ChatState>, InsertFacts), BatchError> {
     let padded = padded_len(chat_ids.len());
     let list = placeholders(padded, "?", ", ");
     // The id facts ride along for free; the increment is a session variable, so it is read here
@@ -598,9 +608,8 @@ async fn lock_counters(
     let mut chats = HashMap::with_capacity(locked.len());
     for (id, last_seq, _, _, _, members) in locked {
         let members = match members {
-            Some(counted) => parse_members(&counted).map_err(|why| {
-                sqlx::Error::Decode(format!("members of chat {id}: {why}").into())
-            })?,
+            Some(counted) => parse_members(&counted)
+                .map_err(|why| BatchError::Retry(RetryCause::MembersCut { chat: id, why }))?,
             None => Vec::new(),
         };
         chats.insert(
@@ -713,11 +722,7 @@ async fn insert_messages(
     rows.iter()
         .map(|(message, seq)| stored.get(&(message.chat_id, *seq)).copied())
         .collect::<Option<Vec<Id>>>()
-        .ok_or_else(|| {
-            BatchError::Retry(sqlx::Error::Protocol(
-                "an inserted message was not read back".into(),
-            ))
-        })
+        .ok_or_else(|| BatchError::Retry(RetryCause::NotReadBack))
 }
 
 /// The UPDATE that moves each chat's counter and last message to its highest row of the batch,
@@ -791,7 +796,8 @@ mod tests {
     //! that ride together in one round trip.
 
     use super::{
-        BatchError, InsertFacts, QueuedMessage, WriterSession, insert_messages, write_batch,
+        BatchError, InsertFacts, QueuedMessage, RetryCause, WriterSession, insert_messages,
+        write_batch,
     };
     use crate::Store;
     use chat_proto::{Chat, Id, MessageKind};
@@ -959,7 +965,7 @@ mod tests {
             .expect("update in the transaction");
         let failed = session.commit_with("UPDATE no_such_table SET x = 1").await;
         assert!(
-            matches!(failed, Err(BatchError::Retry(_))),
+            matches!(failed, Err(BatchError::Retry(RetryCause::Refused(_)))),
             "a database error is retryable"
         );
         session.release().await;
@@ -1022,7 +1028,10 @@ mod tests {
         session.begin(&[chat]).await.expect("begin");
         let cut = write_batch(&mut session, &[&message]).await;
         assert!(
-            matches!(cut, Err(BatchError::Retry(_))),
+            matches!(
+                cut,
+                Err(BatchError::Retry(RetryCause::MembersCut { chat: c, .. })) if c == chat
+            ),
             "a cut list is retried"
         );
         session.release().await;
