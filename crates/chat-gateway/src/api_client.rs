@@ -38,7 +38,6 @@ pub enum ApiReply {
 /// would otherwise be copied per frame.
 pub struct ApiClient {
     http: Client<HttpConnector, Full<Bytes>>,
-    scheme: Scheme,
     authority: Authority,
     /// The base URL's path without its trailing slash ("" for most deployments).
     base_path: String,
@@ -101,7 +100,6 @@ impl ApiClient {
             .build(connector);
         Ok(Arc::new(Self {
             http,
-            scheme: scheme.clone(),
             authority: authority.clone(),
             base_path: uri.path().trim_end_matches('/').to_string(),
             credential,
@@ -246,7 +244,7 @@ impl ApiClient {
         body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes), ExchangeError> {
         let uri = Uri::builder()
-            .scheme(self.scheme.clone())
+            .scheme(Scheme::HTTP)
             .authority(self.authority.clone())
             .path_and_query(format!("{}{path}", self.base_path))
             .build()?;
