@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use chat_auth::SecretArgs;
 use chat_bus::RedisArgs;
-use chat_ops::LogFormat;
+use chat_ops::{LogFormat, RuntimeArgs};
 use clap::Parser;
 
 use crate::storage::StorageArgs;
@@ -89,4 +89,7 @@ pub struct Config {
     /// Log format: json or text.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }

@@ -11,9 +11,16 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    config
+        .runtime
+        .build()
+        .context("starting the runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     anyhow::ensure!(
         u32::from(config.send_writers) < config.db_max_connections,
         "CHAT_SEND_WRITERS ({}) must be below CHAT_DB_MAX_CONNECTIONS ({}): each writer keeps one \

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use chat_auth::SecretArgs;
 use chat_bus::Bus;
-use chat_ops::LogFormat;
+use chat_ops::{LogFormat, RuntimeArgs};
 use chat_store::Store;
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -53,11 +53,21 @@ struct Config {
     /// Log format: json or text.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    config
+        .runtime
+        .build()
+        .context("starting the runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     chat_ops::init_logging(config.log_format);
     anyhow::ensure!(!config.ws_listen.is_empty(), "CHAT_WS_LISTEN is empty");
     let prometheus = chat_ops::install_metrics()?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chat_auth::SecretArgs;
 use chat_bus::RedisArgs;
-use chat_ops::LogFormat;
+use chat_ops::{LogFormat, RuntimeArgs};
 use clap::Parser;
 
 #[derive(Debug, Clone, Parser)]
@@ -104,6 +104,9 @@ pub struct Config {
     /// Log format: json or text.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 impl Config {

@@ -6,9 +6,16 @@ use chat_bus::Bus;
 use chat_gateway::{Config, GatewayParts};
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    config
+        .runtime
+        .build()
+        .context("starting the runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     chat_ops::init_logging(config.log_format);
     let prometheus = chat_ops::install_metrics()?;
     let keys = config.secret.keys()?;

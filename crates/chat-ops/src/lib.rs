@@ -1,6 +1,8 @@
 //! What every binary needs to be operable: JSON (or text) logs, a Prometheus recorder, the
-//! SIGTERM/SIGINT shutdown signal, and secret masking for the config printed at start.
+//! SIGTERM/SIGINT shutdown signal, the runtime's thread count, and secret masking for the config
+//! printed at start.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -28,6 +30,28 @@ pub fn init_logging(format: LogFormat) {
     };
     if let Err(e) = result {
         eprintln!("logging was already set up: {e}");
+    }
+}
+
+/// The tokio runtime a service binary runs on.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RuntimeArgs {
+    /// Threads that run the service's tasks (default: one per CPU the process may use, cgroup
+    /// quotas included). On a host whose cores are shared with other busy processes, one thread
+    /// spends less CPU waking its siblings across cores (docs/performance.md).
+    #[arg(long, env = "CHAT_WORKER_THREADS")]
+    pub worker_threads: Option<NonZeroUsize>,
+}
+
+impl RuntimeArgs {
+    /// A multi-threaded runtime with every driver enabled, sized as configured.
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all();
+        if let Some(threads) = self.worker_threads {
+            builder.worker_threads(threads.get());
+        }
+        builder.build()
     }
 }
 
@@ -114,7 +138,23 @@ pub fn mask_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::mask_url;
+    use super::{RuntimeArgs, mask_url};
+    use std::num::NonZeroUsize;
+
+    #[test]
+    fn the_runtime_has_the_configured_thread_count() {
+        let one = RuntimeArgs {
+            worker_threads: NonZeroUsize::new(1),
+        };
+        let runtime = one.build().expect("runtime");
+        assert_eq!(runtime.metrics().num_workers(), 1);
+        // Timers and I/O are enabled: a sleep completes.
+        runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(1)).await });
+        let three = RuntimeArgs {
+            worker_threads: NonZeroUsize::new(3),
+        };
+        assert_eq!(three.build().expect("runtime").metrics().num_workers(), 3);
+    }
 
     #[test]
     fn passwords_are_masked() {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_bus::RedisArgs;
-use chat_ops::LogFormat;
+use chat_ops::{LogFormat, RuntimeArgs};
 use clap::Parser;
 
 #[derive(Debug, Clone, Parser)]
@@ -27,6 +27,9 @@ pub struct Config {
     /// Log format: json or text.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// Where and how push notifications are delivered.

@@ -20,9 +20,16 @@ struct AppState {
     metrics: PrometheusHandle,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mut config = Config::parse();
+fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    config
+        .runtime
+        .build()
+        .context("starting the runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(mut config: Config) -> anyhow::Result<()> {
     config.push = config.push.normalized();
     chat_ops::init_logging(config.log_format);
     config.push.validate().map_err(anyhow::Error::msg)?;
