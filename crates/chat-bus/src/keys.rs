@@ -19,6 +19,11 @@ impl Keys {
         format!("{}:u:{{{user}}}", self.prefix)
     }
 
+    /// `P:subscriber`: the client name of a gateway's subscription connection (CLIENT LIST).
+    pub fn subscriber_name(&self) -> String {
+        format!("{}:subscriber", self.prefix)
+    }
+
     /// The user id of a channel made by [`Keys::user_channel`].
     pub fn user_of_channel(&self, channel: &[u8]) -> Option<UserId> {
         let rest = channel.strip_prefix(self.prefix.as_bytes())?;

@@ -46,6 +46,9 @@ pub enum BusError {
     Redis(#[from] redis::RedisError),
     #[error("redis configuration: {0}")]
     Config(String),
+    /// The gateway's subscription connection (standalone Redis) is down or refused a request.
+    #[error("redis subscription: {0}")]
+    Subscription(String),
 }
 
 pub type Result<T, E = BusError> = std::result::Result<T, E>;

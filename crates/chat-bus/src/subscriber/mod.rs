@@ -1,18 +1,17 @@
-//! A gateway's subscription connection: one RESP3 connection carrying a SUBSCRIBE per locally
-//! connected user. Messages arrive as RESP3 pushes and are forwarded, with the user id already
-//! parsed from the channel name, to a channel the gateway's dispatcher reads.
+//! A gateway's subscription connection: one connection carrying a SUBSCRIBE (SSUBSCRIBE on a
+//! cluster) per locally connected user. Messages are forwarded, with the user id already parsed
+//! from the channel name, to a channel the gateway's dispatcher reads.
 //!
-//! The connection manager reconnects with backoff and re-issues every subscription by itself;
-//! a `Disconnected` message tells the gateway that events may have been missed meanwhile.
+//! On a standalone Redis the connection is this crate's own (`standalone`); on a cluster it is
+//! redis-rs's, which follows the slots across shards and failovers. Both reconnect with backoff,
+//! and a `Disconnected` message tells the gateway that events may have been missed meanwhile.
 //!
 //! On the in-memory bus a subscriber is a registration in the bus' own registry (see
 //! `memory::pubsub`); it never disconnects, so it never sends `Disconnected`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
@@ -20,6 +19,9 @@ use crate::keys::Keys;
 use crate::memory::Subscription;
 use crate::{BusError, RedisMode, Result, UserId, cluster_builder};
 use redis::cluster_async::ClusterConnection;
+use standalone::StandaloneSubscription;
+
+mod standalone;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusMessage {
@@ -32,7 +34,7 @@ pub enum BusMessage {
 #[derive(Clone)]
 enum SubscriptionConn {
     /// SUBSCRIBE on one Redis.
-    Standalone(ConnectionManager),
+    Standalone(StandaloneSubscription),
     /// SSUBSCRIBE on a cluster: each channel lives on the shard owning its slot; the client keeps
     /// one connection per shard and follows topology changes and failovers.
     Cluster(ClusterConnection),
@@ -61,30 +63,22 @@ impl Subscriber {
         keys: Arc<Keys>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<BusMessage>)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let push_keys = keys.clone();
-        let forward = move |info: PushInfo| {
-            if let Some(message) = to_bus_message(&push_keys, info) {
-                // The receiver is gone only while the gateway shuts down.
-                let _ = tx.send(message);
-            }
-            Ok::<(), std::convert::Infallible>(())
-        };
         let conn = match mode {
             RedisMode::Standalone => {
                 let url = urls.first().map(String::as_str).unwrap_or_default();
-                let client = redis::Client::open(with_resp3(url))?;
-                let config = ConnectionManagerConfig::new()
-                    .set_push_sender(forward)
-                    .set_automatic_resubscription()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(Some(Duration::from_secs(5)))
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_secs(2));
                 SubscriptionConn::Standalone(
-                    ConnectionManager::new_with_config(client, config).await?,
+                    StandaloneSubscription::connect(url, keys.clone(), tx).await?,
                 )
             }
             RedisMode::Cluster => {
+                let push_keys = keys.clone();
+                let forward = move |info: PushInfo| {
+                    if let Some(message) = to_bus_message(&push_keys, info) {
+                        // The receiver is gone only while the gateway shuts down.
+                        let _ = tx.send(message);
+                    }
+                    Ok::<(), std::convert::Infallible>(())
+                };
                 let client = cluster_builder(urls)
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .push_sender(forward)
@@ -112,9 +106,7 @@ impl Subscriber {
         }
         match &self.conn {
             SubscriptionConn::Memory(subscription) => subscription.subscribe_many(users),
-            SubscriptionConn::Standalone(conn) => {
-                conn.clone().subscribe(self.channels(users)).await?
-            }
+            SubscriptionConn::Standalone(conn) => conn.subscribe(self.channels(users)).await?,
             SubscriptionConn::Cluster(conn) => {
                 // One command per channel: channels of different users live in different slots.
                 for_each_channel(conn, self.channels(users), |mut conn, channel| async move {
@@ -132,9 +124,7 @@ impl Subscriber {
         }
         match &self.conn {
             SubscriptionConn::Memory(subscription) => subscription.unsubscribe_many(users),
-            SubscriptionConn::Standalone(conn) => {
-                conn.clone().unsubscribe(self.channels(users)).await?
-            }
+            SubscriptionConn::Standalone(conn) => conn.unsubscribe(self.channels(users)).await?,
             SubscriptionConn::Cluster(conn) => {
                 for_each_channel(conn, self.channels(users), |mut conn, channel| async move {
                     conn.sunsubscribe(channel).await
@@ -165,16 +155,6 @@ where
     results.into_iter().collect()
 }
 
-fn with_resp3(url: &str) -> String {
-    if url.contains("protocol=") {
-        url.to_string()
-    } else if url.contains('?') {
-        format!("{url}&protocol=resp3")
-    } else {
-        format!("{url}/?protocol=resp3")
-    }
-}
-
 fn to_bus_message(keys: &Keys, info: PushInfo) -> Option<BusMessage> {
     match info.kind {
         PushKind::Message | PushKind::SMessage => {
@@ -193,23 +173,5 @@ fn to_bus_message(keys: &Keys, info: PushInfo) -> Option<BusMessage> {
         }
         PushKind::Disconnection => Some(BusMessage::Disconnected),
         _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_resp3;
-
-    #[test]
-    fn resp3_is_requested_once() {
-        assert_eq!(with_resp3("redis://h:1"), "redis://h:1/?protocol=resp3");
-        assert_eq!(
-            with_resp3("redis://h:1/0?x=1"),
-            "redis://h:1/0?x=1&protocol=resp3"
-        );
-        assert_eq!(
-            with_resp3("redis://h/?protocol=resp3"),
-            "redis://h/?protocol=resp3"
-        );
     }
 }
