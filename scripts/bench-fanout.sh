@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
 # Fan-out through standalone Redis and through the Redis Cluster: chat-fanout against a fresh
-# release stack per mode (scripts/bench-stack.sh), then the machine's floor for the same
-# socket count (chat-write-floor: one small write per loopback socket, nothing else), which
-# bounds what a gateway can reach here.
-# Usage: scripts/bench-fanout.sh [receivers] [messages]
+# release stack per run (scripts/bench-stack.sh), first one group of every receiver, then the
+# same receivers in many small groups that the messages go to in turn; then the machine's floor
+# for the same socket count (chat-write-floor: one small write per loopback socket, nothing
+# else), which bounds what a gateway can reach here. Small groups cost chat-api one write per nine
+# deliveries instead of one per receiver, so their sender keeps 256 requests in flight: with 4,
+# the gateways idle between messages and the figure measures their wake-ups, not their work.
+# Usage: scripts/bench-fanout.sh [receivers] [messages per chat] [members of a small chat]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)"
+small=${3:-10}
 for mode in standalone cluster; do
-  echo "== REDIS_MODE=$mode"
-  (
-    export REDIS_MODE=$mode
-    unset REDIS_URL
-    source scripts/bench-stack.sh
-    bench_stack_start
-    target/release/chat-fanout --api-url http://127.0.0.1:18180 \
-      --ws ws://127.0.0.1:18181/ws,ws://127.0.0.1:18183/ws --receivers "${1:-200}" --messages "${2:-300}" \
-      --gateway-pids "${bench_pids[1]},${bench_pids[2]}"
-  )
+  for size in 0 "$small"; do
+    if [ "$size" = 0 ]; then echo "== REDIS_MODE=$mode, one group"; else echo "== REDIS_MODE=$mode, groups of $size"; fi
+    (
+      export REDIS_MODE=$mode
+      unset REDIS_URL
+      source scripts/bench-stack.sh
+      bench_stack_start
+      target/release/chat-fanout --api-url http://127.0.0.1:18180 \
+        --ws ws://127.0.0.1:18181/ws,ws://127.0.0.1:18183/ws --receivers "${1:-200}" --messages "${2:-300}" \
+        --chat-size "$size" --concurrency "$([ "$size" = 0 ] && echo 4 || echo 256)" --gateway-pids "${bench_pids[1]},${bench_pids[2]}"
+    )
+  done
 done
 echo "== floor"
 target/release/chat-write-floor --sockets "${1:-200}"

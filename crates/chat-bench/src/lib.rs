@@ -71,22 +71,26 @@ impl Api {
     }
 }
 
-/// Posts `total` messages to a chat with `concurrency` requests in flight, recording in
-/// `sent_at[i]` when message `i` was sent; `body(i)` builds its request body.
+/// Posts `sent_at.len()` messages with `concurrency` requests in flight, message `i` to
+/// `chats[i % chats.len()]`, recording in `sent_at[i]` when it was sent; `body(i)` builds its
+/// request body.
 pub async fn send_concurrently(
     api: Arc<Api>,
     token: &str,
-    chat_id: u64,
+    chats: &[u64],
     sent_at: Arc<Vec<OnceLock<Instant>>>,
     concurrency: usize,
     body: impl Fn(usize) -> Value + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(!chats.is_empty(), "no chat to send to");
     let total = sent_at.len();
+    let chats: Arc<[u64]> = chats.into();
     let next = Arc::new(AtomicUsize::new(0));
     let body = Arc::new(body);
     let mut senders = Vec::new();
     for _ in 0..concurrency {
         let (api, next, sent_at, body) = (api.clone(), next.clone(), sent_at.clone(), body.clone());
+        let chats = chats.clone();
         let token = token.to_string();
         senders.push(tokio::spawn(async move {
             loop {
@@ -94,6 +98,7 @@ pub async fn send_concurrently(
                 if i >= total {
                     return anyhow::Ok(());
                 }
+                let chat_id = chats[i % chats.len()];
                 let _ = sent_at[i].set(Instant::now());
                 api.post(
                     &format!("/v1/chats/{chat_id}/messages"),

@@ -1,6 +1,7 @@
 //! Fan-out: one sender posts to a group whose members each hold a socket, spread over the
-//! gateways. Prints deliveries per second and the send -> delivered latency per delivery.
-//! Run it once per Redis topology to compare standalone and cluster.
+//! gateways; or, with `--chat-size`, to many small groups in turn (the sender is in each). Prints
+//! deliveries per second and the send -> delivered latency per delivery. Run it once per Redis
+//! topology to compare standalone and cluster.
 //!
 //! Members coming online send each other presence events (about n² of them for a group of n).
 //! The measurement starts only once the receivers have heard nothing for a while, so the gateway
@@ -25,8 +26,13 @@ struct Args {
     ws: String,
     #[arg(long, default_value_t = 200)]
     receivers: usize,
+    /// Messages to each chat (every receiver gets this many).
     #[arg(long, default_value_t = 300)]
     messages: usize,
+    /// Members of each chat, the sender included: the receivers are split into chats of this
+    /// size and the messages go to the chats in turn. 0: one chat of every receiver.
+    #[arg(long, default_value_t = 0)]
+    chat_size: usize,
     /// Requests in flight from the sender.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -55,25 +61,37 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..args.receivers {
         receivers.push(api.register("fan_r_").await?);
     }
-    let member_ids: Vec<u64> = receivers.iter().map(|r| r.id).collect();
-    let chat = api
-        .post(
-            "/v1/chats",
-            Some(&sender.token),
-            json!({"type": "group", "title": "fanout", "member_ids": member_ids}),
-        )
-        .await?;
-    let chat_id = chat["id"].as_u64().context("chat id")?;
+    let per_chat = match args.chat_size {
+        0 => receivers.len(),
+        1 => anyhow::bail!("--chat-size must be 0 or at least 2 (the sender and a receiver)"),
+        size => size - 1,
+    };
+    let mut chats = Vec::new();
+    for (index, members) in receivers.chunks(per_chat.max(1)).enumerate() {
+        let member_ids: Vec<u64> = members.iter().map(|r| r.id).collect();
+        let chat = api
+            .post(
+                "/v1/chats",
+                Some(&sender.token),
+                json!({"type": "group", "title": format!("fanout {index}"), "member_ids": member_ids}),
+            )
+            .await?;
+        chats.push(chat["id"].as_u64().context("chat id")?);
+    }
 
+    // Message i goes to chat i % chats: it is message i / chats of that chat.
+    let sends = args.messages * chats.len();
     let sent_at: Arc<Vec<OnceLock<Instant>>> =
-        Arc::new((0..args.messages).map(|_| OnceLock::new()).collect());
+        Arc::new((0..sends).map(|_| OnceLock::new()).collect());
     let frames_seen = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
+    let chat_count = chats.len();
     for (i, receiver) in receivers.iter().enumerate() {
         let mut socket = connect(&gateways[i % gateways.len()], &receiver.token).await?;
         let sent_at = sent_at.clone();
         let frames_seen = frames_seen.clone();
         let expected = args.messages;
+        let chat = i / per_chat.max(1);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(expected);
             let mut seen = vec![false; expected];
@@ -90,10 +108,12 @@ async fn main() -> anyhow::Result<()> {
                 let index = event["message"]["text"]
                     .as_str()
                     .and_then(|t| t.parse::<usize>().ok());
-                let Some(index) = index.filter(|i| *i < expected) else {
+                let Some(index) =
+                    index.filter(|i| i % chat_count == chat && i / chat_count < expected)
+                else {
                     continue;
                 };
-                if std::mem::replace(&mut seen[index], true) {
+                if std::mem::replace(&mut seen[index / chat_count], true) {
                     duplicates += 1;
                 } else if let Some(at) = sent_at[index].get() {
                     last = Instant::now();
@@ -119,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
     send_concurrently(
         api.clone(),
         &sender.token,
-        chat_id,
+        &chats,
         sent_at.clone(),
         args.concurrency,
         |i| json!({"client_msg_id": format!("fan-{i}"), "text": i.to_string()}),
@@ -140,11 +160,14 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = finished - started;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "fan-out: {} messages x {} receivers over {} gateways, sender concurrency {}",
+        "fan-out: {} messages x {} receivers over {} gateways, sender concurrency {}, {} chat(s) \
+         of {} members",
         args.messages,
         args.receivers,
         gateways.len(),
-        args.concurrency
+        args.concurrency,
+        chat_count,
+        per_chat + 1
     );
     println!(
         "deliveries: {} of {expected} ({duplicates} repeated) in {:.2} s = {:.0} deliveries/s",

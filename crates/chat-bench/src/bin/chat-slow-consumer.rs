@@ -116,7 +116,7 @@ async fn round(
     send_concurrently(
         api.clone(),
         &sender.token,
-        chat_id,
+        &[chat_id],
         sent_at.clone(),
         4,
         move |i| json!({"client_msg_id": format!("{tag}-{i}"), "text": padding}),
