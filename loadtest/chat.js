@@ -10,6 +10,11 @@
 // msgs_lost (threshold count==0); (2) from totals in handleSummary: the messages received from
 // others must equal the sum over acked messages of (members - 1).
 //
+// At the end each VU asks its gateway for a replay from its last cursor (a `resume` frame) and
+// closes once the replay is done and no new_message has come for FINAL_QUIET_MS: a message that
+// was committed but is still on its way when the test ends (an overloaded machine) then counts
+// as late (msgs_late, its delivery tagged via=final), not as lost. FINAL_SYNC=0 closes at once.
+//
 // A VU behaves like an app: a send refused with `unavailable` or `rate_limited` is sent again with
 // the same client_msg_id after a backoff (counted in sends_refused, threshold count==0), and a VU
 // whose session ends early (auth timeout, server close) reconnects with ?since=<last cursor>, so
@@ -19,7 +24,8 @@
 // Env: USERS_FILE, WS_URLS, VUS (default 2000), RAMP_S (30), HOLD_S (120), SETTLE_S (5: quiet time
 // after the ramp before sending), DRAIN_S (5: quiet time before closing), SEND_EVERY_S (10),
 // GROUP_SEND_EVERY_S (60; 0 = no group messages), DELIVERY_P95_MS (100), DELIVERY_P99_MS (250),
-// RECONNECT_EVERY_S (0 = never: otherwise each session ends after about that long, and resumes).
+// RECONNECT_EVERY_S (0 = never: otherwise each session ends after about that long, and resumes),
+// FINAL_SYNC (1), FINAL_QUIET_MS (1000), FINAL_SYNC_TIMEOUT_S (10).
 
 import { WebSocket } from 'k6/experimental/websockets';
 import { Counter, Trend } from 'k6/metrics';
@@ -41,6 +47,9 @@ const SEND_EVERY_MS = envNum('SEND_EVERY_S', 10) * 1000;
 const GROUP_EVERY_MS = envNum('GROUP_SEND_EVERY_S', 60) * 1000;
 const AUTH_TIMEOUT_MS = envNum('AUTH_TIMEOUT_S', 10) * 1000;
 const RECONNECT_EVERY_MS = envNum('RECONNECT_EVERY_S', 0) * 1000;
+const FINAL_SYNC = envNum('FINAL_SYNC', 1) !== 0;
+const FINAL_QUIET_MS = envNum('FINAL_QUIET_MS', 1000);
+const FINAL_SYNC_TIMEOUT_MS = envNum('FINAL_SYNC_TIMEOUT_S', 10) * 1000;
 const TOTAL_MS = (RAMP_S + HOLD_S) * 1000;
 const SEND_FROM_MS = (RAMP_S + SETTLE_S) * 1000;
 const SEND_UNTIL_MS = TOTAL_MS - DRAIN_S * 1000;
@@ -58,6 +67,7 @@ const sent = new Counter('msgs_sent');
 const acked = new Counter('msgs_acked');
 const expected = new Counter('msgs_expected'); // sum over acked messages of (members - 1)
 const received = new Counter('msgs_received'); // new_message from someone else
+const late = new Counter('msgs_late'); // of those, first seen in the final replay
 const lost = new Counter('msgs_lost'); // seq gaps seen by a socket at the end
 const unacked = new Counter('msgs_unacked'); // sends without ack or error at the end
 const duplicates = new Counter('msgs_duplicate');
@@ -144,6 +154,8 @@ export default function () {
   let seqNo = 0;
   let authed = false;
   let closingByUs = false;
+  let finalSync = false; // the end-of-test replay was asked for
+  let quietTimer = null;
   let openedAt = 0;
   const timers = [];
 
@@ -225,6 +237,31 @@ export default function () {
     if (next < start + SEND_UNTIL_MS) timers.push(setTimeout(tick, Math.max(0, next - Date.now())));
   };
 
+  // The end of the test: replay what this VU may not have seen yet, then close (see the header).
+  const syncThenFinish = () => {
+    if (closingByUs || finalSync) return;
+    if (!FINAL_SYNC || ws.readyState !== 1) {
+      finish();
+      return;
+    }
+    finalSync = true;
+    replaying = true;
+    ws.send(JSON.stringify({ type: 'resume', since: lastCursor === null ? 'c0' : lastCursor }));
+    timers.push(setTimeout(() => {
+      if (closingByUs) return;
+      wsErrors.add(1, { kind: 'final_sync_timeout' });
+      logOnce('the final replay did not finish in time');
+      finish();
+    }, FINAL_SYNC_TIMEOUT_MS));
+  };
+
+  // After the final replay: close once no new_message came for FINAL_QUIET_MS.
+  const finishWhenQuiet = () => {
+    if (quietTimer !== null) clearTimeout(quietTimer);
+    quietTimer = setTimeout(finish, FINAL_QUIET_MS);
+    timers.push(quietTimer);
+  };
+
   const finish = () => {
     if (closingByUs) return;
     closingByUs = true;
@@ -258,6 +295,7 @@ export default function () {
         if (f.cursor) lastCursor = f.cursor;
         if (!chats[m.chat_id]) return; // not a chat of this run
         const fresh = noteSeq(m.chat_id, m.seq);
+        if (finalSync && !replaying) finishWhenQuiet();
         if (!fresh) {
           // A replay may repeat what the last session saw (docs/protocol.md, Sync and resume).
           if (!replaying) duplicates.add(1);
@@ -266,8 +304,9 @@ export default function () {
         if (m.sender_id !== user.id) {
           const kind = chats[m.chat_id].kind;
           received.add(1, { chat: kind });
+          if (finalSync) late.add(1, { chat: kind });
           const sentAt = Number(m.text);
-          const via = replaying ? 'replay' : 'live';
+          const via = finalSync ? 'final' : replaying ? 'replay' : 'live';
           if (Number.isFinite(sentAt)) delivery.add(at - sentAt, { chat: kind, via });
         }
         break;
@@ -278,6 +317,7 @@ export default function () {
       case 'synced':
         if (f.cursor) lastCursor = f.cursor;
         replaying = false;
+        if (finalSync) finishWhenQuiet();
         break;
       case 'ack': {
         const p = pending[f.id];
@@ -303,7 +343,7 @@ export default function () {
           for (const entry of resend) transmit(entry);
           schedule(user.pair_chat_id, SEND_EVERY_MS);
           schedule(user.group_chat_id, GROUP_EVERY_MS);
-          timers.push(setTimeout(finish, Math.max(0, endAt - Date.now())));
+          timers.push(setTimeout(syncThenFinish, Math.max(0, endAt - Date.now())));
           if (RECONNECT_EVERY_MS > 0) {
             // Drop the session early, as a phone changing networks would; the next resumes.
             timers.push(setTimeout(finish, RECONNECT_EVERY_MS * (0.5 + Math.random())));
@@ -396,6 +436,7 @@ export function handleSummary(data) {
     msgs_acked: count(data, 'msgs_acked'),
     msgs_expected: exp,
     msgs_received: rec,
+    msgs_late: count(data, 'msgs_late'),
     msgs_lost_totals: exp - rec,
     msgs_lost_seq_gaps: count(data, 'msgs_lost'),
     msgs_unacked: count(data, 'msgs_unacked'),
