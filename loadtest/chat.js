@@ -13,7 +13,9 @@
 // At the end each VU asks its gateway for a replay from its last cursor (a `resume` frame) and
 // closes once the replay is done and no new_message has come for FINAL_QUIET_MS: a message that
 // was committed but is still on its way when the test ends (an overloaded machine) then counts
-// as late (msgs_late, its delivery tagged via=final), not as lost. FINAL_SYNC=0 closes at once.
+// as late (msgs_late, its delivery tagged via=final), not as lost. The VUs spread their replays
+// over FINAL_SPREAD_S, and one refused as `unavailable` is asked again after a backoff, as an app
+// would. FINAL_SYNC=0 closes at once.
 //
 // A VU behaves like an app: a send refused with `unavailable` or `rate_limited` is sent again with
 // the same client_msg_id after a backoff (counted in sends_refused, threshold count==0), and a VU
@@ -25,7 +27,7 @@
 // after the ramp before sending), DRAIN_S (5: quiet time before closing), SEND_EVERY_S (10),
 // GROUP_SEND_EVERY_S (60; 0 = no group messages), DELIVERY_P95_MS (100), DELIVERY_P99_MS (250),
 // RECONNECT_EVERY_S (0 = never: otherwise each session ends after about that long, and resumes),
-// FINAL_SYNC (1), FINAL_QUIET_MS (1000), FINAL_SYNC_TIMEOUT_S (10).
+// FINAL_SYNC (1), FINAL_SPREAD_S (5), FINAL_QUIET_MS (1000), FINAL_SYNC_TIMEOUT_S (12).
 
 import { WebSocket } from 'k6/experimental/websockets';
 import { Counter, Trend } from 'k6/metrics';
@@ -48,8 +50,9 @@ const GROUP_EVERY_MS = envNum('GROUP_SEND_EVERY_S', 60) * 1000;
 const AUTH_TIMEOUT_MS = envNum('AUTH_TIMEOUT_S', 10) * 1000;
 const RECONNECT_EVERY_MS = envNum('RECONNECT_EVERY_S', 0) * 1000;
 const FINAL_SYNC = envNum('FINAL_SYNC', 1) !== 0;
+const FINAL_SPREAD_MS = envNum('FINAL_SPREAD_S', 5) * 1000;
 const FINAL_QUIET_MS = envNum('FINAL_QUIET_MS', 1000);
-const FINAL_SYNC_TIMEOUT_MS = envNum('FINAL_SYNC_TIMEOUT_S', 10) * 1000;
+const FINAL_SYNC_TIMEOUT_MS = envNum('FINAL_SYNC_TIMEOUT_S', 12) * 1000;
 const TOTAL_MS = (RAMP_S + HOLD_S) * 1000;
 const SEND_FROM_MS = (RAMP_S + SETTLE_S) * 1000;
 const SEND_UNTIL_MS = TOTAL_MS - DRAIN_S * 1000;
@@ -68,6 +71,7 @@ const acked = new Counter('msgs_acked');
 const expected = new Counter('msgs_expected'); // sum over acked messages of (members - 1)
 const received = new Counter('msgs_received'); // new_message from someone else
 const late = new Counter('msgs_late'); // of those, first seen in the final replay
+const refusedReplays = new Counter('final_replays_refused'); // asked again after a backoff
 const lost = new Counter('msgs_lost'); // seq gaps seen by a socket at the end
 const unacked = new Counter('msgs_unacked'); // sends without ack or error at the end
 const duplicates = new Counter('msgs_duplicate');
@@ -155,6 +159,8 @@ export default function () {
   let authed = false;
   let closingByUs = false;
   let finalSync = false; // the end-of-test replay was asked for
+  let finalAttempts = 0;
+  let finalSynced = false; // ... and its `synced` came
   let quietTimer = null;
   let openedAt = 0;
   const timers = [];
@@ -245,14 +251,20 @@ export default function () {
       return;
     }
     finalSync = true;
-    replaying = true;
-    ws.send(JSON.stringify({ type: 'resume', since: lastCursor === null ? 'c0' : lastCursor }));
+    timers.push(setTimeout(askFinalReplay, Math.random() * FINAL_SPREAD_MS));
     timers.push(setTimeout(() => {
       if (closingByUs) return;
       wsErrors.add(1, { kind: 'final_sync_timeout' });
       logOnce('the final replay did not finish in time');
       finish();
-    }, FINAL_SYNC_TIMEOUT_MS));
+    }, FINAL_SPREAD_MS + FINAL_SYNC_TIMEOUT_MS));
+  };
+
+  const askFinalReplay = () => {
+    if (closingByUs || ws.readyState !== 1) return;
+    finalAttempts += 1;
+    replaying = true;
+    ws.send(JSON.stringify({ type: 'resume', since: lastCursor === null ? 'c0' : lastCursor }));
   };
 
   // After the final replay: close once no new_message came for FINAL_QUIET_MS.
@@ -295,7 +307,7 @@ export default function () {
         if (f.cursor) lastCursor = f.cursor;
         if (!chats[m.chat_id]) return; // not a chat of this run
         const fresh = noteSeq(m.chat_id, m.seq);
-        if (finalSync && !replaying) finishWhenQuiet();
+        if (finalSynced) finishWhenQuiet();
         if (!fresh) {
           // A replay may repeat what the last session saw (docs/protocol.md, Sync and resume).
           if (!replaying) duplicates.add(1);
@@ -317,7 +329,10 @@ export default function () {
       case 'synced':
         if (f.cursor) lastCursor = f.cursor;
         replaying = false;
-        if (finalSync) finishWhenQuiet();
+        if (finalSync) {
+          finalSynced = true;
+          finishWhenQuiet();
+        }
         break;
       case 'ack': {
         const p = pending[f.id];
@@ -351,6 +366,13 @@ export default function () {
         }
         break;
       case 'error': {
+        if (!f.id && finalSync && replaying && RETRYABLE_SEND[f.code]) {
+          // The final replay was refused (the api is busy with everyone's): ask again.
+          refusedReplays.add(1, { code: String(f.code) });
+          replaying = false;
+          timers.push(setTimeout(askFinalReplay, retryDelayMs(finalAttempts)));
+          break;
+        }
         const p = f.id ? pending[f.id] : undefined;
         if (p) delete pending[f.id];
         if (p && RETRYABLE_SEND[f.code]) {
@@ -437,6 +459,7 @@ export function handleSummary(data) {
     msgs_expected: exp,
     msgs_received: rec,
     msgs_late: count(data, 'msgs_late'),
+    final_replays_refused: count(data, 'final_replays_refused'),
     msgs_lost_totals: exp - rec,
     msgs_lost_seq_gaps: count(data, 'msgs_lost'),
     msgs_unacked: count(data, 'msgs_unacked'),
