@@ -9,7 +9,9 @@
 //! Redis confirms SUBSCRIBE and UNSUBSCRIBE once per channel, in order, so a request is done when
 //! its last confirmation arrives. When the connection breaks, the requests in flight fail, the
 //! gateway hears `Disconnected` (its registry then subscribes its users again), and the task
-//! reconnects with backoff; a request made while it is down fails at once.
+//! reconnects with backoff; a request made while it is down fails at once. A PING every
+//! `PING_EVERY` finds a connection that died without a word (a host gone, a dropped route), which
+//! would otherwise go on delivering nothing.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,6 +34,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long Redis may take to confirm a (un)subscribe or answer AUTH before the connection is
 /// taken for dead.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+const PING_EVERY: Duration = Duration::from_secs(10);
 const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 
@@ -59,6 +62,7 @@ impl StandaloneSubscription {
             keys,
             messages,
             requests: waiting,
+            timing: Timing::default(),
         };
         tokio::spawn(task.run(connection));
         Ok(Self { requests })
@@ -97,6 +101,8 @@ fn unavailable(why: &str) -> BusError {
 enum Command {
     Subscribe,
     Unsubscribe,
+    /// The task's own liveness check.
+    Ping,
 }
 
 impl Command {
@@ -104,14 +110,16 @@ impl Command {
         match self {
             Self::Subscribe => "SUBSCRIBE",
             Self::Unsubscribe => "UNSUBSCRIBE",
+            Self::Ping => "PING",
         }
     }
 
-    /// The kind of the pushes that confirm this command, one per channel.
+    /// The kind of the pushes that confirm this command, one per channel (one for PING).
     fn confirmation(self) -> &'static [u8] {
         match self {
             Self::Subscribe => b"subscribe",
             Self::Unsubscribe => b"unsubscribe",
+            Self::Ping => b"pong",
         }
     }
 }
@@ -228,6 +236,23 @@ struct Task {
     keys: Arc<Keys>,
     messages: mpsc::UnboundedSender<BusMessage>,
     requests: mpsc::UnboundedReceiver<Request>,
+    timing: Timing,
+}
+
+/// How often the task pings, and how long Redis may take to answer a request or a ping.
+#[derive(Clone, Copy)]
+struct Timing {
+    ping_every: Duration,
+    reply_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            ping_every: PING_EVERY,
+            reply_timeout: REPLY_TIMEOUT,
+        }
+    }
 }
 
 impl Task {
@@ -251,6 +276,12 @@ impl Task {
     /// Sends requests and reads pushes until the connection breaks or every handle is gone.
     async fn serve(&mut self, connection: &mut Connection) -> Ended {
         let mut pending = VecDeque::new();
+        let Timing {
+            ping_every,
+            reply_timeout,
+        } = self.timing;
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let ended = loop {
             let deadline = pending.front().map(|p: &Pending| p.deadline);
             let overdue = async {
@@ -285,11 +316,24 @@ impl Task {
                     pending.push_back(Pending {
                         command: request.command,
                         unconfirmed: request.channels.len(),
-                        deadline: tokio::time::Instant::now() + REPLY_TIMEOUT,
+                        deadline: tokio::time::Instant::now() + reply_timeout,
                         done: request.done,
                     });
                 }
-                () = overdue => break Ended::Broken("Redis did not confirm a (un)subscribe".into()),
+                _ = ping.tick(), if pending.is_empty() => {
+                    if let Err(e) = connection.send(command_frame(&[Command::Ping.name()])).await {
+                        break Ended::Broken(format!("writing a PING failed: {e}"));
+                    }
+                    // Nobody waits for the answer but the deadline.
+                    let (done, _) = oneshot::channel();
+                    pending.push_back(Pending {
+                        command: Command::Ping,
+                        unconfirmed: 1,
+                        deadline: tokio::time::Instant::now() + reply_timeout,
+                        done,
+                    });
+                }
+                () = overdue => break Ended::Broken("Redis did not answer in time".into()),
             }
         };
         for request in pending {
@@ -324,8 +368,8 @@ impl Task {
                         }
                         Ok(())
                     }
-                    b"subscribe" | b"unsubscribe" => confirm(pending, &kind),
-                    // pong, and kinds this connection never asks for.
+                    b"subscribe" | b"unsubscribe" | b"pong" => confirm(pending, &kind),
+                    // Kinds this connection never asks for.
                     _ => Ok(()),
                 }
             }
@@ -604,6 +648,7 @@ mod tests {
             keys: keys.clone(),
             messages,
             requests: waiting,
+            timing: Timing::default(),
         };
         let mut queue = VecDeque::new();
         let message = |channel: &str| {
@@ -620,11 +665,19 @@ mod tests {
                 payload: Bytes::from_static(b"payload")
             })
         );
-        // A channel of another prefix, and a pong, are not for the gateway.
+        // A channel of another prefix is not for the gateway.
         assert_eq!(task.take(message("other:u:{9}"), &mut queue), Ok(()));
-        let pong = BytesFrame::Array(vec![bulk("pong"), bulk("")]);
-        assert_eq!(task.take(pong, &mut queue), Ok(()));
         assert!(rx.try_recv().is_err());
+        // A pong answers the task's PING, and only that.
+        let pong = || BytesFrame::Array(vec![bulk("pong"), bulk("")]);
+        let (ping, mut ping_answer) = pending(Command::Ping, 1);
+        queue.push_back(ping);
+        assert_eq!(task.take(pong(), &mut queue), Ok(()));
+        assert!(matches!(ping_answer.try_recv(), Ok(Ok(()))));
+        assert!(
+            task.take(pong(), &mut queue).is_err(),
+            "a pong nothing asked for"
+        );
         // An error answers the oldest request; one that nothing asked for breaks the connection.
         let (request, mut answer) = pending(Command::Subscribe, 3);
         queue.push_back(request);
@@ -634,5 +687,81 @@ mod tests {
             matches!(answer.try_recv(), Ok(Err(BusError::Subscription(why))) if why.contains("NOPERM"))
         );
         assert!(task.take(refused, &mut queue).is_err());
+    }
+
+    /// Starts the task on an open connection with fast pings.
+    fn start_pinging(
+        url: &str,
+        keys: Arc<Keys>,
+        connection: Connection,
+    ) -> (StandaloneSubscription, mpsc::UnboundedReceiver<BusMessage>) {
+        let (messages, rx) = mpsc::unbounded_channel();
+        let (requests, waiting) = mpsc::unbounded_channel();
+        let task = Task {
+            endpoint: Endpoint::parse(url).expect("url"),
+            keys,
+            messages,
+            requests: waiting,
+            timing: Timing {
+                ping_every: Duration::from_millis(50),
+                reply_timeout: Duration::from_millis(300),
+            },
+        };
+        tokio::spawn(task.run(connection));
+        (StandaloneSubscription { requests }, rx)
+    }
+
+    #[tokio::test]
+    async fn pings_answered_keep_the_connection_and_a_silent_server_is_dropped() {
+        // The real Redis answers every PING: a second of them breaks nothing.
+        let keys = unique_keys("ping");
+        let endpoint = Endpoint::parse(&redis_url()).expect("url");
+        let connection = endpoint
+            .open(&keys.subscriber_name())
+            .await
+            .expect("Redis answers (start it, or set CHAT_TEST_REDIS_URL)");
+        let (subscription, mut rx) = start_pinging(&redis_url(), keys.clone(), connection);
+        let channel = keys.user_channel(5);
+        subscription
+            .subscribe(vec![channel.clone()])
+            .await
+            .expect("subscribed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "no Disconnected while pings are answered"
+        );
+        let mut redis = publisher().await;
+        assert_eq!(publish(&mut redis, &channel, "still").await, 1);
+        assert!(matches!(
+            next(&mut rx).await,
+            BusMessage::Payload { user: 5, .. }
+        ));
+
+        // A server that answers the handshake and then nothing, as a vanished host would.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("redis://{}", listener.local_addr().expect("address"));
+        let server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.expect("accept");
+            let mut framed = Framed::new(socket, Resp2::default());
+            let _setname = framed.next().await;
+            framed
+                .send(BytesFrame::SimpleString(Bytes::from_static(b"OK")))
+                .await
+                .expect("answer");
+            // Read on, answer nothing.
+            while framed.next().await.is_some() {}
+        });
+        let silent = Endpoint::parse(&url).expect("url");
+        let connection = silent.open("silent").await.expect("the handshake");
+        let (_subscription, mut rx) = start_pinging(&url, keys, connection);
+        let disconnected = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await;
+        assert!(
+            matches!(disconnected, Ok(Some(BusMessage::Disconnected))),
+            "an unanswered PING breaks the connection: {disconnected:?}"
+        );
+        server.abort();
     }
 }
