@@ -60,11 +60,7 @@ struct Config {
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    config
-        .runtime
-        .build()
-        .context("starting the runtime")?
-        .block_on(serve(config))
+    config.runtime.run(serve(config))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -34,7 +34,7 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// The tokio runtime a service binary runs on.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct RuntimeArgs {
     /// Threads that run the service's tasks (default: one per CPU the process may use, cgroup
     /// quotas included). On a host whose cores are shared with other busy processes, one thread
@@ -52,6 +52,14 @@ impl RuntimeArgs {
             builder.worker_threads(threads.get());
         }
         builder.build()
+    }
+
+    /// A service binary's `main`: runs `service` to its end on the configured runtime.
+    pub fn run<T, E: From<std::io::Error>>(
+        self,
+        service: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        self.build()?.block_on(service)
     }
 }
 

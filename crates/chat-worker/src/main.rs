@@ -22,11 +22,7 @@ struct AppState {
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    config
-        .runtime
-        .build()
-        .context("starting the runtime")?
-        .block_on(serve(config))
+    config.runtime.run(serve(config))
 }
 
 async fn serve(mut config: Config) -> anyhow::Result<()> {
