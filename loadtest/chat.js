@@ -13,7 +13,8 @@
 // At the end each VU asks its gateway for a replay from its last cursor (a `resume` frame) and
 // closes once the replay is done and no new_message has come for FINAL_QUIET_MS: a message that
 // was committed but is still on its way when the test ends (an overloaded machine) then counts
-// as late (msgs_late, its delivery tagged via=final), not as lost. The VUs spread their replays
+// as late, not as lost: msgs_late counts what arrives after the end, live or by the replay, and
+// such deliveries are tagged via=final. The VUs spread their replays
 // over FINAL_SPREAD_S, and one refused as `unavailable` is asked again after a backoff, as an app
 // would. FINAL_SYNC=0 closes at once.
 //
@@ -70,7 +71,7 @@ const sent = new Counter('msgs_sent');
 const acked = new Counter('msgs_acked');
 const expected = new Counter('msgs_expected'); // sum over acked messages of (members - 1)
 const received = new Counter('msgs_received'); // new_message from someone else
-const late = new Counter('msgs_late'); // of those, first seen in the final replay
+const late = new Counter('msgs_late'); // of those, first seen after the end of the test
 const refusedReplays = new Counter('final_replays_refused'); // asked again after a backoff
 const lost = new Counter('msgs_lost'); // seq gaps seen by a socket at the end
 const unacked = new Counter('msgs_unacked'); // sends without ack or error at the end
