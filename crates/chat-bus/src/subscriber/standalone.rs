@@ -373,6 +373,9 @@ impl Task {
                     _ => Ok(()),
                 }
             }
+            // Out of subscribed mode (nothing subscribed yet, or no longer) Redis answers a PING
+            // as it would any client's.
+            BytesFrame::SimpleString(answer) if &answer[..] == b"PONG" => confirm(pending, b"pong"),
             BytesFrame::Error(e) => match pending.pop_front() {
                 Some(request) => {
                     let _ = request
@@ -678,6 +681,11 @@ mod tests {
             task.take(pong(), &mut queue).is_err(),
             "a pong nothing asked for"
         );
+        let (ping, mut ping_answer) = pending(Command::Ping, 1);
+        queue.push_back(ping);
+        let plain_pong = BytesFrame::SimpleString(Bytes::from_static(b"PONG"));
+        assert_eq!(task.take(plain_pong, &mut queue), Ok(()));
+        assert!(matches!(ping_answer.try_recv(), Ok(Ok(()))));
         // An error answers the oldest request; one that nothing asked for breaks the connection.
         let (request, mut answer) = pending(Command::Subscribe, 3);
         queue.push_back(request);
@@ -737,6 +745,16 @@ mod tests {
             next(&mut rx).await,
             BusMessage::Payload { user: 5, .. }
         ));
+        // With nothing subscribed Redis answers `+PONG`, not a push: that answers a PING too.
+        subscription
+            .unsubscribe(vec![channel.clone()])
+            .await
+            .expect("unsubscribed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "no Disconnected while nothing is subscribed"
+        );
 
         // A server that answers the handshake and then nothing, as a vanished host would.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
