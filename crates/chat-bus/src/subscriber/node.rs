@@ -1,5 +1,6 @@
-//! The subscription connection to a standalone Redis: one RESP2 connection in subscribed mode,
-//! owned by one task, that turns every pushed message into a [`BusMessage`].
+//! The subscription connection to one Redis server: one RESP2 connection in subscribed mode,
+//! owned by one task, that turns every pushed message into a [`BusMessage`]. A standalone Redis
+//! has one, with SUBSCRIBE; a cluster has one per master, with SSUBSCRIBE (see `cluster`).
 //!
 //! Why not redis-rs's connection manager, as for every other command: it parses each push into a
 //! tree of owned values with a general-purpose parser, and that was about a fifth of a gateway's
@@ -7,7 +8,8 @@
 //! decodes a push without copying: the payload handed on is a slice of the read buffer.
 //!
 //! Redis confirms SUBSCRIBE and UNSUBSCRIBE once per channel, in order, so a request is done when
-//! its last confirmation arrives. When the connection breaks, the requests in flight fail, the
+//! its last confirmation arrives. SSUBSCRIBE takes channels of one slot only, so a sharded request
+//! is sent as one command per channel, and an error (a `MOVED`) answers one of those commands. When the connection breaks, the requests in flight fail, the
 //! gateway hears `Disconnected` (its registry then subscribes its users again), and the task
 //! reconnects with backoff; a request made while it is down fails at once. A PING every
 //! `PING_EVERY` finds a connection that died without a word (a host gone, a dropped route), which
@@ -42,19 +44,37 @@ type Connection = Framed<TcpStream, Resp2>;
 
 /// A handle on the subscription task; the task ends when the last clone is dropped.
 #[derive(Clone)]
-pub(crate) struct StandaloneSubscription {
+pub(crate) struct NodeSubscription {
     requests: mpsc::UnboundedSender<Request>,
+    sharded: bool,
 }
 
-impl StandaloneSubscription {
-    /// Connects (an unreachable Redis is an error here, as it is for every other connection) and
-    /// starts the task that forwards pushed messages to `messages`.
+impl NodeSubscription {
+    /// Connects to a standalone Redis (an unreachable Redis is an error here, as it is for every
+    /// other connection) and starts the task that forwards pushed messages to `messages`.
     pub(crate) async fn connect(
         url: &str,
         keys: Arc<Keys>,
         messages: mpsc::UnboundedSender<BusMessage>,
     ) -> Result<Self> {
-        let endpoint = Endpoint::parse(url)?;
+        Self::open(Endpoint::parse(url)?, false, keys, messages).await
+    }
+
+    /// Connects to one master of a cluster, for shard channels (SSUBSCRIBE).
+    pub(crate) async fn connect_sharded(
+        endpoint: Endpoint,
+        keys: Arc<Keys>,
+        messages: mpsc::UnboundedSender<BusMessage>,
+    ) -> Result<Self> {
+        Self::open(endpoint, true, keys, messages).await
+    }
+
+    async fn open(
+        endpoint: Endpoint,
+        sharded: bool,
+        keys: Arc<Keys>,
+        messages: mpsc::UnboundedSender<BusMessage>,
+    ) -> Result<Self> {
         let connection = endpoint.open(&keys.subscriber_name()).await?;
         let (requests, waiting) = mpsc::unbounded_channel();
         let task = Task {
@@ -65,16 +85,26 @@ impl StandaloneSubscription {
             timing: Timing::default(),
         };
         tokio::spawn(task.run(connection));
-        Ok(Self { requests })
+        Ok(Self { requests, sharded })
     }
 
     /// Subscribes to `channels`; resolves once Redis confirmed every one of them.
     pub(crate) async fn subscribe(&self, channels: Vec<String>) -> Result<()> {
-        self.request(Command::Subscribe, channels).await
+        let command = if self.sharded {
+            Command::ShardSubscribe
+        } else {
+            Command::Subscribe
+        };
+        self.request(command, channels).await
     }
 
     pub(crate) async fn unsubscribe(&self, channels: Vec<String>) -> Result<()> {
-        self.request(Command::Unsubscribe, channels).await
+        let command = if self.sharded {
+            Command::ShardUnsubscribe
+        } else {
+            Command::Unsubscribe
+        };
+        self.request(command, channels).await
     }
 
     async fn request(&self, command: Command, channels: Vec<String>) -> Result<()> {
@@ -101,6 +131,8 @@ fn unavailable(why: &str) -> BusError {
 enum Command {
     Subscribe,
     Unsubscribe,
+    ShardSubscribe,
+    ShardUnsubscribe,
     /// The task's own liveness check.
     Ping,
 }
@@ -110,6 +142,8 @@ impl Command {
         match self {
             Self::Subscribe => "SUBSCRIBE",
             Self::Unsubscribe => "UNSUBSCRIBE",
+            Self::ShardSubscribe => "SSUBSCRIBE",
+            Self::ShardUnsubscribe => "SUNSUBSCRIBE",
             Self::Ping => "PING",
         }
     }
@@ -119,7 +153,18 @@ impl Command {
         match self {
             Self::Subscribe => b"subscribe",
             Self::Unsubscribe => b"unsubscribe",
+            Self::ShardSubscribe => b"ssubscribe",
+            Self::ShardUnsubscribe => b"sunsubscribe",
             Self::Ping => b"pong",
+        }
+    }
+
+    /// How many channels one command of this kind may carry: shard channels must share a slot,
+    /// and those of different users do not.
+    fn channels_per_command(self) -> usize {
+        match self {
+            Self::ShardSubscribe | Self::ShardUnsubscribe => 1,
+            Self::Subscribe | Self::Unsubscribe | Self::Ping => usize::MAX,
         }
     }
 }
@@ -130,24 +175,64 @@ struct Request {
     done: oneshot::Sender<Result<()>>,
 }
 
-/// A request sent to Redis, waiting for its confirmations.
+/// A request sent to Redis as one or more commands, waiting for their answers.
 struct Pending {
     command: Command,
-    unconfirmed: usize,
+    /// Per command sent, in order: the confirmations it still waits for.
+    unconfirmed: VecDeque<usize>,
+    /// The first error a command of the request was answered with.
+    refused: Option<String>,
     deadline: tokio::time::Instant,
     done: oneshot::Sender<Result<()>>,
 }
 
-/// Where to connect, from a `redis://` URL.
-struct Endpoint {
+impl Pending {
+    fn new(
+        command: Command,
+        unconfirmed: VecDeque<usize>,
+        deadline: tokio::time::Instant,
+        done: oneshot::Sender<Result<()>>,
+    ) -> Self {
+        Self {
+            command,
+            unconfirmed,
+            refused: None,
+            deadline,
+            done,
+        }
+    }
+
+    fn answered(&self) -> bool {
+        self.unconfirmed.is_empty()
+    }
+
+    fn finish(self) {
+        let outcome = match self.refused {
+            None => Ok(()),
+            Some(e) => Err(BusError::Subscription(format!("redis: {e}"))),
+        };
+        let _ = self.done.send(outcome);
+    }
+}
+
+/// Where to connect, from a `redis://` URL or a cluster's slot map.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Endpoint {
     host: String,
     port: u16,
     username: Option<String>,
     password: Option<String>,
 }
 
+/// The address only: the password stays out of logs.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
 impl Endpoint {
-    fn parse(url: &str) -> Result<Self> {
+    pub(crate) fn parse(url: &str) -> Result<Self> {
         let info = url.into_connection_info()?;
         let ConnectionAddr::Tcp(host, port) = info.addr() else {
             return Err(BusError::Config(format!(
@@ -162,6 +247,25 @@ impl Endpoint {
             username: settings.username().map(str::to_string),
             password: settings.password().map(str::to_string),
         })
+    }
+
+    /// Another server of the same cluster, reached with the same credentials.
+    pub(crate) fn at(&self, host: &str, port: u16) -> Self {
+        Self {
+            host: host.to_string(),
+            port,
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Asks one command on a connection of its own, closed after the answer.
+    pub(crate) async fn query(&self, words: &[&str]) -> Result<BytesFrame> {
+        let mut connection = self.open("").await?;
+        ask(&mut connection, words).await
     }
 
     /// A new connection, authenticated when the URL carries a password and named `name` (so
@@ -185,7 +289,9 @@ impl Endpoint {
             }
         }
         // Only a convenience: a server that refuses it (an ACL, a name it rejects) is still used.
-        if let BytesFrame::Error(e) = ask(&mut connection, &["CLIENT", "SETNAME", name]).await? {
+        if !name.is_empty()
+            && let BytesFrame::Error(e) = ask(&mut connection, &["CLIENT", "SETNAME", name]).await?
+        {
             tracing::debug!(error = %e, "CLIENT SETNAME refused");
         }
         Ok(connection)
@@ -306,19 +412,28 @@ impl Task {
                         let _ = request.done.send(Ok(()));
                         continue;
                     }
-                    let mut words = Vec::with_capacity(request.channels.len() + 1);
-                    words.push(request.command.name());
-                    words.extend(request.channels.iter().map(String::as_str));
-                    if let Err(e) = connection.send(command_frame(&words)).await {
+                    let command = request.command;
+                    let mut unconfirmed = VecDeque::new();
+                    let mut written = Ok(());
+                    for channels in request.channels.chunks(command.channels_per_command()) {
+                        let mut words = Vec::with_capacity(channels.len() + 1);
+                        words.push(command.name());
+                        words.extend(channels.iter().map(String::as_str));
+                        written = connection.feed(command_frame(&words)).await;
+                        if written.is_err() {
+                            break;
+                        }
+                        unconfirmed.push_back(channels.len());
+                    }
+                    if written.is_ok() {
+                        written = SinkExt::<BytesFrame>::flush(connection).await;
+                    }
+                    if let Err(e) = written {
                         let _ = request.done.send(Err(protocol_error(e)));
                         break Ended::Broken("writing a request failed".into());
                     }
-                    pending.push_back(Pending {
-                        command: request.command,
-                        unconfirmed: request.channels.len(),
-                        deadline: tokio::time::Instant::now() + reply_timeout,
-                        done: request.done,
-                    });
+                    let deadline = tokio::time::Instant::now() + reply_timeout;
+                    pending.push_back(Pending::new(command, unconfirmed, deadline, request.done));
                 }
                 _ = ping.tick(), if pending.is_empty() => {
                     if let Err(e) = connection.send(command_frame(&[Command::Ping.name()])).await {
@@ -326,12 +441,8 @@ impl Task {
                     }
                     // Nobody waits for the answer but the deadline.
                     let (done, _) = oneshot::channel();
-                    pending.push_back(Pending {
-                        command: Command::Ping,
-                        unconfirmed: 1,
-                        deadline: tokio::time::Instant::now() + reply_timeout,
-                        done,
-                    });
+                    let deadline = tokio::time::Instant::now() + reply_timeout;
+                    pending.push_back(Pending::new(Command::Ping, VecDeque::from([1]), deadline, done));
                 }
                 () = overdue => break Ended::Broken("Redis did not answer in time".into()),
             }
@@ -345,7 +456,9 @@ impl Task {
     }
 
     /// Handles one frame from Redis: a message is forwarded, a confirmation counted, an error
-    /// fails the oldest request. An answer the requests do not explain breaks the connection.
+    /// answers the oldest request's next command. An answer the requests do not explain breaks
+    /// the connection: so does a `sunsubscribe` Redis sends by itself when a slot moves to
+    /// another master, and the gateway then subscribes again where the slot now is.
     fn take(
         &self,
         frame: BytesFrame,
@@ -360,7 +473,7 @@ impl Task {
                     return Ok(());
                 };
                 match &kind[..] {
-                    b"message" => {
+                    b"message" | b"smessage" => {
                         if let (Some(BytesFrame::BulkString(payload)), Some(user)) =
                             (parts.next(), self.keys.user_of_channel(&channel))
                         {
@@ -368,7 +481,9 @@ impl Task {
                         }
                         Ok(())
                     }
-                    b"subscribe" | b"unsubscribe" | b"pong" => confirm(pending, &kind),
+                    b"subscribe" | b"unsubscribe" | b"ssubscribe" | b"sunsubscribe" | b"pong" => {
+                        confirm(pending, &kind)
+                    }
                     // Kinds this connection never asks for.
                     _ => Ok(()),
                 }
@@ -376,15 +491,7 @@ impl Task {
             // Out of subscribed mode (nothing subscribed yet, or no longer) Redis answers a PING
             // as it would any client's.
             BytesFrame::SimpleString(answer) if &answer[..] == b"PONG" => confirm(pending, b"pong"),
-            BytesFrame::Error(e) => match pending.pop_front() {
-                Some(request) => {
-                    let _ = request
-                        .done
-                        .send(Err(BusError::Subscription(format!("redis: {e}"))));
-                    Ok(())
-                }
-                None => Err(format!("an error nothing asked for: {e}")),
-            },
+            BytesFrame::Error(e) => refuse(pending, e.to_string()),
             _ => Ok(()),
         }
     }
@@ -433,13 +540,34 @@ fn confirm(pending: &mut VecDeque<Pending>, kind: &[u8]) -> std::result::Result<
             oldest.command.name()
         ));
     }
-    oldest.unconfirmed -= 1;
-    if oldest.unconfirmed == 0
+    let Some(command) = oldest.unconfirmed.front_mut() else {
+        return Err("a confirmation nothing asked for".into());
+    };
+    *command -= 1;
+    if *command == 0 {
+        oldest.unconfirmed.pop_front();
+    }
+    finish_answered(pending);
+    Ok(())
+}
+
+/// An error answers the oldest request's next command as a whole (Redis refused all of it).
+fn refuse(pending: &mut VecDeque<Pending>, error: String) -> std::result::Result<(), String> {
+    let Some(oldest) = pending.front_mut() else {
+        return Err(format!("an error nothing asked for: {error}"));
+    };
+    oldest.unconfirmed.pop_front();
+    oldest.refused.get_or_insert(error);
+    finish_answered(pending);
+    Ok(())
+}
+
+fn finish_answered(pending: &mut VecDeque<Pending>) {
+    if pending.front().is_some_and(Pending::answered)
         && let Some(done) = pending.pop_front()
     {
-        let _ = done.done.send(Ok(()));
+        done.finish();
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -473,11 +601,9 @@ mod tests {
             .expect("Redis answers (start it, or set CHAT_TEST_REDIS_URL)")
     }
 
-    async fn start(
-        keys: &Arc<Keys>,
-    ) -> (StandaloneSubscription, mpsc::UnboundedReceiver<BusMessage>) {
+    async fn start(keys: &Arc<Keys>) -> (NodeSubscription, mpsc::UnboundedReceiver<BusMessage>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let subscription = StandaloneSubscription::connect(&redis_url(), keys.clone(), tx)
+        let subscription = NodeSubscription::connect(&redis_url(), keys.clone(), tx)
             .await
             .expect("Redis answers (start it, or set CHAT_TEST_REDIS_URL)");
         (subscription, rx)
@@ -599,19 +725,47 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         // Port 1 on loopback: nothing listens there.
         let refused =
-            StandaloneSubscription::connect("redis://127.0.0.1:1", unique_keys("down"), tx).await;
+            NodeSubscription::connect("redis://127.0.0.1:1", unique_keys("down"), tx).await;
         assert!(matches!(refused, Err(BusError::Subscription(_))));
     }
 
     fn pending(command: Command, channels: usize) -> (Pending, oneshot::Receiver<Result<()>>) {
         let (done, answer) = oneshot::channel();
-        let pending = Pending {
-            command,
-            unconfirmed: channels,
-            deadline: tokio::time::Instant::now() + REPLY_TIMEOUT,
-            done,
-        };
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        let pending = Pending::new(command, VecDeque::from([channels]), deadline, done);
         (pending, answer)
+    }
+
+    #[tokio::test]
+    async fn a_sharded_request_is_done_when_each_of_its_commands_is_answered() {
+        let mut queue = VecDeque::new();
+        let (done, mut answer) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        let three = VecDeque::from([1, 1, 1]);
+        queue.push_back(Pending::new(Command::ShardSubscribe, three, deadline, done));
+        let (after, mut after_answer) = pending(Command::ShardUnsubscribe, 1);
+        queue.push_back(after);
+        assert_eq!(confirm(&mut queue, b"ssubscribe"), Ok(()));
+        // The second channel's slot is served elsewhere: its command alone is refused.
+        assert_eq!(
+            refuse(&mut queue, "MOVED 15495 127.0.0.1:7002".into()),
+            Ok(())
+        );
+        assert!(
+            answer.try_recv().is_err(),
+            "the third command is unanswered"
+        );
+        assert_eq!(confirm(&mut queue, b"ssubscribe"), Ok(()));
+        assert!(
+            matches!(answer.try_recv(), Ok(Err(BusError::Subscription(why))) if why.contains("MOVED"))
+        );
+        assert!(after_answer.try_recv().is_err());
+        assert_eq!(confirm(&mut queue, b"sunsubscribe"), Ok(()));
+        assert!(matches!(after_answer.try_recv(), Ok(Ok(()))));
+        assert!(
+            confirm(&mut queue, b"sunsubscribe").is_err(),
+            "a sunsubscribe Redis sent by itself breaks the connection"
+        );
     }
 
     #[tokio::test]
@@ -702,7 +856,7 @@ mod tests {
         url: &str,
         keys: Arc<Keys>,
         connection: Connection,
-    ) -> (StandaloneSubscription, mpsc::UnboundedReceiver<BusMessage>) {
+    ) -> (NodeSubscription, mpsc::UnboundedReceiver<BusMessage>) {
         let (messages, rx) = mpsc::unbounded_channel();
         let (requests, waiting) = mpsc::unbounded_channel();
         let task = Task {
@@ -716,7 +870,13 @@ mod tests {
             },
         };
         tokio::spawn(task.run(connection));
-        (StandaloneSubscription { requests }, rx)
+        (
+            NodeSubscription {
+                requests,
+                sharded: false,
+            },
+            rx,
+        )
     }
 
     #[tokio::test]

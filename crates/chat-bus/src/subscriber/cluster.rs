@@ -1,0 +1,510 @@
+//! The subscription to a Redis Cluster: each user's shard channel is SSUBSCRIBEd on the master
+//! that owns its slot, over one [`NodeSubscription`] per master, the same connection a standalone
+//! gateway uses (redis-rs's cluster connection parsed every push into owned values, and that cost
+//! the cluster's fan-out about as much as it had cost standalone's: docs/performance.md).
+//!
+//! The slot map comes from CLUSTER SLOTS, asked of a known master or a seed. It is asked again
+//! whenever a command fails: a `MOVED` after a slot moved, a master that died and whose replica
+//! was promoted. The failed channels are then tried on the new map. A master's connection that
+//! breaks sends `Disconnected` by itself; one that the new map no longer lists is dropped, and
+//! `Disconnected` is sent for it too, so the gateway subscribes its users again wherever their
+//! slots now are.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redis_protocol::resp2::types::BytesFrame;
+use tokio::sync::{Mutex, mpsc};
+
+use super::BusMessage;
+use super::node::{Endpoint, NodeSubscription};
+use crate::keys::Keys;
+use crate::{BusError, Result};
+
+/// Tries of one (un)subscribe: the first on the map as it is, then on fresh maps.
+const ATTEMPTS: usize = 3;
+const SLOTS: u16 = 16384;
+
+/// A handle on the subscription; every clone shares the connections.
+#[derive(Clone)]
+pub(crate) struct ClusterSubscription {
+    shards: Arc<Mutex<Shards>>,
+}
+
+impl ClusterSubscription {
+    /// Reads the slot map from the first seed that answers; connections to masters are opened
+    /// when a channel of theirs is first subscribed.
+    pub(crate) async fn connect(
+        urls: &[String],
+        keys: Arc<Keys>,
+        messages: mpsc::UnboundedSender<BusMessage>,
+    ) -> Result<Self> {
+        let seeds = urls
+            .iter()
+            .map(|url| Endpoint::parse(url))
+            .collect::<Result<Vec<_>>>()?;
+        if seeds.is_empty() {
+            return Err(BusError::Config("no Redis Cluster seed URL".into()));
+        }
+        let mut shards = Shards {
+            seeds,
+            keys,
+            messages,
+            slots: Vec::new(),
+            masters: HashMap::new(),
+        };
+        shards.refresh().await?;
+        Ok(Self {
+            shards: Arc::new(Mutex::new(shards)),
+        })
+    }
+
+    pub(crate) async fn subscribe(&self, channels: Vec<String>) -> Result<()> {
+        self.shards
+            .lock()
+            .await
+            .apply(Change::Subscribe, channels)
+            .await
+    }
+
+    pub(crate) async fn unsubscribe(&self, channels: Vec<String>) -> Result<()> {
+        self.shards
+            .lock()
+            .await
+            .apply(Change::Unsubscribe, channels)
+            .await
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Subscribe,
+    Unsubscribe,
+}
+
+/// The slots `first..=last` and the master serving them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SlotRange {
+    first: u16,
+    last: u16,
+    master: Endpoint,
+}
+
+struct Shards {
+    seeds: Vec<Endpoint>,
+    keys: Arc<Keys>,
+    messages: mpsc::UnboundedSender<BusMessage>,
+    /// Sorted by `first`.
+    slots: Vec<SlotRange>,
+    masters: HashMap<Endpoint, NodeSubscription>,
+}
+
+impl Shards {
+    async fn apply(&mut self, change: Change, mut channels: Vec<String>) -> Result<()> {
+        let mut attempt = 1;
+        loop {
+            let (failed, error) = self.send(change, channels).await;
+            let Some(error) = error else { return Ok(()) };
+            if attempt == ATTEMPTS {
+                return Err(error);
+            }
+            tracing::debug!(error = %error, channels = failed.len(), "re-reading the slot map");
+            self.refresh().await?;
+            channels = failed;
+            attempt += 1;
+        }
+    }
+
+    /// Sends the change to each master for its channels, all masters at once. Returns the
+    /// channels that failed and the first error.
+    async fn send(
+        &mut self,
+        change: Change,
+        channels: Vec<String>,
+    ) -> (Vec<String>, Option<BusError>) {
+        let mut by_master: HashMap<Endpoint, Vec<String>> = HashMap::new();
+        let mut failed = Vec::new();
+        let mut error = None;
+        for channel in channels {
+            match master_of(&self.slots, slot_of(channel.as_bytes())) {
+                Some(master) => by_master.entry(master.clone()).or_default().push(channel),
+                None => {
+                    failed.push(channel);
+                    error.get_or_insert_with(|| unavailable("a slot no master serves"));
+                }
+            }
+        }
+        let mut requests = Vec::new();
+        for (master, channels) in by_master {
+            let connection = match (change, self.masters.get(&master)) {
+                (_, Some(connection)) => connection.clone(),
+                // Nothing was subscribed where nothing is connected.
+                (Change::Unsubscribe, None) => continue,
+                (Change::Subscribe, None) => match self.open(&master).await {
+                    Ok(connection) => connection,
+                    Err(e) => {
+                        failed.extend(channels);
+                        error.get_or_insert(e);
+                        continue;
+                    }
+                },
+            };
+            requests.push(async move {
+                let outcome = match change {
+                    Change::Subscribe => connection.subscribe(channels.clone()).await,
+                    Change::Unsubscribe => connection.unsubscribe(channels.clone()).await,
+                };
+                (channels, outcome)
+            });
+        }
+        for (channels, outcome) in futures_util::future::join_all(requests).await {
+            if let Err(e) = outcome {
+                failed.extend(channels);
+                error.get_or_insert(e);
+            }
+        }
+        (failed, error)
+    }
+
+    async fn open(&mut self, master: &Endpoint) -> Result<NodeSubscription> {
+        let connection = NodeSubscription::connect_sharded(
+            master.clone(),
+            self.keys.clone(),
+            self.messages.clone(),
+        )
+        .await?;
+        self.masters.insert(master.clone(), connection.clone());
+        Ok(connection)
+    }
+
+    /// Reads the slot map again, from the masters first (the seeds may be stale), and drops the
+    /// connections to servers that are no longer masters.
+    async fn refresh(&mut self) -> Result<()> {
+        let mut candidates: Vec<Endpoint> = Vec::new();
+        for node in self.slots.iter().map(|r| &r.master).chain(&self.seeds) {
+            if !candidates.contains(node) {
+                candidates.push(node.clone());
+            }
+        }
+        let mut last_error = unavailable("no cluster node to ask for the slot map");
+        for node in candidates {
+            match node.query(&["CLUSTER", "SLOTS"]).await {
+                Ok(reply) => match parse_slots(reply, &node) {
+                    Some(slots) if !slots.is_empty() => {
+                        self.adopt(slots);
+                        return Ok(());
+                    }
+                    _ => last_error = unavailable("CLUSTER SLOTS gave no slot map"),
+                },
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    fn adopt(&mut self, slots: Vec<SlotRange>) {
+        let before = self.masters.len();
+        self.masters
+            .retain(|master, _| slots.iter().any(|range| &range.master == master));
+        if self.masters.len() < before {
+            // Whatever was subscribed on the dropped connections is gone with them.
+            let _ = self.messages.send(BusMessage::Disconnected);
+        }
+        self.slots = slots;
+    }
+}
+
+fn unavailable(why: &str) -> BusError {
+    BusError::Subscription(why.to_string())
+}
+
+/// The cluster slot of a key or channel: CRC16 (XMODEM) of its hash tag, or of all of it.
+fn slot_of(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            Some(&rest[..close])
+        })
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS
+}
+
+fn master_of(slots: &[SlotRange], slot: u16) -> Option<&Endpoint> {
+    let after = slots.partition_point(|range| range.first <= slot);
+    let range = slots.get(after.checked_sub(1)?)?;
+    (slot <= range.last).then_some(&range.master)
+}
+
+/// The ranges of a CLUSTER SLOTS reply, sorted: `[first, last, [host, port, id, …], replicas…]`
+/// each. An empty host means the server that answered; `?` an unknown one (the range is left out).
+fn parse_slots(reply: BytesFrame, asked: &Endpoint) -> Option<Vec<SlotRange>> {
+    let BytesFrame::Array(entries) = reply else {
+        return None;
+    };
+    let mut ranges = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let BytesFrame::Array(parts) = entry else {
+            return None;
+        };
+        let (Some(first), Some(last), Some(BytesFrame::Array(master))) =
+            (parts.first(), parts.get(1), parts.get(2))
+        else {
+            return None;
+        };
+        let (Some(BytesFrame::BulkString(host)), Some(BytesFrame::Integer(port))) =
+            (master.first(), master.get(1))
+        else {
+            return None;
+        };
+        let host = std::str::from_utf8(host).ok()?;
+        if host == "?" {
+            continue;
+        }
+        let host = if host.is_empty() { asked.host() } else { host };
+        ranges.push(SlotRange {
+            first: slot_number(first)?,
+            last: slot_number(last)?,
+            master: asked.at(host, u16::try_from(*port).ok()?),
+        });
+    }
+    ranges.sort_by_key(|range| range.first);
+    Some(ranges)
+}
+
+fn slot_number(frame: &BytesFrame) -> Option<u16> {
+    match frame {
+        BytesFrame::Integer(n) => u16::try_from(*n).ok().filter(|&slot| slot < SLOTS),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The parsing and routing, and subscribing on the local test cluster
+    //! (`deploy/local/redis-cluster.sh start`, which `make test` runs first; `CHAT_TEST_CLUSTER_URL`
+    //! overrides its seeds). A failover is the end-to-end suite's (`chat-testkit/tests/cluster_failover.rs`).
+
+    use super::*;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn cluster_seeds() -> Vec<String> {
+        std::env::var("CHAT_TEST_CLUSTER_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:7000,redis://127.0.0.1:7001".into())
+            .split(',')
+            .map(|url| url.trim().to_string())
+            .collect()
+    }
+
+    fn unique_keys(test: &str) -> Arc<Keys> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Arc::new(Keys::new(&format!(
+            "t-csub-{test}-{}-{nanos}",
+            std::process::id()
+        )))
+    }
+
+    async fn start(keys: &Arc<Keys>) -> (ClusterSubscription, mpsc::UnboundedReceiver<BusMessage>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let subscription = ClusterSubscription::connect(&cluster_seeds(), keys.clone(), tx)
+            .await
+            .expect("the test cluster answers (start it: deploy/local/redis-cluster.sh start)");
+        (subscription, rx)
+    }
+
+    async fn spublish(channel: &str, payload: &str) -> i64 {
+        let client = redis::cluster::ClusterClient::new(cluster_seeds()).expect("seeds");
+        let mut conn = client
+            .get_async_connection()
+            .await
+            .expect("the test cluster answers");
+        redis::cmd("SPUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(&mut conn)
+            .await
+            .expect("SPUBLISH")
+    }
+
+    async fn received(
+        rx: &mut mpsc::UnboundedReceiver<BusMessage>,
+        count: usize,
+    ) -> Vec<UserIdPayload> {
+        let mut got = Vec::new();
+        while got.len() < count {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(BusMessage::Payload { user, payload })) => got.push((user, payload)),
+                other => panic!("a message within 5 s, got {other:?} after {got:?}"),
+            }
+        }
+        got.sort();
+        got
+    }
+
+    type UserIdPayload = (crate::UserId, Bytes);
+
+    /// Users whose channels are on `masters` different masters of `slots`.
+    fn users_on_distinct_masters(keys: &Keys, slots: &[SlotRange], masters: usize) -> Vec<u64> {
+        let mut seen: Vec<Endpoint> = Vec::new();
+        let mut users = Vec::new();
+        for user in 1..10_000u64 {
+            let channel = keys.user_channel(user);
+            let master = master_of(slots, slot_of(channel.as_bytes())).expect("served");
+            if !seen.contains(master) {
+                seen.push(master.clone());
+                users.push(user);
+            }
+            if users.len() == masters {
+                break;
+            }
+        }
+        assert_eq!(
+            users.len(),
+            masters,
+            "the test cluster has {masters} masters"
+        );
+        users
+    }
+
+    #[tokio::test]
+    async fn channels_on_every_master_are_delivered_until_unsubscribed() {
+        let keys = unique_keys("every");
+        let (subscription, mut rx) = start(&keys).await;
+        let slots = subscription.shards.lock().await.slots.clone();
+        let users = users_on_distinct_masters(&keys, &slots, 3);
+        let channels: Vec<String> = users.iter().map(|&u| keys.user_channel(u)).collect();
+        subscription
+            .subscribe(channels.clone())
+            .await
+            .expect("subscribed");
+        for channel in &channels {
+            assert_eq!(spublish(channel, "hello").await, 1, "{channel}");
+        }
+        let got = received(&mut rx, 3).await;
+        let want: Vec<UserIdPayload> = users
+            .iter()
+            .map(|&u| (u, Bytes::from_static(b"hello")))
+            .collect();
+        assert_eq!(got, want);
+        subscription
+            .unsubscribe(channels[..1].to_vec())
+            .await
+            .expect("unsubscribed");
+        assert_eq!(spublish(&channels[0], "gone").await, 0);
+        assert_eq!(spublish(&channels[1], "still").await, 1);
+        assert_eq!(
+            received(&mut rx, 1).await,
+            vec![(users[1], Bytes::from_static(b"still"))]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stale_slot_map_is_read_again_after_moved() {
+        let keys = unique_keys("moved");
+        let (subscription, mut rx) = start(&keys).await;
+        let users = {
+            let mut shards = subscription.shards.lock().await;
+            let users = users_on_distinct_masters(&keys, &shards.slots, 3);
+            // As if every slot had stayed on the first master.
+            let first = shards.slots[0].master.clone();
+            shards.slots = vec![SlotRange {
+                first: 0,
+                last: SLOTS - 1,
+                master: first,
+            }];
+            users
+        };
+        let channels: Vec<String> = users.iter().map(|&u| keys.user_channel(u)).collect();
+        subscription
+            .subscribe(channels.clone())
+            .await
+            .expect("subscribed after MOVED");
+        assert!(
+            subscription.shards.lock().await.slots.len() >= 3,
+            "the map was read again"
+        );
+        for channel in &channels {
+            assert_eq!(spublish(channel, "moved").await, 1, "{channel}");
+        }
+        assert_eq!(received(&mut rx, 3).await.len(), 3);
+    }
+
+    fn bulk(text: &str) -> BytesFrame {
+        BytesFrame::BulkString(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    fn entry(first: i64, last: i64, host: &str, port: i64) -> BytesFrame {
+        BytesFrame::Array(vec![
+            BytesFrame::Integer(first),
+            BytesFrame::Integer(last),
+            BytesFrame::Array(vec![bulk(host), BytesFrame::Integer(port), bulk("id")]),
+            // A replica, which a subscription does not use.
+            BytesFrame::Array(vec![
+                bulk("10.0.0.9"),
+                BytesFrame::Integer(7005),
+                bulk("id"),
+            ]),
+        ])
+    }
+
+    fn seed() -> Endpoint {
+        Endpoint::parse("redis://:pw@10.0.0.1:7000").expect("url")
+    }
+
+    #[test]
+    fn slots_are_those_redis_computes() {
+        // Values from CLUSTER KEYSLOT on Redis 7.
+        assert_eq!(slot_of(b"foo"), 12182);
+        assert_eq!(slot_of(b"{user1000}.following"), slot_of(b"user1000"));
+        assert_eq!(slot_of(b"chat:u:{42}"), slot_of(b"42"));
+        // An empty tag hashes the whole key.
+        assert_eq!(
+            slot_of(b"a{}b"),
+            crc16::State::<crc16::XMODEM>::calculate(b"a{}b") % SLOTS
+        );
+    }
+
+    #[test]
+    fn the_map_routes_each_slot_to_its_master() {
+        let reply = BytesFrame::Array(vec![
+            entry(10923, 16383, "10.0.0.3", 7002),
+            entry(0, 5460, "", 7000),
+            entry(5461, 10922, "10.0.0.2", 7001),
+        ]);
+        let slots = parse_slots(reply, &seed()).expect("a map");
+        let port_of = |slot| {
+            let master = master_of(&slots, slot).expect("served");
+            (master.host().to_string(), master.clone())
+        };
+        // The empty host is the server that answered; credentials carry over.
+        assert_eq!(port_of(0).1, seed().at("10.0.0.1", 7000));
+        assert_eq!(port_of(5460).0, "10.0.0.1");
+        assert_eq!(port_of(5461).1, seed().at("10.0.0.2", 7001));
+        assert_eq!(port_of(16383).0, "10.0.0.3");
+    }
+
+    #[test]
+    fn unserved_slots_and_malformed_replies_route_nowhere() {
+        let reply = BytesFrame::Array(vec![
+            entry(0, 99, "10.0.0.1", 7000),
+            entry(200, 299, "?", 7001),
+        ]);
+        let slots = parse_slots(reply, &seed()).expect("a map");
+        assert!(master_of(&slots, 50).is_some());
+        assert_eq!(master_of(&slots, 150), None);
+        assert_eq!(master_of(&slots, 250), None, "an unknown endpoint");
+        assert_eq!(master_of(&slots, 16000), None);
+        assert_eq!(parse_slots(bulk("ERR"), &seed()), None);
+        let bad_port = BytesFrame::Array(vec![entry(0, 10, "h", 70000)]);
+        assert_eq!(parse_slots(bad_port, &seed()), None);
+        let bad_slot = BytesFrame::Array(vec![entry(0, 16384, "h", 7000)]);
+        assert_eq!(parse_slots(bad_slot, &seed()), None);
+    }
+}
