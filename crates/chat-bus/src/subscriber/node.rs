@@ -9,11 +9,11 @@
 //!
 //! Redis confirms SUBSCRIBE and UNSUBSCRIBE once per channel, in order, so a request is done when
 //! its last confirmation arrives. SSUBSCRIBE takes channels of one slot only, so a sharded request
-//! is sent as one command per channel, and an error (a `MOVED`) answers one of those commands. When the connection breaks, the requests in flight fail, the
-//! gateway hears `Disconnected` (its registry then subscribes its users again), and the task
-//! reconnects with backoff; a request made while it is down fails at once. A PING every
-//! `PING_EVERY` finds a connection that died without a word (a host gone, a dropped route), which
-//! would otherwise go on delivering nothing.
+//! is sent as one command per channel, and an error (a `MOVED`) answers one of those commands.
+//! When the connection breaks, the requests in flight fail, the gateway hears `Disconnected` (its
+//! registry then subscribes its users again), and the task reconnects with backoff; a request
+//! made while it is down fails at once. A PING every `PING_EVERY` finds a connection that died
+//! without a word (a host gone, a dropped route), which would otherwise go on delivering nothing.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
