@@ -285,8 +285,9 @@ fn slot_number(frame: &BytesFrame) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     //! The parsing and routing, and subscribing on the local test cluster
-    //! (`deploy/local/redis-cluster.sh start`, which `make test` runs first; `CHAT_TEST_CLUSTER_URL`
-    //! overrides its seeds). A failover is the end-to-end suite's (`chat-testkit/tests/cluster_failover.rs`).
+    //! (`deploy/local/redis-cluster.sh start`, which `make test` runs first;
+    //! `CHAT_TEST_CLUSTER_URL` overrides its seeds). A failover is the end-to-end suite's
+    //! (`chat-testkit/tests/cluster_failover.rs`).
 
     use super::*;
     use bytes::Bytes;

@@ -442,7 +442,8 @@ impl Task {
                     // Nobody waits for the answer but the deadline.
                     let (done, _) = oneshot::channel();
                     let deadline = tokio::time::Instant::now() + reply_timeout;
-                    pending.push_back(Pending::new(Command::Ping, VecDeque::from([1]), deadline, done));
+                    let ping = Pending::new(Command::Ping, VecDeque::from([1]), deadline, done);
+                    pending.push_back(ping);
                 }
                 () = overdue => break Ended::Broken("Redis did not answer in time".into()),
             }
