@@ -286,7 +286,8 @@ fn slot_number(frame: &BytesFrame) -> Option<u16> {
 mod tests {
     //! The parsing and routing, and subscribing on the local test cluster
     //! (`deploy/local/redis-cluster.sh start`, which `make test` runs first;
-    //! `CHAT_TEST_CLUSTER_URL` overrides its seeds). A failover is the end-to-end suite's
+    //! `CHAT_TEST_CLUSTER_URL` overrides its seeds), across a stale map and a slot that moves
+    //! (moved back at the end). A failover is the end-to-end suite's
     //! (`chat-testkit/tests/cluster_failover.rs`).
 
     use super::*;
@@ -439,6 +440,88 @@ mod tests {
 
     fn bulk(text: &str) -> BytesFrame {
         BytesFrame::BulkString(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    /// A plain connection to one master, for the CLUSTER commands of a slot migration.
+    async fn admin(master: &Endpoint) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://{master:?}"))
+            .expect("address")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the master answers")
+    }
+
+    async fn cluster_command(
+        conn: &mut redis::aio::MultiplexedConnection,
+        args: &[&str],
+    ) -> String {
+        let mut command = redis::cmd("CLUSTER");
+        for arg in args {
+            command.arg(*arg);
+        }
+        command.query_async(conn).await.expect("CLUSTER command")
+    }
+
+    /// Moves an empty slot (channels are not keys) from one master to another, as a resharding
+    /// does.
+    async fn move_slot(slot: u16, from: &Endpoint, to: &Endpoint) {
+        let (mut source, mut target) = (admin(from).await, admin(to).await);
+        let source_id = cluster_command(&mut source, &["MYID"]).await;
+        let target_id = cluster_command(&mut target, &["MYID"]).await;
+        let slot = slot.to_string();
+        cluster_command(&mut target, &["SETSLOT", &slot, "IMPORTING", &source_id]).await;
+        cluster_command(&mut source, &["SETSLOT", &slot, "MIGRATING", &target_id]).await;
+        cluster_command(&mut target, &["SETSLOT", &slot, "NODE", &target_id]).await;
+        cluster_command(&mut source, &["SETSLOT", &slot, "NODE", &target_id]).await;
+    }
+
+    #[tokio::test]
+    async fn a_channel_whose_slot_moves_is_subscribed_again_on_its_new_master() {
+        let keys = unique_keys("reshard");
+        let (subscription, mut rx) = start(&keys).await;
+        // A user far from the small ids the other tests of this binary use at the same time.
+        let user = 7_000_001;
+        let channel = keys.user_channel(user);
+        let slot = slot_of(channel.as_bytes());
+        let slots = subscription.shards.lock().await.slots.clone();
+        let from = master_of(&slots, slot).expect("served").clone();
+        let to = slots
+            .iter()
+            .map(|range| &range.master)
+            .find(|master| **master != from)
+            .expect("a second master")
+            .clone();
+        for other in users_on_distinct_masters(&keys, &slots, 3) {
+            assert_ne!(slot_of(keys.user_channel(other).as_bytes()), slot);
+        }
+        subscription
+            .subscribe(vec![channel.clone()])
+            .await
+            .expect("subscribed");
+
+        move_slot(slot, &from, &to).await;
+        // The old master unsubscribes the channel by itself; the connection reports it, as the
+        // gateway's registry needs to subscribe again.
+        let reported = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        let resubscribed = async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while let Err(e) = subscription.subscribe(vec![channel.clone()]).await {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "not resubscribed: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            spublish(&channel, "after").await
+        };
+        let outcome = (
+            matches!(reported, Ok(Some(BusMessage::Disconnected))),
+            resubscribed.await,
+        );
+        let delivered = received(&mut rx, 1).await;
+        move_slot(slot, &to, &from).await;
+        assert_eq!(outcome, (true, 1), "reported {reported:?}");
+        assert_eq!(delivered, vec![(user, Bytes::from_static(b"after"))]);
     }
 
     fn entry(first: i64, last: i64, host: &str, port: i64) -> BytesFrame {
