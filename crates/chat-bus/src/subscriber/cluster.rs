@@ -291,6 +291,7 @@ mod tests {
     //! (`chat-testkit/tests/cluster_failover.rs`).
 
     use super::*;
+    use crate::subscriber::test_keys as unique_keys;
     use bytes::Bytes;
     use std::time::Duration;
 
@@ -300,17 +301,6 @@ mod tests {
             .split(',')
             .map(|url| url.trim().to_string())
             .collect()
-    }
-
-    fn unique_keys(test: &str) -> Arc<Keys> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        Arc::new(Keys::new(&format!(
-            "t-csub-{test}-{}-{nanos}",
-            std::process::id()
-        )))
     }
 
     async fn start(keys: &Arc<Keys>) -> (ClusterSubscription, mpsc::UnboundedReceiver<BusMessage>) {

@@ -112,3 +112,16 @@ impl Subscriber {
         Ok(())
     }
 }
+
+/// Keys of a prefix no other test run uses, for the subscription tests against a real Redis.
+#[cfg(test)]
+fn test_keys(test: &str) -> Arc<Keys> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    Arc::new(Keys::new(&format!(
+        "t-sub-{test}-{}-{nanos}",
+        std::process::id()
+    )))
+}

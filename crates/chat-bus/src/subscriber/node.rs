@@ -577,21 +577,11 @@ mod tests {
     //! redis://127.0.0.1:6379), each test on channels of its own prefix.
 
     use super::*;
+    use crate::subscriber::test_keys as unique_keys;
     use redis::AsyncCommands;
 
     fn redis_url() -> String {
         std::env::var("CHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-    }
-
-    fn unique_keys(test: &str) -> Arc<Keys> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        Arc::new(Keys::new(&format!(
-            "t-sub-{test}-{}-{nanos}",
-            std::process::id()
-        )))
     }
 
     async fn publisher() -> redis::aio::MultiplexedConnection {
