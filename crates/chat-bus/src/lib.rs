@@ -46,7 +46,8 @@ pub enum BusError {
     Redis(#[from] redis::RedisError),
     #[error("redis configuration: {0}")]
     Config(String),
-    /// The gateway's subscription connection (standalone Redis) is down or refused a request.
+    /// A gateway's subscription connection (to a standalone Redis or a cluster master) is
+    /// down or refused a request.
     #[error("redis subscription: {0}")]
     Subscription(String),
 }
