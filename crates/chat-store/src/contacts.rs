@@ -49,24 +49,4 @@ impl Store {
             .map(|(id, username, seen)| (UserRef { id, username }, seen.map(|t| t.and_utc())))
             .collect())
     }
-
-    /// Everyone who should hear about `user_id` going online or offline: people who have the
-    /// user as a contact, the user's own contacts, and the user's chat peers.
-    pub async fn presence_audience(&self, user_id: Id) -> Result<Vec<Id>> {
-        let pool = mysql_or_sqlite!(self, presence_audience(user_id));
-        let rows: Vec<(u64,)> = sqlx::query_as(
-            "SELECT owner_id FROM contacts WHERE contact_id = ? \
-             UNION SELECT contact_id FROM contacts WHERE owner_id = ? \
-             UNION SELECT peer.user_id FROM chat_members me \
-                   JOIN chat_members peer ON peer.chat_id = me.chat_id \
-                   WHERE me.user_id = ? AND peer.user_id <> ?",
-        )
-        .bind(user_id)
-        .bind(user_id)
-        .bind(user_id)
-        .bind(user_id)
-        .fetch_all(pool)
-        .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
-    }
 }

@@ -39,6 +39,7 @@ mod error;
 mod messages;
 mod padded;
 mod push;
+mod seen_batch;
 mod send_batch;
 mod sqlite;
 mod sync;
@@ -54,7 +55,7 @@ pub use error::StoreError;
 pub use messages::{MessagePage, NewMessage, ReadOutcome, SendOutcome};
 pub use push::PushContext;
 pub use sync::{SyncEvent, SyncSlice};
-pub use users::Credentials;
+pub use users::{Credentials, Seen};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -68,6 +69,8 @@ pub struct Store {
     sends: std::sync::Arc<std::sync::OnceLock<send_batch::SendBatcher>>,
     /// How many writers `sends` starts.
     send_writers: usize,
+    /// MySQL: the writer that coalesces presence changes, started by the first one.
+    seen: std::sync::Arc<std::sync::OnceLock<seen_batch::SeenBatcher>>,
 }
 
 /// An idle connection is pinged before it is handed out only past this: sqlx pings every one by
@@ -107,6 +110,7 @@ impl Store {
                 backend: Backend::Sqlite(sqlite::Sqlite::connect_lazy(url, max_connections)?),
                 sends: Default::default(),
                 send_writers: send_batch::DEFAULT_WRITERS,
+                seen: Default::default(),
             });
         }
         let options: MySqlConnectOptions = url.parse().map_err(StoreError::from)?;
@@ -122,6 +126,7 @@ impl Store {
             backend: Backend::MySql(pool),
             sends: Default::default(),
             send_writers: send_batch::DEFAULT_WRITERS,
+            seen: Default::default(),
         })
     }
 

@@ -5,7 +5,15 @@ use chat_proto::{Id, Me, UserRef};
 use sqlx::types::chrono::NaiveDateTime;
 
 use crate::error::is_duplicate_of;
+use crate::seen_batch::SeenBatcher;
 use crate::{Result, Store, StoreError};
+
+/// A presence change as stored: its time, and who should hear about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub last_seen: Timestamp,
+    pub audience: Vec<Id>,
+}
 
 /// What login needs to check a password.
 #[derive(Debug, Clone)]
@@ -97,16 +105,19 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Stores when the user was last seen and returns that time.
-    pub async fn touch_last_seen(&self, user_id: Id) -> Result<Timestamp> {
-        let pool = mysql_or_sqlite!(self, touch_last_seen(user_id));
-        let now = now_millis();
-        sqlx::query("UPDATE users SET last_seen = ? WHERE id = ?")
-            .bind(now.naive_utc())
-            .bind(user_id)
-            .execute(pool)
-            .await?;
-        Ok(now)
+    /// A user's first socket anywhere opened or last one closed: stores `last_seen` and returns
+    /// it with everyone who should hear about it (people who have the user as a contact, the
+    /// user's own contacts, and the user's chat peers).
+    ///
+    /// On MySQL, changes that arrive together share one UPDATE and one SELECT
+    /// (`crate::seen_batch`), and a change is refused at once with [`StoreError::Busy`] when too
+    /// many are already waiting.
+    pub async fn mark_seen(&self, user_id: Id) -> Result<Seen> {
+        let pool = mysql_or_sqlite!(self, mark_seen(user_id));
+        self.seen
+            .get_or_init(|| SeenBatcher::start(pool.clone()))
+            .mark_seen(user_id)
+            .await
     }
 }
 

@@ -126,6 +126,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     users_register_log_in_and_search,
     contacts_and_presence_audience,
+    presence_changes_at_once_each_get_their_own_audience,
     private_chats_are_one_per_pair,
     groups_members_and_flags,
     chat_list_order_and_unread_counts,
@@ -260,7 +261,7 @@ async fn contacts_and_presence_audience(store: &Store) {
         store.add_contact(alice, 9_999_999).await,
         Err(StoreError::NotFound)
     ));
-    let seen = store.touch_last_seen(bob).await.expect("touch");
+    let seen = store.mark_seen(bob).await.expect("mark seen").last_seen;
     let contacts = store.contacts(alice).await.expect("contacts");
     let names: Vec<_> = contacts.iter().map(|(u, _)| u.username.as_str()).collect();
     assert_eq!(names, ["bob", "carol"]);
@@ -272,7 +273,7 @@ async fn contacts_and_presence_audience(store: &Store) {
         .get_or_create_private(alice, erin)
         .await
         .expect("chat");
-    let mut audience = store.presence_audience(alice).await.expect("audience");
+    let mut audience = store.mark_seen(alice).await.expect("mark seen").audience;
     audience.sort_unstable();
     assert_eq!(audience, [bob, carol, dave, erin]);
 
@@ -283,6 +284,69 @@ async fn contacts_and_presence_audience(store: &Store) {
         .expect("removing twice is fine");
     let contacts = store.contacts(alice).await.expect("contacts");
     assert_eq!(contacts.len(), 1);
+}
+
+/// Many users coming online together (one batch on MySQL): each answer carries that user's own
+/// audience and the time stored for that user.
+async fn presence_changes_at_once_each_get_their_own_audience(store: &Store) {
+    const USERS: usize = 40;
+    let mut ids = Vec::new();
+    for n in 0..USERS {
+        ids.push(user(store, &format!("ring{n}")).await);
+    }
+    // Each user has the next as a contact, and every fourth shares a private chat with the one
+    // two ahead: user n's audience is n-1 and n+1, plus n+2 and n-2 where a chat joins them.
+    for n in 0..USERS {
+        store
+            .add_contact(ids[n], ids[(n + 1) % USERS])
+            .await
+            .expect("add");
+        if n.is_multiple_of(4) {
+            store
+                .get_or_create_private(ids[n], ids[(n + 2) % USERS])
+                .await
+                .expect("chat");
+        }
+    }
+    let expected = |n: usize| {
+        let mut audience = vec![ids[(n + USERS - 1) % USERS], ids[(n + 1) % USERS]];
+        if n.is_multiple_of(4) {
+            audience.push(ids[(n + 2) % USERS]);
+        }
+        if n % 4 == 2 {
+            audience.push(ids[(n + USERS - 2) % USERS]);
+        }
+        audience.sort_unstable();
+        audience
+    };
+
+    // Every user twice (online, then offline), all at once.
+    let changes: Vec<_> = (0..2 * USERS)
+        .map(|i| {
+            let store = store.clone();
+            let user_id = ids[i % USERS];
+            tokio::spawn(async move { (i % USERS, store.mark_seen(user_id).await) })
+        })
+        .collect();
+    let mut last_seen = vec![None; USERS];
+    for change in changes {
+        let (n, seen) = change.await.expect("task");
+        let mut seen = seen.expect("mark seen");
+        seen.audience.sort_unstable();
+        assert_eq!(seen.audience, expected(n), "audience of ring{n}");
+        last_seen[n] = last_seen[n].max(Some(seen.last_seen));
+    }
+    for n in 0..USERS {
+        let contacts = store
+            .contacts(ids[(n + USERS - 1) % USERS])
+            .await
+            .expect("contacts");
+        assert_eq!(contacts.len(), 1);
+        assert_eq!(
+            contacts[0].1, last_seen[n],
+            "the last time stored for ring{n}"
+        );
+    }
 }
 
 async fn private_chats_are_one_per_pair(store: &Store) {
@@ -589,7 +653,7 @@ async fn concurrent_sends_get_every_seq_once_in_publish_order(store: &Store) {
                         .mark_read(owner, chat_id, i + 1)
                         .await
                         .expect("a read in another chat");
-                    store.touch_last_seen(sender).await.expect("touch");
+                    store.mark_seen(sender).await.expect("mark seen");
                 }
             })
         })

@@ -23,12 +23,12 @@ pub async fn presence(
     _caller: ServiceCaller,
     JsonBody(change): JsonBody<PresenceChange>,
 ) -> ApiResult<StatusCode> {
-    let last_seen = state.store.touch_last_seen(change.user_id).await?;
-    let audience = state.store.presence_audience(change.user_id).await?;
+    let seen = state.store.mark_seen(change.user_id).await?;
+    let audience = seen.audience;
     let event = ServerEvent::Presence {
         user_id: change.user_id,
         status: change.status,
-        last_seen: Some(last_seen),
+        last_seen: Some(seen.last_seen),
     };
     state.publish(&audience, BusBody::Event(event)).await;
     Ok(StatusCode::NO_CONTENT)

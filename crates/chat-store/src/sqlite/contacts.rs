@@ -53,7 +53,8 @@ impl Sqlite {
             .collect()
     }
 
-    pub(crate) async fn presence_audience(&self, user_id: Id) -> Result<Vec<Id>> {
+    /// Everyone who should hear about `user_id` going online or offline (`Store::mark_seen`).
+    pub(super) async fn presence_audience(&self, user_id: Id) -> Result<Vec<Id>> {
         let rows: Vec<(i64,)> = sqlx::query_as(
             "SELECT owner_id FROM contacts WHERE contact_id = ? \
              UNION SELECT contact_id FROM contacts WHERE owner_id = ? \

@@ -1,11 +1,11 @@
 //! Users on SQLite: registration, credential lookup, search, and `last_seen`.
 
-use chat_proto::time::{Timestamp, now_millis};
+use chat_proto::time::now_millis;
 use chat_proto::{Id, Me, UserRef};
 use sqlx::types::chrono::NaiveDateTime;
 
 use super::{Sqlite, is_unique_violation, key, time, unsigned};
-use crate::users::{Credentials, escape_like};
+use crate::users::{Credentials, Seen, escape_like};
 use crate::{Result, StoreError};
 
 impl Sqlite {
@@ -97,13 +97,17 @@ impl Sqlite {
         Ok(row.is_some())
     }
 
-    pub(crate) async fn touch_last_seen(&self, user_id: Id) -> Result<Timestamp> {
-        let now = now_millis();
+    pub(crate) async fn mark_seen(&self, user_id: Id) -> Result<Seen> {
+        let last_seen = now_millis();
         sqlx::query("UPDATE users SET last_seen = ? WHERE id = ?")
-            .bind(time(now))
+            .bind(time(last_seen))
             .bind(key(user_id))
             .execute(&self.writer)
             .await?;
-        Ok(now)
+        let audience = self.presence_audience(user_id).await?;
+        Ok(Seen {
+            last_seen,
+            audience,
+        })
     }
 }
