@@ -86,6 +86,18 @@ impl StoreError {
     }
 }
 
+/// Whether the server rolled the statement back as a deadlock's victim (MySQL error 1213).
+pub(crate) fn is_deadlock(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|e| e.number())
+                == Some(1213)
+        }
+        _ => false,
+    }
+}
+
 /// Whether the error is a duplicate-key violation of the named unique index.
 pub(crate) fn is_duplicate_of(err: &sqlx::Error, index: &str) -> bool {
     match err {

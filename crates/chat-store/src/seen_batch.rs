@@ -12,11 +12,19 @@ use chat_proto::time::{Timestamp, now_millis};
 use sqlx::MySqlPool;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::is_deadlock;
 use crate::padded::{padded_len, placeholders};
 use crate::{Result, Seen, StoreError};
 
 /// The most changes one batch takes (its SELECT binds three lists of this many ids).
 const MAX_BATCH: usize = 256;
+/// How often the batch's UPDATE runs when the server picks it as a deadlock's victim. A send
+/// batch's INSERT holds shared locks on its senders' `users` rows (the foreign key check) in the
+/// order of its rows, while this UPDATE takes them exclusively in id order, so the two can meet
+/// in a cycle; the UPDATE, which changes fewer rows, is the one the server rolls back. Running it
+/// again is safe (the same stamp on the same rows) and answers the changes instead of failing
+/// them back to the gateway.
+const DEADLOCK_ATTEMPTS: u32 = 3;
 /// Changes waiting beyond which new ones are refused (`Busy`): the gateway retries a refused
 /// notice after a pause, which beats holding thousands of requests open on an overloaded api.
 const QUEUED: usize = 1024;
@@ -103,11 +111,22 @@ async fn store_batch(pool: &MySqlPool, users: &[Id]) -> Result<(Timestamp, HashM
     let mut conn = pool.acquire().await?;
     let now = now_millis();
     let update = format!("UPDATE users SET last_seen = ? WHERE id IN ({list})");
-    let mut query = sqlx::query(&update).bind(now.naive_utc());
-    for n in 0..padded {
-        query = query.bind(ids(n));
+    for attempt in 1..=DEADLOCK_ATTEMPTS {
+        let mut query = sqlx::query(&update).bind(now.naive_utc());
+        for n in 0..padded {
+            query = query.bind(ids(n));
+        }
+        match query.execute(&mut *conn).await {
+            Ok(_) => break,
+            Err(e) if attempt < DEADLOCK_ATTEMPTS && is_deadlock(&e) => {
+                tracing::debug!(
+                    attempt,
+                    "a presence batch was a deadlock's victim, running it again"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    query.execute(&mut *conn).await?;
 
     let select = format!(
         "SELECT contact_id, owner_id FROM contacts WHERE contact_id IN ({list}) \

@@ -1503,3 +1503,81 @@ async fn sends_beyond_a_full_writer_queue_are_refused_not_stored() {
     }
     db.finish().await;
 }
+
+/// A presence batch whose UPDATE the server rolls back as a deadlock's victim runs again: a
+/// transaction holding shared locks on `users` rows (as a send batch's foreign key checks do)
+/// meets the batch's exclusive locks in a cycle, and both changes still get their answer.
+#[tokio::test(flavor = "current_thread")]
+async fn a_presence_batch_chosen_as_deadlock_victim_runs_again() {
+    let db = TestStore::mysql().await;
+    let store = &db.store;
+    let Cleanup::MySql { admin_url, name } = &db.cleanup else {
+        unreachable!("a MySQL test store")
+    };
+    let ids: Vec<Id> = {
+        let mut ids = Vec::new();
+        for n in 0..7 {
+            ids.push(user(store, &format!("victim{n}")).await);
+        }
+        ids
+    };
+    let (low, high) = (ids[0], ids[1]);
+
+    // The other transaction: heavier than the batch (five rows changed), holding `high` shared.
+    let mut other = sqlx::MySqlConnection::connect(&format!("{admin_url}/{name}"))
+        .await
+        .expect("a second connection");
+    sqlx::query("BEGIN")
+        .execute(&mut other)
+        .await
+        .expect("begin");
+    // One row at a time, by key: on a table this small an IN list is a full scan, which would
+    // lock every row, `low` included, and leave no cycle to close.
+    for &id in &ids[2..] {
+        sqlx::query("UPDATE users SET email = 'x' WHERE id = ?")
+            .bind(id)
+            .execute(&mut other)
+            .await
+            .expect("a row changed");
+    }
+    sqlx::query("SELECT id FROM users WHERE id = ? LOCK IN SHARE MODE")
+        .bind(high)
+        .execute(&mut other)
+        .await
+        .expect("high held shared");
+
+    // One batch of both users (on this single-threaded runtime the writer runs only after both
+    // are queued): its UPDATE takes `low` and waits for `high`.
+    let batch = {
+        let store = store.clone();
+        tokio::spawn(async move { tokio::join!(store.mark_seen(low), store.mark_seen(high)) })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Waiting for `low` closes the cycle; the server rolls back the lighter UPDATE at once.
+    sqlx::query("SELECT id FROM users WHERE id = ? LOCK IN SHARE MODE")
+        .bind(low)
+        .execute(&mut other)
+        .await
+        .expect("low held shared: the batch was the victim, not this transaction");
+    sqlx::query("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("commit");
+
+    let (first, second) = tokio::time::timeout(std::time::Duration::from_secs(10), batch)
+        .await
+        .expect("the batch answers")
+        .expect("task");
+    let first = first.expect("low's change stored after the deadlock");
+    let second = second.expect("high's change stored after the deadlock");
+    assert_eq!(first.last_seen, second.last_seen, "one batch, one stamp");
+    let stored: Option<chrono::NaiveDateTime> =
+        sqlx::query_scalar("SELECT last_seen FROM users WHERE id = ?")
+            .bind(high)
+            .fetch_one(&mut other)
+            .await
+            .expect("read back");
+    assert_eq!(stored.map(|t| t.and_utc()), Some(first.last_seen));
+    let _ = other.close().await;
+    db.finish().await;
+}
