@@ -8,9 +8,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 vus=${SMOKE_VUS:-200}
+# The latency bounds here are loose on purpose: in make test this runs the debug build on the
+# machine's two shared cores, where on a slow hour delivery p99 reached 270-870 ms with chat-api
+# builds both before and after a change (docs/performance.md, 2026-12-03 afternoon). The smoke
+# checks that every message arrives, none is lost, nothing errors, and that nothing stalls for
+# seconds; the latency targets live in the release load tests (chat.js's own defaults).
 out=$(mktemp)
 loadtest/run.sh chat.js "$vus" RAMP_S=10 HOLD_S=65 SETTLE_S=3 DRAIN_S=5 SEND_EVERY_S=5 \
-  GROUP_SIZE=10 GROUP_SEND_EVERY_S=20 "$@" 2>&1 | tee "$out"
+  GROUP_SIZE=10 GROUP_SEND_EVERY_S=20 DELIVERY_P95_MS=500 DELIVERY_P99_MS=2000 "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 dir=$(sed -n 's/^loadtest: \(.*\) (k6 exit .*/\1/p' "$out" | tail -1)
 rm -f "$out"
