@@ -4,25 +4,29 @@
 //! refreshes with its heartbeat. A user is online while the set has an unexpired entry. The
 //! first/last transitions are decided inside Lua scripts, so two nodes racing on the same user
 //! cannot both (or neither) report it. A node that dies stops refreshing; the survivors reap its
-//! entries and report the users that thereby went offline.
+//! entries and report the users that thereby went offline. Gateways register and unregister
+//! users in batches: one round of commands (a pipeline on a single Redis) for the whole batch.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{Cmd, Script, Value};
+use redis::{Cmd, Value};
 
-use crate::{Bus, BusConn, Result, UserId, memory};
+use crate::{Bus, Result, UserId, memory};
 
-/// Removes expired entries, adds this node, and answers how many nodes held the user before.
+/// Removes expired entries and adds this node; answers 1 when the user had no unexpired entry
+/// before (came online), else 0.
 const CONNECT: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 local before = redis.call('ZCARD', KEYS[1])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return before
+if before == 0 then
+  return 1
+end
+return 0
 ";
 
-/// Removes a node's entry; answers 1 when that made the user go offline.
+/// Removes a node's entry; answers 1 when that made the user go offline, else 0.
 const DISCONNECT: &str = r"
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
@@ -34,12 +38,17 @@ end
 return 0
 ";
 
-// Built once: `Script::new` hashes the source (SHA-1) on every call.
-static CONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CONNECT));
-static DISCONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DISCONNECT));
+/// Users per round of commands (registration, heartbeat, reaping): bounds a pipeline's size.
+const ROUND: usize = 1000;
 
-/// Heartbeat batches are cut into pipelines of this many users.
-const HEARTBEAT_CHUNK: usize = 1000;
+/// One of the scripts above on one user's key. `EVAL` rather than `EVALSHA`: a pipeline cannot
+/// load a missing script half way through, and the server finds its compiled script by the
+/// text's hash either way.
+fn script_call(script: &str, key: &str) -> Cmd {
+    let mut call = Cmd::new();
+    call.arg("EVAL").arg(script).arg(1).arg(key);
+    call
+}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -49,61 +58,99 @@ impl Bus {
     /// Registers the user's first socket on `node`; `true` when the user had no socket anywhere
     /// (the user just came online).
     pub async fn presence_connect(&self, user: UserId, node: &str, ttl: Duration) -> Result<bool> {
+        let came_online = self.presence_connect_many(&[user], node, ttl).await?;
+        Ok(came_online == [true])
+    }
+
+    /// Registers the first socket on `node` of each user; answers, in the order given, whether
+    /// each user had no socket anywhere before (came online).
+    pub async fn presence_connect_many(
+        &self,
+        users: &[UserId],
+        node: &str,
+        ttl: Duration,
+    ) -> Result<Vec<bool>> {
         if let Some(memory) = self.memory_backend() {
-            return Ok(memory.presence.connect(user, node, ttl, memory::now()));
+            let now = memory::now();
+            return Ok(users
+                .iter()
+                .map(|&user| memory.presence.connect(user, node, ttl, now))
+                .collect());
         }
         let now = now_ms();
         let ttl_ms = ttl.as_millis() as i64;
-        let mut conn = self.conn().await?;
-        let before: i64 = CONNECT_SCRIPT
-            .key(self.keys.presence(user))
-            .arg(node)
-            .arg(now)
-            .arg(now + ttl_ms)
-            .arg(ttl_ms * 2)
-            .invoke_async(&mut conn)
-            .await?;
-        // One key, so a pipeline is fine on a cluster too.
         let node_users = self.keys.node_users(node);
-        redis::pipe()
-            .sadd(&node_users, user)
-            .ignore()
-            .pexpire(&node_users, ttl_ms * 10)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(before == 0)
+        let mut came_online = Vec::with_capacity(users.len());
+        for round in users.chunks(ROUND) {
+            let mut commands: Vec<Cmd> = round
+                .iter()
+                .map(|&user| {
+                    let mut call = script_call(CONNECT, &self.keys.presence(user));
+                    call.arg(node).arg(now).arg(now + ttl_ms).arg(ttl_ms * 2);
+                    call
+                })
+                .collect();
+            let mut add = Cmd::new();
+            add.arg("SADD").arg(&node_users).arg(round);
+            let mut expire = Cmd::new();
+            expire.arg("PEXPIRE").arg(&node_users).arg(ttl_ms * 10);
+            commands.extend([add, expire]);
+            came_online.extend(self.run_scripts(&commands, round.len()).await?);
+        }
+        Ok(came_online)
     }
 
     /// Unregisters the user's last socket on `node`; `true` when no node holds the user any more
     /// (the user just went offline).
     pub async fn presence_disconnect(&self, user: UserId, node: &str) -> Result<bool> {
+        let went_offline = self.presence_disconnect_many(&[user], node).await?;
+        Ok(went_offline == [true])
+    }
+
+    /// Unregisters the last socket on `node` of each user; answers, in the order given, whether
+    /// no node holds each user any more (went offline).
+    pub async fn presence_disconnect_many(
+        &self,
+        users: &[UserId],
+        node: &str,
+    ) -> Result<Vec<bool>> {
         if let Some(memory) = self.memory_backend() {
-            return Ok(memory.presence.disconnect(user, node, memory::now()));
+            let now = memory::now();
+            return Ok(users
+                .iter()
+                .map(|&user| memory.presence.disconnect(user, node, now))
+                .collect());
         }
-        let mut conn = self.conn().await?;
-        let went_offline = self.remove_node_entry(&mut conn, user, node).await?;
-        let _: i64 = redis::cmd("SREM")
-            .arg(self.keys.node_users(node))
-            .arg(user)
-            .query_async(&mut conn)
-            .await?;
+        let node_users = self.keys.node_users(node);
+        let mut went_offline = Vec::with_capacity(users.len());
+        for round in users.chunks(ROUND) {
+            let mut commands = self.removals(round, node);
+            let mut forget = Cmd::new();
+            forget.arg("SREM").arg(&node_users).arg(round);
+            commands.push(forget);
+            went_offline.extend(self.run_scripts(&commands, round.len()).await?);
+        }
         Ok(went_offline)
     }
 
-    async fn remove_node_entry(
-        &self,
-        conn: &mut BusConn,
-        user: UserId,
-        node: &str,
-    ) -> Result<bool> {
-        let offline: i64 = DISCONNECT_SCRIPT
-            .key(self.keys.presence(user))
-            .arg(node)
-            .arg(now_ms())
-            .invoke_async(conn)
-            .await?;
-        Ok(offline == 1)
+    /// DISCONNECT of `node`'s entry for each user.
+    fn removals(&self, users: &[UserId], node: &str) -> Vec<Cmd> {
+        let now = now_ms();
+        users
+            .iter()
+            .map(|&user| {
+                let mut call = script_call(DISCONNECT, &self.keys.presence(user));
+                call.arg(node).arg(now);
+                call
+            })
+            .collect()
+    }
+
+    /// Runs a round of commands that all answer integers, the first `scripts` of them calls of
+    /// CONNECT or DISCONNECT; their answers as booleans.
+    async fn run_scripts(&self, commands: &[Cmd], scripts: usize) -> Result<Vec<bool>> {
+        let replies: Vec<i64> = self.run_all(commands).await?;
+        Ok(replies.iter().take(scripts).map(|&n| n == 1).collect())
     }
 
     /// Refreshes this node's liveness and the expiry of each local user's entry. Entries that
@@ -131,7 +178,7 @@ impl Bus {
             .arg(self.keys.node_users(node))
             .arg(ttl_ms * 10);
         let _: Vec<Value> = self.run_all(&liveness).await?;
-        for chunk in users.chunks(HEARTBEAT_CHUNK) {
+        for chunk in users.chunks(ROUND) {
             let mut commands = Vec::with_capacity(chunk.len() * 2);
             for &user in chunk {
                 let key = self.keys.presence(user);
@@ -193,17 +240,25 @@ impl Bus {
             if claimed == 0 {
                 continue;
             }
+            let node_users = self.keys.node_users(&node);
             let users: Vec<UserId> = redis::cmd("SMEMBERS")
-                .arg(self.keys.node_users(&node))
+                .arg(&node_users)
                 .query_async(&mut conn)
                 .await?;
-            for user in users {
-                if self.remove_node_entry(&mut conn, user, &node).await? {
-                    offline.push(user);
-                }
+            for round in users.chunks(ROUND) {
+                let went_offline = self
+                    .run_scripts(&self.removals(round, &node), round.len())
+                    .await?;
+                offline.extend(
+                    round
+                        .iter()
+                        .zip(went_offline)
+                        .filter(|(_, gone)| *gone)
+                        .map(|(&u, _)| u),
+                );
             }
             let _: i64 = redis::cmd("DEL")
-                .arg(self.keys.node_users(&node))
+                .arg(&node_users)
                 .query_async(&mut conn)
                 .await?;
             tracing::warn!(node = %node, "reaped a gateway node whose heartbeat expired");
