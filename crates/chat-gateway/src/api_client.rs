@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chat_auth::TokenKeys;
 use chat_proto::{
-    ErrorBody, ErrorCode, Message, MessageBody, PresenceStatus, SendMessageRequest, SyncPage,
+    ErrorBody, ErrorCode, Message, MessageBody, PresenceBatch, PresenceChange, SendMessageRequest,
+    SyncPage,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -53,6 +54,16 @@ pub enum InternalCredential {
     Key(String),
     /// Legacy: short-lived HS256 service tokens signed with the shared secret.
     ServiceToken(Box<TokenKeys>),
+}
+
+/// Why chat-api did not take a presence notice.
+#[derive(Debug, thiserror::Error)]
+pub enum NoticeError {
+    /// The endpoint is not there (404): a chat-api older than this gateway, mid-rollout.
+    #[error("chat-api has no such endpoint")]
+    Unsupported,
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Why an exchange with chat-api produced no answer.
@@ -191,36 +202,42 @@ impl ApiClient {
     }
 
     /// Tells chat-api that a user came online or went offline everywhere.
-    pub async fn presence(&self, user: u64, status: PresenceStatus) -> Result<(), String> {
-        let body = serde_json::json!({ "user_id": user, "status": status });
+    pub async fn presence(&self, change: PresenceChange) -> Result<(), NoticeError> {
+        self.post_internal("/internal/v1/presence", &change).await
+    }
+
+    /// Several such changes in one request, in order (at most `PresenceBatch::MAX_CHANGES`).
+    /// `NoticeError::Unsupported` from a chat-api older than the batch endpoint.
+    pub async fn presence_batch(&self, batch: &PresenceBatch) -> Result<(), NoticeError> {
+        self.post_internal("/internal/v1/presence/batch", batch)
+            .await
+    }
+
+    async fn post_internal<B: Serialize>(&self, path: &str, body: &B) -> Result<(), NoticeError> {
+        let failed = |e: &dyn std::fmt::Display| NoticeError::Failed(e.to_string());
         let credential = match &self.credential {
             InternalCredential::Key(key) => (
                 hyper::header::HeaderName::from_static(chat_auth::INTERNAL_KEY_HEADER),
-                HeaderValue::try_from(key.as_str()).map_err(|e| e.to_string())?,
+                HeaderValue::try_from(key.as_str()).map_err(|e| failed(&e))?,
             ),
             InternalCredential::ServiceToken(keys) => (
                 AUTHORIZATION,
                 bearer(
                     &keys
                         .issue_service_token(&self.node, Duration::from_secs(60))
-                        .map_err(|e| e.to_string())?,
+                        .map_err(|e| failed(&e))?,
                 ),
             ),
         };
-        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(body).map_err(|e| failed(&e))?;
         let (status, _) = self
-            .exchange_with(
-                Method::POST,
-                "/internal/v1/presence",
-                credential,
-                Some(Bytes::from(body)),
-            )
+            .exchange_with(Method::POST, path, credential, Some(Bytes::from(body)))
             .await
-            .map_err(|e| e.to_string())?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("chat-api answered {status}"))
+            .map_err(|e| failed(&e))?;
+        match status {
+            s if s.is_success() => Ok(()),
+            StatusCode::NOT_FOUND => Err(NoticeError::Unsupported),
+            s => Err(NoticeError::Failed(format!("chat-api answered {s}"))),
         }
     }
 
@@ -297,13 +314,14 @@ fn error_of(status: StatusCode, body: &[u8]) -> (ErrorCode, String) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use chat_proto::MessageKind;
+    use chat_proto::{MessageKind, PresenceStatus};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
 
-    fn client(base: &str) -> anyhow::Result<Arc<ApiClient>> {
+    pub(crate) fn client(base: &str) -> anyhow::Result<Arc<ApiClient>> {
         ApiClient::new(
             base,
             InternalCredential::Key("k".into()),
@@ -315,36 +333,55 @@ mod tests {
     /// A one-shot chat-api on a real socket: answers one request with `status` and `body`, and
     /// hands back the request it read.
     async fn one_answer(status: &str, body: &str) -> (String, tokio::task::JoinHandle<String>) {
+        let (status, body) = (status.to_string(), body.to_string());
+        let (base, mut requests) = serve(move |_| (status.clone(), body.clone())).await;
+        let served = tokio::spawn(async move { requests.recv().await.expect("one request") });
+        (base, served)
+    }
+
+    /// A scripted chat-api on a real socket: answers each request with what `answer` makes of
+    /// it (status line, JSON body), one request per connection, and passes every request on.
+    pub(crate) async fn serve<F>(answer: F) -> (String, mpsc::UnboundedReceiver<String>)
+    where
+        F: Fn(&str) -> (String, String) + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let response = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let served = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.expect("accept");
-            let mut request = Vec::new();
-            let mut chunk = [0u8; 4096];
-            // The head, then as much body as it announces.
-            loop {
-                let n = socket.read(&mut chunk).await.expect("read");
-                request.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&request).to_string();
-                if let Some(head_end) = text.find("\r\n\r\n") {
-                    let length = text[..head_end]
-                        .lines()
-                        .find_map(|line| line.strip_prefix("content-length: "))
-                        .map_or(0, |n| n.trim().parse::<usize>().expect("length"));
-                    if request.len() >= head_end + 4 + length {
-                        break;
-                    }
-                }
-                assert!(n > 0, "the client hung up mid-request: {text}");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let request = read_request(&mut socket).await;
+                let (status, body) = answer(&request);
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(response.as_bytes()).await.expect("write");
+                let _ = tx.send(request);
             }
-            socket.write_all(response.as_bytes()).await.expect("write");
-            String::from_utf8_lossy(&request).to_string()
         });
-        (base, served)
+        (base, rx)
+    }
+
+    /// The head, then as much body as it announces.
+    async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut chunk).await.expect("read");
+            request.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&request).to_string();
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let length = text[..head_end]
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length: "))
+                    .map_or(0, |n| n.trim().parse::<usize>().expect("length"));
+                if request.len() >= head_end + 4 + length {
+                    return text;
+                }
+            }
+            assert!(n > 0, "the client hung up mid-request: {text}");
+        }
     }
 
     #[test]
@@ -453,6 +490,50 @@ mod tests {
         assert!(
             request.starts_with("GET /v1/sync?since=a+b%26c%3Dd&limit=500 HTTP/1.1\r\n"),
             "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_presence_batch_goes_with_the_internal_key_and_a_404_means_unsupported() {
+        let (base, served) = one_answer("204 No Content", "").await;
+        let batch = PresenceBatch {
+            changes: vec![
+                PresenceChange {
+                    user_id: 5,
+                    status: PresenceStatus::Online,
+                },
+                PresenceChange {
+                    user_id: 5,
+                    status: PresenceStatus::Offline,
+                },
+            ],
+        };
+        let api = client(&base).expect("client");
+        api.presence_batch(&batch).await.expect("taken");
+        let request = served.await.expect("served");
+        assert!(
+            request.starts_with("POST /internal/v1/presence/batch HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(request.contains("x-chat-internal-key: k\r\n"), "{request}");
+        assert!(
+            request.ends_with(
+                r#"{"changes":[{"user_id":5,"status":"online"},{"user_id":5,"status":"offline"}]}"#
+            ),
+            "{request}"
+        );
+
+        let (base, _served) = one_answer("404 Not Found", "").await;
+        let refused = client(&base).expect("client").presence_batch(&batch).await;
+        assert!(
+            matches!(refused, Err(NoticeError::Unsupported)),
+            "{refused:?}"
+        );
+        let (base, _served) = one_answer("503 Service Unavailable", "").await;
+        let refused = client(&base).expect("client").presence_batch(&batch).await;
+        assert!(
+            matches!(refused, Err(NoticeError::Failed(_))),
+            "{refused:?}"
         );
     }
 }

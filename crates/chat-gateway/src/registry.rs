@@ -13,19 +13,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_bus::{Bus, Subscriber};
-use chat_proto::PresenceStatus;
+use chat_proto::{PresenceBatch, PresenceChange, PresenceStatus};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::api_client::ApiClient;
+use crate::api_client::{ApiClient, NoticeError};
 use crate::hub::UserId;
 use crate::metrics::GatewayMetrics;
 
 /// Commands drained into one batch at most.
 const MAX_BATCH: usize = 2048;
 /// Presence notices are spread over this many ordered lanes (a user always uses the same lane,
-/// so its online/offline notices reach chat-api in order).
-const NOTICE_LANES: u64 = 16;
+/// so its online/offline notices reach chat-api in order). Few, because each lane's request
+/// carries whatever queued behind the one before it.
+const NOTICE_LANES: u64 = 4;
 
 enum Command {
     Join {
@@ -73,7 +74,7 @@ pub struct Registry {
     node: String,
     ttl: Duration,
     present: HashSet<UserId>,
-    notices: Vec<mpsc::UnboundedSender<(UserId, PresenceStatus)>>,
+    notices: Vec<mpsc::UnboundedSender<PresenceChange>>,
     /// The notice lanes' tasks, awaited at shutdown so the last offline notices go out.
     notice_tasks: Vec<tokio::task::JoinHandle<()>>,
     metrics: GatewayMetrics,
@@ -184,29 +185,42 @@ impl Registry {
             .filter(|&(user, &want)| !want && self.present.contains(user))
             .map(|(&user, _)| user)
             .collect();
-        if !joins.is_empty() {
-            self.join_users(&joins).await;
+        let subscribed = !joins.is_empty() && self.subscribe_users(&joins).await;
+        // A socket waits for its user's channel only: the presence round trips below are not
+        // on its way to auth_ok.
+        for (user, done) in waiters {
+            let _ = done.send(wanted.get(&user) == Some(&true) && self.present.contains(&user));
+        }
+        if subscribed {
+            self.register_users(&joins).await;
         }
         if !leaves.is_empty() {
             self.leave_users(&leaves).await;
         }
-        for (user, done) in waiters {
-            let _ = done.send(self.present.contains(&user));
-        }
         self.metrics.users.set(self.present.len() as f64);
     }
 
-    async fn join_users(&mut self, users: &[UserId]) {
+    /// Subscribes the users' channels; `false` (and nobody present) when that failed.
+    async fn subscribe_users(&mut self, users: &[UserId]) -> bool {
         if let Err(e) = self.subscriber.subscribe_many(users).await {
             tracing::warn!(error = %e, users = users.len(), "subscribing failed");
-            return;
+            return false;
         }
-        for &user in users {
-            self.present.insert(user);
-            match self.bus.presence_connect(user, &self.node, self.ttl).await {
-                Ok(true) => self.notify(user, PresenceStatus::Online),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, user, "presence registration failed"),
+        self.present.extend(users);
+        true
+    }
+
+    /// Enters this node in the presence registry for each user, and tells chat-api of those who
+    /// came online.
+    async fn register_users(&mut self, users: &[UserId]) {
+        match self
+            .bus
+            .presence_connect_many(users, &self.node, self.ttl)
+            .await
+        {
+            Ok(came_online) => self.notify_changes(users, &came_online, PresenceStatus::Online),
+            Err(e) => {
+                tracing::warn!(error = %e, users = users.len(), "presence registration failed");
             }
         }
     }
@@ -218,12 +232,17 @@ impl Registry {
         if let Err(e) = self.subscriber.unsubscribe_many(users).await {
             tracing::warn!(error = %e, users = users.len(), "unsubscribing failed");
         }
-        for &user in users {
-            match self.bus.presence_disconnect(user, &self.node).await {
-                Ok(true) => self.notify(user, PresenceStatus::Offline),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, user, "presence removal failed"),
+        match self.bus.presence_disconnect_many(users, &self.node).await {
+            Ok(went_offline) => {
+                self.notify_changes(users, &went_offline, PresenceStatus::Offline);
             }
+            Err(e) => tracing::warn!(error = %e, users = users.len(), "presence removal failed"),
+        }
+    }
+
+    fn notify_changes(&self, users: &[UserId], changed: &[bool], status: PresenceStatus) {
+        for (&user, _) in users.iter().zip(changed).filter(|(_, changed)| **changed) {
+            self.notify(user, status);
         }
     }
 
@@ -281,35 +300,140 @@ impl Registry {
 
     fn notify(&self, user: UserId, status: PresenceStatus) {
         let lane = &self.notices[(user % NOTICE_LANES) as usize];
-        let _ = lane.send((user, status));
+        let _ = lane.send(PresenceChange {
+            user_id: user,
+            status,
+        });
     }
 }
 
-/// A task that forwards presence notices to chat-api one at a time, retrying briefly; it ends
-/// once its sender is dropped and the queue is empty.
+/// A task that forwards presence notices to chat-api, retrying briefly: whatever queued while
+/// its last request was out goes in the next one (chat-api's batch endpoint, or one request per
+/// notice if that chat-api is older). It ends once its sender is dropped and the queue is empty.
 fn spawn_notice_lane(
     api: Arc<ApiClient>,
 ) -> (
-    mpsc::UnboundedSender<(UserId, PresenceStatus)>,
+    mpsc::UnboundedSender<PresenceChange>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(UserId, PresenceStatus)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<PresenceChange>();
     let task = tokio::spawn(async move {
-        while let Some((user, status)) = rx.recv().await {
-            let mut delay = Duration::from_millis(100);
-            for attempt in 1..=4 {
-                match api.presence(user, status).await {
-                    Ok(()) => break,
-                    Err(e) if attempt == 4 => {
-                        tracing::warn!(error = %e, user, ?status, "presence notice dropped");
+        let mut batches = true;
+        let mut batch = PresenceBatch {
+            changes: Vec::with_capacity(PresenceBatch::MAX_CHANGES),
+        };
+        while rx
+            .recv_many(&mut batch.changes, PresenceBatch::MAX_CHANGES)
+            .await
+            > 0
+        {
+            if batches {
+                match with_retries(|| api.presence_batch(&batch)).await {
+                    Ok(()) => {}
+                    Err(NoticeError::Unsupported) => {
+                        tracing::info!(
+                            "chat-api has no presence batch endpoint; sending one by one"
+                        );
+                        batches = false;
                     }
-                    Err(_) => {
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
+                    Err(e) => {
+                        let notices = batch.changes.len();
+                        tracing::warn!(error = %e, notices, "presence notices dropped");
                     }
                 }
             }
+            if !batches {
+                for &change in &batch.changes {
+                    if let Err(e) = with_retries(|| api.presence(change)).await {
+                        tracing::warn!(error = %e, ?change, "presence notice dropped");
+                    }
+                }
+            }
+            batch.changes.clear();
         }
     });
     (tx, task)
+}
+
+/// Up to four attempts, 100 ms apart and doubling; an endpoint that is not there is not retried.
+async fn with_retries<F, Fut>(mut attempt: F) -> Result<(), NoticeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), NoticeError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for _ in 1..4 {
+        match attempt().await {
+            Err(NoticeError::Failed(_)) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            done => return done,
+        }
+    }
+    attempt().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api_client::tests::{client, serve};
+
+    fn change(user_id: UserId, status: PresenceStatus) -> PresenceChange {
+        PresenceChange { user_id, status }
+    }
+
+    /// A chat-api older than the batch endpoint (404 there) still gets every notice, in order,
+    /// one request each.
+    #[tokio::test]
+    async fn a_lane_falls_back_to_single_notices_when_batches_are_unknown() {
+        let (base, mut requests) = serve(|request: &str| {
+            let status = if request.starts_with("POST /internal/v1/presence/batch ") {
+                "404 Not Found"
+            } else {
+                "204 No Content"
+            };
+            (status.to_string(), String::new())
+        })
+        .await;
+        let (lane, task) = spawn_notice_lane(client(&base).expect("client"));
+        for notice in [
+            change(1, PresenceStatus::Online),
+            change(2, PresenceStatus::Online),
+            change(1, PresenceStatus::Offline),
+        ] {
+            lane.send(notice).expect("lane open");
+        }
+        drop(lane);
+        task.await.expect("the lane ends once its queue is empty");
+
+        let mut seen = Vec::new();
+        while let Ok(request) = requests.try_recv() {
+            let line = request.lines().next().unwrap_or_default().to_string();
+            let body = request
+                .split("\r\n\r\n")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            seen.push((line, body));
+        }
+        let single = |body: &str| {
+            (
+                "POST /internal/v1/presence HTTP/1.1".to_string(),
+                body.to_string(),
+            )
+        };
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    "POST /internal/v1/presence/batch HTTP/1.1".to_string(),
+                    r#"{"changes":[{"user_id":1,"status":"online"},{"user_id":2,"status":"online"},{"user_id":1,"status":"offline"}]}"#.to_string(),
+                ),
+                single(r#"{"user_id":1,"status":"online"}"#),
+                single(r#"{"user_id":2,"status":"online"}"#),
+                single(r#"{"user_id":1,"status":"offline"}"#),
+            ]
+        );
+    }
 }

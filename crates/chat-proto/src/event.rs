@@ -14,6 +14,25 @@ pub enum PresenceStatus {
     Offline,
 }
 
+/// What a gateway tells chat-api (`POST /internal/v1/presence`): a user's first socket anywhere
+/// opened, or last socket anywhere closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceChange {
+    pub user_id: Id,
+    pub status: PresenceStatus,
+}
+
+/// Several changes in the order one gateway saw them (`POST /internal/v1/presence/batch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceBatch {
+    pub changes: Vec<PresenceChange>,
+}
+
+impl PresenceBatch {
+    /// Changes one batch may carry; chat-api refuses a longer one.
+    pub const MAX_CHANGES: usize = 256;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerEvent {

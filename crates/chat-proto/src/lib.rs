@@ -18,7 +18,7 @@ pub use codec::{BusBody, BusEnvelope, DecodeError, WireFormat};
 pub use cursor::Cursor;
 pub use depth::{MAX_JSON_DEPTH, json_depth_exceeds};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
-pub use event::{PresenceStatus, ServerEvent, SyncPage};
+pub use event::{PresenceBatch, PresenceChange, PresenceStatus, ServerEvent, SyncPage};
 pub use frame::{ClientFrame, Reply, RequestId};
 pub use job::PushJob;
 pub use model::{

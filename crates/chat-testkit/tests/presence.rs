@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use chat_testkit::{
-    QUIET, Stack, StackOptions, Value, WAIT, WsClient, assert_status, assert_time, id_of, json,
+    QUIET, Stack, StackOptions, Value, WAIT, WsClient, assert_error, assert_status, assert_time,
+    id_of, json, service_token,
 };
 
 fn presence_of(user_id: u64, status: &'static str) -> impl Fn(&Value) -> bool {
@@ -252,5 +253,67 @@ async fn graceful_gateway_shutdown_moves_presence_correctly() {
     assert!(
         !presence.iter().any(|p| p["user_id"] == json!(both.id)),
         "presence of a user still connected to gw1: {presence:?}"
+    );
+}
+
+/// The gateways' batch endpoint: only for a service, at most 256 changes, and a batch's changes
+/// reach the audience in the batch's order (a user's online before the offline behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_batches_are_checked_and_announced_in_order() {
+    let stack = Stack::start(StackOptions::gateways(1)).await;
+    let api = stack.api();
+    let users = api.new_users("pbat", 3).await;
+    let (watcher, first, second) = (&users[0], &users[1], &users[2]);
+    let as_watcher = api.as_user(watcher);
+    as_watcher.private_chat(first.id).await;
+    as_watcher.private_chat(second.id).await;
+    let mut ww = WsClient::authed(&stack.gateway_ws_url(0), &watcher.token)
+        .await
+        .labeled("W");
+
+    let change = |user: u64, status: &str| json!({"user_id": user, "status": status});
+    let batch = json!({"changes": [
+        change(first.id, "online"),
+        change(second.id, "online"),
+        change(first.id, "offline"),
+    ]});
+    let path = "/internal/v1/presence/batch";
+    let resp = api.as_user(watcher).post(path, &batch).await;
+    assert_error(
+        &resp,
+        401,
+        "unauthorized",
+        "a presence batch with a user token",
+    );
+    let service = api.with_token(&service_token(stack.jwt_secret(), "gw-test"));
+    let too_long: Vec<Value> = (0..257).map(|_| change(first.id, "online")).collect();
+    let resp = service.post(path, &json!({ "changes": too_long })).await;
+    assert_error(&resp, 400, "invalid_input", "a batch of 257 changes");
+    let resp = service
+        .post(path, &json!({"changes": [change(first.id, "away")]}))
+        .await;
+    assert_error(&resp, 400, "invalid_input", "an unknown status in a batch");
+    expect_no_presence(&mut ww, first.id, QUIET).await;
+
+    let resp = service.post(path, &batch).await;
+    assert_status(&resp, 204, "a presence batch with a service token");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = ww
+            .recv_matching(WAIT, "the batch's presence events", |v: &Value| {
+                v["type"] == json!("presence")
+                    && (v["user_id"] == json!(first.id) || v["user_id"] == json!(second.id))
+            })
+            .await;
+        seen.push((event["user_id"].clone(), event["status"].clone()));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (json!(first.id), json!("online")),
+            (json!(second.id), json!("online")),
+            (json!(first.id), json!("offline")),
+        ],
+        "the batch's order"
     );
 }

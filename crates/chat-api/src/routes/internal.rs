@@ -3,18 +3,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chat_proto::codec::BusBody;
-use chat_proto::{PresenceStatus, ServerEvent};
-use serde::Deserialize;
+use chat_proto::{PresenceBatch, PresenceChange, ServerEvent};
+use futures_util::future::try_join_all;
 
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, ServiceCaller};
 use crate::state::AppState;
-
-#[derive(Deserialize)]
-pub struct PresenceChange {
-    user_id: u64,
-    status: PresenceStatus,
-}
 
 /// A gateway saw a user's first socket anywhere open, or last socket anywhere close: store
 /// `last_seen` and tell the user's contacts and chat peers.
@@ -23,13 +17,40 @@ pub async fn presence(
     _caller: ServiceCaller,
     JsonBody(change): JsonBody<PresenceChange>,
 ) -> ApiResult<StatusCode> {
-    let seen = state.store.mark_seen(change.user_id).await?;
-    let audience = seen.audience;
-    let event = ServerEvent::Presence {
-        user_id: change.user_id,
-        status: change.status,
-        last_seen: Some(seen.last_seen),
-    };
-    state.publish(&audience, BusBody::Event(event)).await;
+    announce(&state, &[change]).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Several such changes in the order one gateway saw them: what queued on one of its notice
+/// lanes while the lane's previous request was out.
+pub async fn presence_batch(
+    State(state): State<AppState>,
+    _caller: ServiceCaller,
+    JsonBody(batch): JsonBody<PresenceBatch>,
+) -> ApiResult<StatusCode> {
+    if batch.changes.len() > PresenceBatch::MAX_CHANGES {
+        return Err(ApiError::invalid(format!(
+            "a presence batch holds at most {} changes, this one {}",
+            PresenceBatch::MAX_CHANGES,
+            batch.changes.len()
+        )));
+    }
+    announce(&state, &batch.changes).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stores every change's `last_seen` (together: the store coalesces them), then publishes the
+/// events in the order given, so a user's online and offline reach the audience in that order.
+/// Nothing is published unless every change was stored; the gateway sends the batch again.
+async fn announce(state: &AppState, changes: &[PresenceChange]) -> ApiResult<()> {
+    let seen = try_join_all(changes.iter().map(|c| state.store.mark_seen(c.user_id))).await?;
+    for (change, seen) in changes.iter().zip(seen) {
+        let event = ServerEvent::Presence {
+            user_id: change.user_id,
+            status: change.status,
+            last_seen: Some(seen.last_seen),
+        };
+        state.publish(&seen.audience, BusBody::Event(event)).await;
+    }
+    Ok(())
 }

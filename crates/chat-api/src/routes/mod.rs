@@ -77,6 +77,10 @@ pub fn router(state: AppState, metrics: PrometheusHandle, web: WebConfig) -> Rou
     Router::new()
         .nest("/v1", v1)
         .route("/internal/v1/presence", post(internal::presence))
+        .route(
+            "/internal/v1/presence/batch",
+            post(internal::presence_batch),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics).with_state(metrics))
