@@ -93,6 +93,7 @@ export default function () {
   const ackedIds = {}; // client_msg_id -> true once acked
   const timers = [];
   let authed = false;
+  let opened = false;
   let closingByUs = false;
   let ending = false; // no more sends; waiting for the last echoes
   let n = 0;
@@ -160,12 +161,14 @@ export default function () {
     if (!authed) {
       sessionsFailed.add(1);
       wsErrors.add(1, { kind: 'auth_timeout' });
-      logOnce('no auth_ok within the timeout');
+      // The user, gateway and socket state: the gateway logs "auth_ok queued" per user at debug.
+      logOnce(`no auth_ok within the timeout (user ${user.id}, ${params.tags.name}, readyState ${ws.readyState}, opened ${opened})`);
       finish();
     }
   }, AUTH_TIMEOUT_MS));
 
   ws.onopen = () => {
+    opened = true;
     if (authFrame) ws.send(authFrame);
   };
 
