@@ -30,6 +30,28 @@ async fn expect_presence(
             presence_of(user_id, status),
         )
         .await;
+    check_last_seen(&event, status);
+    event
+}
+
+/// Waits until `ws` has seen every one of `users` come online, in whatever order: their
+/// gateways report them on separate lanes, so the events may cross.
+async fn expect_online_in_any_order(ws: &mut WsClient, users: &[u64], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut missing = users.to_vec();
+    while !missing.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = ws
+            .recv_matching(left, &format!("presence online of {missing:?}"), |v| {
+                missing.iter().any(|&user| presence_of(user, "online")(v))
+            })
+            .await;
+        check_last_seen(&event, "online");
+        missing.retain(|&user| event["user_id"] != json!(user));
+    }
+}
+
+fn check_last_seen(event: &Value, status: &str) {
     assert!(
         event.get("last_seen").is_some(),
         "presence without last_seen: {event}"
@@ -39,7 +61,6 @@ async fn expect_presence(
     } else if !event["last_seen"].is_null() {
         assert_time(&event["last_seen"], "last_seen of an online presence");
     }
-    event
 }
 
 /// Reads for `duration`; panics on a presence event of `user_id`. Other frames are kept.
@@ -225,8 +246,7 @@ async fn graceful_gateway_shutdown_moves_presence_correctly() {
     let mut only = WsClient::authed(&stack.gateway_ws_url(1), &only2.token)
         .await
         .labeled("only@gw2");
-    expect_presence(&mut ww, both.id, "online", WAIT).await;
-    expect_presence(&mut ww, only2.id, "online", WAIT).await;
+    expect_online_in_any_order(&mut ww, &[both.id, only2.id], WAIT).await;
 
     // SIGTERM gw2: its sockets get 1012; `only2` goes offline at once (no TTL wait), `both`
     // stays online through its socket on gw1.
