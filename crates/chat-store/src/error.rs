@@ -1,5 +1,7 @@
 //! Store errors, split by what the caller should tell its client.
 
+use tokio::sync::mpsc::error::TrySendError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
@@ -39,10 +41,9 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_) => Self::Unavailable(err),
             // Lock wait timeout, deadlock, server shutting down, too many connections: transient.
-            sqlx::Error::Database(db)
+            sqlx::Error::Database(_)
                 if matches!(
-                    db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                        .map(|e| e.number()),
+                    mysql_error_number(&err),
                     Some(1205 | 1213 | 1053 | 1040 | 2006 | 2013)
                 ) =>
             {
@@ -86,26 +87,35 @@ impl StoreError {
     }
 }
 
+/// The error a writer task's bounded queue gives when it cannot take another request: the
+/// caller should retry (the queue is full) or go elsewhere (the writer has stopped).
+pub(crate) fn queue_refusal<T>(err: TrySendError<T>, full: &'static str) -> StoreError {
+    match err {
+        TrySendError::Full(_) => StoreError::Busy(full),
+        TrySendError::Closed(_) => StoreError::Busy("the store is shutting down"),
+    }
+}
+
+/// MySQL's error number, when the server answered with an error.
+fn mysql_error_number(err: &sqlx::Error) -> Option<u16> {
+    match err {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|e| e.number()),
+        _ => None,
+    }
+}
+
 /// Whether the server rolled the statement back as a deadlock's victim (MySQL error 1213).
 pub(crate) fn is_deadlock(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .map(|e| e.number())
-                == Some(1213)
-        }
-        _ => false,
-    }
+    mysql_error_number(err) == Some(1213)
 }
 
 /// Whether the error is a duplicate-key violation of the named unique index.
 pub(crate) fn is_duplicate_of(err: &sqlx::Error, index: &str) -> bool {
     match err {
         sqlx::Error::Database(db) => {
-            let number = db
-                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .map(|e| e.number());
-            number == Some(1062) && db.message().contains(index)
+            mysql_error_number(err) == Some(1062) && db.message().contains(index)
         }
         _ => false,
     }

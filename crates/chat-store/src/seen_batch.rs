@@ -12,7 +12,7 @@ use chat_proto::time::{Timestamp, now_millis};
 use sqlx::MySqlPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::is_deadlock;
+use crate::error::{is_deadlock, queue_refusal};
 use crate::padded::{padded_len, placeholders};
 use crate::{Result, Seen, StoreError};
 
@@ -55,17 +55,9 @@ impl SeenBatcher {
 
     pub(crate) async fn mark_seen(&self, user_id: Id) -> Result<Seen> {
         let (reply, answer) = oneshot::channel();
-        match self.queue.try_send(QueuedChange { user_id, reply }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(StoreError::Busy(
-                    "too many presence changes are waiting, retry",
-                ));
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(StoreError::Busy("the store is shutting down"));
-            }
-        }
+        self.queue
+            .try_send(QueuedChange { user_id, reply })
+            .map_err(|e| queue_refusal(e, "too many presence changes are waiting, retry"))?;
         answer.await.unwrap_or(Err(StoreError::Busy(
             "the presence change was dropped, retry",
         )))

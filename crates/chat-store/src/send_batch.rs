@@ -30,6 +30,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::queue_refusal;
 use crate::messages::{NewMessage, SendOutcome, lock_wait_secs};
 use crate::padded::{bind_padded, padded_len, placeholders};
 use crate::{Result, StoreError};
@@ -154,17 +155,9 @@ impl SendBatcher {
             reply,
         };
         let writer = (new.chat_id % self.queues.len() as u64) as usize;
-        match self.queues[writer].try_send(queued) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(StoreError::Busy(
-                    "too many messages are waiting to be stored, retry",
-                ));
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(StoreError::Busy("the store is shutting down"));
-            }
-        }
+        self.queues[writer]
+            .try_send(queued)
+            .map_err(|e| queue_refusal(e, "too many messages are waiting to be stored, retry"))?;
         answer
             .await
             .unwrap_or(Err(StoreError::Busy("the send was dropped, retry")))
