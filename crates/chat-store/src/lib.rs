@@ -164,9 +164,16 @@ impl Store {
         Ok(())
     }
 
+    /// Closes the pool once the send writers have stored what they hold and given their
+    /// connections back; sends after this are refused.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::MySql(pool) => pool.close().await,
+            Backend::MySql(pool) => {
+                if let Some(sends) = self.sends.get() {
+                    sends.close().await;
+                }
+                pool.close().await;
+            }
             Backend::Sqlite(db) => db.close().await,
         }
     }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::queue_refusal;
 use crate::messages::{NewMessage, SendOutcome, lock_wait_secs};
@@ -120,6 +120,9 @@ impl QueuedSend {
 /// those waits chain.
 pub(crate) struct SendBatcher {
     queues: Vec<mpsc::Sender<QueuedSend>>,
+    /// Set by `close`: each writer stores what is queued, then ends.
+    closing: watch::Sender<bool>,
+    writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for SendBatcher {
@@ -129,18 +132,38 @@ impl std::fmt::Debug for SendBatcher {
 }
 
 impl SendBatcher {
-    /// Starts the writers on the current runtime; they stop when the batcher is dropped.
+    /// Starts the writers on the current runtime; they stop on `close` or when the batcher is
+    /// dropped.
     pub(crate) fn start(pool: MySqlPool, writers: usize) -> Self {
         let writers = writers.max(1);
         let bound = (QUEUED_PER_PROCESS / writers).max(MAX_BATCH);
-        let queues = (0..writers)
+        let (closing, closed) = watch::channel(false);
+        let (queues, tasks) = (0..writers)
             .map(|_| {
                 let (queue, waiting) = mpsc::channel(bound);
-                tokio::spawn(write_batches(pool.clone(), waiting));
-                queue
+                let task = tokio::spawn(write_batches(pool.clone(), waiting, closed.clone()));
+                (queue, task)
             })
-            .collect();
-        Self { queues }
+            .unzip();
+        Self {
+            queues,
+            closing,
+            writers: std::sync::Mutex::new(tasks),
+        }
+    }
+
+    /// Stores and answers what is queued, refuses later sends (`Busy`), and returns once every
+    /// writer has handed its connection back: a writer keeps one between batches, and the pool
+    /// closes only when all are back.
+    pub(crate) async fn close(&self) {
+        let _ = self.closing.send(true);
+        let writers = match self.writers.lock() {
+            Ok(mut writers) => std::mem::take(&mut *writers),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for writer in writers {
+            let _ = writer.await;
+        }
     }
 
     pub(crate) async fn send(
@@ -164,24 +187,59 @@ impl SendBatcher {
     }
 }
 
-async fn write_batches(pool: MySqlPool, mut waiting: mpsc::Receiver<QueuedSend>) {
+async fn write_batches(
+    pool: MySqlPool,
+    mut waiting: mpsc::Receiver<QueuedSend>,
+    mut closing: watch::Receiver<bool>,
+) {
     let mut session = WriterSession::new(pool);
+    let mut closed = false;
     loop {
         // A send that comes soon after a batch releases its locks with its own first statement;
         // when none comes, the writer releases them for other replicas' writers.
-        let next = if session.holds_locks {
-            match tokio::time::timeout(RELEASE_GRACE, next_batch(&mut waiting)).await {
-                Ok(next) => next,
-                Err(_) => {
-                    session.release().await;
-                    next_batch(&mut waiting).await
-                }
+        let grace = session.holds_locks.then_some(RELEASE_GRACE);
+        match wait_for_sends(&mut waiting, &mut closing, grace, closed).await {
+            Waited::Batch(batch) => run_batch(&mut session, batch).await,
+            Waited::Idle => session.release().await,
+            // What is queued still comes out of the queue; then it reports the end.
+            Waited::Closing => {
+                waiting.close();
+                closed = true;
             }
-        } else {
-            next_batch(&mut waiting).await
-        };
-        let Some(batch) = next else { break };
-        run_batch(&mut session, batch).await;
+            Waited::End => break,
+        }
+    }
+    session.release().await;
+}
+
+enum Waited {
+    Batch(Vec<QueuedSend>),
+    /// The grace period passed with no send.
+    Idle,
+    /// `SendBatcher::close` was called (or the batcher dropped).
+    Closing,
+    /// The queue is closed and empty.
+    End,
+}
+
+/// The writer's wait between batches. Nothing here is cut short midway: the queue's receive is
+/// the only await that can lose the race, and a batch is taken whole in the poll it completes.
+async fn wait_for_sends(
+    waiting: &mut mpsc::Receiver<QueuedSend>,
+    closing: &mut watch::Receiver<bool>,
+    grace: Option<Duration>,
+    closed: bool,
+) -> Waited {
+    let idle = async {
+        match grace {
+            Some(grace) => tokio::time::sleep(grace).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        next = next_batch(waiting) => next.map_or(Waited::End, Waited::Batch),
+        () = idle => Waited::Idle,
+        _ = closing.wait_for(|&close| close), if !closed => Waited::Closing,
     }
 }
 

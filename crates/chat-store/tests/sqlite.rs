@@ -1581,3 +1581,32 @@ async fn a_presence_batch_chosen_as_deadlock_victim_runs_again() {
     let _ = other.close().await;
     db.finish().await;
 }
+
+/// MySQL: a send writer keeps its connection between batches, so closing the store stops the
+/// writers before the pool: the pool's close waits for every connection handed out, and it
+/// hung in CI when the writer's was among them. Without that a writer even went on storing
+/// sends after `close` on the connection it kept; now they are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_store_stops_its_send_writers() {
+    let db = TestStore::mysql().await;
+    let store = &db.store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let (chat, _) = store.get_or_create_private(alice, bob).await.expect("chat");
+    send(store, text(chat.id, alice, "before", "c1")).await;
+    // Past the writer's grace period: it has released its locks and sits idle, holding its
+    // connection.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    tokio::time::timeout(std::time::Duration::from_secs(10), store.close())
+        .await
+        .expect("close returns while a send writer is idle");
+    let late = store
+        .send_message(text(chat.id, alice, "after", "c2"), |_| async {})
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::Busy(_))),
+        "a send after close: {late:?}"
+    );
+    db.finish().await;
+}
