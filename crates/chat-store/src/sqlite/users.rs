@@ -99,11 +99,16 @@ impl Sqlite {
 
     pub(crate) async fn mark_seen(&self, user_id: Id) -> Result<Seen> {
         let last_seen = now_millis();
-        sqlx::query("UPDATE users SET last_seen = ? WHERE id = ?")
-            .bind(time(last_seen))
-            .bind(key(user_id))
-            .execute(&self.writer)
-            .await?;
+        // Two changes of one user can reach the writer in the other order than they took their
+        // times; the later time stays (the times are fixed-width text, so they compare as such).
+        sqlx::query(
+            "UPDATE users SET last_seen = ?1 WHERE id = ?2 \
+             AND (last_seen IS NULL OR last_seen < ?1)",
+        )
+        .bind(time(last_seen))
+        .bind(key(user_id))
+        .execute(&self.writer)
+        .await?;
         let audience = self.presence_audience(user_id).await?;
         Ok(Seen {
             last_seen,
