@@ -8,12 +8,12 @@ concurrency=${1:-64}
 source scripts/bench-stack.sh
 bench_stack_start
 tokens="$bench_logs/tokens.json"
-target/release/chat-provision --users $((concurrency * 2)) --pairs --out "$tokens" >/dev/null
+"$bench_bin/chat-provision" --users $((concurrency * 2)) --pairs --out "$tokens" >/dev/null
 pids="${bench_pids[0]}"
 echo "pid ${bench_pids[0]}: chat-api"
 for name in mariadbd redis-server; do
   pid=$(pgrep -o -x "$name" || true)
   [ -n "$pid" ] && pids="$pids,$pid" && echo "pid $pid: $name"
 done
-target/release/chat-api-throughput --api-url http://127.0.0.1:18180 --tokens "$tokens" \
+"$bench_bin/chat-api-throughput" --api-url http://127.0.0.1:18180 --tokens "$tokens" \
   --concurrency "$concurrency" --seconds "${2:-20}" --pids "$pids"

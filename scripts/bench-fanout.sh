@@ -19,11 +19,11 @@ for mode in standalone cluster; do
       unset REDIS_URL
       source scripts/bench-stack.sh
       bench_stack_start
-      target/release/chat-fanout --api-url http://127.0.0.1:18180 \
+      "$bench_bin/chat-fanout" --api-url http://127.0.0.1:18180 \
         --ws ws://127.0.0.1:18181/ws,ws://127.0.0.1:18183/ws --receivers "${1:-200}" --messages "${2:-300}" \
         --chat-size "$size" --concurrency "$([ "$size" = 0 ] && echo 4 || echo 256)" --gateway-pids "${bench_pids[1]},${bench_pids[2]}"
     )
   done
 done
 echo "== floor"
-target/release/chat-write-floor --sockets "${1:-200}"
+"$(scripts/lib/target-dir.sh)/release/chat-write-floor" --sockets "${1:-200}"

@@ -11,7 +11,7 @@ ulimit -n "$(ulimit -Hn)"
 source scripts/bench-stack.sh
 bench_stack_start
 tokens="$bench_logs/tokens.json"
-target/release/chat-provision --users "$sockets" --out "$tokens" >/dev/null
-target/release/chat-idle-rss --tokens "$tokens" --connections "$sockets" \
+"$bench_bin/chat-provision" --users "$sockets" --out "$tokens" >/dev/null
+"$bench_bin/chat-idle-rss" --tokens "$tokens" --connections "$sockets" \
   --ws ws://127.0.0.1:18181/ws,ws://127.0.0.1:18183/ws \
   --gateway-pids "${bench_pids[1]},${bench_pids[2]}"

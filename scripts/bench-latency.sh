@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-stack.sh
 bench_stack_start
-target/release/chat-latency --api-url http://127.0.0.1:18180 \
+"$bench_bin/chat-latency" --api-url http://127.0.0.1:18180 \
   --sender-ws ws://127.0.0.1:18181/ws --receiver-ws ws://127.0.0.1:18183/ws --messages "${1:-1000}"

@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-stack.sh
 bench_stack_start
-target/release/chat-slow-consumer --api-url http://127.0.0.1:18180 --ws ws://127.0.0.1:18181/ws \
+"$bench_bin/chat-slow-consumer" --api-url http://127.0.0.1:18180 --ws ws://127.0.0.1:18181/ws \
   --receivers "${1:-20}" --messages "${2:-2000}" --text-bytes "${3:-4000}"

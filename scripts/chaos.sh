@@ -8,7 +8,7 @@
 # Overrides: CHAT_CHAOS_SCALE=ci (the small variant `make test` runs), CHAT_CHAOS_USERS=N,
 # CHAT_CHAOS_INTERVAL_MS=N (mean pause between a client's messages). The process logs stay in
 # $TMPDIR/chat-testkit/<db>-<prefix>/ (CHAT_TEST_KEEP_LOGS=1); the run's output goes to
-# target/chaos-<scale>.log as well.
+# chaos-<scale>.log in Cargo's target directory (CARGO_TARGET_DIR honoured) as well.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +20,9 @@ command -v redis-server >/dev/null || {
 }
 scripts/services.sh
 cargo build --workspace --bins -q
-mkdir -p target
-out="target/chaos-${CHAT_CHAOS_SCALE}.log"
+target=$(scripts/lib/target-dir.sh)
+mkdir -p "$target"
+out="$target/chaos-${CHAT_CHAOS_SCALE}.log"
 set +e
 cargo test -q -p chat-testkit --test chaos -- --nocapture "$@" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}

@@ -1,7 +1,7 @@
 # Sourced by check scripts (tests/browser/run.sh, scripts/openapi-check.sh): a private chat-api
 # (and optionally a gateway) on free ports, against a fresh MariaDB database and a unique Redis
-# prefix, torn down by stack_down (call it from an EXIT trap). Uses the debug binaries in
-# ./target; set STACK_NO_BUILD=1 to skip `cargo build`.
+# prefix, torn down by stack_down (call it from an EXIT trap). Uses the debug binaries of Cargo's
+# target directory (CARGO_TARGET_DIR honoured); set STACK_NO_BUILD=1 to skip `cargo build`.
 #
 #   stack_up <name> [gateway]   exports API_URL (and WS_URL); logs under $STACK_LOGS
 #   stack_down                  stops what stack_up started, drops the database and Redis keys
@@ -14,6 +14,7 @@ STACK_DB=""
 STACK_PREFIX=""
 STACK_LOGS=${STACK_LOGS:-.tmp/stack-logs}
 STACK_DATA=""
+STACK_BIN=$(scripts/lib/target-dir.sh)/debug
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -63,14 +64,14 @@ stack_up() {
   DATABASE_URL="mysql://root@127.0.0.1:3306/${STACK_DB}" REDIS_URL=redis://127.0.0.1:6379 \
     CHAT_REDIS_PREFIX="$STACK_PREFIX" CHAT_JWT_SECRET="$secret" CHAT_LISTEN="127.0.0.1:${api_port}" \
     CHAT_WEB_WS_URL="$WS_URL" CHAT_LOG_FORMAT=text \
-    target/debug/chat-api >"$STACK_LOGS/chat-api.log" 2>&1 &
+    "$STACK_BIN/chat-api" >"$STACK_LOGS/chat-api.log" 2>&1 &
   STACK_PIDS+=($!)
   wait_ready "$API_URL/readyz" chat-api "$!" || return 1
 
   if [[ -n $with_gateway ]]; then
     REDIS_URL=redis://127.0.0.1:6379 CHAT_REDIS_PREFIX="$STACK_PREFIX" CHAT_JWT_SECRET="$secret" \
       CHAT_LISTEN="127.0.0.1:${gw_port}" CHAT_API_URL="$API_URL" CHAT_NODE_ID="gw-${tag}" CHAT_DRAIN_SECS=1 \
-      CHAT_LOG_FORMAT=text target/debug/chat-gateway >"$STACK_LOGS/chat-gateway.log" 2>&1 &
+      CHAT_LOG_FORMAT=text "$STACK_BIN/chat-gateway" >"$STACK_LOGS/chat-gateway.log" 2>&1 &
     STACK_PIDS+=($!)
     wait_ready "http://127.0.0.1:${gw_port}/readyz" chat-gateway "$!" || return 1
   fi
@@ -89,7 +90,7 @@ stack_up_embedded() {
   DATABASE_URL="sqlite://${STACK_DATA}/chat.db" CHAT_ATTACHMENTS_DIR="${STACK_DATA}/attachments" \
     CHAT_JWT_SECRET="$secret" CHAT_API_LISTEN="127.0.0.1:${api_port}" CHAT_WS_LISTEN="127.0.0.1:${gw_port}" \
     CHAT_WEB_WS_URL="$WS_URL" CHAT_DRAIN_SECS=1 CHAT_LOG_FORMAT=text \
-    target/debug/chat-embedded >"$STACK_LOGS/chat-embedded.log" 2>&1 &
+    "$STACK_BIN/chat-embedded" >"$STACK_LOGS/chat-embedded.log" 2>&1 &
   STACK_PIDS+=($!)
   wait_ready "$API_URL/readyz" chat-embedded "$!" || return 1
   wait_ready "http://127.0.0.1:${gw_port}/readyz" chat-embedded "$!" || return 1

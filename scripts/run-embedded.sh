@@ -26,4 +26,4 @@ cat <<MSG
   Ctrl-C stops it.
 
 MSG
-exec target/release/chat-embedded "$@"
+exec "$(scripts/lib/target-dir.sh)/release/chat-embedded" "$@"

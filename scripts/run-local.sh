@@ -12,6 +12,7 @@ fi
 
 scripts/services.sh
 cargo build --release --bins
+bin=$(scripts/lib/target-dir.sh)/release
 
 export DATABASE_URL=${DATABASE_URL:-mysql://root@127.0.0.1:3306/chat}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -26,10 +27,10 @@ pids=()
 cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait || true; }
 trap cleanup EXIT INT TERM
 
-CHAT_LISTEN=0.0.0.0:8080 target/release/chat-api & pids+=($!)
-CHAT_LISTEN=0.0.0.0:8081 CHAT_NODE_ID=gw-8081 target/release/chat-gateway & pids+=($!)
-CHAT_LISTEN=0.0.0.0:8083 CHAT_NODE_ID=gw-8083 target/release/chat-gateway & pids+=($!)
-CHAT_LISTEN=0.0.0.0:8082 target/release/chat-worker & pids+=($!)
+CHAT_LISTEN=0.0.0.0:8080 "$bin/chat-api" & pids+=($!)
+CHAT_LISTEN=0.0.0.0:8081 CHAT_NODE_ID=gw-8081 "$bin/chat-gateway" & pids+=($!)
+CHAT_LISTEN=0.0.0.0:8083 CHAT_NODE_ID=gw-8083 "$bin/chat-gateway" & pids+=($!)
+CHAT_LISTEN=0.0.0.0:8082 "$bin/chat-worker" & pids+=($!)
 
 for _ in $(seq 1 100); do
   curl -fs http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
