@@ -2,11 +2,12 @@
 //! client missed. New messages come from `messages.created_at`, read receipts from
 //! `chat_members.read_at` (both set from the database clock when they commit).
 
+use async_trait::async_trait;
 use chat_proto::time::Timestamp;
 use chat_proto::{Id, Message};
 use sqlx::types::chrono::NaiveDateTime;
 
-use crate::messages::{MessageRow, attachment_column, message_from_row};
+use crate::messages::{MessageRow, message_from_row};
 use crate::{Result, Store};
 
 /// The message columns of `MESSAGE_COLUMNS`, qualified with the alias `m`.
@@ -53,35 +54,17 @@ pub struct SyncSlice {
     pub more_from: Option<Timestamp>,
 }
 
+/// The sync part of the backend contract (`crate::backend`).
+#[async_trait]
+pub(crate) trait SyncQueries {
+    async fn sync(&self, user: Id, from: Timestamp, limit: u32) -> Result<SyncSlice>;
+}
+
 impl Store {
     /// Up to about `limit` events of the user's chats at or after `from`. A slice always ends at
     /// a whole millisecond, so continuing from `more_from` neither skips nor repeats events.
     pub async fn sync(&self, user: Id, from: Timestamp, limit: u32) -> Result<SyncSlice> {
-        let pool = mysql_or_sqlite!(self, sync(user, from, limit));
-        let fetch = limit + 1;
-        let from = from.naive_utc();
-        let messages: Vec<MessageRow> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS_M}, {} FROM chat_members mine \
-             JOIN messages m ON m.chat_id = mine.chat_id \
-             WHERE mine.user_id = ? AND m.created_at >= ? ORDER BY m.created_at, m.id LIMIT ?",
-            attachment_column("m")
-        ))
-        .bind(user)
-        .bind(from)
-        .bind(fetch)
-        .fetch_all(pool)
-        .await?;
-        let reads: Vec<ReadRow> = sqlx::query_as(
-            "SELECT cm.chat_id, cm.user_id, cm.last_read_seq, cm.read_at FROM chat_members mine \
-             JOIN chat_members cm ON cm.chat_id = mine.chat_id \
-             WHERE mine.user_id = ? AND cm.read_at >= ? ORDER BY cm.read_at LIMIT ?",
-        )
-        .bind(user)
-        .bind(from)
-        .bind(fetch)
-        .fetch_all(pool)
-        .await?;
-        Ok(merge_events(messages, reads, limit))
+        self.backend.sync(user, from, limit).await
     }
 }
 

@@ -1,12 +1,10 @@
 //! Users: registration, credential lookup, search, and `last_seen`.
 
-use chat_proto::time::{Timestamp, now_millis};
+use async_trait::async_trait;
+use chat_proto::time::Timestamp;
 use chat_proto::{Id, Me, UserRef};
-use sqlx::types::chrono::NaiveDateTime;
 
-use crate::error::is_duplicate_of;
-use crate::seen_batch::SeenBatcher;
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store};
 
 /// A presence change as stored: its time, and who should hear about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +20,21 @@ pub struct Credentials {
     pub password_hash: String,
 }
 
+/// The users' part of the backend contract (`crate::backend`).
+#[async_trait]
+pub(crate) trait UserQueries {
+    async fn create_user(
+        &self,
+        username: &str,
+        email: Option<&str>,
+        password_hash: &str,
+    ) -> Result<UserRef>;
+    async fn credentials(&self, username: &str) -> Result<Option<Credentials>>;
+    async fn me(&self, user_id: Id) -> Result<Me>;
+    async fn search_users(&self, prefix: &str, limit: u32) -> Result<Vec<UserRef>>;
+    async fn user_exists(&self, user_id: Id) -> Result<bool>;
+}
+
 impl Store {
     pub async fn create_user(
         &self,
@@ -29,80 +42,26 @@ impl Store {
         email: Option<&str>,
         password_hash: &str,
     ) -> Result<UserRef> {
-        let pool = mysql_or_sqlite!(self, create_user(username, email, password_hash));
-        let inserted = sqlx::query(
-            "INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(username)
-        .bind(email)
-        .bind(password_hash)
-        .bind(now_millis().naive_utc())
-        .execute(pool)
-        .await;
-        match inserted {
-            Ok(done) => Ok(UserRef {
-                id: done.last_insert_id(),
-                username: username.to_string(),
-            }),
-            Err(e) if is_duplicate_of(&e, "uq_users_username") => {
-                Err(StoreError::Conflict("username is taken"))
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.backend
+            .create_user(username, email, password_hash)
+            .await
     }
 
     pub async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
-        let pool = mysql_or_sqlite!(self, credentials(username));
-        let row: Option<(u64, String, String)> =
-            sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = ?")
-                .bind(username)
-                .fetch_optional(pool)
-                .await?;
-        Ok(row.map(|(id, username, password_hash)| Credentials {
-            user: UserRef { id, username },
-            password_hash,
-        }))
+        self.backend.credentials(username).await
     }
 
     pub async fn me(&self, user_id: Id) -> Result<Me> {
-        let pool = mysql_or_sqlite!(self, me(user_id));
-        let (id, username, email, created_at): (u64, String, Option<String>, NaiveDateTime) =
-            sqlx::query_as("SELECT id, username, email, created_at FROM users WHERE id = ?")
-                .bind(user_id)
-                .fetch_one(pool)
-                .await?;
-        Ok(Me {
-            id,
-            username,
-            email,
-            created_at: created_at.and_utc(),
-        })
+        self.backend.me(user_id).await
     }
 
     /// Users whose name starts with `prefix` (already lower-cased by the caller).
     pub async fn search_users(&self, prefix: &str, limit: u32) -> Result<Vec<UserRef>> {
-        let pool = mysql_or_sqlite!(self, search_users(prefix, limit));
-        let pattern = format!("{}%", escape_like(prefix));
-        let rows: Vec<(u64, String)> = sqlx::query_as(
-            "SELECT id, username FROM users WHERE username LIKE ? ORDER BY username LIMIT ?",
-        )
-        .bind(pattern)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, username)| UserRef { id, username })
-            .collect())
+        self.backend.search_users(prefix, limit).await
     }
 
     pub async fn user_exists(&self, user_id: Id) -> Result<bool> {
-        let pool = mysql_or_sqlite!(self, user_exists(user_id));
-        let row: Option<(u64,)> = sqlx::query_as("SELECT id FROM users WHERE id = ?")
-            .bind(user_id)
-            .fetch_optional(pool)
-            .await?;
-        Ok(row.is_some())
+        self.backend.user_exists(user_id).await
     }
 
     /// A user's first socket anywhere opened or last one closed: stores `last_seen` and returns
@@ -110,14 +69,10 @@ impl Store {
     /// user's own contacts, and the user's chat peers).
     ///
     /// On MySQL, changes that arrive together share one UPDATE and one SELECT
-    /// (`crate::seen_batch`), and a change is refused at once with [`StoreError::Busy`] when too
-    /// many are already waiting.
+    /// (`crate::mysql::seen_batch`), and a change is refused at once with
+    /// [`crate::StoreError::Busy`] when too many are already waiting.
     pub async fn mark_seen(&self, user_id: Id) -> Result<Seen> {
-        let pool = mysql_or_sqlite!(self, mark_seen(user_id));
-        self.seen
-            .get_or_init(|| SeenBatcher::start(pool.clone()))
-            .mark_seen(user_id)
-            .await
+        self.backend.mark_seen(user_id).await
     }
 }
 

@@ -1,9 +1,11 @@
 //! Attachments on SQLite: the rows describing uploaded files, and who may read them.
 
+use async_trait::async_trait;
 use chat_proto::Id;
 use chat_proto::time::now_millis;
 
-use super::{Sqlite, key, time, unsigned};
+use super::{SqliteBackend, key, time, unsigned};
+use crate::attachments::AttachmentQueries;
 use crate::attachments::{AttachmentRecord, COLUMNS, Row, from_row};
 use crate::{Result, StoreError};
 
@@ -20,8 +22,9 @@ fn convert((id, uploader_id, object_key, size, content_type, sha256): SqliteRow)
     ))
 }
 
-impl Sqlite {
-    pub(crate) async fn create_attachment(
+#[async_trait]
+impl AttachmentQueries for SqliteBackend {
+    async fn create_attachment(
         &self,
         uploader: Id,
         object_key: &str,
@@ -53,11 +56,7 @@ impl Sqlite {
         })
     }
 
-    pub(crate) async fn own_attachment(
-        &self,
-        uploader: Id,
-        id: Id,
-    ) -> Result<Option<AttachmentRecord>> {
+    async fn own_attachment(&self, uploader: Id, id: Id) -> Result<Option<AttachmentRecord>> {
         let row: Option<SqliteRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM attachments a WHERE a.id = ? AND a.uploader_id = ?"
         ))
@@ -68,11 +67,7 @@ impl Sqlite {
         row.map(|row| convert(row).map(from_row)).transpose()
     }
 
-    pub(crate) async fn readable_attachment(
-        &self,
-        reader: Id,
-        id: Id,
-    ) -> Result<Option<AttachmentRecord>> {
+    async fn readable_attachment(&self, reader: Id, id: Id) -> Result<Option<AttachmentRecord>> {
         let row: Option<SqliteRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM attachments a WHERE a.id = ? AND (a.uploader_id = ? OR EXISTS \
              (SELECT 1 FROM messages m JOIN chat_members cm \

@@ -3,18 +3,21 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use async_trait::async_trait;
 use chat_proto::time::now_millis;
 use chat_proto::{Chat, Id, Member, MemberRole, Message};
 use sqlx::types::chrono::NaiveDateTime;
 use sqlx::{QueryBuilder, Sqlite as Db};
 
 use super::messages::{MESSAGE_COLUMNS, SqliteMessageRow, message_row};
-use super::{Sqlite, ids, is_unique_violation, key, time, unsigned, unsigned_opt};
+use super::{SqliteBackend, ids, is_unique_violation, key, time, unsigned, unsigned_opt};
+use crate::chats::ChatQueries;
 use crate::chats::{
     CHAT_COLUMNS, CHAT_LIST_LIMIT, ChatRow, ChatUpdate, MemberRow, Membership, NewGroup,
     build_chats, chat_ids, group_members, group_others, last_message_ids, private_pair_key,
 };
 use crate::messages::message_from_row;
+use crate::users::UserQueries;
 use crate::{Result, StoreError};
 
 type SqliteChatRow = (
@@ -58,8 +61,9 @@ fn member_row(row: SqliteMemberRow) -> Result<MemberRow> {
     ))
 }
 
-impl Sqlite {
-    pub(crate) async fn get_or_create_private(&self, me: Id, peer: Id) -> Result<(Chat, bool)> {
+#[async_trait]
+impl ChatQueries for SqliteBackend {
+    async fn get_or_create_private(&self, me: Id, peer: Id) -> Result<(Chat, bool)> {
         let pair_key = private_pair_key(me, peer)?;
         if !self.user_exists(peer).await? {
             return Err(StoreError::NotFound);
@@ -102,15 +106,7 @@ impl Sqlite {
         Ok((self.chat(me, chat_id).await?, true))
     }
 
-    async fn private_chat_id(&self, pair_key: &str) -> Result<Option<Id>> {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM chats WHERE pair_key = ?")
-            .bind(pair_key)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(|(id,)| unsigned(id)).transpose()
-    }
-
-    pub(crate) async fn create_group(&self, me: Id, group: NewGroup<'_>) -> Result<Chat> {
+    async fn create_group(&self, me: Id, group: NewGroup<'_>) -> Result<Chat> {
         let others = group_others(me, group.member_ids);
         if !others.is_empty() && self.count_users(&others).await? != others.len() as i64 {
             return Err(StoreError::NotFound);
@@ -137,18 +133,7 @@ impl Sqlite {
         self.chat(me, chat_id).await
     }
 
-    async fn count_users(&self, user_ids: &BTreeSet<Id>) -> Result<i64> {
-        let mut query = QueryBuilder::<Db>::new("SELECT COUNT(*) FROM users WHERE id IN (");
-        let mut list = query.separated(", ");
-        for id in user_ids {
-            list.push_bind(key(*id));
-        }
-        query.push(")");
-        let (count,): (i64,) = query.build_query_as().fetch_one(&self.reader).await?;
-        Ok(count)
-    }
-
-    pub(crate) async fn chats_of(&self, me: Id) -> Result<Vec<Chat>> {
+    async fn chats_of(&self, me: Id) -> Result<Vec<Chat>> {
         let rows: Vec<SqliteChatRow> = sqlx::query_as(&format!(
             "SELECT {CHAT_COLUMNS} FROM chat_members m JOIN chats c ON c.id = m.chat_id \
              WHERE m.user_id = ? ORDER BY m.pinned DESC, c.last_activity_at DESC, c.id DESC LIMIT ?"
@@ -161,7 +146,7 @@ impl Sqlite {
         self.assemble_chats(rows).await
     }
 
-    pub(crate) async fn chat(&self, me: Id, chat_id: Id) -> Result<Chat> {
+    async fn chat(&self, me: Id, chat_id: Id) -> Result<Chat> {
         let row: Option<SqliteChatRow> = sqlx::query_as(&format!(
             "SELECT {CHAT_COLUMNS} FROM chat_members m JOIN chats c ON c.id = m.chat_id \
              WHERE m.user_id = ? AND m.chat_id = ?"
@@ -175,6 +160,109 @@ impl Sqlite {
             .await?
             .pop()
             .ok_or(StoreError::NotFound)
+    }
+
+    async fn update_chat(&self, me: Id, chat_id: Id, update: ChatUpdate) -> Result<Chat> {
+        let membership = self.membership(me, chat_id).await?;
+        if let Some(title) = &update.title {
+            membership.check_title_change()?;
+            sqlx::query("UPDATE chats SET title = ? WHERE id = ?")
+                .bind(title)
+                .bind(key(chat_id))
+                .execute(&self.writer)
+                .await?;
+        }
+        if update.pinned.is_some() || update.archived.is_some() {
+            sqlx::query(
+                "UPDATE chat_members SET pinned = COALESCE(?, pinned), archived = COALESCE(?, archived) \
+                 WHERE chat_id = ? AND user_id = ?",
+            )
+            .bind(update.pinned)
+            .bind(update.archived)
+            .bind(key(chat_id))
+            .bind(key(me))
+            .execute(&self.writer)
+            .await?;
+        }
+        self.chat(me, chat_id).await
+    }
+
+    async fn members(&self, me: Id, chat_id: Id) -> Result<Vec<Member>> {
+        self.membership(me, chat_id).await?;
+        Ok(self
+            .members_of_chats(&[chat_id])
+            .await?
+            .remove(&chat_id)
+            .unwrap_or_default())
+    }
+
+    async fn member_ids(&self, chat_id: Id) -> Result<Vec<Id>> {
+        let rows: Vec<(i64,)> =
+            sqlx::query_as("SELECT user_id FROM chat_members WHERE chat_id = ?")
+                .bind(key(chat_id))
+                .fetch_all(&self.reader)
+                .await?;
+        ids(rows)
+    }
+
+    async fn require_member(&self, me: Id, chat_id: Id) -> Result<()> {
+        self.membership(me, chat_id).await.map(|_| ())
+    }
+
+    async fn add_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()> {
+        self.membership(me, chat_id)
+            .await?
+            .check_member_change(me, None)?;
+        if !self.user_exists(user_id).await? {
+            return Err(StoreError::NotFound);
+        }
+        // A new member starts with nothing unread.
+        sqlx::query(
+            "INSERT OR IGNORE INTO chat_members (chat_id, user_id, role, joined_at, last_read_seq) \
+             SELECT id, ?, 'member', ?, last_seq FROM chats WHERE id = ?",
+        )
+        .bind(key(user_id))
+        .bind(time(now_millis()))
+        .bind(key(chat_id))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()> {
+        self.membership(me, chat_id)
+            .await?
+            .check_member_change(me, Some(user_id))?;
+        let removed = sqlx::query("DELETE FROM chat_members WHERE chat_id = ? AND user_id = ?")
+            .bind(key(chat_id))
+            .bind(key(user_id))
+            .execute(&self.writer)
+            .await?;
+        if removed.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+impl SqliteBackend {
+    async fn private_chat_id(&self, pair_key: &str) -> Result<Option<Id>> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM chats WHERE pair_key = ?")
+            .bind(pair_key)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|(id,)| unsigned(id)).transpose()
+    }
+
+    async fn count_users(&self, user_ids: &BTreeSet<Id>) -> Result<i64> {
+        let mut query = QueryBuilder::<Db>::new("SELECT COUNT(*) FROM users WHERE id IN (");
+        let mut list = query.separated(", ");
+        for id in user_ids {
+            list.push_bind(key(*id));
+        }
+        query.push(")");
+        let (count,): (i64,) = query.build_query_as().fetch_one(&self.reader).await?;
+        Ok(count)
     }
 
     /// Adds members and last messages to chat rows with two queries in all.
@@ -226,58 +314,6 @@ impl Sqlite {
             .collect()
     }
 
-    pub(crate) async fn update_chat(
-        &self,
-        me: Id,
-        chat_id: Id,
-        update: ChatUpdate,
-    ) -> Result<Chat> {
-        let membership = self.membership(me, chat_id).await?;
-        if let Some(title) = &update.title {
-            membership.check_title_change()?;
-            sqlx::query("UPDATE chats SET title = ? WHERE id = ?")
-                .bind(title)
-                .bind(key(chat_id))
-                .execute(&self.writer)
-                .await?;
-        }
-        if update.pinned.is_some() || update.archived.is_some() {
-            sqlx::query(
-                "UPDATE chat_members SET pinned = COALESCE(?, pinned), archived = COALESCE(?, archived) \
-                 WHERE chat_id = ? AND user_id = ?",
-            )
-            .bind(update.pinned)
-            .bind(update.archived)
-            .bind(key(chat_id))
-            .bind(key(me))
-            .execute(&self.writer)
-            .await?;
-        }
-        self.chat(me, chat_id).await
-    }
-
-    pub(crate) async fn members(&self, me: Id, chat_id: Id) -> Result<Vec<Member>> {
-        self.membership(me, chat_id).await?;
-        Ok(self
-            .members_of_chats(&[chat_id])
-            .await?
-            .remove(&chat_id)
-            .unwrap_or_default())
-    }
-
-    pub(crate) async fn member_ids(&self, chat_id: Id) -> Result<Vec<Id>> {
-        let rows: Vec<(i64,)> =
-            sqlx::query_as("SELECT user_id FROM chat_members WHERE chat_id = ?")
-                .bind(key(chat_id))
-                .fetch_all(&self.reader)
-                .await?;
-        ids(rows)
-    }
-
-    pub(crate) async fn require_member(&self, me: Id, chat_id: Id) -> Result<()> {
-        self.membership(me, chat_id).await.map(|_| ())
-    }
-
     pub(crate) async fn membership(&self, me: Id, chat_id: Id) -> Result<Membership> {
         let row: Option<(String, String)> = sqlx::query_as(
             "SELECT c.kind, m.role FROM chat_members m JOIN chats c ON c.id = m.chat_id \
@@ -289,41 +325,6 @@ impl Sqlite {
         .await?;
         let (kind, role) = row.ok_or(StoreError::NotFound)?;
         Ok(Membership::from_columns(&kind, &role))
-    }
-
-    pub(crate) async fn add_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()> {
-        self.membership(me, chat_id)
-            .await?
-            .check_member_change(me, None)?;
-        if !self.user_exists(user_id).await? {
-            return Err(StoreError::NotFound);
-        }
-        // A new member starts with nothing unread.
-        sqlx::query(
-            "INSERT OR IGNORE INTO chat_members (chat_id, user_id, role, joined_at, last_read_seq) \
-             SELECT id, ?, 'member', ?, last_seq FROM chats WHERE id = ?",
-        )
-        .bind(key(user_id))
-        .bind(time(now_millis()))
-        .bind(key(chat_id))
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub(crate) async fn remove_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()> {
-        self.membership(me, chat_id)
-            .await?
-            .check_member_change(me, Some(user_id))?;
-        let removed = sqlx::query("DELETE FROM chat_members WHERE chat_id = ? AND user_id = ?")
-            .bind(key(chat_id))
-            .bind(key(user_id))
-            .execute(&self.writer)
-            .await?;
-        if removed.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
     }
 }
 

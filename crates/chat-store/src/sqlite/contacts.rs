@@ -1,14 +1,18 @@
 //! Contacts on SQLite (a one-way list per user) and the audience of a user's presence.
 
+use async_trait::async_trait;
 use chat_proto::time::{Timestamp, now_millis};
 use chat_proto::{Id, UserRef};
 use sqlx::types::chrono::NaiveDateTime;
 
-use super::{Sqlite, ids, key, time, unsigned};
+use super::{SqliteBackend, ids, key, time, unsigned};
+use crate::contacts::ContactQueries;
+use crate::users::UserQueries;
 use crate::{Result, StoreError};
 
-impl Sqlite {
-    pub(crate) async fn add_contact(&self, owner_id: Id, contact_id: Id) -> Result<()> {
+#[async_trait]
+impl ContactQueries for SqliteBackend {
+    async fn add_contact(&self, owner_id: Id, contact_id: Id) -> Result<()> {
         if !self.user_exists(contact_id).await? {
             return Err(StoreError::NotFound);
         }
@@ -23,7 +27,7 @@ impl Sqlite {
         Ok(())
     }
 
-    pub(crate) async fn remove_contact(&self, owner_id: Id, contact_id: Id) -> Result<()> {
+    async fn remove_contact(&self, owner_id: Id, contact_id: Id) -> Result<()> {
         sqlx::query("DELETE FROM contacts WHERE owner_id = ? AND contact_id = ?")
             .bind(key(owner_id))
             .bind(key(contact_id))
@@ -32,7 +36,7 @@ impl Sqlite {
         Ok(())
     }
 
-    pub(crate) async fn contacts(&self, owner_id: Id) -> Result<Vec<(UserRef, Option<Timestamp>)>> {
+    async fn contacts(&self, owner_id: Id) -> Result<Vec<(UserRef, Option<Timestamp>)>> {
         let rows: Vec<(i64, String, Option<NaiveDateTime>)> = sqlx::query_as(
             "SELECT u.id, u.username, u.last_seen FROM contacts c JOIN users u ON u.id = c.contact_id \
              WHERE c.owner_id = ? ORDER BY u.username",
@@ -52,7 +56,9 @@ impl Sqlite {
             })
             .collect()
     }
+}
 
+impl SqliteBackend {
     /// Everyone who should hear about `user_id` going online or offline (`Store::mark_seen`).
     pub(super) async fn presence_audience(&self, user_id: Id) -> Result<Vec<Id>> {
         let rows: Vec<(i64,)> = sqlx::query_as(

@@ -1,13 +1,16 @@
 //! Messages on SQLite: the gap-free per-chat sequence, idempotent sends, history pages, read
 //! watermarks. Row conversion and the answers' shapes are shared with `crate::messages`.
 
+use async_trait::async_trait;
 use chat_proto::time::now_millis;
 use chat_proto::{Id, Message};
 use sqlx::types::chrono::NaiveDateTime;
 
-use super::{Sqlite, bound, ids, is_unique_violation, key, time, unsigned, unsigned_opt};
+use super::{SqliteBackend, bound, ids, is_unique_violation, key, time, unsigned, unsigned_opt};
+use crate::chats::ChatQueries;
 use crate::messages::{
-    MessagePage, MessageRow, NewMessage, ReadOutcome, SendOutcome, message_from_row, read_target,
+    Announce, MessagePage, MessageQueries, MessageRow, NewMessage, ReadOutcome, SendOutcome,
+    message_from_row, read_target,
 };
 use crate::{Result, StoreError};
 
@@ -77,42 +80,9 @@ fn messages_from_rows(rows: Vec<SqliteMessageRow>) -> Result<Vec<MessageRow>> {
     rows.into_iter().map(message_row).collect()
 }
 
-impl Sqlite {
-    /// Stores a message with the chat's next `seq`, then runs `announce` with the outcome (new
-    /// or retried), all under the chat's send lock so that publishes leave in seq order.
-    pub(crate) async fn send_message<F, Fut>(
-        &self,
-        new: NewMessage<'_>,
-        announce: F,
-    ) -> Result<SendOutcome>
-    where
-        F: FnOnce(&SendOutcome) -> Fut,
-        Fut: std::future::Future<Output = ()>,
-    {
-        let _chat_lock = self.lock_chat(new.chat_id).await?;
-        let outcome = self.insert_message(&new).await;
-        if let Ok(outcome) = &outcome {
-            announce(outcome).await;
-        }
-        outcome
-    }
-
-    pub(crate) async fn in_send_order<F, Fut, T>(&self, chat_id: Id, work: F) -> Result<T>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = T>,
-    {
-        let _chat_lock = self.lock_chat(chat_id).await?;
-        Ok(work().await)
-    }
-
-    async fn lock_chat(&self, chat_id: Id) -> Result<tokio::sync::MutexGuard<'_, ()>> {
-        tokio::time::timeout(CHAT_LOCK_WAIT, self.send_lock(chat_id).lock())
-            .await
-            .map_err(|_| StoreError::Busy("the chat is busy, retry"))
-    }
-
-    pub(crate) async fn message_by_client_id(
+#[async_trait]
+impl MessageQueries for SqliteBackend {
+    async fn message_by_client_id(
         &self,
         chat_id: Id,
         sender_id: Id,
@@ -129,6 +99,77 @@ impl Sqlite {
         .await?;
         row.map(|row| message_row(row).map(message_from_row))
             .transpose()
+    }
+
+    async fn messages(
+        &self,
+        me: Id,
+        chat_id: Id,
+        before_seq: Option<u64>,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<MessagePage> {
+        self.membership(me, chat_id).await?;
+        let fetch = i64::from(limit) + 1;
+        match (before_seq, after_seq) {
+            (None, Some(after)) => {
+                let rows: Vec<SqliteMessageRow> = sqlx::query_as(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND seq > ? \
+                     ORDER BY seq ASC LIMIT ?"
+                ))
+                .bind(key(chat_id))
+                .bind(bound(after))
+                .bind(fetch)
+                .fetch_all(&self.reader)
+                .await?;
+                Ok(MessagePage::from_rows(
+                    messages_from_rows(rows)?,
+                    limit,
+                    false,
+                ))
+            }
+            (before, after) => {
+                let rows: Vec<SqliteMessageRow> = sqlx::query_as(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages \
+                     WHERE chat_id = ? AND seq < ? AND seq > ? ORDER BY seq DESC LIMIT ?"
+                ))
+                .bind(key(chat_id))
+                .bind(bound(before.unwrap_or(u64::MAX)))
+                .bind(bound(after.unwrap_or(0)))
+                .bind(fetch)
+                .fetch_all(&self.reader)
+                .await?;
+                Ok(MessagePage::from_rows(
+                    messages_from_rows(rows)?,
+                    limit,
+                    true,
+                ))
+            }
+        }
+    }
+}
+
+impl SqliteBackend {
+    /// Stores a message with the chat's next `seq`, then runs `announce` with the outcome (new
+    /// or retried), all under the chat's send lock so that publishes leave in seq order.
+    pub(super) async fn send_message(
+        &self,
+        new: NewMessage<'_>,
+        announce: Announce,
+    ) -> Result<SendOutcome> {
+        let _chat_lock = self.chat_lock(new.chat_id).await?;
+        let outcome = self.insert_message(&new).await;
+        if let Ok(outcome) = &outcome {
+            announce(outcome).await;
+        }
+        outcome
+    }
+
+    /// The chat's send lock, waited for up to `CHAT_LOCK_WAIT`.
+    pub(super) async fn chat_lock(&self, chat_id: Id) -> Result<tokio::sync::MutexGuard<'_, ()>> {
+        tokio::time::timeout(CHAT_LOCK_WAIT, self.send_lock(chat_id).lock())
+            .await
+            .map_err(|_| StoreError::Busy("the chat is busy, retry"))
     }
 
     async fn insert_message(&self, new: &NewMessage<'_>) -> Result<SendOutcome> {
@@ -221,57 +262,10 @@ impl Sqlite {
         first.map(SendOutcome::repeat).ok_or(StoreError::NotFound)
     }
 
-    pub(crate) async fn messages(
-        &self,
-        me: Id,
-        chat_id: Id,
-        before_seq: Option<u64>,
-        after_seq: Option<u64>,
-        limit: u32,
-    ) -> Result<MessagePage> {
-        self.membership(me, chat_id).await?;
-        let fetch = i64::from(limit) + 1;
-        match (before_seq, after_seq) {
-            (None, Some(after)) => {
-                let rows: Vec<SqliteMessageRow> = sqlx::query_as(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND seq > ? \
-                     ORDER BY seq ASC LIMIT ?"
-                ))
-                .bind(key(chat_id))
-                .bind(bound(after))
-                .bind(fetch)
-                .fetch_all(&self.reader)
-                .await?;
-                Ok(MessagePage::from_rows(
-                    messages_from_rows(rows)?,
-                    limit,
-                    false,
-                ))
-            }
-            (before, after) => {
-                let rows: Vec<SqliteMessageRow> = sqlx::query_as(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages \
-                     WHERE chat_id = ? AND seq < ? AND seq > ? ORDER BY seq DESC LIMIT ?"
-                ))
-                .bind(key(chat_id))
-                .bind(bound(before.unwrap_or(u64::MAX)))
-                .bind(bound(after.unwrap_or(0)))
-                .bind(fetch)
-                .fetch_all(&self.reader)
-                .await?;
-                Ok(MessagePage::from_rows(
-                    messages_from_rows(rows)?,
-                    limit,
-                    true,
-                ))
-            }
-        }
-    }
-
     /// Moves the caller's read watermark forward to `min(up_to_seq, last_seq)`; never back. The
     /// check runs on a reader (most reads move nothing); the move is a conditional update on the
     /// writer, so of two racing reads the lower one cannot win.
-    pub(crate) async fn mark_read(
+    pub(super) async fn move_watermark(
         &self,
         me: Id,
         chat_id: Id,

@@ -1,6 +1,6 @@
-//! The SQLite backend of [`crate::Store`], for the embedded single-process mode (issue 8): the
-//! same methods, names and semantics as the MySQL code of the topic modules, one submodule per
-//! topic, with migrations in `migrations-sqlite/`.
+//! The SQLite backend of [`crate::Store`], for the embedded single-process mode: the same
+//! contract (`crate::backend`) and semantics as the MySQL backend, one submodule per topic, with
+//! migrations in `migrations-sqlite/`.
 //!
 //! How it keeps the MySQL guarantees with one database file:
 //!
@@ -32,11 +32,16 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use chat_proto::Id;
 use chat_proto::time::Timestamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use crate::backend::{Backend, ChatLock};
+use crate::messages::{Announce, NewMessage, ReadOutcome, SendOutcome};
+use crate::users::Seen;
 use crate::{Result, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-sqlite");
@@ -59,14 +64,14 @@ pub(crate) fn is_sqlite_url(url: &str) -> bool {
 }
 
 /// The SQLite database: one writer connection, a few readers, the per-chat send locks.
-#[derive(Clone, Debug)]
-pub(crate) struct Sqlite {
+#[derive(Debug)]
+pub(crate) struct SqliteBackend {
     writer: SqlitePool,
     reader: SqlitePool,
     send_locks: Arc<[tokio::sync::Mutex<()>]>,
 }
 
-impl Sqlite {
+impl SqliteBackend {
     /// Opens the pools lazily; creates the database file's directory now (SQLite creates the file
     /// but not its directory).
     pub(crate) fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
@@ -104,23 +109,6 @@ impl Sqlite {
         })
     }
 
-    pub(crate) async fn migrate(&self) -> Result<()> {
-        MIGRATOR
-            .run(&self.writer)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))
-    }
-
-    pub(crate) async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
-    }
-
-    pub(crate) async fn close(&self) {
-        self.reader.close().await;
-        self.writer.close().await;
-    }
-
     /// A write transaction on the writer, holding SQLite's write lock from its start.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
@@ -131,6 +119,58 @@ impl Sqlite {
         let slot = usize::try_from(chat_id % SEND_LOCKS).unwrap_or(0);
         &self.send_locks[slot % self.send_locks.len()]
     }
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    async fn mark_seen(&self, user_id: Id) -> Result<Seen> {
+        SqliteBackend::mark_seen(self, user_id).await
+    }
+
+    async fn send_message(&self, new: NewMessage<'_>, announce: Announce) -> Result<SendOutcome> {
+        SqliteBackend::send_message(self, new, announce).await
+    }
+
+    async fn lock_chat(&self, chat_id: Id) -> Result<Box<dyn ChatLock + '_>> {
+        Ok(Box::new(SqliteChatLock {
+            _held: self.chat_lock(chat_id).await?,
+        }))
+    }
+
+    async fn mark_read(&self, me: Id, chat_id: Id, up_to_seq: u64) -> Result<ReadOutcome> {
+        self.move_watermark(me, chat_id, up_to_seq).await
+    }
+}
+
+/// A chat's send lock: the in-process mutex of its slot, released when dropped.
+struct SqliteChatLock<'a> {
+    _held: tokio::sync::MutexGuard<'a, ()>,
+}
+
+#[async_trait]
+impl ChatLock for SqliteChatLock<'_> {
+    async fn release(self: Box<Self>) {}
 }
 
 /// A time as stored: UTC, always three fraction digits (the text order is the time order).

@@ -1,20 +1,18 @@
 //! Push tokens of users' devices on SQLite, and what a push notification says about a message.
 
+use async_trait::async_trait;
 use chat_proto::Id;
 use chat_proto::time::now_millis;
 use sqlx::{QueryBuilder, Sqlite as Db};
 
-use super::{Sqlite, key, time, unsigned};
+use super::{SqliteBackend, key, time, unsigned};
 use crate::Result;
 use crate::push::PushContext;
+use crate::push::PushQueries;
 
-impl Sqlite {
-    pub(crate) async fn put_push_token(
-        &self,
-        user: Id,
-        token: &str,
-        platform: Option<&str>,
-    ) -> Result<()> {
+#[async_trait]
+impl PushQueries for SqliteBackend {
+    async fn put_push_token(&self, user: Id, token: &str, platform: Option<&str>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM push_tokens WHERE token = ? AND user_id <> ?")
             .bind(token.as_bytes())
@@ -36,7 +34,7 @@ impl Sqlite {
         Ok(())
     }
 
-    pub(crate) async fn delete_push_token(&self, user: Id, token: &str) -> Result<()> {
+    async fn delete_push_token(&self, user: Id, token: &str) -> Result<()> {
         sqlx::query("DELETE FROM push_tokens WHERE user_id = ? AND token = ?")
             .bind(key(user))
             .bind(token.as_bytes())
@@ -45,7 +43,7 @@ impl Sqlite {
         Ok(())
     }
 
-    pub(crate) async fn push_tokens_of(&self, users: &[Id]) -> Result<Vec<(Id, String)>> {
+    async fn push_tokens_of(&self, users: &[Id]) -> Result<Vec<(Id, String)>> {
         let mut users = users.to_vec();
         users.sort_unstable();
         users.dedup();
@@ -71,7 +69,7 @@ impl Sqlite {
         Ok(tokens)
     }
 
-    pub(crate) async fn push_context(&self, sender: Id, chat_id: Id) -> Result<PushContext> {
+    async fn push_context(&self, sender: Id, chat_id: Id) -> Result<PushContext> {
         let (sender_username, kind, title): (String, String, Option<String>) = sqlx::query_as(
             "SELECT u.username, c.kind, c.title FROM users u JOIN chats c ON c.id = ? \
              WHERE u.id = ?",

@@ -1,17 +1,20 @@
 //! Sync on SQLite: the events of all of a user's chats from a point in time, oldest first. The
 //! merging and slicing at whole milliseconds is shared with `crate::sync`.
 
+use async_trait::async_trait;
 use chat_proto::Id;
 use chat_proto::time::Timestamp;
 use sqlx::types::chrono::NaiveDateTime;
 
 use super::messages::{SqliteMessageRow, attachment_column, message_row};
-use super::{Sqlite, key, time, unsigned};
+use super::{SqliteBackend, key, time, unsigned};
 use crate::Result;
+use crate::sync::SyncQueries;
 use crate::sync::{MESSAGE_COLUMNS_M, ReadRow, SyncSlice, merge_events};
 
-impl Sqlite {
-    pub(crate) async fn sync(&self, user: Id, from: Timestamp, limit: u32) -> Result<SyncSlice> {
+#[async_trait]
+impl SyncQueries for SqliteBackend {
+    async fn sync(&self, user: Id, from: Timestamp, limit: u32) -> Result<SyncSlice> {
         let fetch = i64::from(limit) + 1;
         // Stored times are text with three fraction digits: compare with the same format.
         let from = time(from);

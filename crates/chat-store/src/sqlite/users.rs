@@ -1,15 +1,18 @@
 //! Users on SQLite: registration, credential lookup, search, and `last_seen`.
 
+use async_trait::async_trait;
 use chat_proto::time::now_millis;
 use chat_proto::{Id, Me, UserRef};
 use sqlx::types::chrono::NaiveDateTime;
 
-use super::{Sqlite, is_unique_violation, key, time, unsigned};
+use super::{SqliteBackend, is_unique_violation, key, time, unsigned};
+use crate::users::UserQueries;
 use crate::users::{Credentials, Seen, escape_like};
 use crate::{Result, StoreError};
 
-impl Sqlite {
-    pub(crate) async fn create_user(
+#[async_trait]
+impl UserQueries for SqliteBackend {
+    async fn create_user(
         &self,
         username: &str,
         email: Option<&str>,
@@ -36,7 +39,7 @@ impl Sqlite {
         }
     }
 
-    pub(crate) async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
+    async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
         let row: Option<(i64, String, String)> =
             sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = ?")
                 .bind(username)
@@ -54,7 +57,7 @@ impl Sqlite {
         .transpose()
     }
 
-    pub(crate) async fn me(&self, user_id: Id) -> Result<Me> {
+    async fn me(&self, user_id: Id) -> Result<Me> {
         let (id, username, email, created_at): (i64, String, Option<String>, NaiveDateTime) =
             sqlx::query_as("SELECT id, username, email, created_at FROM users WHERE id = ?")
                 .bind(key(user_id))
@@ -68,7 +71,7 @@ impl Sqlite {
         })
     }
 
-    pub(crate) async fn search_users(&self, prefix: &str, limit: u32) -> Result<Vec<UserRef>> {
+    async fn search_users(&self, prefix: &str, limit: u32) -> Result<Vec<UserRef>> {
         // SQLite's LIKE has no escape character unless told; ASCII case-insensitive as on MySQL.
         let pattern = format!("{}%", escape_like(prefix));
         let rows: Vec<(i64, String)> = sqlx::query_as(
@@ -89,15 +92,17 @@ impl Sqlite {
             .collect()
     }
 
-    pub(crate) async fn user_exists(&self, user_id: Id) -> Result<bool> {
+    async fn user_exists(&self, user_id: Id) -> Result<bool> {
         let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM users WHERE id = ?")
             .bind(key(user_id))
             .fetch_optional(&self.reader)
             .await?;
         Ok(row.is_some())
     }
+}
 
-    pub(crate) async fn mark_seen(&self, user_id: Id) -> Result<Seen> {
+impl SqliteBackend {
+    pub(super) async fn mark_seen(&self, user_id: Id) -> Result<Seen> {
         let last_seen = now_millis();
         // Two changes of one user can reach the writer in the other order than they took their
         // times; the later time stays (the times are fixed-width text, so they compare as such).

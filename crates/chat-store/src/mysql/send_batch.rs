@@ -19,8 +19,6 @@
 //! of the batch the way they would fail a single one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 
 use chat_proto::{Attachment, Id, MessageKind};
 use sqlx::types::chrono::NaiveDateTime;
@@ -30,9 +28,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::messages::{chat_lock_name, lock_wait_secs, send_alone};
+use super::padded::{bind_padded, padded_len, placeholders};
 use crate::error::queue_refusal;
-use crate::messages::{NewMessage, SendOutcome, lock_wait_secs};
-use crate::padded::{bind_padded, padded_len, placeholders};
+use crate::messages::{Announce, NewMessage, SendOutcome};
 use crate::{Result, StoreError};
 
 /// Writer tasks unless configured (`Store::with_send_writers`): each holds one connection while
@@ -55,10 +54,6 @@ const QUEUED_PER_PROCESS: usize = 1024;
 /// is a round trip that a send arriving meanwhile would wait behind. Another replica's writer
 /// sending to the same chat may wait up to this much longer for it.
 const RELEASE_GRACE: Duration = Duration::from_millis(2);
-
-type PublishFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-/// The caller's publish, run under the chat's lock with the send's outcome.
-pub(crate) type Announce = Box<dyn FnOnce(&SendOutcome) -> PublishFuture + Send>;
 
 /// A message to store, owned, so that it can wait in the queue.
 struct QueuedMessage {
@@ -271,8 +266,7 @@ async fn run_batch(session: &mut WriterSession, batch: Vec<QueuedSend>) {
         reply,
     } in alone
     {
-        let outcome =
-            crate::messages::send_alone(&session.pool, message.borrowed(), announce).await;
+        let outcome = send_alone(&session.pool, message.borrowed(), announce).await;
         let _ = reply.send(outcome);
     }
 }
@@ -324,7 +318,7 @@ impl WriterSession {
     /// while is pinged first, as the pool does (`PING_AFTER_IDLE`).
     async fn connection(&mut self) -> std::result::Result<&mut MySqlConnection, sqlx::Error> {
         if let Some(conn) = self.conn.as_mut()
-            && crate::ping_if_idle(conn, self.last_used.elapsed())
+            && super::ping_if_idle(conn, self.last_used.elapsed())
                 .await
                 .is_err()
         {
@@ -358,7 +352,7 @@ impl WriterSession {
                 // Ids are numbers, so the names need no quoting beyond the literal's quotes.
                 format!(
                     "GET_LOCK(LEFT(CONCAT(DATABASE(), '{}'), 64), {})",
-                    crate::messages::chat_lock_name(chat),
+                    chat_lock_name(chat),
                     lock_wait_secs()
                 )
             })
@@ -904,7 +898,7 @@ mod tests {
 
         /// Whether another session could take the chat's named lock now.
         async fn lock_is_free(&mut self, chat: Id) -> bool {
-            let name = format!("{}{}", self.name, crate::messages::chat_lock_name(chat));
+            let name = format!("{}{}", self.name, super::chat_lock_name(chat));
             let free: Option<i64> = sqlx::query_scalar("SELECT IS_FREE_LOCK(LEFT(?, 64))")
                 .bind(name)
                 .fetch_one(&mut self.admin)

@@ -1,0 +1,138 @@
+//! The MySQL/MariaDB backend of [`crate::Store`] (the served deployment), with migrations in
+//! `migrations/`: one pool, the writer tasks that coalesce sends (`send_batch`) and presence
+//! changes (`seen_batch`), and one submodule per topic.
+
+mod attachments;
+mod chats;
+mod contacts;
+mod messages;
+mod padded;
+mod push;
+mod seen_batch;
+mod send_batch;
+mod sync;
+mod users;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chat_proto::Id;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+
+use self::messages::MySqlChatLock;
+use self::seen_batch::SeenBatcher;
+use self::send_batch::SendBatcher;
+use crate::backend::{Backend, ChatLock};
+use crate::messages::{Announce, NewMessage, ReadOutcome, SendOutcome};
+use crate::users::Seen;
+use crate::{Result, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// An idle connection is pinged before it is handed out only past this: sqlx pings every one by
+/// default, one round trip more on every query, and a send batch is a handful of round trips in a
+/// row on a busy machine (docs/performance.md). A connection that broke within the last second
+/// fails its query instead, as one that breaks after the ping always could.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Pings `conn` if it has been idle for `PING_AFTER_IDLE`; the pool's check before handing a
+/// connection out, and a send writer's before using the one it keeps.
+pub(crate) async fn ping_if_idle(
+    conn: &mut sqlx::MySqlConnection,
+    idle_for: Duration,
+) -> sqlx::Result<bool> {
+    if idle_for >= PING_AFTER_IDLE {
+        sqlx::Connection::ping(conn).await?;
+    }
+    Ok(true)
+}
+
+/// The MySQL database: the pool, and the writers started by the first send or presence change
+/// (on its runtime).
+#[derive(Debug)]
+pub(crate) struct MySqlBackend {
+    pool: MySqlPool,
+    /// The writers that coalesce sends.
+    sends: OnceLock<SendBatcher>,
+    /// How many writers `sends` starts.
+    send_writers: AtomicUsize,
+    /// The writer that coalesces presence changes.
+    seen: OnceLock<SeenBatcher>,
+}
+
+impl MySqlBackend {
+    pub(crate) fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
+        let options: MySqlConnectOptions = url.parse().map_err(StoreError::from)?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(3))
+            .idle_timeout(Duration::from_secs(300))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta.idle_for)))
+            .connect_lazy_with(options.timezone(Some(String::from("+00:00"))));
+        Ok(Self {
+            pool,
+            sends: OnceLock::new(),
+            send_writers: AtomicUsize::new(send_batch::DEFAULT_WRITERS),
+            seen: OnceLock::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for MySqlBackend {
+    fn name(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn set_send_writers(&self, writers: usize) {
+        self.send_writers.store(writers, Ordering::Relaxed);
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        if let Some(sends) = self.sends.get() {
+            sends.close().await;
+        }
+        self.pool.close().await;
+    }
+
+    async fn mark_seen(&self, user_id: Id) -> Result<Seen> {
+        self.seen
+            .get_or_init(|| SeenBatcher::start(self.pool.clone()))
+            .mark_seen(user_id)
+            .await
+    }
+
+    async fn send_message(&self, new: NewMessage<'_>, announce: Announce) -> Result<SendOutcome> {
+        // Concurrent sends share transactions (send_batch).
+        self.sends
+            .get_or_init(|| {
+                SendBatcher::start(self.pool.clone(), self.send_writers.load(Ordering::Relaxed))
+            })
+            .send(&new, announce)
+            .await
+    }
+
+    async fn lock_chat(&self, chat_id: Id) -> Result<Box<dyn ChatLock + '_>> {
+        Ok(Box::new(MySqlChatLock::take(&self.pool, chat_id).await?))
+    }
+
+    async fn mark_read(&self, me: Id, chat_id: Id, up_to_seq: u64) -> Result<ReadOutcome> {
+        self.move_watermark(me, chat_id, up_to_seq).await
+    }
+}
