@@ -1,16 +1,23 @@
 //! The contract between [`crate::Store`] and a database backend (`crate::mysql`,
 //! `crate::sqlite`): [`Backend`], which `Store` holds as a trait object.
 //!
-//! It is made of one trait per topic (`UserQueries` in `users.rs`, `ChatQueries` in `chats.rs`,
-//! ...), declared next to the public methods and types they serve, and of the operations listed
-//! here, which each database does its own way: its lifecycle, the send path and its per-chat
-//! lock, presence and read watermarks.
+//! Most of it is one trait per topic, declared next to the public methods and types it serves
+//! (`UserQueries` in `users.rs`, `ChatQueries` in `chats.rs`, ...) and implemented there once for
+//! both databases (`impl<D: Dialect> UserQueries for D`, see `crate::dialect`). The operations
+//! declared here are the ones each database does its own way: its lifecycle, sending (with the
+//! chat's send lock) and presence; `mysql/mod.rs` and `sqlite/mod.rs` implement them.
 //!
-//! Why a trait object: the two backends share nothing at run time, `Store` picks one from the URL,
-//! and every call is a database round trip at least. An `async-trait` method costs one boxed
-//! future (an allocation) per call, which is noise next to that round trip; in exchange `Store`
-//! is one plain struct and a new backend, or a new operation, is added in one place per backend
-//! instead of in a `match` per method.
+//! Adding a query: when both databases run the same SQL, add a method to its topic's trait, its
+//! body to the one implementation below it, and the public `Store` method that calls it; when the
+//! SQL differs by a word or two, add that word to `Dialect`; when the whole operation differs,
+//! add it here and to both backends.
+//!
+//! Why a trait object rather than an enum of the two backends: `Store` picks one from the URL and
+//! keeps it, the two share nothing at run time, and with an enum every method is a `match` (what
+//! this replaced). An `async-trait` method costs one boxed future (a heap allocation, tens of
+//! nanoseconds) per call; every call is at least one database round trip (or, for a send, a wait
+//! for the writer's next batch), tens of microseconds at the very least, so the allocation is
+//! noise, and no dispatch crate (such as `enum_dispatch`) is worth its macro here.
 
 use std::fmt::Debug;
 
@@ -21,7 +28,7 @@ use crate::Result;
 use crate::attachments::AttachmentQueries;
 use crate::chats::ChatQueries;
 use crate::contacts::ContactQueries;
-use crate::messages::{Announce, MessageQueries, NewMessage, ReadOutcome, SendOutcome};
+use crate::messages::{Announce, MessageQueries, NewMessage, SendOutcome};
 use crate::push::PushQueries;
 use crate::sync::SyncQueries;
 use crate::users::{Seen, UserQueries};
@@ -61,9 +68,6 @@ pub(crate) trait Backend:
 
     /// Takes the chat's send lock, which orders a chat's publishes (`Store::in_send_order`).
     async fn lock_chat(&self, chat_id: Id) -> Result<Box<dyn ChatLock + '_>>;
-
-    /// Moves the caller's read watermark forward (`Store::mark_read`).
-    async fn mark_read(&self, me: Id, chat_id: Id, up_to_seq: u64) -> Result<ReadOutcome>;
 }
 
 /// A chat's send lock, held until released.

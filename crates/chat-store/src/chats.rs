@@ -3,9 +3,15 @@
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
+use chat_proto::time::now_millis;
 use chat_proto::{Chat, ChatKind, Id, Member, MemberRole, Message};
 use sqlx::types::chrono::NaiveDateTime;
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
+use crate::dialect::{Dialect, Stamp, UniqueKey, bound, key};
+use crate::messages::{MessageRow, message_columns};
+use crate::padded::placeholders;
+use crate::users::UserQueries;
 use crate::{Result, Store, StoreError};
 
 pub struct NewGroup<'a> {
@@ -80,27 +86,45 @@ pub(crate) fn group_others(me: Id, member_ids: &[Id]) -> BTreeSet<Id> {
 }
 
 /// At most this many chats in a list.
-pub(crate) const CHAT_LIST_LIMIT: u32 = 500;
+const CHAT_LIST_LIMIT: u32 = 500;
 
-/// `CHAT_COLUMNS`: the chat, its counters, and the caller's watermark and flags.
-pub(crate) type ChatRow = (
-    u64,
-    String,
-    Option<String>,
-    NaiveDateTime,
-    u64,
-    Option<u64>,
-    u64,
-    bool,
-    bool,
-);
-/// `chat_id, user id, username, role, last_read_seq, joined_at`.
-pub(crate) type MemberRow = (u64, u64, String, String, u64, NaiveDateTime);
+/// A chat as the caller sees it, before its members and last message are added: `CHAT_COLUMNS`.
+#[derive(FromRow)]
+pub(crate) struct ChatRow {
+    id: u64,
+    kind: String,
+    title: Option<String>,
+    created_at: NaiveDateTime,
+    last_seq: u64,
+    last_message_id: Option<u64>,
+    /// The caller's watermark and flags.
+    last_read_seq: u64,
+    pinned: bool,
+    archived: bool,
+}
 
-pub(crate) const CHAT_COLUMNS: &str = "c.id, c.kind, c.title, c.created_at, c.last_seq, c.last_message_id, \
+/// The columns of [`ChatRow`] on `chats c` joined with the caller's `chat_members m`.
+const CHAT_COLUMNS: &str = "c.id, c.kind, c.title, c.created_at, c.last_seq, c.last_message_id, \
      m.last_read_seq, m.pinned, m.archived";
 
-/// The chats' part of the backend contract (`crate::backend`).
+/// A member of a chat (`members_of_chats`).
+#[derive(FromRow)]
+pub(crate) struct MemberRow {
+    chat_id: u64,
+    user_id: u64,
+    username: String,
+    role: String,
+    last_read_seq: u64,
+    joined_at: NaiveDateTime,
+}
+
+#[derive(FromRow)]
+pub(crate) struct MembershipRow {
+    kind: String,
+    role: String,
+}
+
+/// The chats' part of the backend contract (`crate::backend`), the same SQL on both databases.
 #[async_trait]
 pub(crate) trait ChatQueries {
     async fn get_or_create_private(&self, me: Id, peer: Id) -> Result<(Chat, bool)>;
@@ -113,6 +137,322 @@ pub(crate) trait ChatQueries {
     async fn require_member(&self, me: Id, chat_id: Id) -> Result<()>;
     async fn add_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()>;
     async fn remove_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()>;
+
+    // The steps the operations above share.
+
+    /// The caller's standing in a chat; `NotFound` for non-members.
+    async fn membership(&self, me: Id, chat_id: Id) -> Result<Membership>;
+    /// The id of the private chat with this `pair_key`.
+    async fn private_chat_id(&self, pair_key: &str) -> Result<Option<Id>>;
+    /// Chats from their rows, with their members and last messages: two queries in all.
+    async fn assemble_chats(&self, rows: Vec<ChatRow>) -> Result<Vec<Chat>>;
+    async fn members_of_chats(&self, chat_ids: &[Id]) -> Result<HashMap<Id, Vec<Member>>>;
+    async fn messages_by_id(&self, ids: &[Id]) -> Result<HashMap<Id, Message>>;
+}
+
+#[async_trait]
+impl<D, DB> ChatQueries for D
+where
+    D: Dialect<Db = DB> + UserQueries,
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<bool>: Encode<'q, DB> + Type<DB>,
+    for<'q> Stamp: Encode<'q, DB> + Type<DB>,
+    for<'r> ChatRow: FromRow<'r, DB::Row>,
+    for<'r> MemberRow: FromRow<'r, DB::Row>,
+    for<'r> MembershipRow: FromRow<'r, DB::Row>,
+    for<'r> MessageRow: FromRow<'r, DB::Row>,
+    for<'r> (u64,): FromRow<'r, DB::Row>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+{
+    async fn get_or_create_private(&self, me: Id, peer: Id) -> Result<(Chat, bool)> {
+        let pair_key = private_pair_key(me, peer)?;
+        if !self.user_exists(peer).await? {
+            return Err(StoreError::NotFound);
+        }
+        if let Some(chat_id) = self.private_chat_id(&pair_key).await? {
+            return Ok((self.chat(me, chat_id).await?, false));
+        }
+        let now = Stamp(now_millis());
+        let mut tx = self.writer().begin_with(D::BEGIN_WRITE).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO chats (kind, pair_key, created_by, created_at, last_activity_at) \
+             VALUES ('private', ?, ?, ?, ?)",
+        )
+        .bind(pair_key.as_str())
+        .bind(key(me))
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        let chat_id = match inserted {
+            Ok(done) => D::inserted_id(&done)?,
+            Err(e) if D::is_duplicate(&e, UniqueKey::ChatPair) => {
+                // Another request created it between the lookup and this transaction.
+                tx.rollback().await?;
+                let chat_id = self
+                    .private_chat_id(&pair_key)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                return Ok((self.chat(me, chat_id).await?, false));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let members = [(me, MemberRole::Member), (peer, MemberRole::Member)];
+        insert_members(&mut tx, chat_id, &members).await?;
+        tx.commit().await?;
+        Ok((self.chat(me, chat_id).await?, true))
+    }
+
+    async fn create_group(&self, me: Id, group: NewGroup<'_>) -> Result<Chat> {
+        let others = group_others(me, group.member_ids);
+        if !others.is_empty() {
+            let sql = format!(
+                "SELECT COUNT(*) FROM users WHERE id IN ({})",
+                placeholders(others.len(), "?", ", ")
+            );
+            let mut query = sqlx::query_as(&sql);
+            for &id in &others {
+                query = query.bind(key(id));
+            }
+            let (count,): (i64,) = query.fetch_one(self.reader()).await?;
+            if count != others.len() as i64 {
+                return Err(StoreError::NotFound);
+            }
+        }
+        let now = Stamp(now_millis());
+        let mut tx = self.writer().begin_with(D::BEGIN_WRITE).await?;
+        let done = sqlx::query(
+            "INSERT INTO chats (kind, title, created_by, created_at, last_activity_at) \
+             VALUES ('group', ?, ?, ?, ?)",
+        )
+        .bind(group.title)
+        .bind(key(me))
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let chat_id = D::inserted_id(&done)?;
+        let members: Vec<(Id, MemberRole)> = std::iter::once((me, MemberRole::Owner))
+            .chain(others.iter().map(|&id| (id, MemberRole::Member)))
+            .collect();
+        insert_members(&mut tx, chat_id, &members).await?;
+        tx.commit().await?;
+        self.chat(me, chat_id).await
+    }
+
+    async fn chats_of(&self, me: Id) -> Result<Vec<Chat>> {
+        let rows: Vec<ChatRow> = sqlx::query_as(&format!(
+            "SELECT {CHAT_COLUMNS} FROM chat_members m JOIN chats c ON c.id = m.chat_id \
+             WHERE m.user_id = ? ORDER BY m.pinned DESC, c.last_activity_at DESC, c.id DESC LIMIT ?"
+        ))
+        .bind(key(me))
+        .bind(bound(CHAT_LIST_LIMIT.into()))
+        .fetch_all(self.reader())
+        .await?;
+        self.assemble_chats(rows).await
+    }
+
+    async fn chat(&self, me: Id, chat_id: Id) -> Result<Chat> {
+        let row: Option<ChatRow> = sqlx::query_as(&format!(
+            "SELECT {CHAT_COLUMNS} FROM chat_members m JOIN chats c ON c.id = m.chat_id \
+             WHERE m.user_id = ? AND m.chat_id = ?"
+        ))
+        .bind(key(me))
+        .bind(key(chat_id))
+        .fetch_optional(self.reader())
+        .await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        self.assemble_chats(vec![row])
+            .await?
+            .pop()
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn update_chat(&self, me: Id, chat_id: Id, update: ChatUpdate) -> Result<Chat> {
+        let membership = self.membership(me, chat_id).await?;
+        if let Some(title) = &update.title {
+            membership.check_title_change()?;
+            sqlx::query("UPDATE chats SET title = ? WHERE id = ?")
+                .bind(title.as_str())
+                .bind(key(chat_id))
+                .execute(self.writer())
+                .await?;
+        }
+        if update.pinned.is_some() || update.archived.is_some() {
+            sqlx::query(
+                "UPDATE chat_members SET pinned = COALESCE(?, pinned), archived = COALESCE(?, archived) \
+                 WHERE chat_id = ? AND user_id = ?",
+            )
+            .bind(update.pinned)
+            .bind(update.archived)
+            .bind(key(chat_id))
+            .bind(key(me))
+            .execute(self.writer())
+            .await?;
+        }
+        self.chat(me, chat_id).await
+    }
+
+    async fn members(&self, me: Id, chat_id: Id) -> Result<Vec<Member>> {
+        self.membership(me, chat_id).await?;
+        Ok(self
+            .members_of_chats(&[chat_id])
+            .await?
+            .remove(&chat_id)
+            .unwrap_or_default())
+    }
+
+    async fn member_ids(&self, chat_id: Id) -> Result<Vec<Id>> {
+        let rows: Vec<(u64,)> =
+            sqlx::query_as("SELECT user_id FROM chat_members WHERE chat_id = ?")
+                .bind(key(chat_id))
+                .fetch_all(self.reader())
+                .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn require_member(&self, me: Id, chat_id: Id) -> Result<()> {
+        self.membership(me, chat_id).await.map(|_| ())
+    }
+
+    async fn add_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()> {
+        self.membership(me, chat_id)
+            .await?
+            .check_member_change(me, None)?;
+        if !self.user_exists(user_id).await? {
+            return Err(StoreError::NotFound);
+        }
+        // A new member starts with nothing unread.
+        sqlx::query(&format!(
+            "{} INTO chat_members (chat_id, user_id, role, joined_at, last_read_seq) \
+             SELECT id, ?, 'member', ?, last_seq FROM chats WHERE id = ?",
+            D::INSERT_IGNORE
+        ))
+        .bind(key(user_id))
+        .bind(Stamp(now_millis()))
+        .bind(key(chat_id))
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()> {
+        self.membership(me, chat_id)
+            .await?
+            .check_member_change(me, Some(user_id))?;
+        let removed = sqlx::query("DELETE FROM chat_members WHERE chat_id = ? AND user_id = ?")
+            .bind(key(chat_id))
+            .bind(key(user_id))
+            .execute(self.writer())
+            .await?;
+        if D::rows_affected(&removed) == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn membership(&self, me: Id, chat_id: Id) -> Result<Membership> {
+        let row: Option<MembershipRow> = sqlx::query_as(
+            "SELECT c.kind, m.role FROM chat_members m JOIN chats c ON c.id = m.chat_id \
+             WHERE m.chat_id = ? AND m.user_id = ?",
+        )
+        .bind(key(chat_id))
+        .bind(key(me))
+        .fetch_optional(self.reader())
+        .await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        Ok(Membership::from_columns(&row.kind, &row.role))
+    }
+
+    async fn private_chat_id(&self, pair_key: &str) -> Result<Option<Id>> {
+        let row: Option<(u64,)> = sqlx::query_as("SELECT id FROM chats WHERE pair_key = ?")
+            .bind(pair_key)
+            .fetch_optional(self.reader())
+            .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
+    async fn assemble_chats(&self, rows: Vec<ChatRow>) -> Result<Vec<Chat>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let chat_ids: Vec<Id> = rows.iter().map(|row| row.id).collect();
+        let last_ids: Vec<Id> = rows.iter().filter_map(|row| row.last_message_id).collect();
+        let members = self.members_of_chats(&chat_ids).await?;
+        let last_messages = self.messages_by_id(&last_ids).await?;
+        Ok(build_chats(rows, members, last_messages))
+    }
+
+    async fn members_of_chats(&self, chat_ids: &[Id]) -> Result<HashMap<Id, Vec<Member>>> {
+        let sql = format!(
+            "SELECT cm.chat_id, u.id AS user_id, u.username, cm.role, cm.last_read_seq, \
+             cm.joined_at FROM chat_members cm JOIN users u ON u.id = cm.user_id \
+             WHERE cm.chat_id IN ({}) ORDER BY cm.chat_id, u.id",
+            placeholders(chat_ids.len(), "?", ", ")
+        );
+        let mut query = sqlx::query_as(&sql);
+        for &id in chat_ids {
+            query = query.bind(key(id));
+        }
+        let rows: Vec<MemberRow> = query.fetch_all(self.reader()).await?;
+        Ok(group_members(rows))
+    }
+
+    async fn messages_by_id(&self, ids: &[Id]) -> Result<HashMap<Id, Message>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "SELECT {} FROM messages WHERE id IN ({})",
+            message_columns::<D>("messages"),
+            placeholders(ids.len(), "?", ", ")
+        );
+        let mut query = sqlx::query_as(&sql);
+        for &id in ids {
+            query = query.bind(key(id));
+        }
+        let rows: Vec<MessageRow> = query.fetch_all(self.reader()).await?;
+        Ok(rows
+            .into_iter()
+            .map(Message::from)
+            .map(|m| (m.id, m))
+            .collect())
+    }
+}
+
+/// Adds the members of a new chat in its transaction.
+async fn insert_members<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    chat_id: Id,
+    members: &[(Id, MemberRole)],
+) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Stamp: Encode<'q, DB> + Type<DB>,
+{
+    let now = Stamp(now_millis());
+    let sql = format!(
+        "INSERT INTO chat_members (chat_id, user_id, role, joined_at) VALUES {}",
+        placeholders(members.len(), "(?, ?, ?, ?)", ", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for (user_id, role) in members {
+        query = query
+            .bind(key(chat_id))
+            .bind(key(*user_id))
+            .bind(role.as_str())
+            .bind(now);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
 }
 
 impl Store {
@@ -166,51 +506,39 @@ impl Store {
     }
 }
 
-/// The chat ids of chat rows.
-pub(crate) fn chat_ids(rows: &[ChatRow]) -> Vec<Id> {
-    rows.iter().map(|r| r.0).collect()
-}
-
-/// The ids of the last messages of chat rows.
-pub(crate) fn last_message_ids(rows: &[ChatRow]) -> Vec<Id> {
-    rows.iter().filter_map(|r| r.5).collect()
-}
-
 /// Chats from their rows, members by chat and last messages by id.
-pub(crate) fn build_chats(
+fn build_chats(
     rows: Vec<ChatRow>,
     mut members: HashMap<Id, Vec<Member>>,
     mut last_messages: HashMap<Id, Message>,
 ) -> Vec<Chat> {
     rows.into_iter()
-        .map(
-            |(id, kind, title, created_at, last_seq, last_id, last_read, pinned, archived)| Chat {
-                id,
-                kind: ChatKind::parse(&kind).unwrap_or(ChatKind::Group),
-                title,
-                members: members.remove(&id).unwrap_or_default(),
-                last_message: last_id.and_then(|mid| last_messages.remove(&mid)),
-                unread_count: last_seq.saturating_sub(last_read),
-                pinned,
-                archived,
-                created_at: created_at.and_utc(),
-                last_seq,
-            },
-        )
+        .map(|row| Chat {
+            id: row.id,
+            kind: ChatKind::parse(&row.kind).unwrap_or(ChatKind::Group),
+            title: row.title,
+            members: members.remove(&row.id).unwrap_or_default(),
+            last_message: row.last_message_id.and_then(|id| last_messages.remove(&id)),
+            unread_count: row.last_seq.saturating_sub(row.last_read_seq),
+            pinned: row.pinned,
+            archived: row.archived,
+            created_at: row.created_at.and_utc(),
+            last_seq: row.last_seq,
+        })
         .collect()
 }
 
 /// Members by chat, in the order of the rows.
-pub(crate) fn group_members(rows: Vec<MemberRow>) -> HashMap<Id, Vec<Member>> {
+fn group_members(rows: Vec<MemberRow>) -> HashMap<Id, Vec<Member>> {
     let mut by_chat: HashMap<Id, Vec<Member>> = HashMap::new();
-    for (chat_id, user_id, username, role, last_read_seq, joined_at) in rows {
-        by_chat.entry(chat_id).or_default().push(Member {
-            id: user_id,
-            user_id,
-            username,
-            role: MemberRole::parse(&role),
-            last_read_seq,
-            joined_at: joined_at.and_utc(),
+    for row in rows {
+        by_chat.entry(row.chat_id).or_default().push(Member {
+            id: row.user_id,
+            user_id: row.user_id,
+            username: row.username,
+            role: MemberRole::parse(&row.role),
+            last_read_seq: row.last_read_seq,
+            joined_at: row.joined_at.and_utc(),
         });
     }
     by_chat

@@ -1,8 +1,8 @@
 //! The only crate that speaks SQL: repositories for users, contacts, chats, members and messages,
 //! and the embedded migrations, on one of two backends behind the same [`Store`] API:
 //!
-//! - MySQL/MariaDB (the served deployment): [`mysql`], migrations in `migrations/`.
-//! - SQLite (the embedded single-process "zero setup" mode): [`sqlite`], migrations in
+//! - MySQL/MariaDB (the served deployment): `mysql/`, migrations in `migrations/`.
+//! - SQLite (the embedded single-process "zero setup" mode): `sqlite/`, migrations in
 //!   `migrations-sqlite/`.
 //!
 //! The backend is chosen by the URL given to [`Store::connect_lazy`] (`sqlite:` or MySQL).
@@ -10,12 +10,16 @@
 //! Components:
 //!
 //! - [`Store`] (here and in the topic modules `users`, `contacts`, `chats`, `messages`, `sync`,
-//!   `attachments`, `push`): the public API, its types, and what does not depend on the database
-//!   (validation, row to model conversion, chat assembly, sync slicing).
-//! - [`backend`]: the contract every backend implements, [`backend::Backend`], made of the topic
-//!   traits (`users::UserQueries`, ...) and the operations each database does its own way.
-//! - [`mysql`] and [`sqlite`]: one folder per backend.
+//!   `attachments`, `push`): the public API and its types. Each topic module also holds its rows
+//!   (`sqlx::FromRow`), its SQL, written once for both databases, and what does not depend on the
+//!   database (validation, chat assembly, sync slicing).
+//! - `backend`: the contract a database implements, which `Store` holds as a trait object.
+//! - `dialect`: what the shared SQL needs to know about a database, and how ids and times are
+//!   bound and read on both.
+//! - `mysql` and `sqlite`: one folder per backend, with what each does its own way (connecting,
+//!   migrations, sending, presence).
 //! - `error`: [`StoreError`], split by what the caller should tell its client.
+//! - `padded`: `IN` lists padded to a few lengths, so that statements stay cached.
 //!
 //! Every function takes the acting user where access matters and answers `NotFound` for chats the
 //! user is not a member of, so callers cannot leak a chat's existence by mistake.
@@ -24,9 +28,11 @@ mod attachments;
 mod backend;
 mod chats;
 mod contacts;
+mod dialect;
 mod error;
 mod messages;
 mod mysql;
+mod padded;
 mod push;
 mod sqlite;
 mod sync;

@@ -4,51 +4,61 @@ use std::future::Future;
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use chat_proto::time::Timestamp;
+use chat_proto::time::{Timestamp, now_millis};
 use chat_proto::{Attachment, Id, Message, MessageKind};
 use sqlx::types::chrono::NaiveDateTime;
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
+use crate::chats::ChatQueries;
+use crate::dialect::{Dialect, Stamp, bound, key};
 use crate::{Result, Store, StoreError};
 
-pub(crate) type MessageRow = (
-    u64,
-    u64,
-    u64,
-    u64,
-    String,
-    Option<String>,
-    Option<u64>,
-    Option<u64>,
-    Vec<u8>,
-    NaiveDateTime,
-    Option<Vec<u8>>,
-);
+/// A message as read: the columns of [`message_columns`].
+#[derive(FromRow)]
+pub(crate) struct MessageRow {
+    id: u64,
+    chat_id: u64,
+    seq: u64,
+    sender_id: u64,
+    kind: String,
+    body: Option<String>,
+    attachment_id: Option<u64>,
+    reply_to_id: Option<u64>,
+    client_msg_id: Vec<u8>,
+    created_at: NaiveDateTime,
+    /// The attachment's `size sha256 content_type`, packed into one string by a primary-key
+    /// subquery (the queries stay single-table; no type here contains a space).
+    attachment: Option<Vec<u8>>,
+}
 
-pub(crate) fn message_from_row(row: MessageRow) -> Message {
-    let (
-        id,
-        chat_id,
-        seq,
-        sender_id,
-        kind,
-        text,
-        attachment_id,
-        reply_to_id,
-        client_msg_id,
-        at,
-        packed,
-    ) = row;
-    Message {
-        id,
-        chat_id,
-        seq,
-        sender_id,
-        kind: MessageKind::parse(&kind).unwrap_or(MessageKind::Text),
-        text,
-        attachment: attachment_id.and_then(|aid| unpack_attachment(aid, packed.as_deref()?)),
-        reply_to_id,
-        client_msg_id: String::from_utf8_lossy(&client_msg_id).into_owned(),
-        created_at: at.and_utc(),
+/// The columns of [`MessageRow`] for a query on `messages` under the name `table`.
+pub(crate) fn message_columns<D: Dialect>(table: &str) -> String {
+    let packed = D::concat(&["a.size", "' '", "a.sha256", "' '", "a.content_type"]);
+    format!(
+        "{table}.id, {table}.chat_id, {table}.seq, {table}.sender_id, {table}.kind, \
+         {table}.body, {table}.attachment_id, {table}.reply_to_id, {table}.client_msg_id, \
+         {table}.created_at, \
+         (SELECT {packed} FROM attachments a WHERE a.id = {table}.attachment_id) AS attachment"
+    )
+}
+
+impl From<MessageRow> for Message {
+    fn from(row: MessageRow) -> Self {
+        let attachment = row.attachment.as_deref();
+        Message {
+            id: row.id,
+            chat_id: row.chat_id,
+            seq: row.seq,
+            sender_id: row.sender_id,
+            kind: MessageKind::parse(&row.kind).unwrap_or(MessageKind::Text),
+            text: row.body,
+            attachment: row
+                .attachment_id
+                .and_then(|id| unpack_attachment(id, attachment?)),
+            reply_to_id: row.reply_to_id,
+            client_msg_id: String::from_utf8_lossy(&row.client_msg_id).into_owned(),
+            created_at: row.created_at.and_utc(),
+        }
     }
 }
 
@@ -153,7 +163,7 @@ impl MessagePage {
             rows.reverse();
         }
         Self {
-            messages: rows.into_iter().map(message_from_row).collect(),
+            messages: rows.into_iter().map(Message::from).collect(),
             has_more,
         }
     }
@@ -170,6 +180,15 @@ impl ReadOutcome {
     }
 }
 
+/// A caller's watermark in a chat, the chat's last seq, and the database's clock
+/// (`Dialect::CLOCK`).
+#[derive(FromRow)]
+pub(crate) struct ReadStateRow {
+    last_seq: u64,
+    last_read_seq: u64,
+    now: Option<NaiveDateTime>,
+}
+
 /// Where a read up to `up_to_seq` moves a watermark now at `current` in a chat whose last
 /// message is `last_seq`: never past the last message, never back; `None` when it stays.
 pub(crate) fn read_target(up_to_seq: u64, last_seq: u64, current: u64) -> Option<u64> {
@@ -181,10 +200,11 @@ type PublishFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The caller's publish, run under the chat's lock with the send's outcome.
 pub(crate) type Announce = Box<dyn FnOnce(&SendOutcome) -> PublishFuture + Send>;
 
-/// The messages' part of the backend contract (`crate::backend`); sending and read watermarks
-/// are each database's own (`crate::backend::Backend`).
+/// The messages' part of the backend contract (`crate::backend`), the same SQL on both
+/// databases; sending and read watermarks are each database's own (`crate::backend::Backend`).
 #[async_trait]
 pub(crate) trait MessageQueries {
+    async fn mark_read(&self, me: Id, chat_id: Id, up_to_seq: u64) -> Result<ReadOutcome>;
     async fn message_by_client_id(
         &self,
         chat_id: Id,
@@ -199,6 +219,132 @@ pub(crate) trait MessageQueries {
         after_seq: Option<u64>,
         limit: u32,
     ) -> Result<MessagePage>;
+}
+
+#[async_trait]
+impl<D, DB> MessageQueries for D
+where
+    D: Dialect<Db = DB> + ChatQueries,
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Stamp: Encode<'q, DB> + Type<DB>,
+    for<'r> MessageRow: FromRow<'r, DB::Row>,
+    for<'r> ReadStateRow: FromRow<'r, DB::Row>,
+{
+    /// The check runs on a reader (most reads move nothing); the move is a conditional update
+    /// on the writer, so of two racing reads the lower one cannot win.
+    async fn mark_read(&self, me: Id, chat_id: Id, up_to_seq: u64) -> Result<ReadOutcome> {
+        let row: Option<ReadStateRow> = sqlx::query_as(&format!(
+            "SELECT c.last_seq, m.last_read_seq, {} AS now FROM chat_members m \
+             JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = ? AND m.user_id = ?",
+            D::CLOCK.unwrap_or("NULL")
+        ))
+        .bind(key(chat_id))
+        .bind(key(me))
+        .fetch_optional(self.reader())
+        .await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        let now = row.now.map_or_else(now_millis, |now| now.and_utc());
+        let Some(target) = read_target(up_to_seq, row.last_seq, row.last_read_seq) else {
+            return Ok(ReadOutcome::unmoved(now));
+        };
+        let updated = sqlx::query(
+            "UPDATE chat_members SET last_read_seq = ?, read_at = ? \
+             WHERE chat_id = ? AND user_id = ? AND last_read_seq < ?",
+        )
+        .bind(bound(target))
+        .bind(Stamp(now))
+        .bind(key(chat_id))
+        .bind(key(me))
+        .bind(bound(target))
+        .execute(self.writer())
+        .await?;
+        if D::rows_affected(&updated) == 0 {
+            return Ok(ReadOutcome::unmoved(now));
+        }
+        Ok(ReadOutcome {
+            moved_to: Some(target),
+            read_at: now,
+            member_ids: self.member_ids(chat_id).await?,
+        })
+    }
+
+    async fn message_by_client_id(
+        &self,
+        chat_id: Id,
+        sender_id: Id,
+        client_msg_id: &str,
+    ) -> Result<Option<Message>> {
+        stored_by_client_id::<D, DB, _>(self.reader(), chat_id, sender_id, client_msg_id).await
+    }
+
+    async fn messages(
+        &self,
+        me: Id,
+        chat_id: Id,
+        before_seq: Option<u64>,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<MessagePage> {
+        self.require_member(me, chat_id).await?;
+        let fetch = i64::from(limit) + 1;
+        let columns = message_columns::<D>("messages");
+        if let (None, Some(after)) = (before_seq, after_seq) {
+            let rows: Vec<MessageRow> = sqlx::query_as(&format!(
+                "SELECT {columns} FROM messages WHERE chat_id = ? AND seq > ? \
+                 ORDER BY seq ASC LIMIT ?"
+            ))
+            .bind(key(chat_id))
+            .bind(bound(after))
+            .bind(fetch)
+            .fetch_all(self.reader())
+            .await?;
+            return Ok(MessagePage::from_rows(rows, limit, false));
+        }
+        let rows: Vec<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {columns} FROM messages \
+             WHERE chat_id = ? AND seq < ? AND seq > ? ORDER BY seq DESC LIMIT ?"
+        ))
+        .bind(key(chat_id))
+        .bind(bound(before_seq.unwrap_or(u64::MAX)))
+        .bind(bound(after_seq.unwrap_or(0)))
+        .bind(fetch)
+        .fetch_all(self.reader())
+        .await?;
+        Ok(MessagePage::from_rows(rows, limit, true))
+    }
+}
+
+/// The message a sender stored under a client id: for `MessageQueries`, and for MySQL's send
+/// writer, which finds a retried send's first message on its own connection.
+pub(crate) async fn stored_by_client_id<'e, D, DB, E>(
+    db: E,
+    chat_id: Id,
+    sender_id: Id,
+    client_msg_id: &str,
+) -> Result<Option<Message>>
+where
+    D: Dialect<Db = DB>,
+    DB: Database,
+    E: Executor<'e, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'r> MessageRow: FromRow<'r, DB::Row>,
+{
+    let row: Option<MessageRow> = sqlx::query_as(&format!(
+        "SELECT {} FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?",
+        message_columns::<D>("messages")
+    ))
+    .bind(key(chat_id))
+    .bind(key(sender_id))
+    .bind(client_msg_id.as_bytes())
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(Message::from))
 }
 
 impl Store {

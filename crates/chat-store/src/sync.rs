@@ -6,13 +6,11 @@ use async_trait::async_trait;
 use chat_proto::time::Timestamp;
 use chat_proto::{Id, Message};
 use sqlx::types::chrono::NaiveDateTime;
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
-use crate::messages::{MessageRow, message_from_row};
+use crate::dialect::{Dialect, Stamp, key};
+use crate::messages::{MessageRow, message_columns};
 use crate::{Result, Store};
-
-/// The message columns of `MESSAGE_COLUMNS`, qualified with the alias `m`.
-pub(crate) const MESSAGE_COLUMNS_M: &str = "m.id, m.chat_id, m.seq, m.sender_id, m.kind, m.body, \
-     m.attachment_id, m.reply_to_id, m.client_msg_id, m.created_at";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncEvent {
@@ -54,10 +52,59 @@ pub struct SyncSlice {
     pub more_from: Option<Timestamp>,
 }
 
-/// The sync part of the backend contract (`crate::backend`).
+/// A moved read watermark.
+#[derive(FromRow)]
+pub(crate) struct ReadRow {
+    chat_id: u64,
+    user_id: u64,
+    last_read_seq: u64,
+    read_at: NaiveDateTime,
+}
+
+/// The sync part of the backend contract (`crate::backend`), the same SQL on both databases.
 #[async_trait]
 pub(crate) trait SyncQueries {
     async fn sync(&self, user: Id, from: Timestamp, limit: u32) -> Result<SyncSlice>;
+}
+
+#[async_trait]
+impl<D, DB> SyncQueries for D
+where
+    D: Dialect<Db = DB>,
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Stamp: Encode<'q, DB> + Type<DB>,
+    for<'r> MessageRow: FromRow<'r, DB::Row>,
+    for<'r> ReadRow: FromRow<'r, DB::Row>,
+{
+    async fn sync(&self, user: Id, from: Timestamp, limit: u32) -> Result<SyncSlice> {
+        let fetch = i64::from(limit) + 1;
+        let from = Stamp(from);
+        let messages: Vec<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM chat_members mine \
+             JOIN messages m ON m.chat_id = mine.chat_id \
+             WHERE mine.user_id = ? AND m.created_at >= ? ORDER BY m.created_at, m.id LIMIT ?",
+            message_columns::<D>("m")
+        ))
+        .bind(key(user))
+        .bind(from)
+        .bind(fetch)
+        .fetch_all(self.reader())
+        .await?;
+        let reads: Vec<ReadRow> = sqlx::query_as(
+            "SELECT cm.chat_id, cm.user_id, cm.last_read_seq, cm.read_at FROM chat_members mine \
+             JOIN chat_members cm ON cm.chat_id = mine.chat_id \
+             WHERE mine.user_id = ? AND cm.read_at >= ? ORDER BY cm.read_at LIMIT ?",
+        )
+        .bind(key(user))
+        .bind(from)
+        .bind(fetch)
+        .fetch_all(self.reader())
+        .await?;
+        Ok(merge_events(messages, reads, limit))
+    }
 }
 
 impl Store {
@@ -68,30 +115,19 @@ impl Store {
     }
 }
 
-/// `chat_id, user_id, last_read_seq, read_at` of a moved read watermark.
-pub(crate) type ReadRow = (u64, u64, u64, NaiveDateTime);
-
 /// The slice from up to `limit + 1` messages and up to `limit + 1` reads, each read from the
 /// same point in time in their order.
-pub(crate) fn merge_events(
-    messages: Vec<MessageRow>,
-    reads: Vec<ReadRow>,
-    limit: u32,
-) -> SyncSlice {
+fn merge_events(messages: Vec<MessageRow>, reads: Vec<ReadRow>, limit: u32) -> SyncSlice {
     let truncated = messages.len() > limit as usize || reads.len() > limit as usize;
     let mut events: Vec<SyncEvent> = messages
         .into_iter()
-        .map(|row| SyncEvent::Message(message_from_row(row)))
-        .chain(
-            reads
-                .into_iter()
-                .map(|(chat_id, user_id, up_to_seq, at)| SyncEvent::Read {
-                    chat_id,
-                    user_id,
-                    up_to_seq,
-                    at: at.and_utc(),
-                }),
-        )
+        .map(|row| SyncEvent::Message(Message::from(row)))
+        .chain(reads.into_iter().map(|row| SyncEvent::Read {
+            chat_id: row.chat_id,
+            user_id: row.user_id,
+            up_to_seq: row.last_read_seq,
+            at: row.read_at.and_utc(),
+        }))
         .collect();
     events.sort_by_key(SyncEvent::order_key);
     cut_at_whole_millisecond(events, limit as usize, truncated)

@@ -1,138 +1,20 @@
-//! Messages on MySQL: the single send path and the chats' named locks, history pages, read
-//! watermarks. Sends usually go the batched way (`super::send_batch`), which falls back on the
-//! single path here.
+//! Sends on MySQL one at a time, and the chats' named locks. Sends usually go the batched way
+//! (`super::send_batch`), which falls back on the single path here.
 
 use async_trait::async_trait;
-use chat_proto::{Id, Message};
-use sqlx::MySqlPool;
+use chat_proto::Id;
 use sqlx::pool::PoolConnection;
 use sqlx::types::chrono::NaiveDateTime;
+use sqlx::{MySql, MySqlPool};
 
 use super::MySqlBackend;
-use super::chats::membership;
 use crate::backend::ChatLock;
-use crate::chats::ChatQueries;
 use crate::error::is_duplicate_of;
-use crate::messages::{
-    Announce, MessagePage, MessageQueries, MessageRow, NewMessage, ReadOutcome, SendOutcome,
-    message_from_row, read_target,
-};
+use crate::messages::{Announce, NewMessage, SendOutcome, stored_by_client_id};
 use crate::{Result, StoreError};
 
 /// How long a send waits for another send in the same chat before answering "busy".
 const CHAT_LOCK_WAIT_SECS: i64 = 10;
-
-/// The columns of [`MessageRow`] for queries on the unaliased `messages` table (the last one is
-/// [`attachment_column`] for `messages`).
-pub(super) const MESSAGE_COLUMNS: &str = "id, chat_id, seq, sender_id, kind, body, attachment_id, \
-     reply_to_id, client_msg_id, created_at, (SELECT CONCAT(a.size, ' ', a.sha256, ' ', \
-     a.content_type) FROM attachments a WHERE a.id = messages.attachment_id)";
-
-/// The last column of the message queries: the attachment's `size sha256 content_type` packed
-/// into one string by a primary-key subquery (the queries stay single-table; no type here
-/// contains a space).
-pub(super) fn attachment_column(table: &str) -> String {
-    format!(
-        "(SELECT CONCAT(a.size, ' ', a.sha256, ' ', a.content_type) FROM attachments a \
-         WHERE a.id = {table}.attachment_id)"
-    )
-}
-
-#[async_trait]
-impl MessageQueries for MySqlBackend {
-    async fn message_by_client_id(
-        &self,
-        chat_id: Id,
-        sender_id: Id,
-        client_msg_id: &str,
-    ) -> Result<Option<Message>> {
-        let pool = &self.pool;
-        stored_by_client_id(pool, chat_id, sender_id, client_msg_id).await
-    }
-
-    async fn messages(
-        &self,
-        me: Id,
-        chat_id: Id,
-        before_seq: Option<u64>,
-        after_seq: Option<u64>,
-        limit: u32,
-    ) -> Result<MessagePage> {
-        let pool = &self.pool;
-        membership(pool, me, chat_id).await?;
-        let fetch = limit + 1;
-        let rows: Vec<MessageRow> = match (before_seq, after_seq) {
-            (None, Some(after)) => {
-                sqlx::query_as(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND seq > ? \
-                     ORDER BY seq ASC LIMIT ?"
-                ))
-                .bind(chat_id)
-                .bind(after)
-                .bind(fetch)
-                .fetch_all(pool)
-                .await?
-            }
-            (before, after) => {
-                let rows: Vec<MessageRow> = sqlx::query_as(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages \
-                     WHERE chat_id = ? AND seq < ? AND seq > ? ORDER BY seq DESC LIMIT ?"
-                ))
-                .bind(chat_id)
-                .bind(before.unwrap_or(u64::MAX))
-                .bind(after.unwrap_or(0))
-                .bind(fetch)
-                .fetch_all(pool)
-                .await?;
-                return Ok(MessagePage::from_rows(rows, limit, true));
-            }
-        };
-        Ok(MessagePage::from_rows(rows, limit, false))
-    }
-}
-
-impl MySqlBackend {
-    /// Moves the caller's read watermark forward to `min(up_to_seq, last_seq)`; never back.
-    pub(super) async fn move_watermark(
-        &self,
-        me: Id,
-        chat_id: Id,
-        up_to_seq: u64,
-    ) -> Result<ReadOutcome> {
-        let pool = &self.pool;
-        let row: Option<(u64, u64, NaiveDateTime)> = sqlx::query_as(
-            "SELECT c.last_seq, m.last_read_seq, NOW(3) FROM chat_members m \
-             JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = ? AND m.user_id = ?",
-        )
-        .bind(chat_id)
-        .bind(me)
-        .fetch_optional(pool)
-        .await?;
-        let (last_seq, current, now) = row.ok_or(StoreError::NotFound)?;
-        let Some(target) = read_target(up_to_seq, last_seq, current) else {
-            return Ok(ReadOutcome::unmoved(now.and_utc()));
-        };
-        let updated = sqlx::query(
-            "UPDATE chat_members SET last_read_seq = ?, read_at = ? \
-             WHERE chat_id = ? AND user_id = ? AND last_read_seq < ?",
-        )
-        .bind(target)
-        .bind(now)
-        .bind(chat_id)
-        .bind(me)
-        .bind(target)
-        .execute(pool)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Ok(ReadOutcome::unmoved(now.and_utc()));
-        }
-        Ok(ReadOutcome {
-            moved_to: Some(target),
-            read_at: now.and_utc(),
-            member_ids: self.member_ids(chat_id).await?,
-        })
-    }
-}
 
 /// A chat's named lock, held by the session of `conn`.
 pub(super) struct MySqlChatLock {
@@ -286,24 +168,12 @@ async fn insert_message(
 }
 
 async fn repeated_send(pool: &MySqlPool, new: &NewMessage<'_>) -> Result<SendOutcome> {
-    let first = stored_by_client_id(pool, new.chat_id, new.sender_id, new.client_msg_id).await?;
-    first.map(SendOutcome::repeat).ok_or(StoreError::NotFound)
-}
-
-async fn stored_by_client_id(
-    pool: &MySqlPool,
-    chat_id: Id,
-    sender_id: Id,
-    client_msg_id: &str,
-) -> Result<Option<Message>> {
-    let row: Option<MessageRow> = sqlx::query_as(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages \
-         WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?"
-    ))
-    .bind(chat_id)
-    .bind(sender_id)
-    .bind(client_msg_id.as_bytes())
-    .fetch_optional(pool)
+    let first = stored_by_client_id::<MySqlBackend, MySql, _>(
+        pool,
+        new.chat_id,
+        new.sender_id,
+        new.client_msg_id,
+    )
     .await?;
-    Ok(row.map(message_from_row))
+    first.map(SendOutcome::repeat).ok_or(StoreError::NotFound)
 }

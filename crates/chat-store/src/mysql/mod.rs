@@ -1,17 +1,10 @@
 //! The MySQL/MariaDB backend of [`crate::Store`] (the served deployment), with migrations in
-//! `migrations/`: one pool, the writer tasks that coalesce sends (`send_batch`) and presence
-//! changes (`seen_batch`), and one submodule per topic.
+//! `migrations/`: one pool, its [`Dialect`], and the writer tasks that coalesce sends
+//! (`send_batch`, falling back on `messages`) and presence changes (`seen_batch`).
 
-mod attachments;
-mod chats;
-mod contacts;
 mod messages;
-mod padded;
-mod push;
 mod seen_batch;
 mod send_batch;
-mod sync;
-mod users;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,13 +12,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_proto::Id;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlQueryResult};
+use sqlx::{MySql, Pool};
 
 use self::messages::MySqlChatLock;
 use self::seen_batch::SeenBatcher;
 use self::send_batch::SendBatcher;
 use crate::backend::{Backend, ChatLock};
-use crate::messages::{Announce, NewMessage, ReadOutcome, SendOutcome};
+use crate::dialect::{Dialect, UniqueKey};
+use crate::error::is_duplicate_of;
+use crate::messages::{Announce, NewMessage, SendOutcome};
 use crate::users::Seen;
 use crate::{Result, StoreError};
 
@@ -131,8 +127,44 @@ impl Backend for MySqlBackend {
     async fn lock_chat(&self, chat_id: Id) -> Result<Box<dyn ChatLock + '_>> {
         Ok(Box::new(MySqlChatLock::take(&self.pool, chat_id).await?))
     }
+}
 
-    async fn mark_read(&self, me: Id, chat_id: Id, up_to_seq: u64) -> Result<ReadOutcome> {
-        self.move_watermark(me, chat_id, up_to_seq).await
+impl Dialect for MySqlBackend {
+    type Db = MySql;
+
+    fn reader(&self) -> &Pool<MySql> {
+        &self.pool
+    }
+
+    fn writer(&self) -> &Pool<MySql> {
+        &self.pool
+    }
+
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    const INSERT_IGNORE: &'static str = "INSERT IGNORE";
+    const LIKE_ESCAPE: &'static str = "";
+    const UPSERT_PUSH_TOKEN: &'static str = "INSERT INTO push_tokens \
+        (user_id, token, platform, updated_at) VALUES (?, ?, ?, ?) \
+        ON DUPLICATE KEY UPDATE platform = VALUES(platform), updated_at = VALUES(updated_at)";
+    const CLOCK: Option<&'static str> = Some("NOW(3)");
+
+    fn concat(parts: &[&str]) -> String {
+        format!("CONCAT({})", parts.join(", "))
+    }
+
+    fn inserted_id(done: &MySqlQueryResult) -> Result<Id> {
+        Ok(done.last_insert_id())
+    }
+
+    fn rows_affected(done: &MySqlQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn is_duplicate(err: &sqlx::Error, key: UniqueKey) -> bool {
+        let index = match key {
+            UniqueKey::Username => "uq_users_username",
+            UniqueKey::ChatPair => "uq_chats_pair",
+        };
+        is_duplicate_of(err, index)
     }
 }

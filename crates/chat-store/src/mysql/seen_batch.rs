@@ -12,8 +12,8 @@ use chat_proto::time::{Timestamp, now_millis};
 use sqlx::MySqlPool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::padded::{padded_len, placeholders};
 use crate::error::{is_deadlock, queue_refusal};
+use crate::padded::{padded_len, placeholders};
 use crate::{Result, Seen, StoreError};
 
 /// The most changes one batch takes (its SELECT binds three lists of this many ids).
@@ -95,7 +95,7 @@ async fn store_batch(pool: &MySqlPool, users: &[Id]) -> Result<(Timestamp, HashM
     distinct.sort_unstable();
     distinct.dedup();
     // Repeating the last id pads each list to one of a few lengths, so that the connection
-    // prepares a handful of statement shapes (`super::padded`).
+    // prepares a handful of statement shapes (`crate::padded`).
     let padded = padded_len(distinct.len());
     let ids = |n: usize| distinct[n.min(distinct.len() - 1)];
     let list = placeholders(padded, "?", ", ");

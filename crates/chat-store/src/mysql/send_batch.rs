@@ -29,9 +29,9 @@ use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::messages::{chat_lock_name, lock_wait_secs, send_alone};
-use super::padded::{bind_padded, padded_len, placeholders};
 use crate::error::queue_refusal;
 use crate::messages::{Announce, NewMessage, SendOutcome};
+use crate::padded::{bind_padded, padded_len, placeholders};
 use crate::{Result, StoreError};
 
 /// Writer tasks unless configured (`Store::with_send_writers`): each holds one connection while

@@ -1,6 +1,7 @@
 //! The SQLite backend of [`crate::Store`], for the embedded single-process mode: the same
-//! contract (`crate::backend`) and semantics as the MySQL backend, one submodule per topic, with
-//! migrations in `migrations-sqlite/`.
+//! contract (`crate::backend`) and semantics as the MySQL backend, with migrations in
+//! `migrations-sqlite/`. The queries both databases share run here through [`Dialect`]; what is
+//! SQLite's own is the send path (`messages`) and presence (`presence`).
 //!
 //! How it keeps the MySQL guarantees with one database file:
 //!
@@ -17,16 +18,11 @@
 //! - Timestamps are taken from the process clock under the writer (one process, one clock), stored
 //!   as `YYYY-MM-DD HH:MM:SS.mmm` UTC text, always with three fraction digits, so comparing the
 //!   text compares the times.
-//! - SQLite integers are signed 64-bit: ids and counters are read as `i64` and converted with
-//!   `try_from` (a negative value is a decode error, never a panic), and ids are bound as `i64`.
+//! - SQLite integers are signed 64-bit: ids and counters are bound as `i64` and read as `u64`
+//!   (`crate::dialect`).
 
-mod attachments;
-mod chats;
-mod contacts;
 mod messages;
-mod push;
-mod sync;
-mod users;
+mod presence;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -34,13 +30,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_proto::Id;
-use chat_proto::time::Timestamp;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
 };
+use sqlx::{Pool, Sqlite};
 
 use crate::backend::{Backend, ChatLock};
-use crate::messages::{Announce, NewMessage, ReadOutcome, SendOutcome};
+use crate::dialect::{Dialect, UniqueKey};
+use crate::messages::{Announce, NewMessage, SendOutcome};
 use crate::users::Seen;
 use crate::{Result, StoreError};
 
@@ -109,11 +107,6 @@ impl SqliteBackend {
         })
     }
 
-    /// A write transaction on the writer, holding SQLite's write lock from its start.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
     /// The send lock of a chat.
     fn send_lock(&self, chat_id: u64) -> &tokio::sync::Mutex<()> {
         let slot = usize::try_from(chat_id % SEND_LOCKS).unwrap_or(0);
@@ -157,9 +150,50 @@ impl Backend for SqliteBackend {
             _held: self.chat_lock(chat_id).await?,
         }))
     }
+}
 
-    async fn mark_read(&self, me: Id, chat_id: Id, up_to_seq: u64) -> Result<ReadOutcome> {
-        self.move_watermark(me, chat_id, up_to_seq).await
+impl Dialect for SqliteBackend {
+    type Db = Sqlite;
+
+    fn reader(&self) -> &Pool<Sqlite> {
+        &self.reader
+    }
+
+    fn writer(&self) -> &Pool<Sqlite> {
+        &self.writer
+    }
+
+    /// Takes the write lock up front (see the module's doc).
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const INSERT_IGNORE: &'static str = "INSERT OR IGNORE";
+    /// SQLite's LIKE has no escape character unless told (and is ASCII case-insensitive, as
+    /// MySQL's collation is).
+    const LIKE_ESCAPE: &'static str = " ESCAPE '\\'";
+    const UPSERT_PUSH_TOKEN: &'static str = "INSERT INTO push_tokens \
+        (user_id, token, platform, updated_at) VALUES (?, ?, ?, ?) \
+        ON CONFLICT (user_id, token) DO UPDATE \
+        SET platform = excluded.platform, updated_at = excluded.updated_at";
+    const CLOCK: Option<&'static str> = None;
+
+    fn concat(parts: &[&str]) -> String {
+        parts.join(" || ")
+    }
+
+    fn inserted_id(done: &SqliteQueryResult) -> Result<Id> {
+        u64::try_from(done.last_insert_rowid())
+            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+    }
+
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn is_duplicate(err: &sqlx::Error, key: UniqueKey) -> bool {
+        let columns = match key {
+            UniqueKey::Username => "users.username",
+            UniqueKey::ChatPair => "chats.pair_key",
+        };
+        is_unique_violation(err, columns)
     }
 }
 
@@ -171,36 +205,6 @@ struct SqliteChatLock<'a> {
 #[async_trait]
 impl ChatLock for SqliteChatLock<'_> {
     async fn release(self: Box<Self>) {}
-}
-
-/// A time as stored: UTC, always three fraction digits (the text order is the time order).
-fn time(at: Timestamp) -> String {
-    at.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
-}
-
-/// An id (or any key) as bound: no row has a negative id, so an id too large for SQLite matches
-/// nothing, as an id no row has does on MySQL.
-fn key(id: u64) -> i64 {
-    i64::try_from(id).unwrap_or(-1)
-}
-
-/// A seq bound of a range query: values past `i64::MAX` mean "no bound".
-fn bound(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// An unsigned column read as SQLite's `i64`.
-fn unsigned(value: i64) -> Result<u64> {
-    u64::try_from(value).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
-}
-
-fn unsigned_opt(value: Option<i64>) -> Result<Option<u64>> {
-    value.map(unsigned).transpose()
-}
-
-/// Single-column id rows as ids.
-fn ids(rows: Vec<(i64,)>) -> Result<Vec<u64>> {
-    rows.into_iter().map(|(id,)| unsigned(id)).collect()
 }
 
 /// Whether the error is a UNIQUE violation on exactly these columns (SQLite names the columns,
@@ -221,24 +225,6 @@ fn is_unique_violation(err: &sqlx::Error, columns: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_keep_three_fraction_digits_and_sort_as_text() {
-        let whole = chrono::DateTime::from_timestamp_millis(1_700_000_000_000).expect("valid");
-        let later = chrono::DateTime::from_timestamp_millis(1_700_000_000_007).expect("valid");
-        assert_eq!(time(whole), "2023-11-14 22:13:20.000");
-        assert_eq!(time(later), "2023-11-14 22:13:20.007");
-        assert!(time(whole) < time(later));
-    }
-
-    #[test]
-    fn out_of_range_values_never_panic() {
-        assert_eq!(key(u64::MAX), -1);
-        assert_eq!(key(7), 7);
-        assert_eq!(bound(u64::MAX), i64::MAX);
-        assert!(unsigned(-1).is_err());
-        assert_eq!(unsigned(5).ok(), Some(5));
-    }
 
     #[test]
     fn only_sqlite_urls_pick_sqlite() {

@@ -3,10 +3,8 @@
 //! value is harmless in every list padded this way: `IN` lists, and rows joined to an UPDATE
 //! (which changes each target row once).
 
-use chat_proto::Id;
-use sqlx::MySql;
-use sqlx::mysql::MySqlArguments;
 use sqlx::query::QueryAs;
+use sqlx::{Database, Encode, Type};
 
 /// The padded length of a list of `n` values: the next power of four.
 pub(crate) fn padded_len(n: usize) -> usize {
@@ -22,11 +20,15 @@ pub(crate) fn placeholders(n: usize, one: &str, separator: &str) -> String {
 }
 
 /// Binds `values`, then copies of the last one, `padded` values in all; `values` is not empty.
-pub(crate) fn bind_padded<'q, O>(
-    mut query: QueryAs<'q, MySql, O, MySqlArguments>,
-    values: &[Id],
+pub(crate) fn bind_padded<'q, DB, O, V>(
+    mut query: QueryAs<'q, DB, O, DB::Arguments<'q>>,
+    values: &[V],
     padded: usize,
-) -> QueryAs<'q, MySql, O, MySqlArguments> {
+) -> QueryAs<'q, DB, O, DB::Arguments<'q>>
+where
+    DB: Database,
+    V: Encode<'q, DB> + Type<DB> + Copy + Send + 'q,
+{
     for index in 0..padded {
         query = query.bind(values[index.min(values.len() - 1)]);
     }
