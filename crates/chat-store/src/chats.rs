@@ -107,6 +107,9 @@ pub(crate) struct ChatRow {
 const CHAT_COLUMNS: &str = "c.id, c.kind, c.title, c.created_at, c.last_seq, c.last_message_id, \
      m.last_read_seq, m.pinned, m.archived";
 
+/// The user ids of a chat's members (bind: the chat's id), for every backend's send path too.
+pub(crate) const MEMBER_IDS: &str = "SELECT user_id FROM chat_members WHERE chat_id = ?";
+
 /// A member of a chat (`members_of_chats`).
 #[derive(FromRow)]
 pub(crate) struct MemberRow {
@@ -307,11 +310,10 @@ where
     }
 
     async fn member_ids(&self, chat_id: Id) -> Result<Vec<Id>> {
-        let rows: Vec<(u64,)> =
-            sqlx::query_as("SELECT user_id FROM chat_members WHERE chat_id = ?")
-                .bind(key(chat_id))
-                .fetch_all(self.reader())
-                .await?;
+        let rows: Vec<(u64,)> = sqlx::query_as(MEMBER_IDS)
+            .bind(key(chat_id))
+            .fetch_all(self.reader())
+            .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 

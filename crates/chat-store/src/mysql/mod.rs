@@ -1,8 +1,8 @@
 //! The MySQL/MariaDB backend of [`crate::Store`] (the served deployment), with migrations in
-//! `migrations/`: one pool, its [`Dialect`], and the writer tasks that coalesce sends
-//! (`send_batch`, falling back on `messages`) and presence changes (`seen_batch`).
+//! `migrations/`: one pool, its [`Dialect`], the writer tasks that coalesce sends (`send_batch`)
+//! and presence changes (`seen_batch`), and the chats' named locks (`chat_lock`).
 
-mod messages;
+mod chat_lock;
 mod seen_batch;
 mod send_batch;
 
@@ -15,7 +15,7 @@ use chat_proto::Id;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlQueryResult};
 use sqlx::{MySql, Pool};
 
-use self::messages::MySqlChatLock;
+use self::chat_lock::MySqlChatLock;
 use self::seen_batch::SeenBatcher;
 use self::send_batch::SendBatcher;
 use crate::backend::{Backend, ChatLock};

@@ -3,20 +3,21 @@
 //! is what lets the database keep up (docs/performance.md).
 //!
 //! Writer tasks (one unless configured), each with its own queue, its own share of the chats and
-//! its own database session. Each takes whatever is waiting (up to `MAX_BATCH`) and stores it as
-//! the single send path does, only with every statement covering the whole batch, in four round
-//! trips: the chats' named locks (taken in ascending chat order, in one statement, so writers of
-//! several api replicas never wait on each other in a cycle) with BEGIN; the counters' row locks
-//! with the members; one INSERT; one UPDATE for the counters and the senders' watermarks, with
-//! COMMIT. The inserted ids are read back only where the server may number one INSERT's rows with
-//! gaps (`InsertFacts`). The publishes run after the commit and before the locks go, as on the
-//! single path, in seq order within each chat; then the sends are answered, and the locks go with
-//! the next batch's first statement, or after `RELEASE_GRACE` when no send comes.
+//! its own database session. Each takes whatever is waiting (up to `MAX_BATCH`) and stores it
+//! with every statement covering the whole batch, in four round trips: the chats' named locks
+//! (taken in ascending chat order, in one statement, so writers of several api replicas never
+//! wait on each other in a cycle) with BEGIN; the counters' row locks with the members; one
+//! INSERT; one UPDATE for the counters and the senders' watermarks, with COMMIT. The inserted ids
+//! are read back only where the server may number one INSERT's rows with gaps (`InsertFacts`).
+//! The publishes run after the commit and before the locks go, in seq order within each chat;
+//! then the sends are answered, and the locks go with the next batch's first statement, or after
+//! `RELEASE_GRACE` when no send comes.
 //!
-//! What the batch path does not handle it hands to the single path, one send at a time: a
-//! second send with the same idempotency key in one batch, and any database error that left the
-//! connection usable (a duplicate key, a deadlock). Errors of a broken connection fail every send
-//! of the batch the way they would fail a single one.
+//! What a batch cannot store together goes again one send at a time, each a batch of one on the
+//! same session: a second send with the same idempotency key in one batch, and a batch the server
+//! refused with the connection still usable (a duplicate key, a deadlock). Alone, a duplicate key
+//! is a retried send, answered with the message first stored under it; any other refusal is that
+//! send's error. Errors of a broken connection fail every send of the batch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -28,11 +29,16 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::messages::{chat_lock_name, lock_wait_secs, send_alone};
-use crate::error::queue_refusal;
-use crate::messages::{Announce, NewMessage, SendOutcome};
+use super::MySqlBackend;
+use super::chat_lock::{CHAT_LOCK_WAIT_SECS, chat_lock_name};
+use crate::chats::MEMBER_IDS;
+use crate::error::{is_duplicate_of, queue_refusal};
+use crate::messages::{Announce, NewMessage, SendOutcome, stored_by_client_id};
 use crate::padded::{bind_padded, padded_len, placeholders};
 use crate::{Result, StoreError};
+
+/// The unique key a retried send breaks.
+const IDEMPOTENCY_KEY: &str = "uq_messages_idem";
 
 /// Writer tasks unless configured (`Store::with_send_writers`): each holds one connection while
 /// its batch runs. One makes the largest batches, so the fewest statements per message: on the
@@ -255,24 +261,13 @@ async fn run_batch(session: &mut WriterSession, batch: Vec<QueuedSend>) {
     let (batch, repeats) = split_repeats(batch);
     let mut alone = store_batch(session, batch).await;
     alone.extend(repeats);
-    if alone.is_empty() {
-        return;
-    }
-    // The single path takes each chat's lock on a connection of its own.
-    session.release().await;
-    for QueuedSend {
-        message,
-        announce,
-        reply,
-    } in alone
-    {
-        let outcome = send_alone(&session.pool, message.borrowed(), announce).await;
-        let _ = reply.send(outcome);
+    for send in alone {
+        store_alone(session, send).await;
     }
 }
 
-/// Keeps the first send of each idempotency key; the others go the single way afterwards (and
-/// find the first one stored).
+/// Keeps the first send of each idempotency key; the others go alone afterwards (and find the
+/// first one stored).
 fn split_repeats(batch: Vec<QueuedSend>) -> (Vec<QueuedSend>, Vec<QueuedSend>) {
     let mut seen = HashSet::new();
     let (mut first, mut repeats) = (Vec::with_capacity(batch.len()), Vec::new());
@@ -353,7 +348,7 @@ impl WriterSession {
                 format!(
                     "GET_LOCK(LEFT(CONCAT(DATABASE(), '{}'), 64), {})",
                     chat_lock_name(chat),
-                    lock_wait_secs()
+                    CHAT_LOCK_WAIT_SECS
                 )
             })
             .collect::<Vec<_>>()
@@ -388,6 +383,24 @@ impl WriterSession {
             }
             Err(e @ sqlx::Error::Database(_)) => Err(BatchError::Retry(RetryCause::Refused(e))),
             Err(e) => Err(BatchError::Failed(StoreError::at_commit(e))),
+        }
+    }
+
+    /// Rolls back the open transaction and keeps the named locks; if that fails, closes the
+    /// connection, which frees them too.
+    async fn rollback(&mut self) -> std::result::Result<(), sqlx::Error> {
+        let Some(conn) = self.conn.as_mut().filter(|_| self.in_transaction) else {
+            return Ok(());
+        };
+        match conn.execute("ROLLBACK").await {
+            Ok(_) => {
+                self.in_transaction = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.discard();
+                Err(e)
+            }
         }
     }
 
@@ -493,6 +506,53 @@ async fn store_batch(session: &mut WriterSession, batch: Vec<QueuedSend>) -> Vec
     }
 }
 
+/// Stores one send in a transaction of its own, with the batch's statements, announces it under
+/// the chat's lock and answers it: what a batch could not store together.
+async fn store_alone(session: &mut WriterSession, send: QueuedSend) {
+    let chat = send.message.chat_id;
+    match session.begin(&[chat]).await {
+        Ok(granted) if granted.contains(&chat) => {}
+        Ok(_) => return send.answer(Err(StoreError::Busy("the chat is busy, retry"))),
+        Err(e) => {
+            session.discard();
+            return send.answer(Err(e.into()));
+        }
+    }
+    let outcome = match write_batch(session, &[&send.message]).await {
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .next()
+            .unwrap_or(Err(StoreError::NotFound)),
+        Err(BatchError::Retry(RetryCause::Refused(e))) if is_duplicate_of(&e, IDEMPOTENCY_KEY) => {
+            first_stored(session, &send.message).await
+        }
+        Err(BatchError::Retry(cause)) => Err(cause.into()),
+        Err(BatchError::Failed(e)) => {
+            session.discard();
+            Err(e)
+        }
+    };
+    if let Ok(outcome) = &outcome {
+        (send.announce)(outcome).await;
+    }
+    let _ = send.reply.send(outcome);
+}
+
+/// A retried send: rolls back its failed INSERT (keeping the chat's lock) and answers with the
+/// message first stored under its idempotency key.
+async fn first_stored(session: &mut WriterSession, message: &QueuedMessage) -> Result<SendOutcome> {
+    session.rollback().await?;
+    let conn = session.connection().await?;
+    let first = stored_by_client_id::<MySqlBackend, MySql, _>(
+        conn,
+        message.chat_id,
+        message.sender_id,
+        &message.client_msg_id,
+    )
+    .await?;
+    first.map(SendOutcome::repeat).ok_or(StoreError::NotFound)
+}
+
 fn fail_all(batch: Vec<QueuedSend>, error: &StoreError) {
     for send in batch {
         send.answer(Err(error.duplicate()));
@@ -507,18 +567,25 @@ enum BatchError {
     Failed(StoreError),
 }
 
-/// Why a batch went the single way; only logged.
+/// Why a batch went one send at a time (logged), or, alone, why a send failed.
 #[derive(Debug, thiserror::Error)]
 enum RetryCause {
-    /// Refused by the server (a duplicate key, a deadlock): the single path meets it per send.
+    /// Refused by the server (a duplicate key, a deadlock): alone, each send meets it or not.
     #[error(transparent)]
     Refused(sqlx::Error),
-    /// A member list cut short (`parse_members`): the single path reads the members row by row.
-    #[error("the members of chat {chat} came back cut short: {why}")]
-    MembersCut { chat: Id, why: String },
-    /// Ids that could not be matched to the inserted rows (`insert_messages`).
+    /// Ids that could not be matched to the inserted rows (`insert_messages`); never for a
+    /// single row.
     #[error("an inserted message was not read back")]
     NotReadBack,
+}
+
+impl From<RetryCause> for StoreError {
+    fn from(cause: RetryCause) -> Self {
+        match cause {
+            RetryCause::Refused(e) => e.into(),
+            RetryCause::NotReadBack => StoreError::Database(sqlx::Error::RowNotFound),
+        }
+    }
 }
 
 impl From<sqlx::Error> for BatchError {
@@ -615,7 +682,8 @@ async fn write_batch(
 
 /// Locks the chats' counter rows; their next seqs, members, and the database's clock. The
 /// members come in the same statement, counted, summed and listed per chat by a subquery,
-/// which takes no row locks of its own (a locking read locks only the outer query's rows).
+/// which takes no row locks of its own (a locking read locks only the outer query's rows); a
+/// list the server cut short (`parse_members`) is read again, row by row.
 async fn lock_counters(
     conn: &mut MySqlConnection,
     chat_ids: &[Id],
@@ -652,10 +720,17 @@ async fn lock_counters(
     };
     let mut chats = HashMap::with_capacity(locked.len());
     for (id, last_seq, _, _, _, members) in locked {
-        let members = match members {
-            Some(counted) => parse_members(&counted)
-                .map_err(|why| BatchError::Retry(RetryCause::MembersCut { chat: id, why }))?,
+        let members = match members.as_deref().map(parse_members) {
+            Some(Ok(members)) => members,
             None => Vec::new(),
+            Some(Err(why)) => {
+                tracing::debug!(chat = id, why, "a member list came back cut short");
+                let rows: Vec<(u64,)> = sqlx::query_as(MEMBER_IDS)
+                    .bind(id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                rows.into_iter().map(|(member,)| member).collect()
+            }
         };
         chats.insert(
             id,
@@ -1047,59 +1122,46 @@ mod tests {
         assert!(super::parse_members("2 [10,11]").is_err(), "no sum");
     }
 
-    /// A member list the server cut short sends the batch the single way; whole, it gives the
-    /// chat's members.
+    /// A member list the server cut short is read again row by row; whole, it is used as is.
+    /// Either way the send's outcome names every member.
     #[tokio::test]
-    async fn a_cut_member_list_refuses_the_batch_for_the_single_path() {
-        let fixture = Fixture::new("members").await;
+    async fn a_cut_member_list_is_read_again() {
+        let mut fixture = Fixture::new("members").await;
         let (chat, alice) = (fixture.chat.id, fixture.alice);
         let pool = MySqlPool::connect(&fixture.url).await.expect("pool");
         let mut session = WriterSession::new(pool.clone());
-        let message = QueuedMessage {
-            chat_id: chat,
-            sender_id: alice,
-            kind: MessageKind::Text,
-            text: Some("hi".into()),
-            attachment: None,
-            reply_to_id: None,
-            client_msg_id: "c1".into(),
-        };
-
-        let conn = session.connection().await.expect("connection");
-        sqlx::query("SET SESSION group_concat_max_len = 4")
-            .execute(&mut *conn)
-            .await
-            .expect("a short limit");
-        session.begin(&[chat]).await.expect("begin");
-        let cut = write_batch(&mut session, &[&message]).await;
-        assert!(
-            matches!(
-                cut,
-                Err(BatchError::Retry(RetryCause::MembersCut { chat: c, .. })) if c == chat
-            ),
-            "a cut list is retried"
-        );
-        session.release().await;
-
-        let conn = session.connection().await.expect("connection");
-        sqlx::query("SET SESSION group_concat_max_len = DEFAULT")
-            .execute(&mut *conn)
-            .await
-            .expect("the default limit");
-        session.begin(&[chat]).await.expect("begin");
-        let stored = match write_batch(&mut session, &[&message]).await {
-            Ok(outcomes) => outcomes
-                .into_iter()
-                .next()
-                .expect("one outcome")
-                .expect("stored"),
-            Err(_) => panic!("the whole list stores the batch"),
-        };
-        let mut members = stored.member_ids;
-        members.sort_unstable();
         let mut expected = vec![alice, fixture.chat_peer];
         expected.sort_unstable();
-        assert_eq!(members, expected);
+
+        for (limit, client_msg_id) in [("4", "c1"), ("DEFAULT", "c2")] {
+            let message = QueuedMessage {
+                chat_id: chat,
+                sender_id: alice,
+                kind: MessageKind::Text,
+                text: Some("hi".into()),
+                attachment: None,
+                reply_to_id: None,
+                client_msg_id: client_msg_id.into(),
+            };
+            let conn = session.connection().await.expect("connection");
+            sqlx::query(&format!("SET SESSION group_concat_max_len = {limit}"))
+                .execute(&mut *conn)
+                .await
+                .expect("the list's limit");
+            session.begin(&[chat]).await.expect("begin");
+            let stored = match write_batch(&mut session, &[&message]).await {
+                Ok(outcomes) => outcomes
+                    .into_iter()
+                    .next()
+                    .expect("one outcome")
+                    .expect("stored"),
+                Err(_) => panic!("the batch is stored with group_concat_max_len = {limit}"),
+            };
+            let mut members = stored.member_ids;
+            members.sort_unstable();
+            assert_eq!(members, expected, "group_concat_max_len = {limit}");
+        }
+        assert_eq!(fixture.last_seq().await, 2, "both messages are stored");
         session.release().await;
         drop(session);
         pool.close().await;

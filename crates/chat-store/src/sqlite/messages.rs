@@ -5,6 +5,7 @@ use chat_proto::Id;
 use chat_proto::time::now_millis;
 
 use super::SqliteBackend;
+use crate::chats::MEMBER_IDS;
 use crate::dialect::{Dialect, Stamp, bound, key};
 use crate::messages::{Announce, MessageQueries, NewMessage, SendOutcome};
 use crate::{Result, StoreError};
@@ -104,11 +105,10 @@ impl SqliteBackend {
             .bind(key(new.sender_id))
             .execute(&mut *tx)
             .await?;
-        let member_ids: Vec<(u64,)> =
-            sqlx::query_as("SELECT user_id FROM chat_members WHERE chat_id = ?")
-                .bind(key(new.chat_id))
-                .fetch_all(&mut *tx)
-                .await?;
+        let member_ids: Vec<(u64,)> = sqlx::query_as(MEMBER_IDS)
+            .bind(key(new.chat_id))
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(SendOutcome {
             message: new.stored_as(id, seq, created_at),
