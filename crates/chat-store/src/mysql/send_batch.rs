@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use sqlx::pool::PoolConnection;
 use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
 
 use super::MySqlBackend;
 use super::chat_lock::{CHAT_LOCK_WAIT_SECS, chat_lock_name};
@@ -123,7 +124,7 @@ pub(crate) struct SendBatcher {
     queues: Vec<mpsc::Sender<QueuedSend>>,
     /// Set by `close`: each writer stores what is queued, then ends.
     closing: watch::Sender<bool>,
-    writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    writers: TaskTracker,
 }
 
 impl std::fmt::Debug for SendBatcher {
@@ -139,17 +140,19 @@ impl SendBatcher {
         let writers = writers.max(1);
         let bound = (QUEUED_PER_PROCESS / writers).max(MAX_BATCH);
         let (closing, closed) = watch::channel(false);
-        let (queues, tasks) = (0..writers)
+        let tasks = TaskTracker::new();
+        let queues = (0..writers)
             .map(|_| {
                 let (queue, waiting) = mpsc::channel(bound);
-                let task = tokio::spawn(write_batches(pool.clone(), waiting, closed.clone()));
-                (queue, task)
+                tasks.spawn(write_batches(pool.clone(), waiting, closed.clone()));
+                queue
             })
-            .unzip();
+            .collect();
+        tasks.close();
         Self {
             queues,
             closing,
-            writers: std::sync::Mutex::new(tasks),
+            writers: tasks,
         }
     }
 
@@ -158,13 +161,7 @@ impl SendBatcher {
     /// closes only when all are back.
     pub(crate) async fn close(&self) {
         let _ = self.closing.send(true);
-        let writers = match self.writers.lock() {
-            Ok(mut writers) => std::mem::take(&mut *writers),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
-        for writer in writers {
-            let _ = writer.await;
-        }
+        self.writers.wait().await;
     }
 
     pub(crate) async fn send(
@@ -244,17 +241,11 @@ async fn wait_for_sends(
     }
 }
 
-/// Waits for one send, then takes whatever else is already queued.
+/// Waits for one send, then takes whatever else is already queued (up to `MAX_BATCH`); `None`
+/// once the queue is closed and empty.
 async fn next_batch(waiting: &mut mpsc::Receiver<QueuedSend>) -> Option<Vec<QueuedSend>> {
-    let first = waiting.recv().await?;
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        match waiting.try_recv() {
-            Ok(send) => batch.push(send),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
+    let mut batch = Vec::new();
+    (waiting.recv_many(&mut batch, MAX_BATCH).await > 0).then_some(batch)
 }
 
 async fn run_batch(session: &mut WriterSession, batch: Vec<QueuedSend>) {
