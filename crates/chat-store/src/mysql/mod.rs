@@ -2,7 +2,7 @@
 //! `migrations/`: one pool, its [`Dialect`], the writer tasks that coalesce sends (`send_batch`)
 //! and presence changes (`seen_batch`), and the chats' named locks (`chat_lock`).
 
-mod chat_lock;
+pub(crate) mod chat_lock;
 mod seen_batch;
 mod send_batch;
 
