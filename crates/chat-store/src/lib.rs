@@ -52,6 +52,20 @@ pub use users::{Credentials, Seen};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The MySQL send writer's internals, for this crate's own tests of them on MariaDB
+/// (`tests/mysql_send_batch.rs`), which cannot be unit tests: `make unit` runs those without
+/// services. Only this crate's dev-dependency on itself enables the feature.
+#[cfg(feature = "test-internals")]
+#[doc(hidden)]
+pub mod test_internals {
+    pub use crate::mysql::chat_lock::chat_lock_name;
+    pub use crate::mysql::send_batch::QueuedMessage;
+    pub use crate::mysql::send_batch::session::WriterSession;
+    pub use crate::mysql::send_batch::statements::{
+        BatchError, InsertFacts, RetryCause, insert_messages, write_batch,
+    };
+}
+
 /// A handle on the database; cheap to clone (the backend and its pools are shared).
 #[derive(Clone, Debug)]
 pub struct Store {

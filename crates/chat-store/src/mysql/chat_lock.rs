@@ -16,7 +16,7 @@ pub(super) const CHAT_LOCK_WAIT_SECS: i64 = 10;
 
 /// The name of a chat's lock, after the database's name (locks are server-wide; the server
 /// takes the first 64 characters).
-pub(super) fn chat_lock_name(chat_id: Id) -> String {
+pub fn chat_lock_name(chat_id: Id) -> String {
     format!("/chat/{chat_id}")
 }
 

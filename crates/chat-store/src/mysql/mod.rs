@@ -4,7 +4,7 @@
 
 pub(crate) mod chat_lock;
 mod seen_batch;
-mod send_batch;
+pub(crate) mod send_batch;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};

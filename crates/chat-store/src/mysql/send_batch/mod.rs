@@ -24,8 +24,8 @@
 //! SQL of a batch's transaction.
 
 mod batch;
-mod session;
-mod statements;
+pub(crate) mod session;
+pub(crate) mod statements;
 #[cfg(test)]
 mod tests;
 
@@ -64,7 +64,7 @@ const QUEUED_PER_PROCESS: usize = 1024;
 const RELEASE_GRACE: Duration = Duration::from_millis(2);
 
 /// A message to store, owned, so that it can wait in the queue.
-struct QueuedMessage {
+pub struct QueuedMessage {
     pub(super) chat_id: Id,
     pub(super) sender_id: Id,
     pub(super) kind: MessageKind,
@@ -75,7 +75,7 @@ struct QueuedMessage {
 }
 
 impl QueuedMessage {
-    fn new(new: &NewMessage<'_>) -> Self {
+    pub fn new(new: &NewMessage<'_>) -> Self {
         Self {
             chat_id: new.chat_id,
             sender_id: new.sender_id,

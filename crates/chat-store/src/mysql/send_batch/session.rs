@@ -19,7 +19,7 @@ use crate::mysql::ping_if_idle;
 /// (docs/performance.md), so the session saves the ones that do no work: the pool's pings on
 /// acquire and release, and a statement of its own for BEGIN, for COMMIT and for releasing the
 /// chats' named locks. Those ride in the text protocol with the statement next to them.
-pub(super) struct WriterSession {
+pub struct WriterSession {
     pool: MySqlPool,
     conn: Option<PoolConnection<MySql>>,
     /// A transaction is open: it is rolled back before the locks go.
@@ -30,7 +30,7 @@ pub(super) struct WriterSession {
 }
 
 impl WriterSession {
-    pub(super) fn new(pool: MySqlPool) -> Self {
+    pub fn new(pool: MySqlPool) -> Self {
         Self {
             pool,
             conn: None,
@@ -41,16 +41,14 @@ impl WriterSession {
     }
 
     /// Whether the session keeps a connection (none before its first batch or after a failure).
-    #[cfg(test)]
-    pub(super) fn has_connection(&self) -> bool {
+    #[cfg(feature = "test-internals")]
+    pub fn has_connection(&self) -> bool {
         self.conn.is_some()
     }
 
     /// The session's connection: a new one from the pool after a failure, and one idle for a
     /// while is pinged first, as the pool does (`PING_AFTER_IDLE`).
-    pub(super) async fn connection(
-        &mut self,
-    ) -> std::result::Result<&mut MySqlConnection, sqlx::Error> {
+    pub async fn connection(&mut self) -> std::result::Result<&mut MySqlConnection, sqlx::Error> {
         if let Some(conn) = self.conn.as_mut()
             && ping_if_idle(conn, self.last_used.elapsed()).await.is_err()
         {
@@ -66,10 +64,7 @@ impl WriterSession {
 
     /// Releases the previous batch's locks, takes the named locks of `chats` (ascending) and
     /// begins the batch's transaction, in one round trip; returns the chats granted.
-    pub(super) async fn begin(
-        &mut self,
-        chats: &[Id],
-    ) -> std::result::Result<HashSet<Id>, sqlx::Error> {
+    pub async fn begin(&mut self, chats: &[Id]) -> std::result::Result<HashSet<Id>, sqlx::Error> {
         // A batch whose every send was refused stored nothing and left its transaction open.
         let rollback = if self.in_transaction {
             "ROLLBACK; "
@@ -113,10 +108,7 @@ impl WriterSession {
 
     /// Runs `statement` and COMMIT in one round trip. A database error leaves the transaction
     /// open (the server stops at the failing statement); any other leaves the commit unknown.
-    pub(super) async fn commit_with(
-        &mut self,
-        statement: &str,
-    ) -> std::result::Result<(), BatchError> {
+    pub async fn commit_with(&mut self, statement: &str) -> std::result::Result<(), BatchError> {
         let sql = format!("{statement}; COMMIT");
         let conn = self.connection().await?;
         match conn.execute(sql.as_str()).await {
@@ -149,7 +141,7 @@ impl WriterSession {
 
     /// Ends an open transaction and releases the named locks; if that fails, closes the
     /// connection instead, which does both.
-    pub(super) async fn release(&mut self) {
+    pub async fn release(&mut self) {
         let sql = match (self.in_transaction, self.holds_locks) {
             (false, false) => return,
             (true, true) => "ROLLBACK; DO RELEASE_ALL_LOCKS()",

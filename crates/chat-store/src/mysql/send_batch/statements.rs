@@ -16,7 +16,7 @@ use crate::padded::{bind_padded, padded_len, placeholders};
 use crate::{Result, StoreError};
 
 /// Why a batch could not be stored.
-pub(super) enum BatchError {
+pub enum BatchError {
     /// The connection is healthy and the batch path cannot store these sends: they can go one by
     /// one (the transaction is rolled back first).
     Retry(RetryCause),
@@ -26,7 +26,7 @@ pub(super) enum BatchError {
 
 /// Why a batch went one send at a time (logged), or, alone, why a send failed.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum RetryCause {
+pub enum RetryCause {
     /// Refused by the server (a duplicate key, a deadlock): alone, each send meets it or not.
     #[error(transparent)]
     Refused(sqlx::Error),
@@ -62,12 +62,12 @@ struct ChatState {
 
 /// What the counters query learns for the INSERT besides the chats: the database's clock and
 /// how it numbers the rows of one statement.
-pub(super) struct InsertFacts {
-    pub(super) now: NaiveDateTime,
+pub struct InsertFacts {
+    pub now: NaiveDateTime,
     /// The distance between the ids of one multi-row INSERT when the server gives them out
     /// consecutively (`innodb_autoinc_lock_mode` 0 or 1, as on MariaDB by default): the session's
     /// `auto_increment_increment`. `None` (mode 2, MySQL 8's default): they must be read back.
-    pub(super) id_step: Option<u64>,
+    pub id_step: Option<u64>,
 }
 
 impl InsertFacts {
@@ -78,7 +78,7 @@ impl InsertFacts {
 
 /// Stores the batch in the session's transaction and commits it: per send, its outcome (or the
 /// error that is its alone, such as not being a member).
-pub(super) async fn write_batch(
+pub async fn write_batch(
     session: &mut WriterSession,
     batch: &[&QueuedMessage],
 ) -> std::result::Result<Vec<Result<SendOutcome>>, BatchError> {
@@ -246,7 +246,7 @@ async fn reply_targets(
 }
 
 /// Inserts the rows in one statement; returns their ids in the same order.
-pub(super) async fn insert_messages(
+pub async fn insert_messages(
     conn: &mut MySqlConnection,
     rows: &[(&QueuedMessage, u64)],
     facts: &InsertFacts,
