@@ -287,8 +287,8 @@ where
         }
         if update.pinned.is_some() || update.archived.is_some() {
             sqlx::query(
-                "UPDATE chat_members SET pinned = COALESCE(?, pinned), archived = COALESCE(?, archived) \
-                 WHERE chat_id = ? AND user_id = ?",
+                "UPDATE chat_members SET pinned = COALESCE(?, pinned), \
+                 archived = COALESCE(?, archived) WHERE chat_id = ? AND user_id = ?",
             )
             .bind(update.pinned)
             .bind(update.archived)

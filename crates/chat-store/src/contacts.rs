@@ -65,8 +65,8 @@ where
 
     async fn contacts(&self, owner_id: Id) -> Result<Vec<(UserRef, Option<Timestamp>)>> {
         let rows: Vec<ContactRow> = sqlx::query_as(
-            "SELECT u.id, u.username, u.last_seen FROM contacts c JOIN users u ON u.id = c.contact_id \
-             WHERE c.owner_id = ? ORDER BY u.username",
+            "SELECT u.id, u.username, u.last_seen FROM contacts c \
+             JOIN users u ON u.id = c.contact_id WHERE c.owner_id = ? ORDER BY u.username",
         )
         .bind(key(owner_id))
         .fetch_all(self.reader())

@@ -67,8 +67,8 @@ impl SqliteBackend {
         }
         let seq = last_seq + 1;
         let inserted = sqlx::query(
-            "INSERT INTO messages (chat_id, seq, sender_id, kind, body, attachment_id, reply_to_id, \
-             client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (chat_id, seq, sender_id, kind, body, attachment_id, \
+             reply_to_id, client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(key(new.chat_id))
         .bind(bound(seq))
