@@ -10,7 +10,7 @@
 //! `i64: Encode<'q, DB>` from a trait's declaration to its users, so each generic impl states
 //! them; when a new query binds a new type, the compiler names the bound to add. What differs
 //! between the two is here, as a constant or a function of [`Dialect`], or, for whole operations
-//! (the send path, presence, read watermarks), in `crate::backend::Backend`.
+//! (the send path, the chat's send lock, presence), in `crate::backend::Backend`.
 
 use chat_proto::Id;
 use chat_proto::time::Timestamp;

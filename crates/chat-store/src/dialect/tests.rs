@@ -1,3 +1,5 @@
+//! How times and out-of-range ids are bound.
+
 use super::*;
 
 #[test]
