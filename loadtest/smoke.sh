@@ -17,7 +17,7 @@ out=$(mktemp)
 loadtest/run.sh chat.js "$vus" RAMP_S=10 HOLD_S=65 SETTLE_S=3 DRAIN_S=5 SEND_EVERY_S=5 \
   GROUP_SIZE=10 GROUP_SEND_EVERY_S=20 DELIVERY_P95_MS=500 DELIVERY_P99_MS=2000 "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
-dir=$(sed -n 's/^loadtest: \(.*\) (k6 exit .*/\1/p' "$out" | tail -1)
+dir=$(sed -n 's/^loadtest: \(.*\) ([a-z0-9-]* exit .*/\1/p' "$out" | tail -1)
 rm -f "$out"
 
 passed=0

@@ -1,12 +1,43 @@
 #!/usr/bin/env bash
-# Sourced by loadtest/run.sh: starts a release stack for a load test — chat-api and two gateways
-# against a fresh MariaDB database and Redis prefix (the approach of scripts/bench-stack.sh, on
-# ports of its own so both can run side by side) — and tears it down on exit.
+# Sourced by loadtest/run.sh: starts a release stack for a load test — chat-api and GATEWAYS (2)
+# gateways against a fresh MariaDB database and Redis prefix (the approach of
+# scripts/bench-stack.sh, on ports of its own so both can run side by side) — and tears it down on
+# exit.
 #
-# Env: LT_API_PORT (18280), LT_GW_PORTS ("18281 18283"), LT_PROFILE (release | debug),
-# LT_NO_BUILD=1 (skip cargo build),
+# Env: LT_API_PORT (18280), GATEWAYS (2: gateways on 18281, 18283, 18285, ...), LT_GW_PORTS (the
+# gateways' ports, overrides GATEWAYS: "18281 18283"), LT_PROFILE (release | debug),
+# LT_NO_BUILD=1 (skip cargo build), CARGO_TARGET_DIR (where the binaries are; otherwise cargo
+# metadata's target_directory),
 # MYSQL_HOST/MYSQL_PORT/MYSQL_USER (127.0.0.1/3306/root), REDIS_URL (redis://127.0.0.1:6379).
 # Sets: API_URL, WS_URLS, DATABASE_URL, CHAT_JWT_SECRET, LT_LOGS, lt_stack_pids (api, gw...).
+# lt_bin_dir prints the directory of the binaries of LT_PROFILE.
+
+# The build's target directory: $CARGO_TARGET_DIR, else what cargo says (a workspace may set it
+# in .cargo/config.toml), else ./target.
+lt_target_dir() {
+  if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+    echo "$CARGO_TARGET_DIR"
+    return
+  fi
+  cargo metadata --format-version 1 --no-deps 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null \
+    || echo target
+}
+
+lt_bin_dir() {
+  echo "$(lt_target_dir)/${LT_PROFILE:-release}"
+}
+
+# The gateways' ports: LT_GW_PORTS, or GATEWAYS ports from 18281 in steps of 2.
+lt_gateway_ports() {
+  if [ -n "${LT_GW_PORTS:-}" ]; then
+    echo "$LT_GW_PORTS"
+    return
+  fi
+  local n=${GATEWAYS:-2} ports=() i
+  for i in $(seq 0 $((n - 1))); do ports+=($((18281 + 2 * i))); done
+  echo "${ports[*]}"
+}
 
 # Set before any start, so that the exit trap's lt_stack_stop also works (under `set -u`) when
 # lt_stack_start gave up before starting anything, e.g. on a port already in use.
@@ -14,13 +45,18 @@ lt_stack_pids=()
 
 lt_stack_start() {
   local api_port=${LT_API_PORT:-18280}
-  local gw_ports=(${LT_GW_PORTS:-18281 18283})
+  local gw_ports
+  read -r -a gw_ports <<<"$(lt_gateway_ports)"
   local mysql_host=${MYSQL_HOST:-127.0.0.1} mysql_port=${MYSQL_PORT:-3306} mysql_user=${MYSQL_USER:-root}
-  local bin=target/${LT_PROFILE:-release}
+  local bin
+  bin=$(lt_bin_dir)
   if [ "${LT_NO_BUILD:-0}" != 1 ]; then
     echo "building ${LT_PROFILE:-release} binaries..."
     if [ "${LT_PROFILE:-release}" = release ]; then cargo build --release --bins -q; else cargo build --bins -q; fi
   fi
+  for b in chat-api chat-gateway chat-provision; do
+    [ -x "$bin/$b" ] || { echo "no $bin/$b: build it (or unset LT_NO_BUILD)" >&2; return 1; }
+  done
   for port in "$api_port" "${gw_ports[@]}"; do
     if curl -fs -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null; then
       echo "port $port is already serving: set LT_API_PORT/LT_GW_PORTS or reuse it with LT_REUSE_STACK=1" >&2

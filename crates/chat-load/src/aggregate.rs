@@ -154,7 +154,8 @@ impl Aggregate {
             .iter()
             .filter(|((n, _), _)| n == name)
             .map(|(_, v)| v)
-            .sum()
+            .sum::<f64>()
+            + 0.0
     }
 
     /// A counter's total over the tag sets that contain every `k=v` of `filter`.
@@ -163,7 +164,8 @@ impl Aggregate {
             .iter()
             .filter(|((n, t), _)| n == name && has_tags(t, filter))
             .map(|(_, v)| v)
-            .sum()
+            .sum::<f64>()
+            + 0.0
     }
 
     /// A trend over the tag sets that contain every `k=v` of `filter` (all with an empty one).

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The CI smoke of chat-load: each scenario for about 10 s against one stack (chat-api and two
+# gateways, started once by loadtest/lib/stack.sh), through loadtest/run.sh with
+# LT_REUSE_STACK=1: churn, chat (pairs and groups of 10), connect, then storm, which kills gateway
+# 1 and therefore runs last. Exits non-zero when any check of any scenario fails (loss, errors,
+# not every user or session authenticated, a dropped client that did not resume), and ends with
+#   chat-load-smoke: N passed, M failed
+#
+# The latency bounds are loose on purpose, as in smoke.sh: in make test this is the debug build on
+# the machine's two shared cores. Extra NAME=VALUE arguments go to every run.sh call;
+# LT_PROFILE=debug LT_NO_BUILD=1 reuses the debug build of make test.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+for kv in "$@"; do
+  [[ $kv == *=* ]] || { echo "expected NAME=VALUE, got $kv" >&2; exit 2; }
+  export "${kv?}"
+done
+export DRIVER=chat-load
+source loadtest/lib/stack.sh
+if [ "${LT_NO_BUILD:-0}" != 1 ]; then
+  if [ "${LT_PROFILE:-release}" = release ]; then cargo build --release -q -p chat-load; else cargo build -q -p chat-load; fi
+fi
+trap 'lt_stack_stop; [ "${lt_logs_temporary:-0}" = 1 ] && rm -rf "$LT_LOGS"' EXIT
+lt_stack_start || exit 1
+export LT_REUSE_STACK=1 LT_NO_BUILD=1
+LT_STACK_PIDS="api:${lt_stack_pids[0]} gw1:${lt_stack_pids[1]} gw2:${lt_stack_pids[2]}"
+export LT_STACK_PIDS
+
+loose=(SESSION_AUTH_P99_MS=3000 AUTH_P95_MS=2000 AUTH_P99_MS=3000 DELIVERY_P95_MS=1000
+  DELIVERY_P99_MS=3000 RESUME_P99_MS=15000)
+runs=(
+  "churn 400 RATE=20 RAMP_S=2 HOLD_S=6 DOWN_S=2 SESSION_S=4 MSGS=2"
+  "chat 100 GROUP_SIZE=10 RAMP_S=2 HOLD_S=9 SETTLE_S=1 DRAIN_S=2 SEND_EVERY_S=1 GROUP_SEND_EVERY_S=3 FINAL_SPREAD_S=1"
+  "connect 300 RAMP1_S=2 HOLD1_S=3 RAMP2_S=2 HOLD2_S=3"
+  "storm 100 RAMP_S=2 HOLD_S=10 SETTLE_S=1 DRAIN_S=3 SEND_EVERY_S=1 KILL_AT_S=6 RECONNECT_JITTER_S=1 FINAL_SPREAD_S=1"
+)
+passed=0
+failed=0
+summary=()
+for run in "${runs[@]}"; do
+  read -r -a words <<<"$run"
+  out=$(mktemp)
+  loadtest/run.sh "${words[@]}" "${loose[@]}" "$@" 2>&1 | tee "$out" | grep -vE '^\[ *[0-9]+s\]'
+  rc=${PIPESTATUS[0]}
+  dir=$(sed -n 's/^loadtest: \(.*\) ([a-z0-9-]* exit .*/\1/p' "$out" | tail -1)
+  rm -f "$out"
+  p=0 f=0
+  if [ -n "$dir" ] && [ -f "$dir/report.json" ]; then
+    read -r p f < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["passed"], r["failed"])' "$dir/report.json")
+  else
+    f=1 # no report: the run did not get that far
+  fi
+  [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1 # the driver or the runner failed without a check
+  passed=$((passed + p))
+  failed=$((failed + f))
+  summary+=("${words[0]}: $p passed, $f failed")
+done
+printf '  %s\n' "${summary[@]}"
+echo "chat-load-smoke: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
