@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_THREADS ?= 4
 
 .PHONY: help build run run-scaled run-cluster test-embedded test test-cluster unit lint fmt services cluster clean bench \
-	deploy-refs compose-validate k8s-validate loadtest loadtest-smoke chaos test-browser openapi-check \
+	deploy-refs compose-validate k8s-validate loadtest loadtest-smoke loadtest-smoke-load chaos test-browser openapi-check \
 	fuzz-short fuzz-long
 
 help:
@@ -31,11 +31,12 @@ services: ## Start (or install) MariaDB and Redis when they are not answering
 cluster: ## Start the local Redis Cluster (127.0.0.1:7000-7005)
 	deploy/local/redis-cluster.sh start
 
-test: services cluster build ## Unit + e2e (standalone, embedded, cluster), browser (both topologies), OpenAPI, k6 smoke
+test: services cluster build ## Unit + e2e (standalone, embedded, cluster), browser (both topologies), OpenAPI, k6 and chat-load smokes
 	$(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
 	$(MAKE) test-embedded test-browser openapi-check
 	$(MAKE) test-cluster
 	LT_PROFILE=debug LT_NO_BUILD=1 LT_RESULTS_ROOT=.tmp/loadtest-results loadtest/smoke.sh
+	LT_PROFILE=debug LT_NO_BUILD=1 LT_RESULTS_ROOT=.tmp/loadtest-results loadtest/smoke-load.sh
 
 chaos: services build ## Chaos suite, full size: 240 clients, >= 10,000 messages, four faults (docs/reliability.md)
 	scripts/chaos.sh
@@ -93,12 +94,17 @@ fmt:
 
 VUS ?= 15000
 SCRIPT ?= connect.js
+DRIVER ?= k6
+GATEWAYS ?= 2
 
-loadtest: ## k6 against a fresh release stack: make loadtest VUS=15000 [SCRIPT=chat.js|churn.js]
-	loadtest/run.sh $(SCRIPT) $(VUS)
+loadtest: ## A load test on a fresh release stack: make loadtest VUS=15000 [SCRIPT=chat|churn|connect|storm] [DRIVER=k6|chat-load] [GATEWAYS=N]
+	DRIVER=$(DRIVER) GATEWAYS=$(GATEWAYS) loadtest/run.sh $(SCRIPT) $(VUS)
 
 loadtest-smoke: ## k6 smoke: chat.js, 200 VUs over two gateways; prints "k6-smoke: N passed, M failed"
 	loadtest/smoke.sh
+
+loadtest-smoke-load: ## chat-load smoke: churn, chat, connect, storm ~10 s each; prints "chat-load-smoke: N passed, M failed"
+	loadtest/smoke-load.sh
 
 deploy-refs: ## Binaries, ports, env vars, paths and metrics named in deploy/ and k8s/ exist in the code
 	python3 deploy/check-references.py
