@@ -9,6 +9,10 @@ Usage: check-manifests.py listing           kustomization.yaml lists every *.yam
                                             RULES_OUT for promtool
        check-manifests.py semantics         the properties the deployment promises (probes, drain
                                             timing, security context, HPAs, PDBs, selectors, keys)
+       check-manifests.py loadtest          k8s/loadtest/ (its own kustomization): the listing, the
+                                            TestRuns against k8s/schemas/k6-testrun.json, and what
+                                            they refer to (claim, scripts, parameters)
+       check-manifests.py loadtest-files    print k8s/loadtest's files with built-in kinds
 
 Exit status 1 with one line per problem.
 """
@@ -24,6 +28,9 @@ K8S = Path(__file__).resolve().parent
 REPO = K8S.parent
 CRD_GROUPS = {"monitoring.coreos.com/v1": {"ServiceMonitor": "servicemonitor.json",
                                            "PrometheusRule": "prometheusrule.json"}}
+# k8s/loadtest/ is a kustomization of its own (k6 at cluster scale), checked by `loadtest`.
+LOADTEST = K8S / "loadtest"
+LOADTEST_CRDS = {"k6.io/v1alpha1": {"TestRun": "k6-testrun.json"}}
 TIERS = ("chat-api", "chat-gateway", "chat-worker")
 errors = []
 
@@ -51,8 +58,9 @@ def all_docs():
 
 def cmd_listing():
     listed = listed_files()
-    on_disk = sorted(str(p.relative_to(K8S)) for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
-    on_disk += sorted(str(p.relative_to(K8S)) for p in K8S.rglob("*.yml"))
+    on_disk = sorted(str(p.relative_to(K8S)) for p in K8S.rglob("*.yaml")
+                     if p.name != "kustomization.yaml" and LOADTEST not in p.parents)
+    on_disk += sorted(str(p.relative_to(K8S)) for p in K8S.rglob("*.yml") if LOADTEST not in p.parents)
     dupes = sorted({f for f in listed if listed.count(f) > 1})
     for f in dupes:
         err(f"kustomization.yaml lists {f} more than once")
@@ -298,6 +306,81 @@ def cmd_semantics():
               f"selectors, config keys, StatefulSets, Ingress")
 
 
+def loadtest_docs():
+    kust = yaml.safe_load((LOADTEST / "kustomization.yaml").read_text())
+    out = []
+    for name in kust.get("resources") or []:
+        if (LOADTEST / name).exists():
+            out += [(name, d) for d in yaml.safe_load_all((LOADTEST / name).read_text()) if isinstance(d, dict)]
+    return kust, out
+
+
+def cmd_loadtest_files():
+    kust, _ = loadtest_docs()
+    for name in kust.get("resources") or []:
+        path = LOADTEST / name
+        if path.exists() and not any(d.get("apiVersion") in LOADTEST_CRDS
+                                     for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)):
+            print(path)
+
+
+def cmd_loadtest():
+    import jsonschema
+
+    kust, docs = loadtest_docs()
+    listed = list(kust.get("resources") or [])
+    on_disk = sorted(p.name for p in LOADTEST.glob("*.y*ml") if p.name != "kustomization.yaml")
+    for f in sorted(set(on_disk) - set(listed)):
+        err(f"k8s/loadtest/{f} exists but k8s/loadtest/kustomization.yaml does not list it")
+    for f in sorted(set(listed) - set(on_disk)):
+        err(f"k8s/loadtest/kustomization.yaml lists {f}, which does not exist")
+    claims = {(d["metadata"].get("namespace"), d["metadata"]["name"])
+              for _, d in docs if d.get("kind") == "PersistentVolumeClaim"}
+    namespaces = {d["metadata"]["name"] for _, d in docs if d.get("kind") == "Namespace"}
+    namespaces |= {"chat"}  # the application's own, from k8s/namespace.yaml
+    runs = 0
+    for name, d in docs:
+        where = f"k8s/loadtest/{name} {d.get('kind')} {d['metadata'].get('name')}"
+        if d.get("kind") != "Namespace" and d["metadata"].get("namespace") not in namespaces:
+            err(f"{where}: metadata.namespace must be set to chat-loadtest or chat (the kustomization sets none)")
+        api = d.get("apiVersion", "")
+        if api in LOADTEST_CRDS:
+            schema_file = LOADTEST_CRDS[api].get(d.get("kind"))
+            if not schema_file:
+                err(f"{where}: no schema for {api} {d.get('kind')} (add one to k8s/schemas/)")
+                continue
+            schema = json.loads((K8S / "schemas" / schema_file).read_text())
+            for e in sorted(jsonschema.Draft7Validator(schema).iter_errors(d), key=lambda e: list(e.absolute_path)):
+                at = "/".join(str(p) for p in e.absolute_path) or "(top)"
+                err(f"{where}: {at}: {e.message}")
+            spec = d.get("spec") or {}
+            script = spec.get("script") or {}
+            claim = (script.get("volumeClaim") or {}).get("name")
+            if claim and (d["metadata"].get("namespace"), claim) not in claims:
+                err(f"{where}: script.volumeClaim {claim} is not a PersistentVolumeClaim of its namespace here")
+            file = (script.get("volumeClaim") or {}).get("file") or (script.get("configMap") or {}).get("file")
+            if file and not (REPO / "loadtest" / file).exists():
+                err(f"{where}: script {file} is not in loadtest/")
+            args = spec.get("arguments") or ""
+            for needed in ("-e VUS=", "-e USERS_FILE=/test/", "-e WS_URLS="):
+                if needed not in args:
+                    err(f"{where}: arguments need {needed}... (the scripts' parameters)")
+            for pod in ("runner", "initializer", "starter"):
+                p = spec.get(pod) or {}
+                if (p.get("securityContext") or {}).get("runAsNonRoot") is not True:
+                    err(f"{where}: {pod}.securityContext.runAsNonRoot must be true (restricted namespace)")
+                if (p.get("containerSecurityContext") or {}).get("allowPrivilegeEscalation") is not False:
+                    err(f"{where}: {pod}.containerSecurityContext.allowPrivilegeEscalation must be false")
+            runs += 1
+        elif "." in api.split("/")[0] and not api.split("/")[0].endswith(".k8s.io"):
+            err(f"{where}: {api} is a custom resource without a schema in k8s/schemas/")
+    if runs == 0:
+        err("k8s/loadtest has no TestRun")
+    if not errors:
+        print(f"    ok: k8s/loadtest lists its {len(listed)} files; {runs} TestRuns match k8s/schemas/k6-testrun.json "
+              f"and name an existing claim, script and the scripts' parameters")
+
+
 def main(argv):
     cmd = argv[0] if argv else ""
     if cmd == "listing":
@@ -308,6 +391,10 @@ def main(argv):
         cmd_crds(argv[1])
     elif cmd == "semantics":
         cmd_semantics()
+    elif cmd == "loadtest":
+        cmd_loadtest()
+    elif cmd == "loadtest-files":
+        cmd_loadtest_files()
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -11,6 +11,9 @@
 #      deploy/prometheus/alerts.yml's.
 #   4. k8s/check-manifests.py semantics: probes, drain timing, security contexts, resources, HPAs,
 #      PDBs, selectors, ConfigMap/Secret keys, StatefulSets, Ingress timeouts.
+#   4b. k8s/loadtest/ (k6 at cluster scale, a kustomization of its own): its built-in objects
+#      through kubernetes-validate --strict, its TestRuns (k6.io/v1alpha1) against the structural
+#      schema k8s/schemas/k6-testrun.json, the claim, scripts and parameters they name.
 #   5. When kubectl is installed: `kubectl kustomize k8s` builds, and the rendered output (namespace,
 #      labels and images applied) passes kubernetes-validate --strict too.
 #
@@ -77,6 +80,13 @@ fi
 say "semantics"
 "$PY" k8s/check-manifests.py semantics || fail "k8s/check-manifests.py semantics found problems (above)"
 
+say "k8s/loadtest: k6-operator TestRuns and what they use"
+mapfile -t LOADTEST_FILES < <("$PY" k8s/check-manifests.py loadtest-files)
+if [ "${#LOADTEST_FILES[@]}" -gt 0 ]; then
+  IGNORE_CRD_WARNINGS='^$' run_kubernetes_validate "k8s/loadtest/*.yaml" "${LOADTEST_FILES[@]}"
+fi
+"$PY" k8s/check-manifests.py loadtest || fail "k8s/loadtest does not check out (above)"
+
 say "kubectl kustomize k8s"
 if command -v kubectl >/dev/null 2>&1; then
   if kubectl kustomize k8s >"${OUT}/rendered.yaml" 2>"${OUT}/kustomize.err"; then
@@ -86,6 +96,12 @@ if command -v kubectl >/dev/null 2>&1; then
   else
     fail "kubectl kustomize k8s failed:"
     sed 's/^/      /' "${OUT}/kustomize.err" >&2
+  fi
+  if kubectl kustomize k8s/loadtest >"${OUT}/rendered-loadtest.yaml" 2>"${OUT}/kustomize-loadtest.err"; then
+    ok "kustomize build k8s/loadtest: $(grep -c '^kind:' "${OUT}/rendered-loadtest.yaml") objects"
+  else
+    fail "kubectl kustomize k8s/loadtest failed:"
+    sed 's/^/      /' "${OUT}/kustomize-loadtest.err" >&2
   fi
 else
   warn "kubectl not installed: kustomize build not checked"
