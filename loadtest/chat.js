@@ -122,7 +122,9 @@ let carried = []; // sends of an ended session with no ack yet: re-sent by the n
 let booksClosed = false; // closeBooks ran
 
 export default function () {
-  const idx = __VU - 1;
+  // The VU's number across the whole test, also when k6 instances each run an execution segment
+  // (__VU counts from 1 in every instance): user idx, and its pair and group.
+  const idx = exec.vu.idInTest - 1;
   const iteration = iterations++;
   const start = exec.scenario.startTime;
   const endAt = start + TOTAL_MS;
@@ -203,7 +205,7 @@ export default function () {
     seqNo += 1;
     transmit({
       chat: chatId,
-      clientMsgId: `lt-${__VU}-${iteration}-${seqNo}`,
+      clientMsgId: `lt-${exec.vu.idInTest}-${iteration}-${seqNo}`,
       text: String(now),
       attempts: 0,
     });
@@ -425,7 +427,7 @@ function closeBooks(open) {
       const missing = [];
       for (let seq = 1; seq <= c.max && missing.length < 5; seq++) if (!c.seen[seq]) missing.push(seq);
       logOnce(`${gaps} seqs missing in ${c.kind} chat ${chatIdOf(c)} (max ${c.max}, seen ${c.n}; ` +
-        `first missing ${missing.join(',')}; user ${users[__VU - 1].id})`);
+        `first missing ${missing.join(',')}; user ${users[exec.vu.idInTest - 1].id})`);
     }
   }
 }

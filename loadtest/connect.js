@@ -67,7 +67,7 @@ if (users.length < VUS) {
 let iterations = 0;
 
 export default function () {
-  const idx = __VU - 1;
+  const idx = exec.vu.idInTest - 1; // unique across instances running execution segments
   const endAt = exec.scenario.startTime + TOTAL_MS;
   if (iterations++ > 0) sleep(1); // a reconnect after an unexpected close: no tight loop
   if (Date.now() > endAt - 2000) {
