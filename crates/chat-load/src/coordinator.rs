@@ -185,11 +185,11 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             if sockets >= facts.peak_sockets && sockets > 0 {
                 facts.peak_sockets = sockets;
                 // The gateways' memory with the most sockets open (before the storm's kill).
-                if killed.is_none() {
-                    if let Some(r) = gateway_rss() {
-                        facts.gateway_rss_at_peak_kib = Some(r);
-                        facts.gateway_sockets_at_peak = sockets;
-                    }
+                if killed.is_none()
+                    && let Some(r) = gateway_rss()
+                {
+                    facts.gateway_rss_at_peak_kib = Some(r);
+                    facts.gateway_sockets_at_peak = sockets;
                 }
             }
             let totals = (
@@ -279,14 +279,14 @@ fn warn_about_limits(per_worker: usize, args: &Args) {
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|v| v.parse::<usize>().ok());
-    if let Some(soft) = soft {
-        if soft < per_worker + 100 {
-            eprintln!(
-                "chat-load: warning: the open-files limit is {soft} and a worker may hold {per_worker} sockets: \
+    if let Some(soft) = soft
+        && soft < per_worker + 100
+    {
+        eprintln!(
+            "chat-load: warning: the open-files limit is {soft} and a worker may hold {per_worker} sockets: \
                  raise it (ulimit -n) or set WORKERS / SOCKETS_PER_WORKER (now {})",
-                args.sockets_per_worker
-            );
-        }
+            args.sockets_per_worker
+        );
     }
 }
 

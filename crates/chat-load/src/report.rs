@@ -333,14 +333,14 @@ pub fn build(args: &Args, timing: &Timing, agg: &Aggregate, facts: &RunFacts) ->
             lines.push(format!("  {n:<24} {}", describe(&t)));
         }
     }
-    if args.scenario == Scenario::Storm {
-        if let Some(t) = agg.trend(name::DELIVERY, &["client=stayed", "via=live"]) {
-            lines.push(format!(
-                "  {:<24} {}",
-                "delivery, stayed, live",
-                describe(&t)
-            ));
-        }
+    if args.scenario == Scenario::Storm
+        && let Some(t) = agg.trend(name::DELIVERY, &["client=stayed", "via=live"])
+    {
+        lines.push(format!(
+            "  {:<24} {}",
+            "delivery, stayed, live",
+            describe(&t)
+        ));
     }
     for (n, t, v) in agg.tagged() {
         if [

@@ -37,17 +37,17 @@ pub async fn run(ctx: Rc<Ctx>) {
             clients.push(tokio::task::spawn_local(client(ctx.clone(), k)));
         }
     }
-    if ctx.args.scenario == Scenario::Storm {
-        if let Some(at) = ctx.timing.kill_at {
-            let ctx = ctx.clone();
-            tokio::task::spawn_local(async move {
-                sleep_until(ctx.at(at)).await;
-                let g = ctx.args.kill_gateway.saturating_sub(1);
-                if let Some(d) = ctx.dead.borrow_mut().get_mut(g) {
-                    *d = true;
-                }
-            });
-        }
+    if ctx.args.scenario == Scenario::Storm
+        && let Some(at) = ctx.timing.kill_at
+    {
+        let ctx = ctx.clone();
+        tokio::task::spawn_local(async move {
+            sleep_until(ctx.at(at)).await;
+            let g = ctx.args.kill_gateway.saturating_sub(1);
+            if let Some(d) = ctx.dead.borrow_mut().get_mut(g) {
+                *d = true;
+            }
+        });
     }
     for c in clients {
         let _ = c.await;

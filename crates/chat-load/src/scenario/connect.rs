@@ -123,11 +123,11 @@ async fn vu(ctx: Rc<Ctx>, k: usize) {
                         ctx.count(name::CLOSED, 1.0);
                         break;
                     }
-                    if let (Some(p), Some(every)) = (next_ping, ping_every) {
-                        if p <= now {
-                            next_ping = Some(p + every);
-                            let _ = conn.send(frames::ping()).await;
-                        }
+                    if let (Some(p), Some(every)) = (next_ping, ping_every)
+                        && p <= now
+                    {
+                        next_ping = Some(p + every);
+                        let _ = conn.send(frames::ping()).await;
                     }
                 }
             }
