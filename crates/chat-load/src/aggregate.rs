@@ -128,7 +128,9 @@ impl Aggregate {
     /// One k6 JSON Point. Metric names and tags are the driver's own (`[a-z0-9_=,]`), so the line
     /// is formatted directly: at churn's rates this file gets thousands of lines a second.
     fn point(&mut self, metric: &str, tags: &str, time: &str, value: f64) {
-        let Some(out) = self.points.as_mut() else { return };
+        let Some(out) = self.points.as_mut() else {
+            return;
+        };
         let mut tag_json = String::new();
         for (k, v) in tags.split(',').filter_map(|kv| kv.split_once('=')) {
             if !tag_json.is_empty() {

@@ -119,7 +119,7 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
     let a = &ctx.args;
     let t = &ctx.timing;
     let storm = a.scenario == Scenario::Storm;
-    sleep_until(ctx.at(t.vu_start(k))).await;
+    sleep_until(ctx.coarse(ctx.at(t.vu_start(k)))).await;
     let user = &ctx.users[k % ctx.users.len()];
     let mut books: Vec<Book> = Vec::new();
     if let Some(c) = user.pair_chat_id {
@@ -372,7 +372,7 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                         continue 'sessions;
                     }
                 },
-                _ = sleep_until(deadline) => {
+                _ = sleep_until(ctx.coarse(deadline)) => {
                     let now = Instant::now();
                     if !authed {
                         ctx.count_tagged(name::ERRORS, "kind=auth_timeout".into());

@@ -25,7 +25,7 @@ pub async fn run(ctx: Rc<Ctx>) {
         if !owns(i, ctx.worker, ctx.workers) {
             continue;
         }
-        sleep_until(ctx.at(*t)).await;
+        sleep_until(ctx.coarse(ctx.at(*t))).await;
         if ctx.active.get() >= cap {
             ctx.count(name::DROPPED_ITERATIONS, 1.0);
             continue;
@@ -197,7 +197,7 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
                     break true;
                 }
             },
-            _ = sleep_until(deadline) => {
+            _ = sleep_until(ctx.coarse(deadline)) => {
                 let now = Instant::now();
                 if !authed {
                     ctx.count_tagged(name::ERRORS, "kind=auth_timeout".into());

@@ -30,7 +30,7 @@ pub async fn run(ctx: Rc<Ctx>) {
 
 async fn vu(ctx: Rc<Ctx>, k: usize) {
     let a = &ctx.args;
-    sleep_until(ctx.at(ctx.timing.vu_start(k))).await;
+    sleep_until(ctx.coarse(ctx.at(ctx.timing.vu_start(k)))).await;
     let end = ctx.at(ctx.timing.end);
     let user = &ctx.users[k % ctx.users.len()];
     let target = &ctx.targets[ctx.gateway_of(k)];
@@ -110,7 +110,7 @@ async fn vu(ctx: Rc<Ctx>, k: usize) {
                         break;
                     }
                 },
-                _ = sleep_until(deadline) => {
+                _ = sleep_until(ctx.coarse(deadline)) => {
                     let now = Instant::now();
                     if now >= end {
                         conn.close(Duration::from_secs(2)).await;
