@@ -138,6 +138,12 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
 
     let t0 = Instant::now() + Duration::from_millis(READY_MS);
     let kill_at = timing.kill_at.map(|s| t0 + Duration::from_secs_f64(s));
+    let idle_at = match args.scenario {
+        Scenario::Chat | Scenario::Storm => Some(timing.send_from - 1.0),
+        Scenario::Connect => Some(timing.end - 2.0),
+        Scenario::Churn => None,
+    }
+    .map(|s| t0 + Duration::from_secs_f64(s.max(0.0)));
     let mut killed: Option<String> = None;
     let mut facts = RunFacts {
         workers,
@@ -182,15 +188,21 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             }
             let sockets: u64 = active.iter().sum();
             agg.vus(unix_s(), sockets);
-            if sockets >= facts.peak_sockets && sockets > 0 {
-                facts.peak_sockets = sockets;
-                // The gateways' memory with the most sockets open (before the storm's kill).
-                if killed.is_none()
-                    && let Some(r) = gateway_rss()
-                {
-                    facts.gateway_rss_at_peak_kib = Some(r);
-                    facts.gateway_sockets_at_peak = sockets;
-                }
+            facts.peak_sockets = facts.peak_sockets.max(sockets);
+            // The gateways' memory with every socket open and idle: just before the sends begin
+            // (chat, storm), near the end of the last hold (connect), or at the most sockets
+            // (churn). Never after the storm's kill.
+            let measure = match idle_at {
+                Some(at) => Instant::now() <= at || facts.gateway_sockets_at_peak == 0,
+                None => sockets >= facts.gateway_sockets_at_peak,
+            };
+            if measure
+                && sockets > 0
+                && killed.is_none()
+                && let Some(r) = gateway_rss()
+            {
+                facts.gateway_rss_at_peak_kib = Some(r);
+                facts.gateway_sockets_at_peak = sockets;
             }
             let totals = (
                 agg.count(name::AUTH_OK),

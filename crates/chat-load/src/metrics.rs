@@ -33,6 +33,8 @@ pub mod name {
     pub const DELIVERY: &str = "chat_delivery_ms";
     pub const SEND_ACK: &str = "send_ack_ms";
     pub const RESUME: &str = "resume_ms";
+    /// storm: from the reconnect attempt (after the jitter) to `synced`.
+    pub const RESUME_RECONNECT: &str = "resume_reconnect_ms";
 }
 
 /// One worker's second.

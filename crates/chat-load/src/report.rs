@@ -279,6 +279,7 @@ pub fn build(args: &Args, timing: &Timing, agg: &Aggregate, facts: &RunFacts) ->
         "chat_delivery_stayed_live_ms": (args.scenario == Scenario::Storm).then(|| trend(name::DELIVERY, &["client=stayed", "via=live"])),
         "send_ack_ms": trend(name::SEND_ACK, &[]),
         "resume_ms": trend(name::RESUME, &[]),
+        "resume_reconnect_ms": trend(name::RESUME_RECONNECT, &[]),
         "msgs_sent": agg.count(name::SENT),
         "msgs_acked": agg.count(name::ACKED),
         "msgs_expected": exp,
@@ -360,7 +361,7 @@ pub fn build(args: &Args, timing: &Timing, agg: &Aggregate, facts: &RunFacts) ->
     ));
     if let Some(b) = rss_per_socket(facts) {
         lines.push(format!(
-            "  gateways: {b:.0} B of RSS per socket at the peak ({} sockets)",
+            "  gateways: {b:.0} B of RSS per socket with {} sockets open, idle (before the sends; connect: at the end of the hold)",
             facts.gateway_sockets_at_peak
         ));
     }

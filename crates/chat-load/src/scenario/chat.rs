@@ -305,6 +305,7 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                                 replaying = false;
                                 if let Some(d) = dropped_at.take() {
                                     ctx.sample(name::RESUME, "", d.elapsed().as_secs_f64() * 1e3);
+                                    ctx.sample(name::RESUME_RECONNECT, "", started.elapsed().as_secs_f64() * 1e3);
                                 }
                                 if final_asked {
                                     quiet_until = Some(Instant::now() + Duration::from_millis(a.final_quiet_ms));
