@@ -330,6 +330,7 @@ pub fn build(args: &Args, timing: &Timing, agg: &Aggregate, facts: &RunFacts) ->
         name::DELIVERY,
         name::SEND_ACK,
         name::RESUME,
+        name::RESUME_RECONNECT,
     ] {
         if let Some(t) = agg.trend(n, &[]) {
             lines.push(format!("  {n:<24} {}", describe(&t)));
@@ -452,6 +453,7 @@ pub fn write(
         name::DELIVERY,
         name::SEND_ACK,
         name::RESUME,
+        name::RESUME_RECONNECT,
     ] {
         if let Some(t) = agg.trend(n, &[]) {
             metrics.insert(
