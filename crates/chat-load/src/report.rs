@@ -475,3 +475,6 @@ pub fn write(
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
