@@ -123,6 +123,10 @@ fi
 if [ "$driver" = chat-load ] && [ "${LT_NO_BUILD:-0}" != 1 ]; then
   if [ "${LT_PROFILE:-release}" = release ]; then cargo build --release -q -p chat-load; else cargo build -q -p chat-load; fi
 fi
+if [ "$driver" = chat-load ] && [ ! -x "$bin/chat-load" ]; then
+  echo "no $bin/chat-load: build it (cargo build --release -p chat-load) or unset LT_NO_BUILD" >&2
+  exit 2
+fi
 # The gateways' pids in WS_URLS order (chat-load reads their memory; storm kills one).
 gateway_pids=$(for p in $stack_pids; do [[ $p == gw* ]] && echo -n "${p#*:},"; done)
 gateway_pids=${gateway_pids%,}
