@@ -224,6 +224,11 @@ pub struct Args {
     /// Threshold: the gateways' RSS growth per socket at the peak, in bytes (0: not checked).
     #[arg(long, env = "RSS_PER_SOCKET_MAX_B", default_value_t = 0.0)]
     pub rss_per_socket_max_b: f64,
+    /// The scenarios' timers (sends, session ends, arrivals) are rounded up to this many ms, so
+    /// that many sockets' timers share one wakeup of a worker (0: exact).
+    #[arg(long, env = "TIMER_GRAIN_MS", default_value_t = crate::ctx::DEFAULT_TIMER_GRAIN_MS)]
+    pub timer_grain_ms: u64,
+
     /// Give up on an auth_ok after this long.
     #[arg(long, env = "AUTH_TIMEOUT_S", default_value_t = 10.0)]
     pub auth_timeout_s: f64,

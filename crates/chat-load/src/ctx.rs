@@ -58,13 +58,14 @@ impl Ctx {
         self.start + Duration::from_secs_f64(secs.max(0.0))
     }
 
-    /// `t` rounded up to the timer grain ([`TIMER_GRAIN`]) since time zero: timers of many
-    /// sockets then fire in one wakeup of the worker's thread instead of one each.
+    /// `t` rounded up to the timer grain (TIMER_GRAIN_MS, see [`DEFAULT_TIMER_GRAIN_MS`]) since
+    /// time zero: timers of many sockets then fire in one wakeup of the worker's thread instead
+    /// of one each.
     pub fn coarse(&self, t: Instant) -> Instant {
-        if t <= self.start {
+        let grain = self.args.timer_grain_ms.saturating_mul(1000);
+        if t <= self.start || grain == 0 {
             return t;
         }
-        let grain = TIMER_GRAIN.as_micros() as u64;
         let since = (t - self.start).as_micros() as u64;
         self.start + Duration::from_micros(since.div_ceil(grain) * grain)
     }
@@ -125,12 +126,12 @@ impl Ctx {
     }
 }
 
-/// The granularity of the scenarios' timers (sends, session ends, arrivals). Waking a thread
+/// The default granularity of the scenarios' timers (sends, session ends, arrivals). Waking a thread
 /// costs a context switch, which on this VM was the largest part of the driver's CPU per session
 /// at 150 sessions/s (20,000 switches for 1,800 sessions); timers rounded up to 10 ms share
 /// wakeups. Latencies are unaffected: they are measured from when a frame is actually written
 /// to when one is read, not from the timer.
-pub const TIMER_GRAIN: Duration = Duration::from_millis(10);
+pub const DEFAULT_TIMER_GRAIN_MS: u64 = 10;
 
 /// Microseconds since the Unix epoch: message texts carry it, so delivery is measured on one
 /// clock from the sender's write to the receiver's read.
