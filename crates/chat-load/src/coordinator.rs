@@ -153,6 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let mut active = vec![0u64; workers];
     let mut cpu = vec![0f64; workers];
     let mut done = vec![false; workers];
+    let mut crashed = vec![false; workers];
     let mut peak_rss_kib = vec![0u64; workers];
     let mut next_second = t0 + Duration::from_secs(1);
     let mut last_totals = (0.0, 0.0, 0.0);
@@ -181,9 +182,26 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         }
         if Instant::now() >= next_second {
             next_second += Duration::from_secs(1);
-            for (w, c) in children.iter().enumerate() {
+            for (w, c) in children.iter_mut().enumerate() {
                 if let Some(r) = rss_kib(c.id()) {
                     peak_rss_kib[w] = peak_rss_kib[w].max(r);
+                }
+                // A worker that exited without its last tick crashed: stop waiting for it.
+                if !done[w]
+                    && let Ok(Some(status)) = c.try_wait()
+                {
+                    // Its last lines may still be in the pipe: read what is there first.
+                    while let Ok(t) = rx.try_recv() {
+                        active[t.worker] = t.active;
+                        cpu[t.worker] = t.cpu_s;
+                        done[t.worker] |= t.done;
+                        agg.absorb(&t);
+                    }
+                    if !done[w] {
+                        eprintln!("chat-load: worker {w} exited ({status}) before finishing");
+                        crashed[w] = true;
+                        done[w] = true;
+                    }
                 }
             }
             let sockets: u64 = active.iter().sum();
@@ -233,7 +251,11 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             }
         }
     }
-    let unfinished = done.iter().filter(|d| !**d).count();
+    let unfinished = done
+        .iter()
+        .zip(&crashed)
+        .filter(|(d, c)| !**d || **c)
+        .count();
     for c in children.iter_mut() {
         if unfinished > 0 {
             let _ = c.kill();
