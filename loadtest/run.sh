@@ -60,8 +60,9 @@ fi
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 # LT_RESULTS_ROOT lets CI's smoke write outside the tracked results (make test uses .tmp/).
-dir=${LT_RESULTS_ROOT:-loadtest/results}/${stamp}-${script%.js}-${vus}${driver/#k6/}
-[ "$driver" = k6 ] || dir=${dir%chat-load}-chat-load
+suffix=
+[ "$driver" = k6 ] || suffix=-$driver
+dir=${LT_RESULTS_ROOT:-loadtest/results}/${stamp}-${script%.js}-${vus}${suffix}
 mkdir -p "$dir/raw" "$dir/logs"
 absdir=$(cd "$dir" && pwd)
 
