@@ -12,20 +12,8 @@
 # Sets: API_URL, WS_URLS, DATABASE_URL, CHAT_JWT_SECRET, LT_LOGS, lt_stack_pids (api, gw...).
 # lt_bin_dir prints the directory of the binaries of LT_PROFILE.
 
-# The build's target directory: $CARGO_TARGET_DIR, else what cargo says (a workspace may set it
-# in .cargo/config.toml), else ./target.
-lt_target_dir() {
-  if [ -n "${CARGO_TARGET_DIR:-}" ]; then
-    echo "$CARGO_TARGET_DIR"
-    return
-  fi
-  cargo metadata --format-version 1 --no-deps 2>/dev/null \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null \
-    || echo target
-}
-
 lt_bin_dir() {
-  echo "$(lt_target_dir)/${LT_PROFILE:-release}"
+  echo "$(scripts/lib/target-dir.sh)/${LT_PROFILE:-release}"
 }
 
 # The gateways' ports: LT_GW_PORTS, or GATEWAYS ports from 18281 in steps of 2.
