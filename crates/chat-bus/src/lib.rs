@@ -12,38 +12,34 @@
 //! Every Redis key and channel is namespaced by a prefix (`CHAT_REDIS_PREFIX`), and per-user names
 //! carry the user id as a Redis Cluster hash tag so one user's keys share a slot.
 
-mod jobs;
 mod keys;
-mod limits;
 mod memory;
-mod presence;
-mod subscriber;
-mod unannounced;
+mod redis;
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{AsyncCommands, Cmd, FromRedisValue, RedisFuture, Value};
 use bytes::Bytes;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::{AsyncCommands, Cmd, FromRedisValue, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
-pub use jobs::{Delivery, PUSH_GROUP, PushConsumer, PushStats};
 pub use keys::Keys;
-pub use limits::{Bucket, Verdict};
 pub use memory::DeadLetter;
-pub use subscriber::{BusMessage, Subscriber};
-pub use unannounced::UnannouncedSend;
+pub use redis::jobs::{Delivery, PUSH_GROUP, PushConsumer, PushStats};
+pub use redis::limits::{Bucket, Verdict};
+pub use redis::subscriber::{BusMessage, Subscriber};
+pub use redis::unannounced::UnannouncedSend;
 
 pub type UserId = u64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[from] ::redis::RedisError),
     #[error("redis configuration: {0}")]
     Config(String),
     /// A gateway's subscription connection (to a standalone Redis or a cluster master) is
@@ -163,7 +159,7 @@ pub(crate) enum BusConn {
     Shared(ConnectionManager),
     Cluster(ClusterConnection),
     /// A connection of its own, not the shared one (blocking stream reads).
-    Direct(redis::aio::MultiplexedConnection),
+    Direct(::redis::aio::MultiplexedConnection),
 }
 
 impl ConnectionLike for BusConn {
@@ -177,7 +173,7 @@ impl ConnectionLike for BusConn {
 
     fn req_packed_commands<'a>(
         &'a mut self,
-        pipeline: &'a redis::Pipeline,
+        pipeline: &'a ::redis::Pipeline,
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
@@ -272,8 +268,8 @@ impl Bus {
     pub(crate) async fn conn(&self) -> Result<BusConn> {
         // A dead Redis must not hang requests: bound the wait for a connection.
         let timed_out = || {
-            BusError::Redis(redis::RedisError::from((
-                redis::ErrorKind::Io,
+            BusError::Redis(::redis::RedisError::from((
+                ::redis::ErrorKind::Io,
                 "timed out waiting for a redis connection",
             )))
         };
@@ -305,7 +301,7 @@ impl Bus {
         match self.conn().await? {
             // conn() never hands out a direct connection; treat one like the shared one.
             mut conn @ (BusConn::Shared(_) | BusConn::Direct(_)) => {
-                let mut pipe = redis::pipe();
+                let mut pipe = ::redis::pipe();
                 for command in commands {
                     pipe.add_command(command.clone());
                 }
@@ -327,7 +323,7 @@ impl Bus {
             return Ok(());
         }
         let mut conn = self.conn().await?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let _: String = ::redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
     }
 
@@ -356,7 +352,7 @@ impl Bus {
         let commands: Vec<Cmd> = users
             .iter()
             .map(|&user| {
-                let mut command = redis::cmd(verb);
+                let mut command = ::redis::cmd(verb);
                 command
                     .arg(self.keys.user_channel(user))
                     .arg(payload.as_ref());
@@ -400,7 +396,7 @@ impl Bus {
         let commands: Vec<Cmd> = jtis
             .iter()
             .map(|jti| {
-                let mut command = redis::cmd("EXISTS");
+                let mut command = ::redis::cmd("EXISTS");
                 command.arg(self.keys.revoked(jti));
                 command
             })
@@ -430,9 +426,9 @@ const SILENT_PEER: Duration = Duration::from_secs(5);
 /// make the connection manager reconnect, so without this a connection whose packets vanish
 /// (a partition, a dead host) would fail every command until the kernel gives up on it, after
 /// minutes; with TCP_USER_TIMEOUT and keepalive it fails within seconds and is replaced.
-fn standalone_client(url: &str) -> Result<redis::Client> {
-    use redis::IntoConnectionInfo;
-    use redis::io::tcp::socket2::TcpKeepalive;
+fn standalone_client(url: &str) -> Result<::redis::Client> {
+    use ::redis::IntoConnectionInfo;
+    use ::redis::io::tcp::socket2::TcpKeepalive;
     let info = url.into_connection_info()?;
     let keepalive = TcpKeepalive::new()
         .with_time(SILENT_PEER)
@@ -440,7 +436,7 @@ fn standalone_client(url: &str) -> Result<redis::Client> {
     let tcp = info.tcp_settings().clone().set_keepalive(keepalive);
     #[cfg(target_os = "linux")]
     let tcp = tcp.set_user_timeout(SILENT_PEER);
-    Ok(redis::Client::open(info.set_tcp_settings(tcp))?)
+    Ok(::redis::Client::open(info.set_tcp_settings(tcp))?)
 }
 
 /// The error of a Redis-only operation reached on the in-memory bus (a bug: every public method
@@ -450,8 +446,8 @@ pub(crate) fn no_redis() -> BusError {
 }
 
 /// A cluster client builder from seed URLs, with the timeouts every cluster connection uses.
-pub(crate) fn cluster_builder(urls: &[String]) -> redis::cluster::ClusterClientBuilder {
-    redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+pub(crate) fn cluster_builder(urls: &[String]) -> ::redis::cluster::ClusterClientBuilder {
+    ::redis::cluster::ClusterClientBuilder::new(urls.to_vec())
         .connection_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(5))
 }

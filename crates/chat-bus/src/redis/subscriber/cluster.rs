@@ -291,7 +291,7 @@ mod tests {
     //! (`chat-testkit/tests/cluster_failover.rs`).
 
     use super::*;
-    use crate::subscriber::test_keys as unique_keys;
+    use crate::redis::subscriber::test_keys as unique_keys;
     use bytes::Bytes;
     use std::time::Duration;
 

@@ -577,7 +577,7 @@ mod tests {
     //! redis://127.0.0.1:6379), each test on channels of its own prefix.
 
     use super::*;
-    use crate::subscriber::test_keys as unique_keys;
+    use crate::redis::subscriber::test_keys as unique_keys;
     use redis::AsyncCommands;
 
     fn redis_url() -> String {
