@@ -1,5 +1,5 @@
 //! The push job stream in memory, with the parts of Redis Streams that chat-worker relies on
-//! (see `crate::jobs`): entry ids `<ms>-<seq>` that only grow, trimming to a maximum length, one
+//! (`redis/jobs.rs`): entry ids `<ms>-<seq>` that only grow, trimming to a maximum length, one
 //! consumer group with a last-delivered id and a pending entries list (owner, delivery time,
 //! delivery count), XREADGROUP `>` with a blocking wait, XAUTOCLAIM with a cursor, XCLAIM JUSTID,
 //! XACK, the dead-letter stream, and the "done" and "tries" keys with their TTLs.
@@ -9,22 +9,18 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use chat_proto::PushJob;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Expiring, deadline, lock};
-use crate::{BusError, Delivery, Result};
-
-/// A job moved to the dead-letter stream: the delivery as it was read, and why it was given up.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub delivery: Delivery,
-    pub reason: String,
-    pub attempts: u64,
-}
+use super::{Expiring, MemoryBus, deadline, lock, now};
+use crate::backend::{JobsBackend, PushReader, Reclaimed};
+use crate::jobs::encode;
+use crate::{BusError, DeadLetter, Delivery, PushStats, Result};
 
 #[derive(Default)]
 pub(crate) struct Jobs {
@@ -365,7 +361,7 @@ impl Jobs {
 
     /// Length, pending, lag (`entries-added - entries-read`, as XINFO GROUPS computes it while
     /// nothing was deleted from the middle of the stream) and dead letters.
-    pub(crate) fn stats(&self) -> crate::PushStats {
+    pub(crate) fn stats(&self) -> PushStats {
         let stream = lock(&self.stream);
         let (pending, lag) = match &stream.group {
             Some(group) => (
@@ -374,7 +370,7 @@ impl Jobs {
             ),
             None => (0, 0),
         };
-        crate::PushStats {
+        PushStats {
             length: stream.entries.len() as u64,
             pending,
             lag,
@@ -384,6 +380,108 @@ impl Jobs {
 
     pub(crate) fn dead_letters(&self) -> Vec<DeadLetter> {
         lock(&self.stream).dead.clone()
+    }
+}
+
+#[async_trait]
+impl JobsBackend for MemoryBus {
+    async fn enqueue_push(&self, jobs: &[PushJob], max_len: u64) -> Result<()> {
+        let deliveries = jobs
+            .iter()
+            .map(|job| {
+                Ok(Delivery {
+                    // Given by the stream as the entry is added.
+                    entry_id: String::new(),
+                    job_id: job.id.clone(),
+                    raw: encode(job)?,
+                    job: Ok(job.clone()),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Entry ids carry wall-clock milliseconds, as Redis' do.
+        let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        self.jobs.enqueue(deliveries, max_len, now_ms);
+        Ok(())
+    }
+
+    async fn push_ensure_group(&self) -> Result<()> {
+        self.jobs.ensure_group();
+        Ok(())
+    }
+
+    fn push_reader(&self, consumer: &str) -> Box<dyn PushReader> {
+        Box::new(MemoryPushReader {
+            jobs: self.jobs.clone(),
+            consumer: consumer.to_string(),
+            claim_cursor: "0-0".to_string(),
+        })
+    }
+
+    async fn push_touch(&self, consumer: &str, entry_id: &str) -> Result<()> {
+        self.jobs.touch(consumer, entry_id, now())
+    }
+
+    async fn push_ack(&self, entry_id: &str) -> Result<()> {
+        self.jobs.ack(entry_id)
+    }
+
+    async fn push_is_done(&self, job_id: &str) -> Result<bool> {
+        Ok(self.jobs.is_done(job_id, now()))
+    }
+
+    async fn push_mark_done(&self, job_id: &str, ttl: Duration) -> Result<bool> {
+        Ok(self.jobs.mark_done(job_id, ttl, now()))
+    }
+
+    async fn push_attempt(&self, job_id: &str, ttl: Duration) -> Result<u64> {
+        Ok(self.jobs.attempt(job_id, ttl, now()))
+    }
+
+    async fn push_dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        attempts: u64,
+    ) -> Result<()> {
+        self.jobs.dead_letter(DeadLetter {
+            delivery: delivery.clone(),
+            reason: reason.to_string(),
+            attempts,
+        })
+    }
+
+    async fn push_forget_consumer(&self, consumer: &str) -> Result<bool> {
+        self.jobs.forget_consumer(consumer)
+    }
+
+    async fn push_stats(&self) -> Result<PushStats> {
+        Ok(self.jobs.stats())
+    }
+
+    fn dead_letters(&self) -> Option<Vec<DeadLetter>> {
+        Some(self.jobs.dead_letters())
+    }
+}
+
+/// One consumer's reads of the shared stream, with its XAUTOCLAIM cursor.
+struct MemoryPushReader {
+    jobs: Arc<Jobs>,
+    consumer: String,
+    claim_cursor: String,
+}
+
+#[async_trait]
+impl PushReader for MemoryPushReader {
+    async fn read_new(&mut self, count: usize, block: Duration) -> Result<Vec<Delivery>> {
+        self.jobs.read_new(&self.consumer, count, block).await
+    }
+
+    async fn reclaim(&mut self, min_idle: Duration, count: usize) -> Result<Reclaimed> {
+        let (claimed, next, deleted) =
+            self.jobs
+                .reclaim(&self.consumer, min_idle, count, &self.claim_cursor, now())?;
+        self.claim_cursor = next;
+        Ok(Reclaimed { claimed, deleted })
     }
 }
 

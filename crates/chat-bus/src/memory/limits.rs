@@ -1,5 +1,5 @@
 //! Revocations, the message token bucket and login-failure counters in memory, each an
-//! expiring key as in Redis (see `crate::limits` and `Bus::revoke`).
+//! expiring key as in Redis (`redis/limits.rs`, and the revocation keys of `redis/mod.rs`).
 //!
 //! The bucket repeats the TAKE script's arithmetic step for step, on a millisecond clock like
 //! Redis' `TIME`, so a limit tuned against Redis behaves the same here.
@@ -7,10 +7,12 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Expiring, deadline, lock};
-use crate::{Bucket, UserId, Verdict};
+use super::{Expiring, MemoryBus, deadline, lock, now};
+use crate::backend::LimitsBackend;
+use crate::{Bucket, Result, UserId, Verdict};
 
 pub(crate) struct Limits {
     /// The bucket clock's zero: bucket timestamps are whole milliseconds since it.
@@ -50,8 +52,8 @@ impl Limits {
         lock(&self.revoked).get(jti, now).is_some()
     }
 
-    /// The TAKE script with a cost of one token. The caller has already let a disabled bucket
-    /// (`per_sec <= 0` or `burst == 0`) through, as the Redis path does before calling Redis.
+    /// The TAKE script with a cost of one token. `Bus` has already let a disabled bucket
+    /// (`per_sec <= 0` or `burst == 0`) through.
     pub(crate) fn take_token(&self, user: UserId, bucket: Bucket, now: Instant) -> Verdict {
         let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
         let cap = f64::from(bucket.burst);
@@ -115,5 +117,34 @@ impl Limits {
 
     pub(crate) fn clear_login_failures(&self, key: &str) {
         lock(&self.login_failures).remove(key);
+    }
+}
+
+#[async_trait]
+impl LimitsBackend for MemoryBus {
+    async fn take_message_token(&self, user: UserId, bucket: Bucket) -> Result<Verdict> {
+        Ok(self.limits.take_token(user, bucket, now()))
+    }
+
+    async fn login_blocked(
+        &self,
+        username: &str,
+        ip: &str,
+        max_failures: u32,
+    ) -> Result<Option<Duration>> {
+        let key = self.keys.login_failures(username, ip);
+        Ok(self.limits.login_blocked(&key, max_failures, now()))
+    }
+
+    async fn note_login_failure(&self, username: &str, ip: &str, window: Duration) -> Result<()> {
+        let key = self.keys.login_failures(username, ip);
+        self.limits.note_login_failure(&key, window, now());
+        Ok(())
+    }
+
+    async fn clear_login_failures(&self, username: &str, ip: &str) -> Result<()> {
+        self.limits
+            .clear_login_failures(&self.keys.login_failures(username, ip));
+        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! gateway and the worker run as tasks of one process and share one bus (cloned), so what one
 //! clone publishes, enqueues or records is seen by every other clone.
 //!
-//! Each submodule mirrors one Redis-side module and the data structure Redis keeps for it:
+//! Each submodule mirrors one module of `redis/` and the data structure Redis keeps for it:
 //! pub/sub channels ([`pubsub`]), the presence sorted sets ([`presence`]), the abuse-limit and
 //! revocation keys ([`limits`]), the push job stream with its consumer group ([`jobs`]) and the
 //! unannounced-send sets ([`unannounced`]).
@@ -24,29 +24,80 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub use jobs::DeadLetter;
-pub(crate) use pubsub::Subscription;
+use crate::backend::{Backend, SubscriptionBackend};
+use crate::keys::Keys;
+use crate::{BusMessage, RedisMode, Result, UserId};
 
 /// Everything one in-memory bus holds; the [`crate::Bus`] clones share it through an `Arc`.
 pub(crate) struct MemoryBus {
-    pub(crate) pubsub: Arc<pubsub::PubSub>,
-    pub(crate) presence: presence::Presence,
-    pub(crate) limits: limits::Limits,
-    pub(crate) jobs: jobs::Jobs,
-    pub(crate) unannounced: unannounced::Unannounced,
+    /// Names keys as the Redis backend would (the login-failure counters are keyed by them).
+    keys: Keys,
+    pubsub: Arc<pubsub::PubSub>,
+    presence: presence::Presence,
+    limits: limits::Limits,
+    /// Shared with the consumers' readers.
+    jobs: Arc<jobs::Jobs>,
+    unannounced: unannounced::Unannounced,
 }
 
 impl MemoryBus {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(prefix: &str) -> Self {
         Self {
+            keys: Keys::new(prefix),
             pubsub: Arc::new(pubsub::PubSub::default()),
             presence: presence::Presence::default(),
             limits: limits::Limits::new(),
-            jobs: jobs::Jobs::default(),
+            jobs: Arc::new(jobs::Jobs::default()),
             unannounced: unannounced::Unannounced::default(),
         }
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBus {
+    fn mode(&self) -> RedisMode {
+        RedisMode::Memory
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn publish(&self, users: &[UserId], payload: &Bytes) -> Result<()> {
+        self.pubsub.publish(users, payload);
+        Ok(())
+    }
+
+    async fn revoke(&self, jti: &str, ttl: Duration) -> Result<()> {
+        self.limits.revoke(jti, ttl, now());
+        Ok(())
+    }
+
+    async fn is_revoked(&self, jti: &str) -> Result<bool> {
+        Ok(self.limits.is_revoked(jti, now()))
+    }
+
+    async fn revoked_among(&self, jtis: &[String]) -> Result<Vec<bool>> {
+        let now = now();
+        Ok(jtis
+            .iter()
+            .map(|jti| self.limits.is_revoked(jti, now))
+            .collect())
+    }
+
+    async fn subscriber(
+        &self,
+    ) -> Result<(
+        Arc<dyn SubscriptionBackend>,
+        mpsc::UnboundedReceiver<BusMessage>,
+    )> {
+        let (subscription, rx) = self.pubsub.subscribe();
+        Ok((Arc::new(subscription), rx))
     }
 }
 

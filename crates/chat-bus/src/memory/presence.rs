@@ -1,4 +1,4 @@
-//! The presence registry in memory, shaped like its Redis counterpart (see `crate::presence`):
+//! The presence registry in memory, shaped like its Redis counterpart (`redis/presence.rs`):
 //! per user, the nodes holding the user's sockets with an expiry each (the `presence:{uid}`
 //! sorted set, itself expiring after twice the TTL), the heartbeat deadline of each node
 //! (`gw:nodes`) and the users of each node (`gw:node:<node>`, expiring after ten TTLs).
@@ -10,10 +10,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{deadline, lock};
-use crate::UserId;
+use super::{MemoryBus, deadline, lock, now};
+use crate::backend::PresenceBackend;
+use crate::{Result, UserId};
 
 /// Below this many users the user map is never swept.
 const MIN_SWEEP: usize = 1024;
@@ -207,5 +209,52 @@ impl Presence {
                     .is_some_and(|entry| entry.nodes.values().any(|expires| *expires >= now))
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl PresenceBackend for MemoryBus {
+    async fn presence_connect_many(
+        &self,
+        users: &[UserId],
+        node: &str,
+        ttl: Duration,
+    ) -> Result<Vec<bool>> {
+        let now = now();
+        Ok(users
+            .iter()
+            .map(|&user| self.presence.connect(user, node, ttl, now))
+            .collect())
+    }
+
+    async fn presence_disconnect_many(&self, users: &[UserId], node: &str) -> Result<Vec<bool>> {
+        let now = now();
+        Ok(users
+            .iter()
+            .map(|&user| self.presence.disconnect(user, node, now))
+            .collect())
+    }
+
+    async fn presence_heartbeat(&self, node: &str, users: &[UserId], ttl: Duration) -> Result<()> {
+        self.presence.heartbeat(node, users, ttl, now());
+        Ok(())
+    }
+
+    async fn presence_leave(&self, node: &str) -> Result<()> {
+        self.presence.leave(node);
+        Ok(())
+    }
+
+    async fn reap_dead_nodes(&self) -> Result<Vec<UserId>> {
+        let mut offline = Vec::new();
+        for (node, users) in self.presence.reap(now()) {
+            tracing::warn!(node = %node, "reaped a gateway node whose heartbeat expired");
+            offline.extend(users);
+        }
+        Ok(offline)
+    }
+
+    async fn online(&self, users: &[UserId]) -> Result<Vec<bool>> {
+        Ok(self.presence.online(users, now()))
     }
 }

@@ -11,10 +11,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::{BusMessage, UserId};
+use crate::backend::SubscriptionBackend;
+use crate::{BusMessage, Result, UserId};
 
 type Sender = mpsc::UnboundedSender<BusMessage>;
 
@@ -103,7 +105,8 @@ impl PubSub {
     }
 }
 
-/// One subscriber's registration; shared by the clones of its [`crate::Subscriber`].
+/// One subscriber's registration; shared by the clones of its [`crate::Subscriber`], and
+/// unregistered when the last one goes.
 pub(crate) struct Subscription {
     pubsub: Arc<PubSub>,
     id: u64,
@@ -139,6 +142,19 @@ impl Subscription {
                 registry.unlink(user, self.id);
             }
         }
+    }
+}
+
+#[async_trait]
+impl SubscriptionBackend for Subscription {
+    async fn subscribe(&self, users: &[UserId]) -> Result<()> {
+        self.subscribe_many(users);
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, users: &[UserId]) -> Result<()> {
+        self.unsubscribe_many(users);
+        Ok(())
     }
 }
 

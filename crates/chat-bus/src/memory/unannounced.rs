@@ -1,12 +1,15 @@
-//! The unannounced-send records in memory: a set per chat, as the Redis set (see
-//! `crate::unannounced`). No expiry: SQLite answers every commit, so nothing lands here in the
+//! The unannounced-send records in memory: a set per chat, as the Redis set
+//! (`redis/unannounced.rs`). No expiry: SQLite answers every commit, so nothing lands here in the
 //! embedded mode unless a caller records by hand.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use super::lock;
-use crate::UnannouncedSend;
+use async_trait::async_trait;
+
+use super::{MemoryBus, lock};
+use crate::backend::UnannouncedBackend;
+use crate::{Result, UnannouncedSend};
 
 #[derive(Default)]
 pub(crate) struct Unannounced {
@@ -35,5 +38,22 @@ impl Unannounced {
                 by_chat.remove(&chat_id);
             }
         }
+    }
+}
+
+#[async_trait]
+impl UnannouncedBackend for MemoryBus {
+    async fn record_unannounced(&self, chat_id: u64, send: &UnannouncedSend) -> Result<()> {
+        self.unannounced.record(chat_id, send.clone());
+        Ok(())
+    }
+
+    async fn unannounced(&self, chat_id: u64) -> Result<Vec<UnannouncedSend>> {
+        Ok(self.unannounced.of(chat_id))
+    }
+
+    async fn forget_unannounced(&self, chat_id: u64, sends: &[UnannouncedSend]) -> Result<()> {
+        self.unannounced.forget(chat_id, sends);
+        Ok(())
     }
 }

@@ -1,57 +1,28 @@
-//! The push-notification queue on a Redis Stream.
+//! The push job queue on a Redis Stream (see `crate::jobs` for what it does).
 //!
-//! chat-api appends one entry per (message, offline recipient, device token) to `P:{push}:jobs`.
-//! chat-worker reads it through the consumer group `push` (XREADGROUP), acknowledges what it
-//! delivered (XACK), takes over entries a dead worker left pending (XAUTOCLAIM with a minimum idle
-//! time), and moves entries that failed too often to `P:{push}:dead`. Delivery is idempotent by
-//! job id: a "done" marker (SET NX with a TTL) is written after a successful delivery and checked
-//! before every attempt, so an entry reclaimed after it was delivered is acknowledged, not resent.
-//! Every command touches one key, so the same code runs on a single Redis and on a cluster.
-//!
-//! On the in-memory bus each method hands its work to `memory::jobs`, which keeps the same
-//! stream and consumer-group semantics in process.
+//! chat-api appends to `P:{push}:jobs`; workers read it through the consumer group `push`
+//! (XREADGROUP), acknowledge (XACK), take over what a dead worker left pending (XAUTOCLAIM with
+//! a minimum idle time) and move what failed too often to `P:{push}:dead`. The "done" marker is
+//! a SET NX with a TTL. Every command touches one key, so the same code runs on a single Redis
+//! and on a cluster.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chat_proto::PushJob;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamReadReply};
 use redis::{Cmd, Value};
 
-use crate::{Backend, Bus, BusConn, BusError, DeadLetter, Result, memory, no_redis};
+use super::{BusConn, RedisBus, Server};
+use crate::backend::{JobsBackend, PushReader, Reclaimed};
+use crate::jobs::encode;
+use crate::{BusError, DeadLetter, Delivery, PUSH_GROUP, PushStats, Result};
 
-/// The consumer group every worker joins.
-pub const PUSH_GROUP: &str = "push";
 const FIELD_ID: &str = "id";
 const FIELD_JOB: &str = "job";
 
 /// How long a blocking read may wait for its reply; `read_new` must block for less.
 const BLOCKING_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One stream entry handed to a consumer.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// The stream entry id (`1700000000000-0`), what XACK takes.
-    pub entry_id: String,
-    /// The job id from the entry (empty if the entry had none).
-    pub job_id: String,
-    /// The job, or why it could not be decoded.
-    pub job: std::result::Result<PushJob, String>,
-    /// The raw JSON, kept for the dead-letter stream.
-    pub raw: String,
-}
-
-/// Counts for the worker's gauges.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PushStats {
-    /// Entries in the stream (delivered and acknowledged ones too, until trimmed).
-    pub length: u64,
-    /// Read by a worker and not acknowledged yet.
-    pub pending: u64,
-    /// Not read by any worker yet (Redis ≥ 7; 0 when unknown).
-    pub lag: u64,
-    /// Entries in the dead-letter stream.
-    pub dead: u64,
-}
 
 fn value_string(value: Option<&Value>) -> String {
     match value {
@@ -76,31 +47,44 @@ fn delivery(entry: &StreamId) -> Delivery {
     }
 }
 
-fn encode(job: &PushJob) -> Result<String> {
-    serde_json::to_string(job).map_err(|e| BusError::Config(format!("encoding a push job: {e}")))
+impl RedisBus {
+    /// A connection of its own for blocking reads (a blocked multiplexed connection would stall
+    /// every other command sharing it).
+    async fn dedicated_conn(&self) -> Result<BusConn> {
+        match &self.server {
+            Server::Standalone(_) => {
+                // Not the shared connection: it gives up on a reply after 500 ms, and a
+                // read abandoned while the server still blocks would have its entry delivered
+                // into the void (left pending until reclaimed).
+                let url = self
+                    .urls
+                    .first()
+                    .ok_or_else(|| BusError::Config("REDIS_URL is empty".into()))?;
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(BLOCKING_REPLY_TIMEOUT));
+                let conn = redis::Client::open(url.as_str())?
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                Ok(BusConn::Direct(conn))
+            }
+            Server::Cluster(cluster) => {
+                let connect = cluster.client.get_async_connection();
+                match tokio::time::timeout(Duration::from_secs(2), connect).await {
+                    Ok(conn) => Ok(BusConn::Cluster(conn?)),
+                    Err(_) => Err(BusError::Redis(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "timed out connecting to the cluster",
+                    )))),
+                }
+            }
+        }
+    }
 }
 
-impl Bus {
-    /// Appends jobs to the stream, trimming it to about `max_len` entries (acknowledged entries
-    /// are only removed by trimming).
-    pub async fn enqueue_push(&self, jobs: &[PushJob], max_len: u64) -> Result<()> {
-        if let Some(memory) = self.memory_backend() {
-            let deliveries = jobs
-                .iter()
-                .map(|job| {
-                    Ok(Delivery {
-                        // Given by the stream as the entry is added.
-                        entry_id: String::new(),
-                        job_id: job.id.clone(),
-                        raw: encode(job)?,
-                        job: Ok(job.clone()),
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-            memory.jobs.enqueue(deliveries, max_len, now_ms);
-            return Ok(());
-        }
+#[async_trait]
+impl JobsBackend for RedisBus {
+    async fn enqueue_push(&self, jobs: &[PushJob], max_len: u64) -> Result<()> {
         let stream = self.keys.push_jobs();
         let mut commands = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -122,13 +106,7 @@ impl Bus {
         Ok(())
     }
 
-    /// Creates the consumer group (and the stream) if missing. The group starts at the
-    /// beginning of the stream, so jobs added before the first worker ever ran are delivered.
-    pub async fn push_ensure_group(&self) -> Result<()> {
-        if let Some(memory) = self.memory_backend() {
-            memory.jobs.ensure_group();
-            return Ok(());
-        }
+    async fn push_ensure_group(&self) -> Result<()> {
         let mut conn = self.conn().await?;
         let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -145,56 +123,16 @@ impl Bus {
         }
     }
 
-    /// A connection of its own for blocking reads (a blocked multiplexed connection would stall
-    /// every other command sharing it).
-    async fn dedicated_conn(&self) -> Result<BusConn> {
-        match &self.backend {
-            Backend::Standalone(_) => {
-                // Not the shared connection: it gives up on a reply after 500 ms, and a
-                // read abandoned while the server still blocks would have its entry delivered
-                // into the void (left pending until reclaimed).
-                let url = self
-                    .urls
-                    .first()
-                    .ok_or_else(|| BusError::Config("REDIS_URL is empty".into()))?;
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(Some(BLOCKING_REPLY_TIMEOUT));
-                let conn = redis::Client::open(url.as_str())?
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                Ok(BusConn::Direct(conn))
-            }
-            Backend::Cluster(cluster) => {
-                let connect = cluster.client.get_async_connection();
-                match tokio::time::timeout(Duration::from_secs(2), connect).await {
-                    Ok(conn) => Ok(BusConn::Cluster(conn?)),
-                    Err(_) => Err(BusError::Redis(redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "timed out connecting to the cluster",
-                    )))),
-                }
-            }
-            Backend::Memory(_) => Err(no_redis()),
-        }
-    }
-
-    /// A consumer named `consumer` in the `push` group.
-    pub fn push_consumer(&self, consumer: &str) -> PushConsumer {
-        PushConsumer {
+    fn push_reader(&self, consumer: &str) -> Box<dyn PushReader> {
+        Box::new(RedisPushReader {
             bus: self.clone(),
             consumer: consumer.to_string(),
             conn: None,
             claim_cursor: "0-0".to_string(),
-        }
+        })
     }
 
-    /// Resets the idle time of an entry this consumer holds (XCLAIM … JUSTID), so that other
-    /// workers do not reclaim a job that is still being retried.
-    pub async fn push_touch(&self, consumer: &str, entry_id: &str) -> Result<()> {
-        if let Some(memory) = self.memory_backend() {
-            return memory.jobs.touch(consumer, entry_id, memory::now());
-        }
+    async fn push_touch(&self, consumer: &str, entry_id: &str) -> Result<()> {
         let mut conn = self.conn().await?;
         let _: Value = redis::cmd("XCLAIM")
             .arg(self.keys.push_jobs())
@@ -208,10 +146,7 @@ impl Bus {
         Ok(())
     }
 
-    pub async fn push_ack(&self, entry_id: &str) -> Result<()> {
-        if let Some(memory) = self.memory_backend() {
-            return memory.jobs.ack(entry_id);
-        }
+    async fn push_ack(&self, entry_id: &str) -> Result<()> {
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("XACK")
             .arg(self.keys.push_jobs())
@@ -222,11 +157,7 @@ impl Bus {
         Ok(())
     }
 
-    /// Whether the job was delivered already (its "done" marker exists).
-    pub async fn push_is_done(&self, job_id: &str) -> Result<bool> {
-        if let Some(memory) = self.memory_backend() {
-            return Ok(memory.jobs.is_done(job_id, memory::now()));
-        }
+    async fn push_is_done(&self, job_id: &str) -> Result<bool> {
         let mut conn = self.conn().await?;
         let exists: bool = redis::cmd("EXISTS")
             .arg(self.keys.push_done(job_id))
@@ -235,11 +166,7 @@ impl Bus {
         Ok(exists)
     }
 
-    /// Writes the "done" marker; `false` if it existed already.
-    pub async fn push_mark_done(&self, job_id: &str, ttl: Duration) -> Result<bool> {
-        if let Some(memory) = self.memory_backend() {
-            return Ok(memory.jobs.mark_done(job_id, ttl, memory::now()));
-        }
+    async fn push_mark_done(&self, job_id: &str, ttl: Duration) -> Result<bool> {
         let mut conn = self.conn().await?;
         let set: Option<String> = redis::cmd("SET")
             .arg(self.keys.push_done(job_id))
@@ -252,11 +179,7 @@ impl Bus {
         Ok(set.is_some())
     }
 
-    /// Counts one more delivery attempt of a job (shared by every worker) and returns the count.
-    pub async fn push_attempt(&self, job_id: &str, ttl: Duration) -> Result<u64> {
-        if let Some(memory) = self.memory_backend() {
-            return Ok(memory.jobs.attempt(job_id, ttl, memory::now()));
-        }
+    async fn push_attempt(&self, job_id: &str, ttl: Duration) -> Result<u64> {
         let key = self.keys.push_tries(job_id);
         let mut conn = self.conn().await?;
         let (count,): (u64,) = redis::pipe()
@@ -271,22 +194,12 @@ impl Bus {
         Ok(count)
     }
 
-    /// Moves an entry to the dead-letter stream, then acknowledges it. A crash in between leaves
-    /// it pending; the next worker finds the attempts used up and dead-letters it again, so the
-    /// dead-letter stream may (rarely) hold a job twice, never zero times.
-    pub async fn push_dead_letter(
+    async fn push_dead_letter(
         &self,
         delivery: &Delivery,
         reason: &str,
         attempts: u64,
     ) -> Result<()> {
-        if let Some(memory) = self.memory_backend() {
-            return memory.jobs.dead_letter(DeadLetter {
-                delivery: delivery.clone(),
-                reason: reason.to_string(),
-                attempts,
-            });
-        }
         let mut conn = self.conn().await?;
         let _: String = redis::cmd("XADD")
             .arg(self.keys.push_dead())
@@ -307,14 +220,7 @@ impl Bus {
         self.push_ack(&delivery.entry_id).await
     }
 
-    /// Removes a consumer from the group if it holds no pending entry (on a clean shutdown, so
-    /// names of departed workers do not pile up). `true` if it was removed. Safe once the
-    /// consumer stopped reading: its pending list can then only shrink (XAUTOCLAIM moves entries
-    /// to the claimer).
-    pub async fn push_forget_consumer(&self, consumer: &str) -> Result<bool> {
-        if let Some(memory) = self.memory_backend() {
-            return memory.jobs.forget_consumer(consumer);
-        }
+    async fn push_forget_consumer(&self, consumer: &str) -> Result<bool> {
         let mut conn = self.conn().await?;
         let pending: Vec<Value> = redis::cmd("XPENDING")
             .arg(self.keys.push_jobs())
@@ -338,18 +244,7 @@ impl Bus {
         Ok(true)
     }
 
-    /// Stream length, pending, lag and dead letters, for the worker's gauges.
-    /// The dead-letter stream of an in-memory bus, oldest first (`None` on Redis, where it is
-    /// the `P:{push}:dead` stream); the embedded mode has no redis-cli to look at it with.
-    pub fn memory_dead_letters(&self) -> Option<Vec<DeadLetter>> {
-        self.memory_backend()
-            .map(|memory| memory.jobs.dead_letters())
-    }
-
-    pub async fn push_stats(&self) -> Result<PushStats> {
-        if let Some(memory) = self.memory_backend() {
-            return Ok(memory.jobs.stats());
-        }
+    async fn push_stats(&self) -> Result<PushStats> {
         let mut commands = vec![Cmd::new(), Cmd::new(), Cmd::new()];
         commands[0].arg("XLEN").arg(self.keys.push_jobs());
         commands[1]
@@ -374,22 +269,22 @@ impl Bus {
         }
         Ok(stats)
     }
+
+    /// The dead letters are the `P:{push}:dead` stream, for redis-cli to read.
+    fn dead_letters(&self) -> Option<Vec<DeadLetter>> {
+        None
+    }
 }
 
-/// One worker's reading side of the group: new entries, and entries reclaimed from consumers
-/// that stopped acknowledging.
-pub struct PushConsumer {
-    bus: Bus,
+/// One consumer's reads, on a connection of its own (blocking reads would stall the shared one).
+struct RedisPushReader {
+    bus: RedisBus,
     consumer: String,
     conn: Option<BusConn>,
     claim_cursor: String,
 }
 
-impl PushConsumer {
-    pub fn name(&self) -> &str {
-        &self.consumer
-    }
-
+impl RedisPushReader {
     async fn conn(&mut self) -> Result<&mut BusConn> {
         if self.conn.is_none() {
             self.conn = Some(self.bus.dedicated_conn().await?);
@@ -408,14 +303,11 @@ impl PushConsumer {
         }
         Ok(reply?)
     }
+}
 
-    /// Up to `count` entries never delivered to anyone, waiting up to `block` (at most 5 s) for
-    /// one.
-    pub async fn read_new(&mut self, count: usize, block: Duration) -> Result<Vec<Delivery>> {
-        let block = block.min(Duration::from_secs(5));
-        if let Some(memory) = self.bus.memory_backend() {
-            return memory.jobs.read_new(&self.consumer, count, block).await;
-        }
+#[async_trait]
+impl PushReader for RedisPushReader {
+    async fn read_new(&mut self, count: usize, block: Duration) -> Result<Vec<Delivery>> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(PUSH_GROUP)
@@ -438,26 +330,7 @@ impl PushConsumer {
             .unwrap_or_default())
     }
 
-    /// Takes over up to `count` entries that another consumer has held for at least `min_idle`
-    /// (XAUTOCLAIM), walking the pending list a page per call.
-    pub async fn reclaim(&mut self, min_idle: Duration, count: usize) -> Result<Vec<Delivery>> {
-        if let Some(memory) = self.bus.memory_backend() {
-            let (claimed, next, deleted) = memory.jobs.reclaim(
-                &self.consumer,
-                min_idle,
-                count,
-                &self.claim_cursor,
-                memory::now(),
-            )?;
-            self.claim_cursor = next;
-            if deleted > 0 {
-                tracing::warn!(
-                    count = deleted,
-                    "pending push jobs were trimmed from the stream before delivery"
-                );
-            }
-            return Ok(claimed);
-        }
+    async fn reclaim(&mut self, min_idle: Duration, count: usize) -> Result<Reclaimed> {
         let mut cmd = redis::cmd("XAUTOCLAIM");
         cmd.arg(self.bus.keys.push_jobs())
             .arg(PUSH_GROUP)
@@ -469,13 +342,10 @@ impl PushConsumer {
         let reply: StreamAutoClaimReply = self.query(cmd).await?;
         self.claim_cursor = reply.next_stream_id;
         // Entries trimmed away while pending come back in `deleted_ids`; Redis has already
-        // dropped them from the pending list, and there is nothing left to deliver.
-        if !reply.deleted_ids.is_empty() {
-            tracing::warn!(
-                count = reply.deleted_ids.len(),
-                "pending push jobs were trimmed from the stream before delivery"
-            );
-        }
-        Ok(reply.claimed.iter().map(delivery).collect())
+        // dropped them from the pending list.
+        Ok(Reclaimed {
+            claimed: reply.claimed.iter().map(delivery).collect(),
+            deleted: reply.deleted_ids.len(),
+        })
     }
 }

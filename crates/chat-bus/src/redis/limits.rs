@@ -1,13 +1,16 @@
-//! Abuse limits that must hold across every replica, kept in Redis: the per-user message token
-//! bucket and the login-failure counter. Each is a single key, so the scripts and pipelines are
-//! cluster-safe.
+//! The abuse limits in Redis: the per-user message token bucket (a hash, refilled by a Lua script
+//! on Redis' own clock) and the login-failure counter (a counter with a TTL). Each is a single
+//! key, so the scripts and pipelines are cluster-safe.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use redis::Script;
 
-use crate::{Bus, Result, UserId, memory};
+use super::RedisBus;
+use crate::backend::LimitsBackend;
+use crate::{Bucket, Result, UserId, Verdict};
 
 /// A token bucket in one hash: refills at `ARGV[2]` tokens per second up to `ARGV[1]`, takes
 /// `ARGV[3]`. The clock is Redis' own (`TIME`), so replicas with skewed clocks share one bucket.
@@ -52,29 +55,9 @@ return n
 static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE));
 static FAIL_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FAIL));
 
-/// A bucket's configuration; `per_sec` 0 disables it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bucket {
-    pub burst: u32,
-    pub per_sec: f64,
-}
-
-/// The answer of a bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Allowed,
-    Limited { retry_after: Duration },
-}
-
-impl Bus {
-    /// Takes one token from the user's message bucket.
-    pub async fn take_message_token(&self, user: UserId, bucket: Bucket) -> Result<Verdict> {
-        if bucket.per_sec <= 0.0 || bucket.burst == 0 {
-            return Ok(Verdict::Allowed);
-        }
-        if let Some(memory) = self.memory_backend() {
-            return Ok(memory.limits.take_token(user, bucket, memory::now()));
-        }
+#[async_trait]
+impl LimitsBackend for RedisBus {
+    async fn take_message_token(&self, user: UserId, bucket: Bucket) -> Result<Verdict> {
         let mut conn = self.conn().await?;
         let (allowed, wait_ms): (i64, i64) = TAKE_SCRIPT
             .key(self.keys.message_bucket(user))
@@ -92,22 +75,13 @@ impl Bus {
         })
     }
 
-    /// How long logins for this account from this address stay refused, if they are.
-    pub async fn login_blocked(
+    async fn login_blocked(
         &self,
         username: &str,
         ip: &str,
         max_failures: u32,
     ) -> Result<Option<Duration>> {
-        if max_failures == 0 {
-            return Ok(None);
-        }
         let key = self.keys.login_failures(username, ip);
-        if let Some(memory) = self.memory_backend() {
-            return Ok(memory
-                .limits
-                .login_blocked(&key, max_failures, memory::now()));
-        }
         let mut conn = self.conn().await?;
         let (count, ttl_ms): (Option<u32>, i64) = redis::pipe()
             .get(&key)
@@ -118,20 +92,7 @@ impl Bus {
             .then(|| Duration::from_millis(ttl_ms.max(1) as u64)))
     }
 
-    /// Records a failed login for this account and address; the count lives for `window`.
-    pub async fn note_login_failure(
-        &self,
-        username: &str,
-        ip: &str,
-        window: Duration,
-    ) -> Result<()> {
-        if let Some(memory) = self.memory_backend() {
-            let key = self.keys.login_failures(username, ip);
-            memory
-                .limits
-                .note_login_failure(&key, window, memory::now());
-            return Ok(());
-        }
+    async fn note_login_failure(&self, username: &str, ip: &str, window: Duration) -> Result<()> {
         let mut conn = self.conn().await?;
         let _: i64 = FAIL_SCRIPT
             .key(self.keys.login_failures(username, ip))
@@ -141,14 +102,7 @@ impl Bus {
         Ok(())
     }
 
-    /// Forgets the failures after a successful login.
-    pub async fn clear_login_failures(&self, username: &str, ip: &str) -> Result<()> {
-        if let Some(memory) = self.memory_backend() {
-            memory
-                .limits
-                .clear_login_failures(&self.keys.login_failures(username, ip));
-            return Ok(());
-        }
+    async fn clear_login_failures(&self, username: &str, ip: &str) -> Result<()> {
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("DEL")
             .arg(self.keys.login_failures(username, ip))

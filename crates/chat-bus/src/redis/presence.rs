@@ -1,4 +1,4 @@
-//! The presence registry: which gateway nodes hold sockets of which users.
+//! The presence registry in Redis (see `crate::presence`).
 //!
 //! `P:presence:{uid}` is a sorted set of node ids scored by an expiry time that the owning node
 //! refreshes with its heartbeat. A user is online while the set has an unexpired entry. The
@@ -9,9 +9,12 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use redis::{Cmd, Value};
 
-use crate::{Bus, Result, UserId, memory};
+use super::RedisBus;
+use crate::backend::PresenceBackend;
+use crate::{Result, UserId};
 
 /// Removes expired entries and adds this node; answers 1 when the user had no unexpired entry
 /// before (came online), else 0.
@@ -54,29 +57,36 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-impl Bus {
-    /// Registers the user's first socket on `node`; `true` when the user had no socket anywhere
-    /// (the user just came online).
-    pub async fn presence_connect(&self, user: UserId, node: &str, ttl: Duration) -> Result<bool> {
-        let came_online = self.presence_connect_many(&[user], node, ttl).await?;
-        Ok(came_online == [true])
+impl RedisBus {
+    /// DISCONNECT of `node`'s entry for each user.
+    fn removals(&self, users: &[UserId], node: &str) -> Vec<Cmd> {
+        let now = now_ms();
+        users
+            .iter()
+            .map(|&user| {
+                let mut call = script_call(DISCONNECT, &self.keys.presence(user));
+                call.arg(node).arg(now);
+                call
+            })
+            .collect()
     }
 
-    /// Registers the first socket on `node` of each user; answers, in the order given, whether
-    /// each user had no socket anywhere before (came online).
-    pub async fn presence_connect_many(
+    /// Runs a round of commands that all answer integers, the first `scripts` of them calls of
+    /// CONNECT or DISCONNECT; their answers as booleans.
+    async fn run_scripts(&self, commands: &[Cmd], scripts: usize) -> Result<Vec<bool>> {
+        let replies: Vec<i64> = self.run_all(commands).await?;
+        Ok(replies.iter().take(scripts).map(|&n| n == 1).collect())
+    }
+}
+
+#[async_trait]
+impl PresenceBackend for RedisBus {
+    async fn presence_connect_many(
         &self,
         users: &[UserId],
         node: &str,
         ttl: Duration,
     ) -> Result<Vec<bool>> {
-        if let Some(memory) = self.memory_backend() {
-            let now = memory::now();
-            return Ok(users
-                .iter()
-                .map(|&user| memory.presence.connect(user, node, ttl, now))
-                .collect());
-        }
         let now = now_ms();
         let ttl_ms = ttl.as_millis() as i64;
         let node_users = self.keys.node_users(node);
@@ -100,27 +110,7 @@ impl Bus {
         Ok(came_online)
     }
 
-    /// Unregisters the user's last socket on `node`; `true` when no node holds the user any more
-    /// (the user just went offline).
-    pub async fn presence_disconnect(&self, user: UserId, node: &str) -> Result<bool> {
-        let went_offline = self.presence_disconnect_many(&[user], node).await?;
-        Ok(went_offline == [true])
-    }
-
-    /// Unregisters the last socket on `node` of each user; answers, in the order given, whether
-    /// no node holds each user any more (went offline).
-    pub async fn presence_disconnect_many(
-        &self,
-        users: &[UserId],
-        node: &str,
-    ) -> Result<Vec<bool>> {
-        if let Some(memory) = self.memory_backend() {
-            let now = memory::now();
-            return Ok(users
-                .iter()
-                .map(|&user| memory.presence.disconnect(user, node, now))
-                .collect());
-        }
+    async fn presence_disconnect_many(&self, users: &[UserId], node: &str) -> Result<Vec<bool>> {
         let node_users = self.keys.node_users(node);
         let mut went_offline = Vec::with_capacity(users.len());
         for round in users.chunks(ROUND) {
@@ -133,38 +123,7 @@ impl Bus {
         Ok(went_offline)
     }
 
-    /// DISCONNECT of `node`'s entry for each user.
-    fn removals(&self, users: &[UserId], node: &str) -> Vec<Cmd> {
-        let now = now_ms();
-        users
-            .iter()
-            .map(|&user| {
-                let mut call = script_call(DISCONNECT, &self.keys.presence(user));
-                call.arg(node).arg(now);
-                call
-            })
-            .collect()
-    }
-
-    /// Runs a round of commands that all answer integers, the first `scripts` of them calls of
-    /// CONNECT or DISCONNECT; their answers as booleans.
-    async fn run_scripts(&self, commands: &[Cmd], scripts: usize) -> Result<Vec<bool>> {
-        let replies: Vec<i64> = self.run_all(commands).await?;
-        Ok(replies.iter().take(scripts).map(|&n| n == 1).collect())
-    }
-
-    /// Refreshes this node's liveness and the expiry of each local user's entry. Entries that
-    /// were removed meanwhile are not re-created (`ZADD XX`).
-    pub async fn presence_heartbeat(
-        &self,
-        node: &str,
-        users: &[UserId],
-        ttl: Duration,
-    ) -> Result<()> {
-        if let Some(memory) = self.memory_backend() {
-            memory.presence.heartbeat(node, users, ttl, memory::now());
-            return Ok(());
-        }
+    async fn presence_heartbeat(&self, node: &str, users: &[UserId], ttl: Duration) -> Result<()> {
         let ttl_ms = ttl.as_millis() as i64;
         let expiry = now_ms() + ttl_ms;
         let mut liveness = vec![Cmd::new(), Cmd::new()];
@@ -178,6 +137,7 @@ impl Bus {
             .arg(self.keys.node_users(node))
             .arg(ttl_ms * 10);
         let _: Vec<Value> = self.run_all(&liveness).await?;
+        // ZADD XX: an entry removed meanwhile is not re-created.
         for chunk in users.chunks(ROUND) {
             let mut commands = Vec::with_capacity(chunk.len() * 2);
             for &user in chunk {
@@ -199,12 +159,7 @@ impl Bus {
         Ok(())
     }
 
-    /// Removes this node from the registry on a clean shutdown, after its sockets are closed.
-    pub async fn presence_leave(&self, node: &str) -> Result<()> {
-        if let Some(memory) = self.memory_backend() {
-            memory.presence.leave(node);
-            return Ok(());
-        }
+    async fn presence_leave(&self, node: &str) -> Result<()> {
         let mut commands = vec![Cmd::new(), Cmd::new()];
         commands[0].arg("ZREM").arg(self.keys.nodes()).arg(node);
         commands[1].arg("DEL").arg(self.keys.node_users(node));
@@ -212,18 +167,9 @@ impl Bus {
         Ok(())
     }
 
-    /// Finds nodes whose heartbeat expired, claims each (only one reaper wins a node), removes its
-    /// entries and returns the users that went offline because of it.
-    pub async fn reap_dead_nodes(&self) -> Result<Vec<UserId>> {
-        if let Some(memory) = self.memory_backend() {
-            let mut offline = Vec::new();
-            for (node, users) in memory.presence.reap(memory::now()) {
-                tracing::warn!(node = %node, "reaped a gateway node whose heartbeat expired");
-                offline.extend(users);
-            }
-            return Ok(offline);
-        }
+    async fn reap_dead_nodes(&self) -> Result<Vec<UserId>> {
         let mut conn = self.conn().await?;
+        // Only the reaper whose ZREM removes a node goes on with it.
         let dead: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.keys.nodes())
             .arg("-inf")
@@ -266,14 +212,7 @@ impl Bus {
         Ok(offline)
     }
 
-    /// Whether each user has an unexpired entry, in the order given.
-    pub async fn online(&self, users: &[UserId]) -> Result<Vec<bool>> {
-        if users.is_empty() {
-            return Ok(Vec::new());
-        }
-        if let Some(memory) = self.memory_backend() {
-            return Ok(memory.presence.online(users, memory::now()));
-        }
+    async fn online(&self, users: &[UserId]) -> Result<Vec<bool>> {
         let now = now_ms();
         let commands: Vec<Cmd> = users
             .iter()

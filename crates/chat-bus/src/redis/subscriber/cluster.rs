@@ -16,8 +16,8 @@ use std::sync::Arc;
 use redis_protocol::resp2::types::BytesFrame;
 use tokio::sync::{Mutex, mpsc};
 
-use super::BusMessage;
 use super::node::{Endpoint, NodeSubscription};
+use crate::BusMessage;
 use crate::keys::Keys;
 use crate::{BusError, Result};
 

@@ -1,62 +1,39 @@
-//! A gateway's subscription connection: one connection carrying a SUBSCRIBE (SSUBSCRIBE on a
-//! cluster) per locally connected user. Messages are forwarded, with the user id already parsed
-//! from the channel name, to a channel the gateway's dispatcher reads.
+//! A gateway's subscription on Redis: one connection carrying a SUBSCRIBE per locally connected
+//! user, or on a cluster an SSUBSCRIBE per user on the master that owns the user's slot.
 //!
 //! The connections are this crate's own (`node`): one to a standalone Redis, or one per master
 //! of a cluster (`cluster`), which follows the slots across resharding and failovers. They
 //! reconnect with backoff, and a `Disconnected` message tells the gateway that events may have
 //! been missed meanwhile.
-//!
-//! On the in-memory bus a subscriber is a registration in the bus' own registry (see
-//! `memory::pubsub`); it never disconnects, so it never sends `Disconnected`.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use crate::backend::SubscriptionBackend;
 use crate::keys::Keys;
-use crate::memory::Subscription;
-use crate::{BusError, RedisMode, Result, UserId};
+use crate::{BusError, BusMessage, RedisMode, Result, UserId};
 use cluster::ClusterSubscription;
 use node::NodeSubscription;
 
 mod cluster;
 mod node;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BusMessage {
-    /// A payload published to a user's channel.
-    Payload { user: UserId, payload: Bytes },
-    /// The subscription connection dropped; what was published until it is back is lost to it.
-    Disconnected,
+/// The connection(s) of one subscription, and the names of its channels.
+pub(crate) struct RedisSubscription {
+    conn: SubscriptionConn,
+    keys: Arc<Keys>,
 }
 
-#[derive(Clone)]
 enum SubscriptionConn {
     /// SUBSCRIBE on one Redis.
     Standalone(NodeSubscription),
     /// SSUBSCRIBE on a cluster: each channel on the master owning its slot.
     Cluster(ClusterSubscription),
-    /// A registration on the in-memory bus, shared by the clones of this subscriber and
-    /// unregistered when the last one goes.
-    Memory(Arc<Subscription>),
 }
 
-#[derive(Clone)]
-pub struct Subscriber {
-    conn: SubscriptionConn,
-    keys: Arc<Keys>,
-}
-
-impl Subscriber {
-    pub(crate) fn memory(subscription: Subscription, keys: Arc<Keys>) -> Self {
-        Self {
-            conn: SubscriptionConn::Memory(Arc::new(subscription)),
-            keys,
-        }
-    }
-
+impl RedisSubscription {
     pub(crate) async fn connect(
         mode: RedisMode,
         urls: &[String],
@@ -85,31 +62,22 @@ impl Subscriber {
     fn channels(&self, users: &[UserId]) -> Vec<String> {
         users.iter().map(|&u| self.keys.user_channel(u)).collect()
     }
+}
 
-    /// Subscribes to the channels of several users.
-    pub async fn subscribe_many(&self, users: &[UserId]) -> Result<()> {
-        // SUBSCRIBE without channels is an error; subscribing nobody is done.
-        if users.is_empty() {
-            return Ok(());
-        }
+#[async_trait]
+impl SubscriptionBackend for RedisSubscription {
+    async fn subscribe(&self, users: &[UserId]) -> Result<()> {
         match &self.conn {
-            SubscriptionConn::Memory(subscription) => subscription.subscribe_many(users),
-            SubscriptionConn::Standalone(conn) => conn.subscribe(self.channels(users)).await?,
-            SubscriptionConn::Cluster(conn) => conn.subscribe(self.channels(users)).await?,
+            SubscriptionConn::Standalone(conn) => conn.subscribe(self.channels(users)).await,
+            SubscriptionConn::Cluster(conn) => conn.subscribe(self.channels(users)).await,
         }
-        Ok(())
     }
 
-    pub async fn unsubscribe_many(&self, users: &[UserId]) -> Result<()> {
-        if users.is_empty() {
-            return Ok(());
-        }
+    async fn unsubscribe(&self, users: &[UserId]) -> Result<()> {
         match &self.conn {
-            SubscriptionConn::Memory(subscription) => subscription.unsubscribe_many(users),
-            SubscriptionConn::Standalone(conn) => conn.unsubscribe(self.channels(users)).await?,
-            SubscriptionConn::Cluster(conn) => conn.unsubscribe(self.channels(users)).await?,
+            SubscriptionConn::Standalone(conn) => conn.unsubscribe(self.channels(users)).await,
+            SubscriptionConn::Cluster(conn) => conn.unsubscribe(self.channels(users)).await,
         }
-        Ok(())
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
-use super::BusMessage;
+use crate::BusMessage;
 use crate::keys::Keys;
 use crate::{BusError, Result};
 
