@@ -57,7 +57,7 @@ pub async fn serve(
         store = store.backend(),
         database_url = %chat_ops::mask_url(&config.database_url),
         redis_url = %config.redis.url_for_log(&bus),
-        redis_mode = ?bus.mode(),
+        redis_mode = bus.backend_name(),
         redis_prefix = %config.redis.redis_prefix,
         jwt_ttl_secs = config.jwt_ttl_secs,
         attachments_store = ?config.storage.attachments_store,

@@ -20,8 +20,7 @@ use chat_proto::PushJob;
 use tokio::sync::mpsc;
 
 use crate::{
-    Bucket, BusMessage, DeadLetter, Delivery, PushStats, RedisMode, Result, UnannouncedSend,
-    UserId, Verdict,
+    Bucket, BusMessage, DeadLetter, Delivery, PushStats, Result, UnannouncedSend, UserId, Verdict,
 };
 
 /// Everything a bus does; implemented by `redis::RedisBus` and `memory::MemoryBus`.
@@ -29,7 +28,8 @@ use crate::{
 pub(crate) trait Backend:
     PresenceBackend + LimitsBackend + JobsBackend + UnannouncedBackend + Send + Sync
 {
-    fn mode(&self) -> RedisMode;
+    /// For logs: `standalone`, `cluster` or [`crate::memory::NAME`].
+    fn name(&self) -> &'static str;
 
     async fn ping(&self) -> Result<()>;
 

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::backend::Backend;
 use crate::memory::MemoryBus;
 use crate::redis::RedisBus;
-use crate::{BusConfig, BusMessage, RedisMode, Result, Subscriber, UserId};
+use crate::{BusConfig, BusMessage, Result, Subscriber, UserId};
 
 /// A cheap-to-clone handle for commands: publishing, revocation, presence, limits, push jobs.
 #[derive(Clone)]
@@ -39,8 +39,14 @@ impl Bus {
         }
     }
 
-    pub fn mode(&self) -> RedisMode {
-        self.backend.mode()
+    /// What is behind this bus, for logs: `standalone`, `cluster` (Redis) or `memory`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Whether this is an in-memory bus ([`Bus::memory`]), which `REDIS_URL` does not concern.
+    pub fn is_memory(&self) -> bool {
+        self.backend.name() == crate::memory::NAME
     }
 
     pub async fn ping(&self) -> Result<()> {

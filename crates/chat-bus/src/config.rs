@@ -4,13 +4,12 @@ use std::str::FromStr;
 
 use crate::Bus;
 
+/// How to reach Redis (`REDIS_MODE`). The in-memory bus is not a mode: it is made with
+/// [`Bus::memory`] and shared by cloning, never from configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RedisMode {
     Standalone,
     Cluster,
-    /// No Redis: the in-memory bus of [`Bus::memory`]. Not accepted from `REDIS_MODE`, since a
-    /// memory bus is shared only by the clones of one value inside one process.
-    Memory,
 }
 
 impl FromStr for RedisMode {
@@ -47,16 +46,15 @@ impl RedisArgs {
     /// For start-up logs: the configured URL(s) with passwords hidden, or a note that `bus` is
     /// the in-memory one (the embedded mode ignores `REDIS_URL`).
     pub fn url_for_log(&self, bus: &Bus) -> String {
-        match bus.mode() {
-            RedisMode::Memory => "(unused: in-memory bus)".into(),
-            // Mask each seed of a cluster list, not only the first.
-            _ => self
-                .redis_url
-                .split(',')
-                .map(|url| chat_ops::mask_url(url.trim()))
-                .collect::<Vec<_>>()
-                .join(","),
+        if bus.is_memory() {
+            return "(unused: in-memory bus)".into();
         }
+        // Mask each seed of a cluster list, not only the first.
+        self.redis_url
+            .split(',')
+            .map(|url| chat_ops::mask_url(url.trim()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn bus_config(&self) -> BusConfig {

@@ -40,14 +40,21 @@ fn job_ids(deliveries: &[chat_bus::Delivery]) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn is_its_own_mode_and_not_configurable() -> TestResult {
+async fn is_its_own_backend_and_not_configurable() -> TestResult {
     let bus = Bus::memory("t");
-    assert_eq!(bus.mode(), RedisMode::Memory);
+    assert!(bus.is_memory());
+    assert_eq!(bus.backend_name(), "memory");
     bus.ping().await?;
     assert!("memory".parse::<RedisMode>().is_err());
     assert_eq!("cluster".parse::<RedisMode>(), Ok(RedisMode::Cluster));
-    let config = BusConfig::new(RedisMode::Memory, "redis://unused", "t");
-    assert!(Bus::new(&config).is_err());
+    // Redis connections open on first use: nothing listens here, and nothing is asked.
+    let redis = Bus::new(&BusConfig::new(
+        RedisMode::Standalone,
+        "redis://127.0.0.1:1",
+        "t",
+    ))?;
+    assert!(!redis.is_memory());
+    assert_eq!(redis.backend_name(), "standalone");
     Ok(())
 }
 

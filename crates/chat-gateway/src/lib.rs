@@ -75,7 +75,7 @@ pub async fn run(
         node_id = %node_id,
         api_url = %config.api_url,
         redis_url = %config.redis.url_for_log(&bus),
-        redis_mode = ?bus.mode(),
+        redis_mode = bus.backend_name(),
         redis_prefix = %config.redis.redis_prefix,
         outbound_queue = config.outbound_queue,
         max_frame_bytes = config.max_frame_bytes,

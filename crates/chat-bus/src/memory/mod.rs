@@ -31,7 +31,10 @@ use tokio::time::Instant;
 
 use crate::backend::{Backend, SubscriptionBackend};
 use crate::keys::Keys;
-use crate::{BusMessage, RedisMode, Result, UserId};
+use crate::{BusMessage, Result, UserId};
+
+/// What [`crate::Bus::backend_name`] says of an in-memory bus.
+pub(crate) const NAME: &str = "memory";
 
 /// Everything one in-memory bus holds; the [`crate::Bus`] clones share it through an `Arc`.
 pub(crate) struct MemoryBus {
@@ -60,8 +63,8 @@ impl MemoryBus {
 
 #[async_trait]
 impl Backend for MemoryBus {
-    fn mode(&self) -> RedisMode {
-        RedisMode::Memory
+    fn name(&self) -> &'static str {
+        NAME
     }
 
     async fn ping(&self) -> Result<()> {

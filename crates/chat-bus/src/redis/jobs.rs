@@ -13,7 +13,9 @@ use chat_proto::PushJob;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamReadReply};
 use redis::{Cmd, Value};
 
-use super::{BusConn, RedisBus, Server};
+use redis::aio::MultiplexedConnection;
+
+use super::{Conn, RedisBus, Server};
 use crate::backend::{JobsBackend, PushReader, Reclaimed};
 use crate::jobs::encode;
 use crate::{BusError, DeadLetter, Delivery, PUSH_GROUP, PushStats, Result};
@@ -50,28 +52,24 @@ fn delivery(entry: &StreamId) -> Delivery {
 impl RedisBus {
     /// A connection of its own for blocking reads (a blocked multiplexed connection would stall
     /// every other command sharing it).
-    async fn dedicated_conn(&self) -> Result<BusConn> {
+    async fn dedicated_conn(&self) -> Result<Conn<MultiplexedConnection>> {
         match &self.server {
-            Server::Standalone(_) => {
+            Server::Standalone { url, .. } => {
                 // Not the shared connection: it gives up on a reply after 500 ms, and a
                 // read abandoned while the server still blocks would have its entry delivered
                 // into the void (left pending until reclaimed).
-                let url = self
-                    .urls
-                    .first()
-                    .ok_or_else(|| BusError::Config("REDIS_URL is empty".into()))?;
                 let config = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(2)))
                     .set_response_timeout(Some(BLOCKING_REPLY_TIMEOUT));
                 let conn = redis::Client::open(url.as_str())?
                     .get_multiplexed_async_connection_with_config(&config)
                     .await?;
-                Ok(BusConn::Direct(conn))
+                Ok(Conn::Standalone(conn))
             }
             Server::Cluster(cluster) => {
                 let connect = cluster.client.get_async_connection();
                 match tokio::time::timeout(Duration::from_secs(2), connect).await {
-                    Ok(conn) => Ok(BusConn::Cluster(conn?)),
+                    Ok(conn) => Ok(Conn::Cluster(conn?)),
                     Err(_) => Err(BusError::Redis(redis::RedisError::from((
                         redis::ErrorKind::Io,
                         "timed out connecting to the cluster",
@@ -280,26 +278,21 @@ impl JobsBackend for RedisBus {
 struct RedisPushReader {
     bus: RedisBus,
     consumer: String,
-    conn: Option<BusConn>,
+    /// Made on first use, and again after a command failed on it.
+    conn: Option<Conn<MultiplexedConnection>>,
     claim_cursor: String,
 }
 
 impl RedisPushReader {
-    async fn conn(&mut self) -> Result<&mut BusConn> {
-        if self.conn.is_none() {
-            self.conn = Some(self.bus.dedicated_conn().await?);
-        }
-        self.conn
-            .as_mut()
-            .ok_or_else(|| BusError::Config("no connection".into()))
-    }
-
     async fn query<T: redis::FromRedisValue>(&mut self, cmd: Cmd) -> Result<T> {
-        let conn = self.conn().await?;
-        let reply = cmd.query_async::<T>(conn).await;
-        if reply.is_err() {
-            // Start over with a fresh connection next time.
-            self.conn = None;
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.bus.dedicated_conn().await?,
+        };
+        let reply = cmd.query_async::<T>(&mut conn).await;
+        // After an error, start over with a fresh connection next time.
+        if reply.is_ok() {
+            self.conn = Some(conn);
         }
         Ok(reply?)
     }

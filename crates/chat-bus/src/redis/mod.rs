@@ -31,6 +31,7 @@ use tokio::sync::{OnceCell, mpsc};
 use crate::backend::{Backend, SubscriptionBackend};
 use crate::keys::Keys;
 use crate::{BusConfig, BusError, BusMessage, RedisMode, Result, UserId};
+use subscriber::RedisSubscription;
 
 /// How long a connection attempt, and a reply, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,36 +44,39 @@ const SILENT_PEER: Duration = Duration::from_secs(5);
 pub(crate) struct RedisBus {
     server: Server,
     keys: Arc<Keys>,
-    urls: Vec<String>,
 }
 
-/// One shared connection to one Redis, or a cluster client and its connection.
+/// One shared connection to one Redis, or a cluster client and its connection; each with the
+/// URL(s) it was made from, for the connections that are not shared (subscriptions, blocking
+/// reads).
 #[derive(Clone)]
 enum Server {
-    Standalone(ConnectionManager),
+    Standalone {
+        shared: ConnectionManager,
+        url: String,
+    },
     Cluster(Arc<ClusterServer>),
 }
 
 struct ClusterServer {
     client: ClusterClient,
     conn: OnceCell<ClusterConnection>,
+    seeds: Vec<String>,
 }
 
-/// A connection of either kind; it speaks `ConnectionLike`, so commands, pipelines and scripts
-/// are written once.
-pub(crate) enum BusConn {
-    Shared(ConnectionManager),
+/// A connection to either kind of server; it speaks `ConnectionLike`, so commands, pipelines
+/// and scripts are written once. `S` is the standalone connection: the shared connection
+/// manager, or a connection of its own for blocking reads (`jobs.rs`).
+pub(crate) enum Conn<S = ConnectionManager> {
+    Standalone(S),
     Cluster(ClusterConnection),
-    /// A connection of its own, not the shared one (blocking stream reads).
-    Direct(redis::aio::MultiplexedConnection),
 }
 
-impl ConnectionLike for BusConn {
+impl<S: ConnectionLike + Send> ConnectionLike for Conn<S> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Shared(conn) => conn.req_packed_command(cmd),
+            Self::Standalone(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
-            Self::Direct(conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -83,17 +87,15 @@ impl ConnectionLike for BusConn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Shared(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Self::Shared(conn) => conn.get_db(),
+            Self::Standalone(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
-            Self::Direct(conn) => conn.get_db(),
         }
     }
 }
@@ -108,51 +110,40 @@ impl RedisBus {
             .cloned()
             .ok_or_else(|| BusError::Config("REDIS_URL is empty".into()))?;
         let server = match config.mode {
-            RedisMode::Standalone => Server::Standalone(ConnectionManager::new_lazy_with_config(
-                standalone_client(&first)?,
-                ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(REPLY_TIMEOUT))
-                    .set_number_of_retries(0),
-            )?),
+            RedisMode::Standalone => Server::Standalone {
+                shared: ConnectionManager::new_lazy_with_config(
+                    standalone_client(&first)?,
+                    ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                        .set_response_timeout(Some(REPLY_TIMEOUT))
+                        .set_number_of_retries(0),
+                )?,
+                url: first,
+            },
             RedisMode::Cluster => Server::Cluster(Arc::new(ClusterServer {
                 client: cluster_builder(&config.urls).build()?,
                 conn: OnceCell::new(),
+                seeds: config.urls.clone(),
             })),
-            // A second memory bus made from configuration would silently share nothing with
-            // the first: the embedded mode makes one with Bus::memory and clones it.
-            RedisMode::Memory => {
-                return Err(BusError::Config(
-                    "an in-memory bus is made with Bus::memory and shared by cloning".into(),
-                ));
-            }
         };
         Ok(Self {
             server,
             keys: Arc::new(Keys::new(&config.prefix)),
-            urls: config.urls.clone(),
         })
     }
 
-    fn mode(&self) -> RedisMode {
-        match self.server {
-            Server::Standalone(_) => RedisMode::Standalone,
-            Server::Cluster(_) => RedisMode::Cluster,
-        }
-    }
-
-    pub(crate) async fn conn(&self) -> Result<BusConn> {
+    pub(crate) async fn conn(&self) -> Result<Conn> {
         match &self.server {
             // Lazy and self-healing: it connects on first use and again after a connection
             // error, one attempt at a time, each bounded by CONNECT_TIMEOUT.
-            Server::Standalone(shared) => Ok(BusConn::Shared(shared.clone())),
+            Server::Standalone { shared, .. } => Ok(Conn::Standalone(shared.clone())),
             Server::Cluster(cluster) => {
                 // A dead Redis must not hang requests: bound the wait for a connection.
                 let connect = cluster
                     .conn
                     .get_or_try_init(|| cluster.client.get_async_connection());
                 match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-                    Ok(conn) => Ok(BusConn::Cluster(conn?.clone())),
+                    Ok(conn) => Ok(Conn::Cluster(conn?.clone())),
                     Err(_) => Err(BusError::Redis(redis::RedisError::from((
                         redis::ErrorKind::Io,
                         "timed out waiting for a redis connection",
@@ -170,15 +161,14 @@ impl RedisBus {
             return Ok(Vec::new());
         }
         match self.conn().await? {
-            // conn() never hands out a direct connection; treat one like the shared one.
-            mut conn @ (BusConn::Shared(_) | BusConn::Direct(_)) => {
+            mut conn @ Conn::Standalone(_) => {
                 let mut pipe = redis::pipe();
                 for command in commands {
                     pipe.add_command(command.clone());
                 }
                 Ok(pipe.query_async(&mut conn).await?)
             }
-            BusConn::Cluster(conn) => {
+            Conn::Cluster(conn) => {
                 let replies = futures_util::future::join_all(commands.iter().map(|command| {
                     let mut conn = conn.clone();
                     async move { command.query_async::<T>(&mut conn).await }
@@ -192,8 +182,11 @@ impl RedisBus {
 
 #[async_trait]
 impl Backend for RedisBus {
-    fn mode(&self) -> RedisMode {
-        RedisBus::mode(self)
+    fn name(&self) -> &'static str {
+        match self.server {
+            Server::Standalone { .. } => "standalone",
+            Server::Cluster(_) => "cluster",
+        }
     }
 
     async fn ping(&self) -> Result<()> {
@@ -204,7 +197,7 @@ impl Backend for RedisBus {
 
     async fn publish(&self, users: &[UserId], payload: &Bytes) -> Result<()> {
         let verb = match self.server {
-            Server::Standalone(_) => "PUBLISH",
+            Server::Standalone { .. } => "PUBLISH",
             Server::Cluster(_) => "SPUBLISH",
         };
         let commands: Vec<Cmd> = users
@@ -251,9 +244,11 @@ impl Backend for RedisBus {
         Arc<dyn SubscriptionBackend>,
         mpsc::UnboundedReceiver<BusMessage>,
     )> {
-        let (subscription, rx) =
-            subscriber::RedisSubscription::connect(self.mode(), &self.urls, self.keys.clone())
-                .await?;
+        let keys = self.keys.clone();
+        let (subscription, rx) = match &self.server {
+            Server::Standalone { url, .. } => RedisSubscription::standalone(url, keys).await?,
+            Server::Cluster(cluster) => RedisSubscription::cluster(&cluster.seeds, keys).await?,
+        };
         Ok((Arc::new(subscription), rx))
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::SubscriptionBackend;
 use crate::keys::Keys;
-use crate::{BusError, BusMessage, RedisMode, Result, UserId};
+use crate::{BusMessage, Result, UserId};
 use cluster::ClusterSubscription;
 use node::NodeSubscription;
 
@@ -34,28 +34,27 @@ enum SubscriptionConn {
 }
 
 impl RedisSubscription {
-    pub(crate) async fn connect(
-        mode: RedisMode,
+    /// Connects to a standalone Redis (an unreachable Redis is an error here, as it is for every
+    /// other connection).
+    pub(crate) async fn standalone(
+        url: &str,
+        keys: Arc<Keys>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<BusMessage>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = NodeSubscription::connect(url, keys.clone(), tx).await?;
+        let conn = SubscriptionConn::Standalone(conn);
+        Ok((Self { conn, keys }, rx))
+    }
+
+    /// Reads a cluster's slot map from the first seed that answers; the connections to masters
+    /// open as channels of theirs are subscribed.
+    pub(crate) async fn cluster(
         urls: &[String],
         keys: Arc<Keys>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<BusMessage>)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let conn = match mode {
-            RedisMode::Standalone => {
-                let url = urls.first().map(String::as_str).unwrap_or_default();
-                SubscriptionConn::Standalone(
-                    NodeSubscription::connect(url, keys.clone(), tx).await?,
-                )
-            }
-            RedisMode::Cluster => SubscriptionConn::Cluster(
-                ClusterSubscription::connect(urls, keys.clone(), tx).await?,
-            ),
-            RedisMode::Memory => {
-                return Err(BusError::Config(
-                    "an in-memory subscriber comes from Bus::subscriber".into(),
-                ));
-            }
-        };
+        let conn = ClusterSubscription::connect(urls, keys.clone(), tx).await?;
+        let conn = SubscriptionConn::Cluster(conn);
         Ok((Self { conn, keys }, rx))
     }
 
