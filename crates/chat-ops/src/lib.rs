@@ -1,6 +1,10 @@
 //! What every binary needs to be operable: JSON (or text) logs, a Prometheus recorder, the
-//! SIGTERM/SIGINT shutdown signal, the runtime's thread count, and secret masking for the config
-//! printed at start.
+//! SIGTERM/SIGINT shutdown signal, the runtime's thread count, secret masking for the config
+//! printed at start, and the backoff every retry loop uses ([`Backoff`], in `backoff/`).
+
+mod backoff;
+
+pub use backoff::{Backoff, Delays};
 
 use std::num::NonZeroUsize;
 use std::time::Duration;
