@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use chat_bus::UnannouncedSend;
+use chat_ops::Backoff;
 use chat_proto::codec::BusBody;
 use chat_proto::{Cursor, Message, ServerEvent};
 use chat_store::SendOutcome;
@@ -22,8 +23,7 @@ use crate::state::AppState;
 /// How the resolver tries: soon after the error, then at least once a second (a recipient that
 /// disconnects before the announcement and resumes from a later cursor would miss it, so the
 /// wait after the database is back should be short), for five minutes at most.
-const RESOLVE_FIRST_WAIT: Duration = Duration::from_millis(250);
-const RESOLVE_MAX_WAIT: Duration = Duration::from_secs(1);
+const RESOLVE_WAIT: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(1));
 const RESOLVE_FOR: Duration = Duration::from_secs(300);
 
 /// Runs under the chat's send lock with a send's outcome: first what earlier sends left
@@ -52,9 +52,9 @@ pub(crate) async fn record_unknown_commit(state: &AppState, chat_id: u64, send: 
 /// other send in the chat comes along to do it.
 async fn resolve(state: AppState, chat_id: u64) {
     let give_up = tokio::time::Instant::now() + RESOLVE_FOR;
-    let mut wait = RESOLVE_FIRST_WAIT;
+    let mut waits = RESOLVE_WAIT.delays();
     while tokio::time::Instant::now() < give_up {
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(waits.next_delay()).await;
         let settled = state
             .store
             .in_send_order(chat_id, || announce_unannounced(&state, chat_id, None, &[]))
@@ -66,7 +66,6 @@ async fn resolve(state: AppState, chat_id: u64) {
                 tracing::debug!(error = %e, chat_id, "resolver: the chat's lock is out of reach")
             }
         }
-        wait = (wait * 2).min(RESOLVE_MAX_WAIT);
     }
     tracing::warn!(
         chat_id,

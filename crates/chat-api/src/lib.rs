@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use chat_auth::TokenKeys;
 use chat_bus::Bus;
+use chat_ops::Backoff;
 use chat_store::{Store, StoreError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -112,7 +113,7 @@ pub async fn serve(
 
 /// Runs migrations, waiting for the database to come up rather than exiting.
 async fn migrate_until_done(store: Store, migrated: Arc<AtomicBool>) {
-    let mut delay = Duration::from_millis(200);
+    let mut delays = Backoff::new(Duration::from_millis(200), Duration::from_secs(5)).delays();
     loop {
         match store.migrate().await {
             Ok(()) => {
@@ -125,7 +126,6 @@ async fn migrate_until_done(store: Store, migrated: Arc<AtomicBool>) {
             }
             Err(e) => tracing::error!(error = %e, "migrations failed; retrying"),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(delays.next_delay()).await;
     }
 }

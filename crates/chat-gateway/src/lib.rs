@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use chat_auth::TokenKeys;
 use chat_bus::Bus;
+use chat_ops::Backoff;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -153,14 +154,13 @@ async fn connect_subscriber(
     chat_bus::Subscriber,
     tokio::sync::mpsc::UnboundedReceiver<chat_bus::BusMessage>,
 ) {
-    let mut delay = Duration::from_millis(200);
+    let mut delays = Backoff::new(Duration::from_millis(200), Duration::from_secs(5)).delays();
     loop {
         match bus.subscriber().await {
             Ok(pair) => return pair,
             Err(e) => {
                 tracing::warn!(error = %e, "redis not reachable yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(delays.next_delay()).await;
             }
         }
     }

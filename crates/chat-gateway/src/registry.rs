@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_bus::{Bus, Subscriber};
+use chat_ops::{Backoff, Delays};
 use chat_proto::{PresenceBatch, PresenceChange, PresenceStatus};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -64,8 +65,9 @@ impl RegistryHandle {
 }
 
 /// Backoff of resubscription attempts after the subscription connection dropped.
-const RESUBSCRIBE_FIRST_DELAY: Duration = Duration::from_millis(100);
-const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
+const RESUBSCRIBE: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+/// Backoff of a presence notice's retries: three, from 100 ms.
+const NOTICE_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
 
 pub struct Registry {
     commands: mpsc::UnboundedReceiver<Command>,
@@ -80,7 +82,8 @@ pub struct Registry {
     metrics: GatewayMetrics,
     /// When to try resubscribing next, while a resubscription is owed.
     resubscribe_at: Option<tokio::time::Instant>,
-    resubscribe_delay: Duration,
+    /// The waits between resubscription attempts, from the first again after each drop.
+    resubscribe_delays: Delays,
     /// Told each time the subscriptions are live again after a drop.
     restored: mpsc::UnboundedSender<()>,
 }
@@ -110,7 +113,7 @@ impl Registry {
             notice_tasks,
             metrics,
             resubscribe_at: None,
-            resubscribe_delay: RESUBSCRIBE_FIRST_DELAY,
+            resubscribe_delays: RESUBSCRIBE.delays(),
             restored,
         };
         (registry, RegistryHandle { commands: tx })
@@ -169,7 +172,7 @@ impl Registry {
                 }
                 Command::Resubscribe => {
                     if self.resubscribe_at.is_none() {
-                        self.resubscribe_delay = RESUBSCRIBE_FIRST_DELAY;
+                        self.resubscribe_delays = RESUBSCRIBE.delays();
                         self.resubscribe_at = Some(tokio::time::Instant::now());
                     }
                 }
@@ -259,8 +262,8 @@ impl Registry {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "resubscribing failed; retrying");
-                self.resubscribe_at = Some(tokio::time::Instant::now() + self.resubscribe_delay);
-                self.resubscribe_delay = (self.resubscribe_delay * 2).min(RESUBSCRIBE_MAX_DELAY);
+                let delay = self.resubscribe_delays.next_delay();
+                self.resubscribe_at = Some(tokio::time::Instant::now() + delay);
             }
         }
     }
@@ -355,19 +358,17 @@ fn spawn_notice_lane(
     (tx, task)
 }
 
-/// Up to four attempts, 100 ms apart and doubling; an endpoint that is not there is not retried.
+/// Up to four attempts, about 100 ms apart and doubling (`NOTICE_RETRY`); an endpoint that is
+/// not there is not retried.
 async fn with_retries<F, Fut>(mut attempt: F) -> Result<(), NoticeError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), NoticeError>>,
 {
-    let mut delay = Duration::from_millis(100);
+    let mut delays = NOTICE_RETRY.delays();
     for _ in 1..4 {
         match attempt().await {
-            Err(NoticeError::Failed(_)) => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
+            Err(NoticeError::Failed(_)) => tokio::time::sleep(delays.next_delay()).await,
             done => return done,
         }
     }

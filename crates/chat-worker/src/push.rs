@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_bus::{Bus, Delivery};
+use chat_ops::Backoff;
 use chat_proto::PushJob;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -103,12 +104,7 @@ impl Pusher {
     /// The delay before retry number `attempt` (1-based): base·2^(attempt-1), capped, with
     /// "equal jitter" (uniform in [d/2, d]) so workers retrying together spread out.
     fn backoff(&self, attempt: u64) -> Duration {
-        backoff(
-            self.args.backoff_base(),
-            self.args.backoff_max(),
-            attempt,
-            rand::random::<f64>(),
-        )
+        Backoff::new(self.args.backoff_base(), self.args.backoff_max()).delay(attempt)
     }
 
     /// Handles one job until it is delivered, dead-lettered, or left pending (shutdown during a
@@ -197,13 +193,6 @@ impl Pusher {
             }
         }
     }
-}
-
-fn backoff(base: Duration, max: Duration, attempt: u64, unit: f64) -> Duration {
-    let exp = attempt.saturating_sub(1).min(30) as u32;
-    let full = base.saturating_mul(2u32.saturating_pow(exp)).min(max);
-    let unit = unit.clamp(0.0, 1.0);
-    full.mul_f64(0.5 + unit / 2.0)
 }
 
 /// One consumer: reclaims jobs idle past the limit now and then, otherwise reads new ones, and
@@ -305,23 +294,5 @@ pub async fn sample_gauges(bus: Bus, shutdown: CancellationToken) {
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
             () = shutdown.cancelled() => return,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::backoff;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_caps() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_millis(1000);
-        assert_eq!(backoff(base, max, 1, 1.0), Duration::from_millis(100));
-        assert_eq!(backoff(base, max, 1, 0.0), Duration::from_millis(50));
-        assert_eq!(backoff(base, max, 3, 1.0), Duration::from_millis(400));
-        assert_eq!(backoff(base, max, 10, 1.0), max);
-        assert_eq!(backoff(base, max, 64, 0.0), max / 2);
     }
 }

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_ops::Backoff;
 use futures_util::{SinkExt, StreamExt};
 use redis_protocol::resp2::types::BytesFrame;
 use tokio::sync::{mpsc, oneshot};
@@ -18,8 +19,7 @@ use crate::BusMessage;
 use crate::keys::Keys;
 
 const PING_EVERY: Duration = Duration::from_secs(10);
-const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(50);
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
 /// Why a connection stopped being served.
 enum Ended {
@@ -192,9 +192,9 @@ impl Task {
     /// Opens a new connection, waiting longer after each failure; requests made meanwhile are
     /// refused. `None` once every handle is gone.
     async fn reconnect(&mut self) -> Option<Connection> {
-        let mut delay = RECONNECT_FIRST_DELAY;
+        let mut delays = RECONNECT.delays();
         loop {
-            let wait = tokio::time::sleep(delay);
+            let wait = tokio::time::sleep(delays.next_delay());
             tokio::pin!(wait);
             loop {
                 tokio::select! {
@@ -212,10 +212,7 @@ impl Task {
                     tracing::info!("redis subscription connection re-established");
                     return Some(connection);
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "redis subscription reconnect failed");
-                    delay = (delay * 2).min(RECONNECT_MAX_DELAY);
-                }
+                Err(e) => tracing::debug!(error = %e, "redis subscription reconnect failed"),
             }
         }
     }
