@@ -3,11 +3,11 @@
 //! tells the registry when a user's first local socket opens or last one closes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::Bytes;
 use chat_proto::{ErrorCode, Reply, ServerEvent, WireFormat};
+use parking_lot::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::GatewayMetrics;
@@ -125,12 +125,8 @@ impl Hub {
         }
     }
 
-    fn shard(&self, user: UserId) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<ConnHandle>>> {
-        // A poisoned shard only means another thread panicked mid-update of plain data.
-        match self.shards[(user % SHARDS as u64) as usize].lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+    fn shard(&self, user: UserId) -> MutexGuard<'_, HashMap<UserId, Vec<ConnHandle>>> {
+        self.shards[(user % SHARDS as u64) as usize].lock()
     }
 
     pub fn registry(&self) -> &RegistryHandle {

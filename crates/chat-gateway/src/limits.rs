@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
+
+use parking_lot::{Mutex, MutexGuard};
 
 const SHARDS: usize = 16;
 /// A shard is swept of idle entries when it grows past this many addresses.
@@ -69,10 +71,7 @@ impl IpLimiter {
             IpAddr::V4(v4) => u32::from(*v4) as usize,
             IpAddr::V6(v6) => (u128::from(*v6) as u64 ^ (u128::from(*v6) >> 64) as u64) as usize,
         } % SHARDS;
-        match self.shards[index].lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.shards[index].lock()
     }
 
     /// Admits one handshake from `ip`: a slot to hold for the socket's life, `None` when the

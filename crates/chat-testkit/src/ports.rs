@@ -7,9 +7,9 @@
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Mutex;
 
 use anyhow::bail;
+use parking_lot::Mutex;
 
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
@@ -35,7 +35,7 @@ pub(crate) fn free_addr() -> anyhow::Result<SocketAddr> {
             continue;
         };
         let addr = listener.local_addr()?;
-        let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = HANDED_OUT.lock();
         if guard.get_or_insert_with(HashSet::new).insert(addr.port()) {
             return Ok(addr);
         }

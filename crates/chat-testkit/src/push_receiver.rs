@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use parking_lot::{Mutex, MutexGuard};
 use serde_json::Value;
 
 /// One request as the receiver saw it.
@@ -68,8 +69,8 @@ impl PushReceiver {
         format!("http://{}/push", self.addr)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     /// From now on answer 500 to everything (`true`) or 200 again (`false`).
@@ -144,7 +145,7 @@ async fn receive(
             .map(str::to_string)
     };
     let (status, delay) = {
-        let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = inner.lock();
         let status = if inner.failing || inner.failing_tokens.contains(&token) {
             StatusCode::INTERNAL_SERVER_ERROR
         } else {

@@ -9,15 +9,16 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_proto::PushJob;
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Expiring, MemoryBus, deadline, lock, now};
+use super::{Expiring, MemoryBus, deadline, now};
 use crate::backend::{JobsBackend, PushReader, Reclaimed};
 use crate::jobs::encode;
 use crate::{BusError, DeadLetter, Delivery, PushStats, Result};
@@ -167,7 +168,7 @@ impl Jobs {
             return;
         }
         {
-            let mut stream = lock(&self.stream);
+            let mut stream = self.stream.lock();
             for mut delivery in deliveries {
                 let id = next_id(stream.last_id, now_ms);
                 stream.last_id = id;
@@ -184,7 +185,7 @@ impl Jobs {
 
     /// XGROUP CREATE … 0 MKSTREAM, keeping an existing group.
     pub(crate) fn ensure_group(&self) {
-        let mut stream = lock(&self.stream);
+        let mut stream = self.stream.lock();
         if stream.group.is_none() {
             stream.group = Some(Group {
                 last_delivered: EntryId::default(),
@@ -209,7 +210,10 @@ impl Jobs {
             let added = self.added.notified();
             tokio::pin!(added);
             added.as_mut().enable();
-            let read = lock(&self.stream).read_new(consumer, count, Instant::now())?;
+            let read = self
+                .stream
+                .lock()
+                .read_new(consumer, count, Instant::now())?;
             if !read.is_empty() || block.is_zero() {
                 return Ok(read);
             }
@@ -239,7 +243,7 @@ impl Jobs {
             ))));
         }
         let start = EntryId::parse(cursor)?;
-        let mut stream = lock(&self.stream);
+        let mut stream = self.stream.lock();
         let Stream { entries, group, .. } = &mut *stream;
         let group = group.as_mut().ok_or_else(no_group)?;
         let mut attempts = count.saturating_mul(10);
@@ -286,7 +290,7 @@ impl Jobs {
     /// trimmed away meanwhile leaves the pending list (Redis 7 does the same).
     pub(crate) fn touch(&self, consumer: &str, entry_id: &str, now: Instant) -> Result<()> {
         let id = EntryId::parse(entry_id)?;
-        let mut stream = lock(&self.stream);
+        let mut stream = self.stream.lock();
         let exists = stream.contains(id);
         let group = stream.group()?;
         if !exists {
@@ -301,17 +305,17 @@ impl Jobs {
     /// XACK.
     pub(crate) fn ack(&self, entry_id: &str) -> Result<()> {
         let id = EntryId::parse(entry_id)?;
-        lock(&self.stream).group()?.pending.remove(&id);
+        self.stream.lock().group()?.pending.remove(&id);
         Ok(())
     }
 
     pub(crate) fn is_done(&self, job_id: &str, now: Instant) -> bool {
-        lock(&self.done).get(job_id, now).is_some()
+        self.done.lock().get(job_id, now).is_some()
     }
 
     /// SET NX EX: `false` if the marker existed.
     pub(crate) fn mark_done(&self, job_id: &str, ttl: Duration, now: Instant) -> bool {
-        let mut done = lock(&self.done);
+        let mut done = self.done.lock();
         if done.get(job_id, now).is_some() {
             return false;
         }
@@ -326,7 +330,7 @@ impl Jobs {
 
     /// INCR, then EXPIRE (so every attempt extends the counter's life).
     pub(crate) fn attempt(&self, job_id: &str, ttl: Duration, now: Instant) -> u64 {
-        let mut tries = lock(&self.tries);
+        let mut tries = self.tries.lock();
         let count = tries
             .get(job_id, now)
             .map_or(0, |(count, _)| *count)
@@ -343,14 +347,14 @@ impl Jobs {
     /// XADD to the dead-letter stream, then XACK.
     pub(crate) fn dead_letter(&self, dead: DeadLetter) -> Result<()> {
         let entry_id = dead.delivery.entry_id.clone();
-        lock(&self.stream).dead.push(dead);
+        self.stream.lock().dead.push(dead);
         self.ack(&entry_id)
     }
 
     /// XPENDING for the consumer, then XGROUP DELCONSUMER if it holds nothing. Consumers are
     /// not kept by name here, so "removing" one is only the check.
     pub(crate) fn forget_consumer(&self, consumer: &str) -> Result<bool> {
-        let mut stream = lock(&self.stream);
+        let mut stream = self.stream.lock();
         let holds_some = stream
             .group()?
             .pending
@@ -362,7 +366,7 @@ impl Jobs {
     /// Length, pending, lag (`entries-added - entries-read`, as XINFO GROUPS computes it while
     /// nothing was deleted from the middle of the stream) and dead letters.
     pub(crate) fn stats(&self) -> PushStats {
-        let stream = lock(&self.stream);
+        let stream = self.stream.lock();
         let (pending, lag) = match &stream.group {
             Some(group) => (
                 group.pending.len() as u64,
@@ -379,7 +383,7 @@ impl Jobs {
     }
 
     pub(crate) fn dead_letters(&self) -> Vec<DeadLetter> {
-        lock(&self.stream).dead.clone()
+        self.stream.lock().dead.clone()
     }
 }
 

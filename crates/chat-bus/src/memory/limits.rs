@@ -4,13 +4,13 @@
 //! The bucket repeats the TAKE script's arithmetic step for step, on a millisecond clock like
 //! Redis' `TIME`, so a limit tuned against Redis behaves the same here.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Expiring, MemoryBus, deadline, lock, now};
+use super::{Expiring, MemoryBus, deadline, now};
 use crate::backend::LimitsBackend;
 use crate::{Bucket, Result, UserId, Verdict};
 
@@ -45,11 +45,13 @@ impl Limits {
 
     pub(crate) fn revoke(&self, jti: &str, ttl: Duration, now: Instant) {
         let expires = deadline(now, at_least_a_milli(ttl));
-        lock(&self.revoked).insert(jti.to_string(), (), expires, now);
+        self.revoked
+            .lock()
+            .insert(jti.to_string(), (), expires, now);
     }
 
     pub(crate) fn is_revoked(&self, jti: &str, now: Instant) -> bool {
-        lock(&self.revoked).get(jti, now).is_some()
+        self.revoked.lock().get(jti, now).is_some()
     }
 
     /// The TAKE script with a cost of one token. `Bus` has already let a disabled bucket
@@ -59,7 +61,7 @@ impl Limits {
         let cap = f64::from(bucket.burst);
         let rate = bucket.per_sec;
         let cost = 1.0;
-        let mut buckets = lock(&self.buckets);
+        let mut buckets = self.buckets.lock();
         let (tokens, ts_ms) = match buckets.get(&user, now) {
             Some((state, _)) => (state.tokens, state.ts_ms),
             None => (cap, now_ms),
@@ -95,7 +97,7 @@ impl Limits {
         max_failures: u32,
         now: Instant,
     ) -> Option<Duration> {
-        let failures = lock(&self.login_failures);
+        let failures = self.login_failures.lock();
         let (count, expires) = failures.get(key, now)?;
         (*count >= max_failures).then(|| {
             let left = expires.saturating_duration_since(now);
@@ -106,7 +108,7 @@ impl Limits {
 
     /// The FAIL script: counts one failure; the window starts with the first.
     pub(crate) fn note_login_failure(&self, key: &str, window: Duration, now: Instant) {
-        let mut failures = lock(&self.login_failures);
+        let mut failures = self.login_failures.lock();
         if let Some((count, _)) = failures.get_mut(key, now) {
             *count = count.saturating_add(1);
             return;
@@ -116,7 +118,7 @@ impl Limits {
     }
 
     pub(crate) fn clear_login_failures(&self, key: &str) {
-        lock(&self.login_failures).remove(key);
+        self.login_failures.lock().remove(key);
     }
 }
 

@@ -9,8 +9,9 @@
 //! Expiry follows Redis: a key stops existing once its deadline passes, whether or not anything
 //! swept it yet. Time is [`tokio::time::Instant`], so tests can pause and advance it.
 //!
-//! Locks are plain `std::sync` ones held for a few map operations and never across an `.await`;
-//! every state change that a Redis script or command makes atomically is made under one lock.
+//! Locks are parking_lot ones (no poisoning: a panic elsewhere must not take the whole bus down)
+//! held for a few map operations and never across an `.await`; every state change that a Redis
+//! script or command makes atomically is made under one lock.
 
 mod jobs;
 mod limits;
@@ -21,7 +22,7 @@ mod unannounced;
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -107,12 +108,6 @@ impl Backend for MemoryBus {
 /// The clock of every deadline here (tokio's, so paused test time applies).
 pub(crate) fn now() -> Instant {
     Instant::now()
-}
-
-/// Locks a mutex, ignoring poisoning: a panic elsewhere must not take the whole bus down, and no
-/// critical section here leaves the state half-changed before a point that can panic.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `now + ttl` without the overflow panic of `Instant + Duration` (TTLs come from callers and

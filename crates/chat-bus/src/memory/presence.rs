@@ -6,14 +6,14 @@
 //! One lock covers all three, so the first/last decisions that Redis makes inside a script are
 //! just as atomic here, and a node is reaped once even if two gateways reap at the same time.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{MemoryBus, deadline, lock, now};
+use super::{MemoryBus, deadline, now};
 use crate::backend::PresenceBackend;
 use crate::{Result, UserId};
 
@@ -96,7 +96,7 @@ impl State {
 impl Presence {
     /// The CONNECT script plus the node's user set; `true` when no node held the user.
     pub(crate) fn connect(&self, user: UserId, node: &str, ttl: Duration, now: Instant) -> bool {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let key_expires = deadline(now, ttl.saturating_mul(2));
         let before = match state.live_user(user, now) {
             Some(entry) => {
@@ -132,7 +132,7 @@ impl Presence {
 
     /// `true` when the user just went offline.
     pub(crate) fn disconnect(&self, user: UserId, node: &str, now: Instant) -> bool {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let went_offline = state.remove_node_entry(user, node, now);
         if let Some(node_users) = state.live_node_users(node, now) {
             node_users.users.remove(&user);
@@ -145,7 +145,7 @@ impl Presence {
 
     /// Refreshes the node's deadline and the entries it still has (never re-creating one).
     pub(crate) fn heartbeat(&self, node: &str, users: &[UserId], ttl: Duration, now: Instant) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let expiry = deadline(now, ttl);
         state.nodes.insert(node.to_string(), expiry);
         if let Some(node_users) = state.live_node_users(node, now) {
@@ -164,7 +164,7 @@ impl Presence {
     }
 
     pub(crate) fn leave(&self, node: &str) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         state.nodes.remove(node);
         state.node_users.remove(node);
     }
@@ -172,7 +172,7 @@ impl Presence {
     /// Removes every node whose heartbeat deadline passed and its entries; returns the users
     /// that went offline (ordered by node deadline, then user id, for stable results).
     pub(crate) fn reap(&self, now: Instant) -> Vec<(String, Vec<UserId>)> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let mut dead: Vec<(Instant, String)> = state
             .nodes
             .iter()
@@ -200,7 +200,7 @@ impl Presence {
 
     /// Whether each user has an entry expiring at or after `now` (ZCOUNT now +inf).
     pub(crate) fn online(&self, users: &[UserId], now: Instant) -> Vec<bool> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         users
             .iter()
             .map(|&user| {

@@ -9,10 +9,11 @@
 //! went away.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 use crate::backend::SubscriptionBackend;
@@ -56,18 +57,12 @@ impl Registry {
 }
 
 impl PubSub {
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
-        self.registry
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// A new subscription with no user yet, and the receiving end of its channel.
     pub(crate) fn subscribe(
         self: &Arc<Self>,
     ) -> (Subscription, mpsc::UnboundedReceiver<BusMessage>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut registry = self.write();
+        let mut registry = self.registry.write();
         let id = registry.next_id;
         registry.next_id += 1;
         registry.subscriptions.insert(id, (tx, HashSet::new()));
@@ -83,7 +78,7 @@ impl PubSub {
     pub(crate) fn publish(&self, users: &[UserId], payload: &Bytes) {
         let mut gone = Vec::new();
         {
-            let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+            let registry = self.registry.read();
             for &user in users {
                 for (id, tx) in registry.by_user.get(&user).into_iter().flatten() {
                     let message = BusMessage::Payload {
@@ -97,7 +92,7 @@ impl PubSub {
             }
         }
         if !gone.is_empty() {
-            let mut registry = self.write();
+            let mut registry = self.registry.write();
             for id in gone {
                 registry.remove_subscription(id);
             }
@@ -114,7 +109,7 @@ pub(crate) struct Subscription {
 
 impl Subscription {
     pub(crate) fn subscribe_many(&self, users: &[UserId]) {
-        let mut registry = self.pubsub.write();
+        let mut registry = self.pubsub.registry.write();
         let Registry {
             by_user,
             subscriptions,
@@ -132,7 +127,7 @@ impl Subscription {
     }
 
     pub(crate) fn unsubscribe_many(&self, users: &[UserId]) {
-        let mut registry = self.pubsub.write();
+        let mut registry = self.pubsub.registry.write();
         for &user in users {
             let was_subscribed = registry
                 .subscriptions
@@ -160,6 +155,6 @@ impl SubscriptionBackend for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.pubsub.write().remove_subscription(self.id);
+        self.pubsub.registry.write().remove_subscription(self.id);
     }
 }

@@ -2,12 +2,12 @@
 //! (`redis/unannounced.rs`). No expiry: SQLite answers every commit, so nothing lands here in the
 //! embedded mode unless a caller records by hand.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{MemoryBus, lock};
+use super::MemoryBus;
 use crate::backend::UnannouncedBackend;
 use crate::{Result, UnannouncedSend};
 
@@ -18,18 +18,19 @@ pub(crate) struct Unannounced {
 
 impl Unannounced {
     pub(crate) fn record(&self, chat_id: u64, send: UnannouncedSend) {
-        lock(&self.by_chat).entry(chat_id).or_default().insert(send);
+        self.by_chat.lock().entry(chat_id).or_default().insert(send);
     }
 
     pub(crate) fn of(&self, chat_id: u64) -> Vec<UnannouncedSend> {
-        lock(&self.by_chat)
+        self.by_chat
+            .lock()
             .get(&chat_id)
             .map(|sends| sends.iter().cloned().collect())
             .unwrap_or_default()
     }
 
     pub(crate) fn forget(&self, chat_id: u64, sends: &[UnannouncedSend]) {
-        let mut by_chat = lock(&self.by_chat);
+        let mut by_chat = self.by_chat.lock();
         if let Some(set) = by_chat.get_mut(&chat_id) {
             for send in sends {
                 set.remove(send);

@@ -8,8 +8,8 @@
 //! is a push or a pop.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use super::writer::{Control, OutEvent};
@@ -57,10 +57,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> MutexGuard<'_, Queues> {
-        // A poisoned lock only means a thread panicked between a push and a pop of plain data.
-        self.queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.queues.lock()
     }
 
     /// Queues a control frame without waiting.

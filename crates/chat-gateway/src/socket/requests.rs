@@ -3,10 +3,11 @@
 //! and ending when none is left. The reader keeps reading meanwhile.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chat_proto::{ErrorCode, Reply, RequestId, SendMessageRequest, ServerEvent, WireFormat};
+use parking_lot::Mutex;
 
 use super::outbox::Outbox;
 use super::writer::{Control, EventKey, OutEvent, data_opcode};
@@ -72,16 +73,11 @@ struct Pending {
     strikes: u32,
 }
 
-fn lock(shared: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
-    // A poisoned lock only means a thread panicked between a push and a pop of plain data.
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl RequestQueue {
     /// Queues a request, starting the worker (with the context `context` builds) if it is not
     /// running; `false` when too many are waiting.
     pub fn submit(&self, context: impl FnOnce() -> SocketContext, request: Request) -> bool {
-        let mut pending = lock(&self.shared);
+        let mut pending = self.shared.lock();
         if pending.queue.len() >= IN_FLIGHT {
             return false;
         }
@@ -98,7 +94,7 @@ impl RequestQueue {
 async fn work(context: SocketContext, shared: Arc<Mutex<Pending>>) {
     loop {
         let request = {
-            let mut pending = lock(&shared);
+            let mut pending = shared.lock();
             match pending.queue.pop_front() {
                 Some(request) => request,
                 None => {
@@ -110,7 +106,7 @@ async fn work(context: SocketContext, shared: Arc<Mutex<Pending>>) {
         };
         let outcome = run(&context, request).await;
         let strikes = {
-            let mut pending = lock(&shared);
+            let mut pending = shared.lock();
             pending.strikes = match outcome {
                 Outcome::RateLimited => pending.strikes + 1,
                 Outcome::Done => 0,
