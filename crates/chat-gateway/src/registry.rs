@@ -122,6 +122,7 @@ impl Registry {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut heartbeat = tokio::time::interval(self.ttl / 3);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::new();
         loop {
             let resubscribe_due = async {
                 match self.resubscribe_at {
@@ -131,16 +132,12 @@ impl Registry {
             };
             tokio::select! {
                 () = resubscribe_due => self.resubscribe().await,
-                command = self.commands.recv() => {
-                    let Some(command) = command else { break };
-                    let mut batch = vec![command];
-                    while batch.len() < MAX_BATCH {
-                        match self.commands.try_recv() {
-                            Ok(command) => batch.push(command),
-                            Err(_) => break,
-                        }
+                // Whatever is queued, up to MAX_BATCH; none once every handle is gone.
+                received = self.commands.recv_many(&mut batch, MAX_BATCH) => {
+                    if received == 0 {
+                        break;
                     }
-                    self.apply(batch).await;
+                    self.apply(std::mem::take(&mut batch)).await;
                 }
                 _ = heartbeat.tick() => {
                     self.heartbeat().await;
