@@ -28,7 +28,7 @@ use crate::{
 pub(crate) trait Backend:
     PresenceBackend + LimitsBackend + JobsBackend + UnannouncedBackend + Send + Sync
 {
-    /// For logs: `standalone`, `cluster` or [`crate::memory::NAME`].
+    /// For logs: `standalone`, `cluster` or `memory`.
     fn name(&self) -> &'static str;
 
     async fn ping(&self) -> Result<()>;

@@ -8,8 +8,9 @@
 //! (docs/performance.md).
 //!
 //! Each concern implements its part of the contract in its own file; the gateways' subscription
-//! connections are this crate's own (`subscriber/`). Every command of a concern touches keys of
-//! one slot, so the same code runs on a single Redis and on a cluster.
+//! connections are this crate's own (`subscriber/`). Each command touches keys of one slot, and
+//! independent commands go out together through [`RedisBus::run_all`] (one pipeline on a single
+//! Redis, concurrent commands on a cluster), so the same code runs on both.
 
 pub(crate) mod jobs;
 pub(crate) mod limits;
