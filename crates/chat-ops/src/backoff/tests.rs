@@ -1,3 +1,5 @@
+//! The backoff policy: the range of each delay, the cap, the spread, and fresh sequences.
+
 use std::time::Duration;
 
 use super::Backoff;
