@@ -112,7 +112,7 @@ fn frame_from_value(value: serde_json::Value) -> Result<ClientFrame, DecodeError
     };
     if !matches!(
         kind,
-        "auth" | "resume" | "ping" | "send" | "read" | "typing"
+        "auth" | "resume" | "ping" | "send" | "read" | "typing" | "delivered" | "edit" | "delete"
     ) {
         return Err(DecodeError::Shape {
             id,
@@ -183,7 +183,104 @@ mod tests {
             reply_to_id: None,
             client_msg_id: "c1".into(),
             created_at: crate::time::now_millis(),
+            edited_at: None,
+            deleted_at: None,
         }
+    }
+
+    #[test]
+    fn receipt_edit_and_delete_frames_decode_in_both_formats() {
+        let frames: [(&[u8], ClientFrame); 3] = [
+            (
+                br#"{"type":"delivered","id":"r3","chat_id":5,"up_to_seq":9}"#,
+                ClientFrame::Delivered {
+                    id: Some(RequestId::Text("r3".into())),
+                    chat_id: 5,
+                    up_to_seq: 9,
+                },
+            ),
+            (
+                br#"{"type":"edit","id":"r4","chat_id":5,"message_id":70,"text":"fixed"}"#,
+                ClientFrame::Edit {
+                    id: Some(RequestId::Text("r4".into())),
+                    chat_id: 5,
+                    message_id: 70,
+                    text: "fixed".into(),
+                },
+            ),
+            (
+                br#"{"type":"delete","id":"r5","chat_id":5,"message_id":70}"#,
+                ClientFrame::Delete {
+                    id: Some(RequestId::Text("r5".into())),
+                    chat_id: 5,
+                    message_id: 70,
+                },
+            ),
+        ];
+        for (raw, expected) in frames {
+            let frame = WireFormat::Json.decode_client_frame(raw).expect("valid");
+            assert_eq!(frame, expected);
+            let packed = rmp_serde::to_vec_named(&frame).expect("encodes");
+            assert_eq!(
+                WireFormat::MsgPack
+                    .decode_client_frame(&packed)
+                    .expect("valid"),
+                expected
+            );
+        }
+        let negative = WireFormat::Json
+            .decode_client_frame(br#"{"type":"delivered","id":"r6","chat_id":5,"up_to_seq":-1}"#)
+            .expect_err("a negative watermark is refused");
+        assert_eq!(negative.request_id(), Some(RequestId::Text("r6".into())));
+    }
+
+    #[test]
+    fn updated_and_delivered_events_have_the_contract_shape() {
+        let mut message = sample_message();
+        message.text = None;
+        message.deleted_at = Some(crate::time::now_millis());
+        let updated = ServerEvent::MessageUpdated {
+            message,
+            cursor: "c9".into(),
+        };
+        for format in [WireFormat::Json, WireFormat::MsgPack] {
+            let raw = format.encode(&updated);
+            let value: serde_json::Value = match format {
+                WireFormat::Json => serde_json::from_slice(&raw).expect("json"),
+                WireFormat::MsgPack => rmp_serde::from_slice(&raw).expect("msgpack"),
+            };
+            assert_eq!(value["type"], "message_updated");
+            assert!(value["message"]["text"].is_null());
+            assert!(value["message"]["edited_at"].is_null());
+            assert!(value["message"]["deleted_at"].is_string());
+            assert_eq!(value["cursor"], "c9");
+        }
+        let delivered = ServerEvent::MessageDelivered {
+            chat_id: 3,
+            user_id: 4,
+            up_to_seq: 5,
+            cursor: "c1".into(),
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(&WireFormat::Json.encode(&delivered)).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"message_delivered","chat_id":3,"user_id":4,"up_to_seq":5,"cursor":"c1"})
+        );
+        let envelope = BusEnvelope::new(BusBody::Event(updated));
+        assert_eq!(
+            BusEnvelope::decode(&envelope.encode()).expect("decodes"),
+            envelope
+        );
+    }
+
+    #[test]
+    fn messages_without_the_new_fields_still_decode() {
+        let old = serde_json::json!({"id":1,"chat_id":2,"seq":3,"sender_id":4,"type":"text",
+            "text":"hi","attachment":null,"reply_to_id":null,"client_msg_id":"a",
+            "created_at":"2026-11-24T08:29:18.123Z"});
+        let message: Message = serde_json::from_value(old).expect("decodes");
+        assert_eq!((message.edited_at, message.deleted_at), (None, None));
     }
 
     #[test]

@@ -47,6 +47,18 @@ pub enum ServerEvent {
         up_to_seq: u64,
         cursor: String,
     },
+    /// A member's delivered watermark moved (a device of theirs has the chat up to `up_to_seq`).
+    MessageDelivered {
+        chat_id: Id,
+        user_id: Id,
+        up_to_seq: u64,
+        cursor: String,
+    },
+    /// A message was edited or deleted; `message` is as it now is.
+    MessageUpdated {
+        message: Message,
+        cursor: String,
+    },
     Presence {
         user_id: Id,
         status: PresenceStatus,
@@ -67,6 +79,39 @@ pub enum ServerEvent {
     Synced {
         cursor: String,
     },
+}
+
+/// One delivered watermark move a gateway forwards for a user of one of its sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredMove {
+    pub user_id: Id,
+    pub chat_id: Id,
+    pub up_to_seq: u64,
+}
+
+/// The moves a gateway's delivered lane coalesced while its previous request was out
+/// (`POST /internal/v1/delivered/batch`): at most one per user and chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredBatch {
+    pub moves: Vec<DeliveredMove>,
+}
+
+impl DeliveredBatch {
+    /// Moves one batch may carry; chat-api refuses a longer one.
+    pub const MAX_MOVES: usize = 256;
+}
+
+/// The answer to a [`DeliveredBatch`]: one entry per move, in order; `error` is null when the
+/// move was taken (whether or not the watermark moved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredResults {
+    pub results: Vec<DeliveredResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredResult {
+    #[serde(default)]
+    pub error: Option<crate::ErrorDetail>,
 }
 
 /// The body of `GET /v1/sync`.

@@ -50,6 +50,28 @@ pub enum ClientFrame {
     Typing {
         chat_id: Id,
     },
+    /// A device of the user has the chat's messages up to `up_to_seq`.
+    Delivered {
+        #[serde(default)]
+        id: Option<RequestId>,
+        chat_id: Id,
+        up_to_seq: u64,
+    },
+    /// The sender changes a message's text.
+    Edit {
+        #[serde(default)]
+        id: Option<RequestId>,
+        chat_id: Id,
+        message_id: Id,
+        text: String,
+    },
+    /// The sender (or a group's owner) deletes a message.
+    Delete {
+        #[serde(default)]
+        id: Option<RequestId>,
+        chat_id: Id,
+        message_id: Id,
+    },
 }
 
 /// Frames the gateway sends in answer to the client (as opposed to bus events).

@@ -18,12 +18,15 @@ pub use codec::{BusBody, BusEnvelope, DecodeError, WireFormat};
 pub use cursor::Cursor;
 pub use depth::{MAX_JSON_DEPTH, json_depth_exceeds};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
-pub use event::{PresenceBatch, PresenceChange, PresenceStatus, ServerEvent, SyncPage};
+pub use event::{
+    DeliveredBatch, DeliveredMove, DeliveredResult, DeliveredResults, PresenceBatch,
+    PresenceChange, PresenceStatus, ServerEvent, SyncPage,
+};
 pub use frame::{ClientFrame, Reply, RequestId};
 pub use job::PushJob;
 pub use model::{
-    Attachment, Chat, ChatKind, Contact, Me, Member, MemberRole, Message, MessageBody, MessageKind,
-    SendMessageRequest, UserRef,
+    Attachment, Chat, ChatKind, Contact, EditMessageRequest, Me, Member, MemberRole, Message,
+    MessageBody, MessageKind, SendMessageRequest, UserRef, WatermarkRequest,
 };
 
 /// Database ids: MySQL `BIGINT UNSIGNED AUTO_INCREMENT`, below 2^53 in practice.

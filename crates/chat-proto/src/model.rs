@@ -93,6 +93,21 @@ pub struct Message {
     pub client_msg_id: String,
     #[serde(with = "crate::time")]
     pub created_at: Timestamp,
+    /// When its sender last changed the text (null: never).
+    #[serde(default, with = "crate::time::option")]
+    pub edited_at: Option<Timestamp>,
+    /// When it was deleted (null: it was not); a deleted message is a tombstone that keeps its
+    /// `seq`, with `text` and `attachment` null.
+    #[serde(default, with = "crate::time::option")]
+    pub deleted_at: Option<Timestamp>,
+}
+
+impl Message {
+    /// When it last changed after it was sent (an edit or its deletion), if ever: the time of
+    /// its latest `message_updated` event.
+    pub fn updated_at(&self) -> Option<Timestamp> {
+        self.deleted_at.or(self.edited_at)
+    }
 }
 
 /// Body of `POST /v1/chats/{id}/messages`; the gateway builds it from a `send` frame.
@@ -107,6 +122,19 @@ pub struct SendMessageRequest {
     pub attachment_id: Option<Id>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to_id: Option<Id>,
+}
+
+/// Body of `PATCH /v1/chats/{id}/messages/{message_id}`; the gateway builds it from an `edit`
+/// frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditMessageRequest {
+    pub text: String,
+}
+
+/// Body of `POST /v1/chats/{id}/read` and `POST /v1/chats/{id}/delivered`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkRequest {
+    pub up_to_seq: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +170,10 @@ pub struct Member {
     pub username: String,
     pub role: MemberRole,
     pub last_read_seq: u64,
+    /// Up to where a device of the member has the chat's messages; never below `last_read_seq`
+    /// (reading implies delivery).
+    #[serde(default)]
+    pub last_delivered_seq: u64,
     #[serde(with = "crate::time")]
     pub joined_at: Timestamp,
 }
