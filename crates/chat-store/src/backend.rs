@@ -30,6 +30,7 @@ use crate::chats::ChatQueries;
 use crate::contacts::ContactQueries;
 use crate::messages::{Announce, MessageQueries, NewMessage, SendOutcome};
 use crate::push::PushQueries;
+use crate::receipts::ReceiptQueries;
 use crate::sync::SyncQueries;
 use crate::users::{Seen, UserQueries};
 
@@ -40,6 +41,7 @@ pub(crate) trait Backend:
     + ContactQueries
     + ChatQueries
     + MessageQueries
+    + ReceiptQueries
     + SyncQueries
     + AttachmentQueries
     + PushQueries

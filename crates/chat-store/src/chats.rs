@@ -119,6 +119,7 @@ pub(crate) struct MemberRow {
     role: String,
     last_read_seq: u64,
     joined_at: NaiveDateTime,
+    last_delivered_seq: u64,
 }
 
 #[derive(FromRow)]
@@ -392,7 +393,7 @@ where
     async fn members_of_chats(&self, chat_ids: &[Id]) -> Result<HashMap<Id, Vec<Member>>> {
         let sql = format!(
             "SELECT cm.chat_id, u.id AS user_id, u.username, cm.role, cm.last_read_seq, \
-             cm.joined_at FROM chat_members cm JOIN users u ON u.id = cm.user_id \
+             cm.joined_at, cm.last_delivered_seq FROM chat_members cm JOIN users u ON u.id = cm.user_id \
              WHERE cm.chat_id IN ({}) ORDER BY cm.chat_id, u.id",
             placeholders(chat_ids.len(), "?", ", ")
         );
@@ -540,6 +541,8 @@ fn group_members(rows: Vec<MemberRow>) -> HashMap<Id, Vec<Member>> {
             username: row.username,
             role: MemberRole::parse(&row.role),
             last_read_seq: row.last_read_seq,
+            // Reading implies delivery: a read moves the delivered watermark as clients see it.
+            last_delivered_seq: row.last_delivered_seq.max(row.last_read_seq),
             joined_at: row.joined_at.and_utc(),
         });
     }

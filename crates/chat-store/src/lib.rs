@@ -9,8 +9,8 @@
 //!
 //! Components:
 //!
-//! - [`Store`] (here and in the topic modules `users`, `contacts`, `chats`, `messages`, `sync`,
-//!   `attachments`, `push`): the public API and its types. Each topic module also holds its rows
+//! - [`Store`] (here and in the topic modules `users`, `contacts`, `chats`, `messages`,
+//!   `receipts`, `sync`, `attachments`, `push`): the public API and its types. Each topic module also holds its rows
 //!   (`sqlx::FromRow`), its SQL, written once for both databases, and what does not depend on the
 //!   database (validation, chat assembly, sync slicing).
 //! - `backend`: the contract a database implements, which `Store` holds as a trait object.
@@ -34,6 +34,7 @@ mod messages;
 mod mysql;
 mod padded;
 mod push;
+mod receipts;
 mod sqlite;
 mod sync;
 mod users;
@@ -47,6 +48,7 @@ pub use chats::{ChatUpdate, NewGroup};
 pub use error::StoreError;
 pub use messages::{MessagePage, NewMessage, ReadOutcome, SendOutcome};
 pub use push::PushContext;
+pub use receipts::UpdateOutcome;
 pub use sync::{SyncEvent, SyncSlice};
 pub use users::{Credentials, Seen};
 

@@ -26,6 +26,8 @@ pub(crate) struct MessageRow {
     reply_to_id: Option<u64>,
     client_msg_id: Vec<u8>,
     created_at: NaiveDateTime,
+    edited_at: Option<NaiveDateTime>,
+    deleted_at: Option<NaiveDateTime>,
     /// The attachment's `size sha256 content_type`, packed into one string by a primary-key
     /// subquery (the queries stay single-table; no type here contains a space).
     attachment: Option<Vec<u8>>,
@@ -37,7 +39,7 @@ pub(crate) fn message_columns<D: Dialect>(table: &str) -> String {
     format!(
         "{table}.id, {table}.chat_id, {table}.seq, {table}.sender_id, {table}.kind, \
          {table}.body, {table}.attachment_id, {table}.reply_to_id, {table}.client_msg_id, \
-         {table}.created_at, \
+         {table}.created_at, {table}.edited_at, {table}.deleted_at, \
          (SELECT {packed} FROM attachments a WHERE a.id = {table}.attachment_id) AS attachment"
     )
 }
@@ -58,6 +60,8 @@ impl From<MessageRow> for Message {
             reply_to_id: row.reply_to_id,
             client_msg_id: String::from_utf8_lossy(&row.client_msg_id).into_owned(),
             created_at: row.created_at.and_utc(),
+            edited_at: row.edited_at.map(|t| t.and_utc()),
+            deleted_at: row.deleted_at.map(|t| t.and_utc()),
         }
     }
 }
@@ -128,6 +132,8 @@ impl NewMessage<'_> {
             reply_to_id: self.reply_to_id,
             client_msg_id: self.client_msg_id.to_string(),
             created_at,
+            edited_at: None,
+            deleted_at: None,
         }
     }
 

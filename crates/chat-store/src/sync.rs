@@ -1,6 +1,7 @@
 //! The events of all of a user's chats from a point in time, oldest first: what a reconnecting
-//! client missed. New messages come from `messages.created_at`, read receipts from
-//! `chat_members.read_at` (both set from the database clock when they commit).
+//! client missed. New messages come from `messages.created_at`, edits and deletions from
+//! `messages.updated_at`, read and delivered receipts from `chat_members.read_at` and
+//! `delivered_at` (all set from the database clock when they commit).
 
 use async_trait::async_trait;
 use chat_proto::time::Timestamp;
@@ -15,7 +16,15 @@ use crate::{Result, Store};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncEvent {
     Message(Message),
+    /// A message edited or deleted since, as it now is.
+    Updated(Message),
     Read {
+        chat_id: Id,
+        user_id: Id,
+        up_to_seq: u64,
+        at: Timestamp,
+    },
+    Delivered {
         chat_id: Id,
         user_id: Id,
         up_to_seq: u64,
@@ -27,20 +36,28 @@ impl SyncEvent {
     pub fn at(&self) -> Timestamp {
         match self {
             Self::Message(message) => message.created_at,
-            Self::Read { at, .. } => *at,
+            Self::Updated(message) => message.updated_at().unwrap_or(message.created_at),
+            Self::Read { at, .. } | Self::Delivered { at, .. } => *at,
         }
     }
 
-    /// Oldest first; a message before a read of the same instant; then by id.
+    /// Oldest first; of one instant: messages, their updates, deliveries, reads; then by id.
     fn order_key(&self) -> (Timestamp, u8, Id, Id) {
         match self {
             Self::Message(m) => (m.created_at, 0, m.id, 0),
+            Self::Updated(m) => (self.at(), 1, m.id, 0),
+            Self::Delivered {
+                chat_id,
+                user_id,
+                at,
+                ..
+            } => (*at, 2, *chat_id, *user_id),
             Self::Read {
                 chat_id,
                 user_id,
                 at,
                 ..
-            } => (*at, 1, *chat_id, *user_id),
+            } => (*at, 3, *chat_id, *user_id),
         }
     }
 }
@@ -52,13 +69,22 @@ pub struct SyncSlice {
     pub more_from: Option<Timestamp>,
 }
 
-/// A moved read watermark.
+/// A moved read or delivered watermark (`seq` and `at` are aliased in the query).
 #[derive(FromRow)]
-pub(crate) struct ReadRow {
+pub(crate) struct WatermarkRow {
     chat_id: u64,
     user_id: u64,
-    last_read_seq: u64,
-    read_at: NaiveDateTime,
+    seq: u64,
+    at: NaiveDateTime,
+}
+
+/// What a sync read from each source: up to `limit + 1` rows each, from the same point in time,
+/// in their time order.
+struct SyncRows {
+    messages: Vec<MessageRow>,
+    updates: Vec<MessageRow>,
+    reads: Vec<WatermarkRow>,
+    delivered: Vec<WatermarkRow>,
 }
 
 /// The sync part of the backend contract (`crate::backend`), the same SQL on both databases.
@@ -77,7 +103,7 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Stamp: Encode<'q, DB> + Type<DB>,
     for<'r> MessageRow: FromRow<'r, DB::Row>,
-    for<'r> ReadRow: FromRow<'r, DB::Row>,
+    for<'r> WatermarkRow: FromRow<'r, DB::Row>,
 {
     async fn sync(&self, user: Id, from: Timestamp, limit: u32) -> Result<SyncSlice> {
         let fetch = i64::from(limit) + 1;
@@ -93,9 +119,20 @@ where
         .bind(fetch)
         .fetch_all(self.reader())
         .await?;
-        let reads: Vec<ReadRow> = sqlx::query_as(
-            "SELECT cm.chat_id, cm.user_id, cm.last_read_seq, cm.read_at FROM chat_members mine \
-             JOIN chat_members cm ON cm.chat_id = mine.chat_id \
+        let updates: Vec<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM chat_members mine \
+             JOIN messages m ON m.chat_id = mine.chat_id \
+             WHERE mine.user_id = ? AND m.updated_at >= ? ORDER BY m.updated_at, m.id LIMIT ?",
+            message_columns::<D>("m")
+        ))
+        .bind(key(user))
+        .bind(from)
+        .bind(fetch)
+        .fetch_all(self.reader())
+        .await?;
+        let reads: Vec<WatermarkRow> = sqlx::query_as(
+            "SELECT cm.chat_id, cm.user_id, cm.last_read_seq AS seq, cm.read_at AS at \
+             FROM chat_members mine JOIN chat_members cm ON cm.chat_id = mine.chat_id \
              WHERE mine.user_id = ? AND cm.read_at >= ? ORDER BY cm.read_at LIMIT ?",
         )
         .bind(key(user))
@@ -103,7 +140,23 @@ where
         .bind(fetch)
         .fetch_all(self.reader())
         .await?;
-        Ok(merge_events(messages, reads, limit))
+        let delivered: Vec<WatermarkRow> = sqlx::query_as(
+            "SELECT cm.chat_id, cm.user_id, cm.last_delivered_seq AS seq, cm.delivered_at AS at \
+             FROM chat_members mine JOIN chat_members cm ON cm.chat_id = mine.chat_id \
+             WHERE mine.user_id = ? AND cm.delivered_at >= ? ORDER BY cm.delivered_at LIMIT ?",
+        )
+        .bind(key(user))
+        .bind(from)
+        .bind(fetch)
+        .fetch_all(self.reader())
+        .await?;
+        let rows = SyncRows {
+            messages,
+            updates,
+            reads,
+            delivered,
+        };
+        Ok(merge_events(rows, limit))
     }
 }
 
@@ -115,18 +168,36 @@ impl Store {
     }
 }
 
-/// The slice from up to `limit + 1` messages and up to `limit + 1` reads, each read from the
-/// same point in time in their order.
-fn merge_events(messages: Vec<MessageRow>, reads: Vec<ReadRow>, limit: u32) -> SyncSlice {
-    let truncated = messages.len() > limit as usize || reads.len() > limit as usize;
+/// The slice from the rows of every source.
+fn merge_events(rows: SyncRows, limit: u32) -> SyncSlice {
+    let SyncRows {
+        messages,
+        updates,
+        reads,
+        delivered,
+    } = rows;
+    let truncated = [messages.len(), updates.len(), reads.len(), delivered.len()]
+        .into_iter()
+        .any(|n| n > limit as usize);
     let mut events: Vec<SyncEvent> = messages
         .into_iter()
         .map(|row| SyncEvent::Message(Message::from(row)))
+        .chain(
+            updates
+                .into_iter()
+                .map(|row| SyncEvent::Updated(Message::from(row))),
+        )
         .chain(reads.into_iter().map(|row| SyncEvent::Read {
             chat_id: row.chat_id,
             user_id: row.user_id,
-            up_to_seq: row.last_read_seq,
-            at: row.read_at.and_utc(),
+            up_to_seq: row.seq,
+            at: row.at.and_utc(),
+        }))
+        .chain(delivered.into_iter().map(|row| SyncEvent::Delivered {
+            chat_id: row.chat_id,
+            user_id: row.user_id,
+            up_to_seq: row.seq,
+            at: row.at.and_utc(),
         }))
         .collect();
     events.sort_by_key(SyncEvent::order_key);
