@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chat_auth::TokenKeys;
 use chat_proto::{
-    ErrorBody, ErrorCode, Message, MessageBody, PresenceBatch, PresenceChange, SendMessageRequest,
-    SyncPage,
+    DeliveredBatch, DeliveredResults, EditMessageRequest, ErrorBody, ErrorCode, Message,
+    MessageBody, PresenceBatch, PresenceChange, SendMessageRequest, SyncPage,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -135,6 +135,46 @@ impl ApiClient {
             .await
     }
 
+    /// `PATCH /v1/chats/{id}/messages/{message_id}`: the answer carries the edited message.
+    pub async fn edit_message(
+        &self,
+        token: &str,
+        chat_id: u64,
+        message_id: u64,
+        body: &EditMessageRequest,
+    ) -> ApiReply {
+        let path = format!("/v1/chats/{chat_id}/messages/{message_id}");
+        self.forward_with(Method::PATCH, token, &path, Some(body))
+            .await
+    }
+
+    pub async fn delete_message(&self, token: &str, chat_id: u64, message_id: u64) -> ApiReply {
+        let path = format!("/v1/chats/{chat_id}/messages/{message_id}");
+        self.forward_with::<()>(Method::DELETE, token, &path, None)
+            .await
+    }
+
+    /// The delivered moves a lane coalesced, for the users of this gateway's sockets (service
+    /// credential); one result per move, in order.
+    pub async fn delivered_batch(
+        &self,
+        batch: &DeliveredBatch,
+    ) -> Result<DeliveredResults, NoticeError> {
+        let body = self
+            .post_internal("/internal/v1/delivered/batch", batch)
+            .await?;
+        let results: DeliveredResults = serde_json::from_slice(&body)
+            .map_err(|e| NoticeError::Failed(format!("unreadable delivered results: {e}")))?;
+        if results.results.len() != batch.moves.len() {
+            return Err(NoticeError::Failed(format!(
+                "{} results for {} moves",
+                results.results.len(),
+                batch.moves.len()
+            )));
+        }
+        Ok(results)
+    }
+
     pub async fn typing(&self, token: &str, chat_id: u64) -> ApiReply {
         self.forward::<()>(token, &format!("/v1/chats/{chat_id}/typing"), None)
             .await
@@ -174,6 +214,16 @@ impl ApiClient {
     }
 
     async fn forward<B: Serialize>(&self, token: &str, path: &str, body: Option<&B>) -> ApiReply {
+        self.forward_with(Method::POST, token, path, body).await
+    }
+
+    async fn forward_with<B: Serialize>(
+        &self,
+        method: Method,
+        token: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> ApiReply {
         let started = Instant::now();
         let body = match body.map(serde_json::to_vec).transpose() {
             Ok(body) => body.map(Bytes::from),
@@ -184,7 +234,7 @@ impl ApiClient {
                 };
             }
         };
-        let answer = self.exchange(Method::POST, path, bearer(token), body).await;
+        let answer = self.exchange(method, path, bearer(token), body).await;
         let reply = match answer {
             Ok((status, body)) => read_reply(status, &body),
             Err(e) => {
@@ -203,7 +253,9 @@ impl ApiClient {
 
     /// Tells chat-api that a user came online or went offline everywhere.
     pub async fn presence(&self, change: PresenceChange) -> Result<(), NoticeError> {
-        self.post_internal("/internal/v1/presence", &change).await
+        self.post_internal("/internal/v1/presence", &change)
+            .await
+            .map(drop)
     }
 
     /// Several such changes in one request, in order (at most `PresenceBatch::MAX_CHANGES`).
@@ -211,9 +263,15 @@ impl ApiClient {
     pub async fn presence_batch(&self, batch: &PresenceBatch) -> Result<(), NoticeError> {
         self.post_internal("/internal/v1/presence/batch", batch)
             .await
+            .map(drop)
     }
 
-    async fn post_internal<B: Serialize>(&self, path: &str, body: &B) -> Result<(), NoticeError> {
+    /// POSTs to an internal endpoint; the answer's body on a 2xx.
+    async fn post_internal<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Bytes, NoticeError> {
         let failed = |e: &dyn std::fmt::Display| NoticeError::Failed(e.to_string());
         let credential = match &self.credential {
             InternalCredential::Key(key) => (
@@ -230,12 +288,12 @@ impl ApiClient {
             ),
         };
         let body = serde_json::to_vec(body).map_err(|e| failed(&e))?;
-        let (status, _) = self
+        let (status, answer) = self
             .exchange_with(Method::POST, path, credential, Some(Bytes::from(body)))
             .await
             .map_err(|e| failed(&e))?;
         match status {
-            s if s.is_success() => Ok(()),
+            s if s.is_success() => Ok(answer),
             StatusCode::NOT_FOUND => Err(NoticeError::Unsupported),
             s => Err(NoticeError::Failed(format!("chat-api answered {s}"))),
         }
@@ -410,6 +468,8 @@ pub(crate) mod tests {
             reply_to_id: None,
             client_msg_id: "c1".into(),
             created_at: chrono::Utc::now(),
+            edited_at: None,
+            deleted_at: None,
         };
         let answer = serde_json::to_string(&MessageBody { message: stored }).expect("json");
         let (base, served) = one_answer("201 Created", &answer).await;

@@ -5,6 +5,7 @@
 
 mod api_client;
 mod config;
+mod delivered;
 mod dispatch;
 mod http;
 mod hub;
@@ -38,6 +39,8 @@ pub struct Gateway {
     pub bus: Bus,
     pub hub: Hub,
     pub api: Arc<ApiClient>,
+    /// Where sockets' `delivered` frames are coalesced on their way to chat-api.
+    pub delivered: delivered::DeliveredLanes,
     pub metrics: GatewayMetrics,
     pub prometheus: PrometheusHandle,
     pub draining: AtomicBool,
@@ -121,6 +124,7 @@ pub async fn run(
         node_id,
         keys,
         bus,
+        delivered: delivered::DeliveredLanes::start(api.clone()),
         api,
         metrics: metrics.clone(),
         prometheus,

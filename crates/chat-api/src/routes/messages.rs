@@ -184,7 +184,7 @@ fn valid_caption(text: Option<&str>) -> ApiResult<Option<&str>> {
 }
 
 /// 1–5000 characters after trimming; returns the trimmed text.
-fn valid_text(text: Option<&str>) -> ApiResult<&str> {
+pub(crate) fn valid_text(text: Option<&str>) -> ApiResult<&str> {
     let text = text.map(str::trim).unwrap_or_default();
     let chars = text.chars().count();
     if chars == 0 || chars > MAX_TEXT_CHARS {

@@ -9,6 +9,7 @@ mod internal;
 mod messages;
 mod ops;
 mod push_tokens;
+mod receipts;
 mod sync;
 mod users;
 mod web;
@@ -61,6 +62,11 @@ pub fn router(state: AppState, metrics: PrometheusHandle, web: WebConfig) -> Rou
             post(messages::send).get(messages::list),
         )
         .route("/chats/{id}/read", post(messages::read))
+        .route("/chats/{id}/delivered", post(receipts::delivered))
+        .route(
+            "/chats/{id}/messages/{message_id}",
+            axum::routing::patch(receipts::edit).delete(receipts::delete),
+        )
         .route("/chats/{id}/typing", post(messages::typing))
         .route("/sync", get(sync::sync))
         // The upload counts bytes itself (its own, larger limit); the 1 MiB limit would also
@@ -80,6 +86,10 @@ pub fn router(state: AppState, metrics: PrometheusHandle, web: WebConfig) -> Rou
         .route(
             "/internal/v1/presence/batch",
             post(internal::presence_batch),
+        )
+        .route(
+            "/internal/v1/delivered/batch",
+            post(receipts::delivered_batch),
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -56,6 +56,18 @@ fn to_event(event: SyncEvent) -> ServerEvent {
     let cursor = Cursor::after_event(event.at().timestamp_millis()).to_string();
     match event {
         SyncEvent::Message(message) => ServerEvent::NewMessage { message, cursor },
+        SyncEvent::Updated(message) => ServerEvent::MessageUpdated { message, cursor },
+        SyncEvent::Delivered {
+            chat_id,
+            user_id,
+            up_to_seq,
+            ..
+        } => ServerEvent::MessageDelivered {
+            chat_id,
+            user_id,
+            up_to_seq,
+            cursor,
+        },
         SyncEvent::Read {
             chat_id,
             user_id,

@@ -11,12 +11,14 @@ pub mod writer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chat_auth::TokenError;
-use chat_proto::{ClientFrame, ErrorCode, Reply, SendMessageRequest, WireFormat};
+use chat_proto::{
+    ClientFrame, EditMessageRequest, ErrorCode, Reply, SendMessageRequest, WireFormat,
+};
 use fastwebsockets::upgrade::UpgradeFut;
 use fastwebsockets::{Frame, OpCode, Role, WebSocketError, WebSocketRead};
 use tokio::io::ReadHalf;
@@ -87,6 +89,7 @@ pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketPar
         assembler: Assembler::new(gateway.config.max_frame_bytes),
         typing_sent: HashMap::new(),
         requests: RequestQueue::default(),
+        delivered_pending: Arc::default(),
     };
     socket.run(&mut reader, params.token, params.since).await;
     drop(socket);
@@ -127,7 +130,13 @@ struct Socket {
     assembler: Assembler,
     typing_sent: HashMap<u64, Instant>,
     requests: RequestQueue,
+    /// `delivered` frames of this socket waiting for their lane's answer.
+    delivered_pending: Arc<AtomicUsize>,
 }
+
+/// `delivered` frames one socket may have waiting before more are refused with `rate_limited`
+/// (a client acknowledges each burst once per chat; this bounds what a flood can queue).
+const DELIVERED_IN_FLIGHT: usize = 64;
 
 impl Socket {
     async fn run(
@@ -463,6 +472,42 @@ impl Socket {
                     id,
                 );
             }
+            ClientFrame::Delivered {
+                id,
+                chat_id,
+                up_to_seq,
+            } => {
+                metrics.frame_received("delivered");
+                self.submit_delivered(identity, id, chat_id, up_to_seq);
+            }
+            ClientFrame::Edit {
+                id,
+                chat_id,
+                message_id,
+                text,
+            } => {
+                metrics.frame_received("edit");
+                let request = Request::Edit {
+                    id: id.clone(),
+                    chat_id,
+                    message_id,
+                    body: EditMessageRequest { text },
+                };
+                self.submit(identity, request, id);
+            }
+            ClientFrame::Delete {
+                id,
+                chat_id,
+                message_id,
+            } => {
+                metrics.frame_received("delete");
+                let request = Request::Delete {
+                    id: id.clone(),
+                    chat_id,
+                    message_id,
+                };
+                self.submit(identity, request, id);
+            }
             ClientFrame::Typing { chat_id } => {
                 metrics.frame_received("typing");
                 let now = Instant::now();
@@ -500,6 +545,43 @@ impl Socket {
                 "too many requests in flight",
             ));
         }
+    }
+
+    /// Hands a `delivered` frame to the gateway's coalescing lanes; the ack (or error) is
+    /// written when the batch that carried it is answered.
+    fn submit_delivered(
+        &mut self,
+        identity: &Identity,
+        id: Option<chat_proto::RequestId>,
+        chat_id: u64,
+        up_to_seq: u64,
+    ) {
+        if self.delivered_pending.fetch_add(1, Ordering::AcqRel) >= DELIVERED_IN_FLIGHT {
+            self.delivered_pending.fetch_sub(1, Ordering::AcqRel);
+            self.reply(&Reply::error(
+                id,
+                ErrorCode::RateLimited,
+                "too many delivered receipts in flight",
+            ));
+            return;
+        }
+        let context = self.context(identity);
+        let pending = self.delivered_pending.clone();
+        let answer: crate::delivered::Answer = Box::new(move |outcome| {
+            pending.fetch_sub(1, Ordering::AcqRel);
+            match outcome {
+                Ok(()) => context.reply(&Reply::Ack { id, message: None }),
+                Err((code, message)) => context.reply(&Reply::error(id, code, message)),
+            }
+        });
+        self.gateway.delivered.submit(crate::delivered::Pending {
+            one: chat_proto::DeliveredMove {
+                user_id: identity.user_id,
+                chat_id,
+                up_to_seq,
+            },
+            answer,
+        });
     }
 
     fn reply(&self, reply: &Reply) {

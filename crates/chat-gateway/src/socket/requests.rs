@@ -1,4 +1,4 @@
-//! Frames that need chat-api (send, read, typing) run one at a time per socket, in the order the
+//! Frames that need chat-api (send, read, typing, edit, delete) run one at a time per socket, in the order the
 //! client sent them (so a client's messages keep their order), on a task started when one arrives
 //! and ending when none is left. The reader keeps reading meanwhile.
 
@@ -6,7 +6,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chat_proto::{ErrorCode, Reply, RequestId, SendMessageRequest, ServerEvent, WireFormat};
+use chat_proto::{
+    EditMessageRequest, ErrorCode, Reply, RequestId, SendMessageRequest, ServerEvent, WireFormat,
+};
 use parking_lot::Mutex;
 
 use super::outbox::Outbox;
@@ -30,6 +32,17 @@ pub enum Request {
     },
     Typing {
         chat_id: u64,
+    },
+    Edit {
+        id: Option<RequestId>,
+        chat_id: u64,
+        message_id: u64,
+        body: EditMessageRequest,
+    },
+    Delete {
+        id: Option<RequestId>,
+        chat_id: u64,
+        message_id: u64,
     },
     /// Replay from a cursor (the writer has been paused), then go live again.
     Resume {
@@ -148,6 +161,29 @@ async fn run(context: &SocketContext, request: Request) -> Outcome {
             context
                 .api
                 .mark_read(&context.token, chat_id, up_to_seq)
+                .await,
+        ),
+        Request::Edit {
+            id,
+            chat_id,
+            message_id,
+            body,
+        } => (
+            id,
+            context
+                .api
+                .edit_message(&context.token, chat_id, message_id, &body)
+                .await,
+        ),
+        Request::Delete {
+            id,
+            chat_id,
+            message_id,
+        } => (
+            id,
+            context
+                .api
+                .delete_message(&context.token, chat_id, message_id)
                 .await,
         ),
         Request::Typing { chat_id } => {

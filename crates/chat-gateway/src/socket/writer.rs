@@ -31,8 +31,25 @@ const SEAM_WINDOW: Duration = Duration::from_secs(10);
 /// What identifies an event for de-duplication at a resume seam.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKey {
-    Message { chat: u64, seq: u64 },
-    Read { chat: u64, user: u64, seq: u64 },
+    Message {
+        chat: u64,
+        seq: u64,
+    },
+    Read {
+        chat: u64,
+        user: u64,
+        seq: u64,
+    },
+    Delivered {
+        chat: u64,
+        user: u64,
+        seq: u64,
+    },
+    /// An edit or deletion: the message and the time of the change.
+    Updated {
+        message: u64,
+        at_ms: i64,
+    },
     Other,
 }
 
@@ -53,6 +70,20 @@ impl EventKey {
                 chat: *chat_id,
                 user: *user_id,
                 seq: *up_to_seq,
+            },
+            ServerEvent::MessageDelivered {
+                chat_id,
+                user_id,
+                up_to_seq,
+                ..
+            } => Self::Delivered {
+                chat: *chat_id,
+                user: *user_id,
+                seq: *up_to_seq,
+            },
+            ServerEvent::MessageUpdated { message, .. } => Self::Updated {
+                message: message.id,
+                at_ms: message.updated_at().map_or(0, |at| at.timestamp_millis()),
             },
             _ => Self::Other,
         }
