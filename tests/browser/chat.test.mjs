@@ -1,7 +1,8 @@
 // Two browser contexts (two people) chat through the web client served by chat-api:
 // register, start a 1:1 chat by username, online dot goes on when the peer connects, messages
-// both ways, unread badge and last message in the list, typing indicator, read ticks, and the
-// dot goes off when the peer's browser closes. Run by tests/browser/run.sh, which provides
+// both ways, unread badge and last message in the list, typing indicator, delivered and read
+// ticks, editing and deleting from a message's menu, and the dot goes off when the peer's
+// browser closes. Run by tests/browser/run.sh, which provides
 // API_URL, WS_URL, ARTIFACTS and CHROMIUM. SCREENSHOT_TO=<png> also copies the main screenshot.
 import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -98,10 +99,10 @@ try {
   }
   await expectDot(pageA, 'online');
 
-  log('alice sends; bob sees the chat with an unread badge and the last message');
+  log("alice sends; bob's page has it without the chat open: alice sees two grey ticks (delivered), bob an unread badge");
   await pageA.getByTestId('composer').fill('Hello Bob!');
   await pageA.getByTestId('send').click();
-  await pageA.getByTestId('tick-sent').first().waitFor();
+  await pageA.getByTestId('tick-delivered').first().waitFor();
   const bobItem = pageB.locator('[data-testid="chat-item"]').filter({ hasText: alice });
   await bobItem.getByTestId('unread').filter({ hasText: '1' }).waitFor();
   await bobItem.getByTestId('chat-last').filter({ hasText: 'Hello Bob!' }).waitFor();
@@ -211,6 +212,51 @@ try {
   await pageA.locator('[data-testid="chat-item"]').filter({ hasText: bob }).click();
   await pageA.getByTestId('conv-title').filter({ hasText: bob }).waitFor();
   await pageA.getByTestId('tick-read').nth(2).waitFor();
+
+  log('alice sends while bob looks at the group: delivered (grey ✓✓), then read (blue) when he opens the chat');
+  await pageA.getByTestId('composer').fill('Did this reach your phone?');
+  await pageA.getByTestId('composer').press('Enter');
+  const reached = pageA.getByTestId('message').filter({ hasText: 'Did this reach your phone?' });
+  await reached.getByTestId('tick-delivered').waitFor();
+  await shot(pageA, '2a-alice-delivered');
+  await pageB.locator('[data-testid="chat-item"]').filter({ hasText: alice }).click();
+  await pageB.getByTestId('message').filter({ hasText: 'Did this reach your phone?' }).waitFor();
+  await reached.getByTestId('tick-read').waitFor();
+
+  log("alice edits it from the message's menu: both see the new text, marked edited, at the same seq");
+  const seq = await reached.getAttribute('data-seq');
+  const editedOn = (page) => page.locator(`[data-testid="message"][data-seq="${seq}"]`);
+  await editedOn(pageA).getByTestId('msg-menu-btn').click();
+  await editedOn(pageA).getByTestId('msg-edit').click();
+  await pageA.getByTestId('edit-bar').waitFor();
+  await pageA.getByTestId('composer').fill('Has this reached your phone?');
+  await pageA.getByTestId('composer').press('Enter');
+  for (const page of [pageA, pageB]) {
+    await editedOn(page).locator('.text').filter({ hasText: /^Has this reached your phone\?$/ }).waitFor();
+    await editedOn(page).getByTestId('edited').waitFor();
+  }
+  if (await pageA.getByTestId('edit-bar').isVisible()) throw new Error('the edit bar stayed open');
+  if (await pageB.getByTestId('msg-menu-btn').count() !== await pageB.locator('.msg.mine').count()) {
+    throw new Error("bob is offered a menu on alice's messages in a private chat");
+  }
+
+  log('bob sends a message to the wrong chat and deletes it: both see "message deleted" in its place');
+  await pageB.getByTestId('composer').fill('Oops, meant for someone else');
+  await pageB.getByTestId('composer').press('Enter');
+  const typo = pageB.getByTestId('message').filter({ hasText: 'Oops, meant for someone else' });
+  await typo.getByTestId('tick-read').waitFor();
+  const typoSeq = await typo.getAttribute('data-seq');
+  const deletedOn = (page) => page.locator(`[data-testid="message"][data-seq="${typoSeq}"]`);
+  await deletedOn(pageB).getByTestId('msg-menu-btn').click();
+  await deletedOn(pageB).getByTestId('msg-delete').click();
+  for (const page of [pageA, pageB]) {
+    await deletedOn(page).getByTestId('deleted').filter({ hasText: 'message deleted' }).waitFor();
+    if (await deletedOn(page).getByTestId('msg-menu-btn').count()) throw new Error('a deleted message keeps its menu');
+  }
+  await pageA.locator('[data-testid="chat-item"]').filter({ hasText: bob })
+    .getByTestId('chat-last').filter({ hasText: 'message deleted' }).waitFor();
+  const seqsA = await pageA.getByTestId('message').evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
+  if (seqsA.some((s, i) => s !== i + 1)) throw new Error(`a tombstone left a gap: ${seqsA}`);
 
   const main = await shot(pageA, '2-alice-chat');
   await shot(pageB, '3-bob-chat');

@@ -31,7 +31,12 @@ const state = {
   olderAt: new Map(),     // chat id -> oldest seq held while older ones remain (0: none)
   loadingOlder: false,   // a later auth_ok without a cursor refills over REST
   reqSeq: 0,
+  deliveredSent: new Map(), // chat id -> highest seq reported as delivered
+  deliveredTimer: null,     // reports are coalesced: one per chat per burst
+  menuFor: null,            // id of the message whose menu is open
+  editing: null,            // {chat_id, message_id} while the composer edits a message
 };
+const DELIVERED_COALESCE_MS = 50;
 
 // ---------------------------------------------------------------- REST
 
@@ -68,7 +73,10 @@ function signOut() {
   clearTimeout(state.reconnectTimer);
   if (state.ws) { state.ws.onclose = null; state.ws.close(1000); state.ws = null; }
   Object.assign(state, { cursor: null, activeChat: null, wsReady: false, attempt: 0, everConnected: false });
-  for (const m of [state.chats, state.messages, state.pending, state.online, state.typing, state.olderAt]) m.clear();
+  for (const m of [state.chats, state.messages, state.pending, state.online, state.typing, state.olderAt,
+    state.deliveredSent]) m.clear();
+  state.menuFor = null;
+  state.editing = null;
   state.contacts.clear();
   showAuth();
 }
@@ -105,7 +113,11 @@ async function startApp() {
 
 async function refreshChats() {
   const { chats } = await api('GET', '/v1/chats');
-  for (const chat of chats) state.chats.set(chat.id, chat);
+  for (const chat of chats) {
+    state.chats.set(chat.id, chat);
+    // Every chat's messages up to last_seq have reached this device (as the list).
+    reportDelivered(chat.id, chat.last_seq || 0);
+  }
   await ensurePeersAreContacts();
   renderChatList();
   if (state.activeChat && state.chats.has(state.activeChat)) await loadHistory(state.activeChat);
@@ -235,9 +247,14 @@ function onFrame(f) {
     case 'synced': advanceCursor(f.cursor); break;
     case 'new_message': onNewMessage(f.message).catch(console.error); advanceCursor(f.cursor); break;
     case 'message_read': onRead(f); advanceCursor(f.cursor); break;
+    case 'message_delivered': onDelivered(f); advanceCursor(f.cursor); break;
+    case 'message_updated': onUpdated(f.message); advanceCursor(f.cursor); break;
     case 'presence': onPresence(f); break;
     case 'typing': onTyping(f); break;
-    case 'ack': if (f.message) onAck(f.message); break;
+    case 'ack':
+      if (f.message && f.id?.startsWith('edit-')) onUpdated(f.message);
+      else if (f.message) onAck(f.message);
+      break;
     case 'resync':
       // The gateway lost events from the bus: replay from our cursor, or refill over REST.
       if (state.cursor) send({ type: 'resume', since: state.cursor });
@@ -246,6 +263,7 @@ function onFrame(f) {
     case 'error':
       if (f.code === 'unauthorized') return;   // close 4001 follows
       if (f.id && f.id.startsWith('send-')) onSendError(f);
+      else if (f.id && /^(edit|delete)-/.test(f.id)) showNotice(`could not change the message: ${f.message}`);
       else console.warn('gateway error', f);
       break;
     default: break;
@@ -269,6 +287,7 @@ async function onNewMessage(message) {
   }
   const fresh = storeMessage(message);
   if (message.sender_id === state.session.user.id) state.pending.delete(message.client_msg_id);
+  else reportDelivered(message.chat_id, message.seq);
   if (fresh && message.seq > (chat.last_seq || 0)) {
     chat.last_seq = message.seq;
     chat.last_message = message;
@@ -297,9 +316,57 @@ function onSendError(f) {
   }
 }
 
+/// A read watermark; reading implies delivery, so the delivered one follows.
 function setWatermark(chat, userId, seq) {
   const m = chat.members.find((x) => x.user_id === userId);
   if (m && seq > m.last_read_seq) m.last_read_seq = seq;
+  setDelivered(chat, userId, seq);
+}
+
+function setDelivered(chat, userId, seq) {
+  const m = chat.members.find((x) => x.user_id === userId);
+  if (m && seq > (m.last_delivered_seq || 0)) m.last_delivered_seq = seq;
+}
+
+function onDelivered(f) {
+  const chat = state.chats.get(f.chat_id);
+  if (!chat) return;
+  setDelivered(chat, f.user_id, f.up_to_seq);
+  if (chat.id === state.activeChat) renderMessages();
+}
+
+/// An edit or deletion: the message as it now is replaces the one held (same seq).
+function onUpdated(message) {
+  const byseq = state.messages.get(message.chat_id);
+  if (byseq && byseq.has(message.seq)) byseq.set(message.seq, message);
+  const chat = state.chats.get(message.chat_id);
+  if (chat && chat.last_message?.id === message.id) chat.last_message = message;
+  if (state.editing?.message_id === message.id && message.deleted_at) stopEditing();
+  if (message.chat_id === state.activeChat) renderMessages();
+  renderChatList();
+}
+
+/// Tells the server that messages up to `seq` reached this device: one frame per chat per
+/// burst (the highest seq), like the read receipts a person's eyes coalesce.
+function reportDelivered(chatId, seq) {
+  if (seq <= (state.deliveredSent.get(chatId) || 0)) return;
+  state.deliveredSent.set(chatId, seq);
+  if (state.deliveredTimer) return;
+  state.deliveredTimer = setTimeout(flushDelivered, DELIVERED_COALESCE_MS);
+}
+
+function flushDelivered() {
+  state.deliveredTimer = null;
+  for (const [chatId, seq] of state.deliveredSent) {
+    const chat = state.chats.get(chatId);
+    const mine = chat?.members.find((m) => m.user_id === state.session?.user.id);
+    if (!mine || seq <= (mine.last_delivered_seq || 0)) continue;
+    setDelivered(chat, mine.user_id, seq);
+    const frame = { type: 'delivered', id: `delivered-${++state.reqSeq}`, chat_id: chatId, up_to_seq: seq };
+    if (!send(frame)) {
+      api('POST', `/v1/chats/${chatId}/delivered`, { up_to_seq: seq }).catch(console.error);
+    }
+  }
 }
 
 function myWatermark(chat) {
@@ -341,6 +408,8 @@ function typingStopped(chatId, userId) {
 // ---------------------------------------------------------------- actions
 
 async function openChat(chatId) {
+  if (state.editing) stopEditing();
+  state.menuFor = null;
   state.activeChat = chatId;
   $('app-view').classList.add('in-chat');
   $('composer').hidden = false;
@@ -354,6 +423,7 @@ async function openChat(chatId) {
 async function loadHistory(chatId) {
   const { messages, has_more: hasMore } = await api('GET', `/v1/chats/${chatId}/messages?limit=100`);
   for (const m of messages) storeMessage(m);
+  if (messages.length) reportDelivered(chatId, messages[messages.length - 1].seq);
   if (!state.olderAt.has(chatId)) state.olderAt.set(chatId, hasMore ? messages[0].seq : 0);
   if (chatId === state.activeChat) {
     renderMessages();
@@ -414,6 +484,48 @@ function sendPending(clientMsgId, p) {
 /// Unacknowledged sends go again after a reconnect: the same client_msg_id makes it idempotent.
 function flushPending() {
   for (const [cmid, p] of state.pending) sendPending(cmid, p);
+}
+
+function startEditing(message) {
+  state.menuFor = null;
+  state.editing = { chat_id: message.chat_id, message_id: message.id };
+  $('edit-bar').hidden = false;
+  const input = $('composer-input');
+  input.value = message.text || '';
+  input.focus();
+  renderMessages();
+}
+
+function stopEditing() {
+  state.editing = null;
+  $('edit-bar').hidden = true;
+  $('composer-input').value = '';
+}
+
+function editMessage(text) {
+  const { chat_id: chatId, message_id: messageId } = state.editing;
+  stopEditing();
+  const frame = { type: 'edit', id: `edit-${++state.reqSeq}`, chat_id: chatId, message_id: messageId, text };
+  if (!send(frame)) {
+    api('PATCH', `/v1/chats/${chatId}/messages/${messageId}`, { text })
+      .then(({ message }) => onUpdated(message))
+      .catch((e) => showNotice(`could not edit the message: ${e.message}`));
+  }
+}
+
+function deleteMessage(message) {
+  state.menuFor = null;
+  const frame = { type: 'delete', id: `delete-${++state.reqSeq}`, chat_id: message.chat_id, message_id: message.id };
+  if (!send(frame)) {
+    api('DELETE', `/v1/chats/${message.chat_id}/messages/${message.id}`)
+      .catch((e) => showNotice(`could not delete the message: ${e.message}`));
+  }
+  renderMessages();
+}
+
+function showNotice(text) {
+  console.warn(text);
+  $('typing').textContent = text;
 }
 
 function sendTyping() {
@@ -519,7 +631,8 @@ function renderChatList() {
     name.dataset.testid = 'chat-name';
     const time = el('span', 'chat-time', chat.last_message ? timeOf(chat.last_message.created_at) : '');
     const lm = chat.last_message;
-    const lastText = lm ? `${lm.sender_id === state.session.user.id ? 'You: ' : ''}${lm.text ?? `[${lm.type}]`}` : 'No messages yet';
+    const body = lm?.deleted_at ? 'message deleted' : (lm?.text ?? `[${lm?.type}]`);
+    const lastText = lm ? `${lm.sender_id === state.session.user.id ? 'You: ' : ''}${body}` : 'No messages yet';
     const last = el('span', 'chat-last', lastText);
     last.dataset.testid = 'chat-last';
     const badge = el('span', 'badge', String(chat.unread_count));
@@ -558,13 +671,41 @@ function renderHeader() {
   }
 }
 
-/// Read by every other member (private: the peer) → ✓✓ in blue; stored → ✓; queued → 🕓.
+/// Read by every other member (private: the peer) → ✓✓ in blue; on a device of every other
+/// member → ✓✓; stored → ✓; queued → 🕓.
 function tickFor(chat, message) {
   const others = chat.members.filter((m) => m.user_id !== state.session.user.id);
-  const read = others.length > 0 && others.every((m) => m.last_read_seq >= message.seq);
-  const t = el('span', `tick${read ? ' read' : ''}`, read ? '✓✓' : '✓');
-  t.dataset.testid = read ? 'tick-read' : 'tick-sent';
+  const all = (pred) => others.length > 0 && others.every(pred);
+  const read = all((m) => m.last_read_seq >= message.seq);
+  const delivered = read || all((m) => Math.max(m.last_delivered_seq || 0, m.last_read_seq) >= message.seq);
+  const t = el('span', `tick${read ? ' read' : delivered ? ' delivered' : ''}`, delivered ? '✓✓' : '✓');
+  t.dataset.testid = read ? 'tick-read' : delivered ? 'tick-delivered' : 'tick-sent';
   return t;
+}
+
+/// Who may change a message: its sender edits and deletes; a group's owner deletes too.
+function canDelete(chat, message) {
+  const me = state.session.user.id;
+  if (message.sender_id === me) return true;
+  return chat.type === 'group' && chat.members.some((m) => m.user_id === me && m.role === 'owner');
+}
+
+function messageMenu(chat, m) {
+  const menu = el('div', 'msg-menu');
+  menu.dataset.testid = 'msg-menu';
+  if (m.sender_id === state.session.user.id && m.text !== null) {
+    const edit = el('button', 'secondary', 'Edit');
+    edit.type = 'button';
+    edit.dataset.testid = 'msg-edit';
+    edit.addEventListener('click', (e) => { e.stopPropagation(); startEditing(m); });
+    menu.append(edit);
+  }
+  const del = el('button', 'danger', 'Delete');
+  del.type = 'button';
+  del.dataset.testid = 'msg-delete';
+  del.addEventListener('click', (e) => { e.stopPropagation(); deleteMessage(m); });
+  menu.append(del);
+  return menu;
 }
 
 function renderMessages() {
@@ -579,10 +720,36 @@ function renderMessages() {
     li.dataset.testid = 'message';
     li.dataset.seq = m.seq;
     if (chat.type === 'group' && !mine) li.append(el('span', 'from', usernameOf(chat, m.sender_id)));
-    li.append(el('span', 'text', m.text ?? `[${m.type}]`));
-    const meta = el('span', 'meta', timeOf(m.created_at));
+    if (m.deleted_at) {
+      li.classList.add('deleted');
+      const gone = el('span', 'text', 'message deleted');
+      gone.dataset.testid = 'deleted';
+      li.append(gone);
+    } else {
+      li.append(el('span', 'text', m.text ?? `[${m.type}]`));
+    }
+    const meta = el('span', 'meta');
+    if (m.edited_at && !m.deleted_at) {
+      const edited = el('span', 'edited', 'edited');
+      edited.dataset.testid = 'edited';
+      meta.append(edited);
+    }
+    meta.append(document.createTextNode(timeOf(m.created_at)));
     if (mine) meta.append(tickFor(chat, m));
+    if (!m.deleted_at && canDelete(chat, m)) {
+      const btn = el('button', 'menu-btn', '⋯');
+      btn.type = 'button';
+      btn.title = 'Message menu';
+      btn.dataset.testid = 'msg-menu-btn';
+      btn.addEventListener('click', (e) => {
+        e.stopPropagation();
+        state.menuFor = state.menuFor === m.id ? null : m.id;
+        renderMessages();
+      });
+      meta.append(btn);
+    }
     li.append(meta);
+    if (state.menuFor === m.id && !m.deleted_at) li.append(messageMenu(chat, m));
     return li;
   });
   for (const p of state.pending.values()) {
@@ -676,11 +843,13 @@ function wire() {
     const text = input.value.trim();
     if (!text || !state.activeChat) return;
     input.value = '';
-    sendMessage(text);
+    if (state.editing) editMessage(text);
+    else sendMessage(text);
   });
   $('messages').addEventListener('scroll', () => {
     if ($('messages').scrollTop < 40) loadOlder().catch(console.error);
   });
+  $('edit-cancel').addEventListener('click', () => { stopEditing(); renderMessages(); });
   $('back-btn').addEventListener('click', () => {
     state.activeChat = null;
     $('app-view').classList.remove('in-chat');
@@ -691,8 +860,11 @@ function wire() {
   });
   input.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); $('composer').requestSubmit(); }
+    if (e.key === 'Escape' && state.editing) { stopEditing(); renderMessages(); }
   });
-  input.addEventListener('input', () => { if (state.activeChat && input.value.trim()) sendTyping(); });
+  input.addEventListener('input', () => {
+    if (state.activeChat && !state.editing && input.value.trim()) sendTyping();
+  });
   document.addEventListener('visibilitychange', () => {
     if (!document.hidden) markRead(state.chats.get(state.activeChat));
   });
