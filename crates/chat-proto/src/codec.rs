@@ -133,6 +133,9 @@ pub struct BusEnvelope {
     pub body: BusBody,
 }
 
+// Nearly every body is an event; boxing it would add an allocation to each publish and decode to
+// save space only in the rare logout notice.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BusBody {

@@ -43,12 +43,28 @@ async fn delivered_over_rest_moves_forward_only_and_reads_imply_it() {
         alice.send_text(chat, &format!("d{i}"), "hi").await;
     }
     let path = format!("/v1/chats/{chat}/delivered");
-    assert_status(&bob.post(&path, &json!({"up_to_seq": 2})).await, 204, "delivered 2");
+    assert_status(
+        &bob.post(&path, &json!({"up_to_seq": 2})).await,
+        204,
+        "delivered 2",
+    );
     assert_eq!(watermarks(&alice, chat, b.id).await, (0, 2));
-    assert_status(&bob.post(&path, &json!({"up_to_seq": 1})).await, 204, "delivered back");
+    assert_status(
+        &bob.post(&path, &json!({"up_to_seq": 1})).await,
+        204,
+        "delivered back",
+    );
     assert_eq!(watermarks(&alice, chat, b.id).await, (0, 2), "never back");
-    assert_status(&bob.post(&path, &json!({"up_to_seq": 99})).await, 204, "beyond");
-    assert_eq!(watermarks(&alice, chat, b.id).await, (0, 4), "clamped to last_seq");
+    assert_status(
+        &bob.post(&path, &json!({"up_to_seq": 99})).await,
+        204,
+        "beyond",
+    );
+    assert_eq!(
+        watermarks(&alice, chat, b.id).await,
+        (0, 4),
+        "clamped to last_seq"
+    );
     alice.send_text(chat, "d4", "more").await;
     assert_status(
         &bob.post(&format!("/v1/chats/{chat}/read"), &json!({"up_to_seq": 5}))
@@ -56,7 +72,11 @@ async fn delivered_over_rest_moves_forward_only_and_reads_imply_it() {
         204,
         "read",
     );
-    assert_eq!(watermarks(&alice, chat, b.id).await, (5, 5), "a read delivers");
+    assert_eq!(
+        watermarks(&alice, chat, b.id).await,
+        (5, 5),
+        "a read delivers"
+    );
     // The chat object carries the same member fields.
     let listed = alice.get(&format!("/v1/chats/{chat}")).await;
     let members = listed.1["members"].as_array().cloned().unwrap_or_default();
@@ -148,19 +168,25 @@ async fn edit_and_delete_over_rest_follow_the_rules() {
         "edit by a non-member",
     );
     assert_error(
-        &alice.patch(&message(elsewhere), &json!({"text": "x"})).await,
+        &alice
+            .patch(&message(elsewhere), &json!({"text": "x"}))
+            .await,
         404,
         "not_found",
         "a message of another chat",
     );
     assert_error(
-        &alice.patch(&message(999_999_999), &json!({"text": "x"})).await,
+        &alice
+            .patch(&message(999_999_999), &json!({"text": "x"}))
+            .await,
         404,
         "not_found",
         "unknown message",
     );
     assert_error(
-        &alice.patch(&message(first_id), &json!({"text": "   "})).await,
+        &alice
+            .patch(&message(first_id), &json!({"text": "   "}))
+            .await,
         400,
         "invalid_input",
         "blank",
@@ -188,8 +214,16 @@ async fn edit_and_delete_over_rest_follow_the_rules() {
         "delete by a member",
     );
     assert_status(&bob.delete(&message(by_carol)).await, 204, "owner deletes");
-    assert_status(&alice.delete(&message(first_id)).await, 204, "sender deletes");
-    assert_status(&alice.delete(&message(first_id)).await, 204, "deleting again");
+    assert_status(
+        &alice.delete(&message(first_id)).await,
+        204,
+        "sender deletes",
+    );
+    assert_status(
+        &alice.delete(&message(first_id)).await,
+        204,
+        "deleting again",
+    );
     assert_error(
         &api.as_user(&dave).delete(&message(first_id)).await,
         404,
@@ -197,7 +231,9 @@ async fn edit_and_delete_over_rest_follow_the_rules() {
         "delete by a non-member",
     );
     assert_error(
-        &alice.patch(&message(first_id), &json!({"text": "back"})).await,
+        &alice
+            .patch(&message(first_id), &json!({"text": "back"}))
+            .await,
         409,
         "conflict",
         "edit after delete",
@@ -207,12 +243,19 @@ async fn edit_and_delete_over_rest_follow_the_rules() {
     assert_eq!(seqs, vec![1, 2], "tombstones keep their seq");
     for tomb in &history {
         assert!(tomb["deleted_at"].is_string(), "{tomb}");
-        assert!(tomb["text"].is_null() && tomb["attachment"].is_null(), "{tomb}");
+        assert!(
+            tomb["text"].is_null() && tomb["attachment"].is_null(),
+            "{tomb}"
+        );
     }
     let next = alice.send_text(group, "e4", "after").await;
     assert_eq!(next["seq"], json!(3), "no seq is reused");
     // The chat list shows the last message as it now is.
-    assert_status(&alice.delete(&message(id_of(&next, "id"))).await, 204, "delete last");
+    assert_status(
+        &alice.delete(&message(id_of(&next, "id"))).await,
+        204,
+        "delete last",
+    );
     let chats = carol.get("/v1/chats").await;
     let listed = chats.1["chats"]
         .as_array()
@@ -262,12 +305,18 @@ async fn a_deleted_message_no_longer_grants_attachment_access() {
     assert_eq!(bob.get(&download).await.0, 200, "a member reads it");
     let id = id_of(&sent.1["message"], "id");
     assert_status(
-        &alice.delete(&format!("/v1/chats/{chat}/messages/{id}")).await,
+        &alice
+            .delete(&format!("/v1/chats/{chat}/messages/{id}"))
+            .await,
         204,
         "delete",
     );
     assert_error(&bob.get(&download).await, 404, "not_found", "after delete");
-    assert_eq!(alice.get(&download).await.0, 200, "the uploader still reads it");
+    assert_eq!(
+        alice.get(&download).await.0,
+        200,
+        "the uploader still reads it"
+    );
 }
 
 /// Alice and bob in a private chat with sockets in `format`; bob's socket sees alice's events.
@@ -303,7 +352,10 @@ async fn frames_and_events_in(format: Format) {
     )
     .await;
     assert_eq!(ack, json!({"type":"ack","id":"r3"}));
-    let bob_event = match bob_seen.into_iter().find(|f| f["type"] == json!("message_delivered")) {
+    let bob_event = match bob_seen
+        .into_iter()
+        .find(|f| f["type"] == json!("message_delivered"))
+    {
         Some(event) => event,
         None => bob_ws.recv_until("message_delivered", WAIT).await,
     };
@@ -335,7 +387,10 @@ async fn frames_and_events_in(format: Format) {
     assert_eq!(edited["type"], json!("ack"), "{edited}");
     assert_eq!(edited["message"]["text"], json!("hello"));
     assert!(edited["message"]["edited_at"].is_string());
-    let alice_event = match alice_seen.into_iter().find(|f| f["type"] == json!("message_updated")) {
+    let alice_event = match alice_seen
+        .into_iter()
+        .find(|f| f["type"] == json!("message_updated"))
+    {
         Some(event) => event,
         None => alice_ws.recv_until("message_updated", WAIT).await,
     };
@@ -395,7 +450,10 @@ async fn frames_and_events_in(format: Format) {
     )
     .await;
     assert_eq!(deleted["type"], json!("ack"), "{deleted}");
-    let alice_event = match alice_seen.into_iter().find(|f| f["type"] == json!("message_updated")) {
+    let alice_event = match alice_seen
+        .into_iter()
+        .find(|f| f["type"] == json!("message_updated"))
+    {
         Some(event) => event,
         None => alice_ws.recv_until("message_updated", WAIT).await,
     };
@@ -405,7 +463,10 @@ async fn frames_and_events_in(format: Format) {
         assert_eq!(tomb["id"], json!(message_id));
         assert_eq!(tomb["seq"], json!(1));
         assert!(tomb["deleted_at"].is_string(), "{tomb}");
-        assert!(tomb["text"].is_null() && tomb["attachment"].is_null(), "{tomb}");
+        assert!(
+            tomb["text"].is_null() && tomb["attachment"].is_null(),
+            "{tomb}"
+        );
     }
     let conflict = alice_ws
         .request(
@@ -480,8 +541,11 @@ async fn sync_and_resume_replay_updates_and_deliveries() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     let second = alice.send_text(chat, "y2", "two").await;
     assert_status(
-        &bob.post(&format!("/v1/chats/{chat}/delivered"), &json!({"up_to_seq": 2}))
-            .await,
+        &bob.post(
+            &format!("/v1/chats/{chat}/delivered"),
+            &json!({"up_to_seq": 2}),
+        )
+        .await,
         204,
         "delivered",
     );
@@ -525,7 +589,8 @@ async fn sync_and_resume_replay_updates_and_deliveries() {
     assert!(
         updated
             .iter()
-            .any(|e| e["message"]["id"] == json!(second_id) && e["message"]["deleted_at"].is_string()),
+            .any(|e| e["message"]["id"] == json!(second_id)
+                && e["message"]["deleted_at"].is_string()),
         "{events:?}"
     );
     let delivered = of("message_delivered");
@@ -575,7 +640,10 @@ async fn the_resume_seam_neither_repeats_nor_loses_updates() {
     let chat = id_of(&alice.private_chat(b.id).await, "id");
     let mut ids = Vec::new();
     for i in 0..30 {
-        ids.push(id_of(&alice.send_text(chat, &format!("s{i}"), "m").await, "id"));
+        ids.push(id_of(
+            &alice.send_text(chat, &format!("s{i}"), "m").await,
+            "id",
+        ));
     }
     let cursor = format!("c{}", chrono_ms() - 1000);
     // Edits keep landing while bob resumes: every one exactly once.
@@ -586,7 +654,9 @@ async fn the_resume_seam_neither_repeats_nor_loses_updates() {
             for (i, id) in ids.iter().enumerate() {
                 let path = format!("/v1/chats/{chat}/messages/{id}");
                 assert_status(
-                    &alice.patch(&path, &json!({"text": format!("edited {i}")})).await,
+                    &alice
+                        .patch(&path, &json!({"text": format!("edited {i}")}))
+                        .await,
                     200,
                     "edit",
                 );
@@ -603,7 +673,10 @@ async fn the_resume_seam_neither_repeats_nor_loses_updates() {
         .map(|f| {
             (
                 id_of(&f["message"], "id"),
-                f["message"]["edited_at"].as_str().unwrap_or_default().to_string(),
+                f["message"]["edited_at"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             )
         })
         .collect();
