@@ -24,6 +24,12 @@
 // the gateway replays what it missed and sends it has not seen acked go out again. Both checks
 // therefore span a VU's sessions. Deliveries that arrive by replay are tagged via=replay.
 //
+// RECEIPTS=1 makes each VU acknowledge what it receives as an app would: after a message from
+// someone else, one {"type":"delivered","chat_id":..,"up_to_seq":<highest seq held>} per chat per
+// burst (bursts end RECEIPTS_COALESCE_MS after their first message, default 50), counted in
+// receipts_sent, answered acks timed in receipt_ack_ms, and message_delivered events from the
+// other members counted in receipts_received. Off by default, so runs with and without compare.
+//
 // Env: USERS_FILE, WS_URLS, VUS (default 2000), RAMP_S (30), HOLD_S (120), SETTLE_S (5: quiet time
 // after the ramp before sending), DRAIN_S (5: quiet time before closing), SEND_EVERY_S (10),
 // GROUP_SEND_EVERY_S (60; 0 = no group messages), DELIVERY_P95_MS (100), DELIVERY_P99_MS (250),
@@ -54,6 +60,8 @@ const FINAL_SYNC = envNum('FINAL_SYNC', 1) !== 0;
 const FINAL_SPREAD_MS = envNum('FINAL_SPREAD_S', 5) * 1000;
 const FINAL_QUIET_MS = envNum('FINAL_QUIET_MS', 1000);
 const FINAL_SYNC_TIMEOUT_MS = envNum('FINAL_SYNC_TIMEOUT_S', 12) * 1000;
+const RECEIPTS = envNum('RECEIPTS', 0) !== 0;
+const RECEIPTS_COALESCE_MS = envNum('RECEIPTS_COALESCE_MS', 50);
 const TOTAL_MS = (RAMP_S + HOLD_S) * 1000;
 const SEND_FROM_MS = (RAMP_S + SETTLE_S) * 1000;
 const SEND_UNTIL_MS = TOTAL_MS - DRAIN_S * 1000;
@@ -78,6 +86,9 @@ const unacked = new Counter('msgs_unacked'); // sends without ack or error at th
 const duplicates = new Counter('msgs_duplicate');
 const refused = new Counter('sends_refused'); // error frames unavailable / rate_limited, re-sent
 const resumed = new Counter('ws_resumed'); // sessions that began with ?since=<cursor>
+const receiptsSent = new Counter('receipts_sent'); // delivered frames (RECEIPTS=1)
+const receiptsReceived = new Counter('receipts_received'); // message_delivered from others
+const receiptAck = new Trend('receipt_ack_ms', true); // delivered frame -> its ack
 
 export const options = {
   scenarios: {
@@ -167,6 +178,9 @@ export default function () {
   let quietTimer = null;
   let openedAt = 0;
   const timers = [];
+  const receiptsDue = {}; // chat id -> highest seq to acknowledge in the next receipt burst
+  const receiptsOut = {}; // delivered frame id -> when it was sent
+  let receiptTimer = null;
 
   const createdAt = Date.now();
   const ws = new WebSocket(url, null, params);
@@ -197,6 +211,26 @@ export default function () {
       client_msg_id: entry.clientMsgId,
       text: entry.text,
     }));
+  };
+
+  // One delivered frame per chat per burst, with the highest seq held.
+  const noteReceipt = (chatId, seq) => {
+    if (!RECEIPTS) return;
+    if (!(receiptsDue[chatId] >= seq)) receiptsDue[chatId] = seq;
+    if (receiptTimer !== null) return;
+    receiptTimer = setTimeout(() => {
+      receiptTimer = null;
+      if (ws.readyState !== 1 || closingByUs) return;
+      for (const chatId of Object.keys(receiptsDue)) {
+        seqNo += 1;
+        const id = `d${seqNo}`;
+        receiptsOut[id] = Date.now();
+        ws.send(JSON.stringify({ type: 'delivered', id, chat_id: Number(chatId), up_to_seq: receiptsDue[chatId] }));
+        delete receiptsDue[chatId];
+        receiptsSent.add(1);
+      }
+    }, RECEIPTS_COALESCE_MS);
+    timers.push(receiptTimer);
   };
 
   const send = (chatId) => {
@@ -317,6 +351,7 @@ export default function () {
           return;
         }
         if (m.sender_id !== user.id) {
+          noteReceipt(m.chat_id, chats[m.chat_id].max);
           const kind = chats[m.chat_id].kind;
           received.add(1, { chat: kind });
           if (finalSync) late.add(1, { chat: kind });
@@ -329,6 +364,10 @@ export default function () {
       case 'message_read':
         if (f.cursor) lastCursor = f.cursor;
         break;
+      case 'message_delivered':
+        if (f.cursor) lastCursor = f.cursor;
+        if (f.user_id !== user.id) receiptsReceived.add(1);
+        break;
       case 'synced':
         if (f.cursor) lastCursor = f.cursor;
         replaying = false;
@@ -338,6 +377,11 @@ export default function () {
         }
         break;
       case 'ack': {
+        if (f.id in receiptsOut) {
+          receiptAck.add(at - receiptsOut[f.id]);
+          delete receiptsOut[f.id];
+          break;
+        }
         const p = pending[f.id];
         if (!p) return;
         delete pending[f.id];
@@ -469,6 +513,10 @@ export function handleSummary(data) {
     msgs_duplicate: count(data, 'msgs_duplicate'),
     sends_refused: count(data, 'sends_refused'),
     ws_resumed: count(data, 'ws_resumed'),
+    receipts: RECEIPTS ? 1 : 0,
+    receipts_sent: count(data, 'receipts_sent'),
+    receipts_received: count(data, 'receipts_received'),
+    receipt_ack_ms: trend(data, 'receipt_ack_ms'),
     ws_errors: count(data, 'ws_errors'),
     closed_unexpected: count(data, 'ws_closed_unexpected'),
     chat_delivery_ms: trend(data, 'chat_delivery_ms'),
