@@ -286,8 +286,62 @@ pub fn push_frame(batch: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::push_frame;
+    use super::{EventKey, push_frame};
+    use chat_proto::{Message, MessageKind, ServerEvent};
     use fastwebsockets::OpCode;
+
+    #[test]
+    fn replayed_receipts_and_updates_have_keys_of_their_own() {
+        let delivered = |seq| ServerEvent::MessageDelivered {
+            chat_id: 1,
+            user_id: 2,
+            up_to_seq: seq,
+            cursor: "c1".into(),
+        };
+        assert_eq!(
+            EventKey::of(&delivered(3)),
+            EventKey::Delivered {
+                chat: 1,
+                user: 2,
+                seq: 3
+            }
+        );
+        assert_ne!(EventKey::of(&delivered(3)), EventKey::of(&delivered(4)));
+        let at = |ms| chrono::DateTime::from_timestamp_millis(ms).expect("valid");
+        let mut message = Message {
+            id: 9,
+            chat_id: 1,
+            seq: 1,
+            sender_id: 2,
+            kind: MessageKind::Text,
+            text: Some("x".into()),
+            attachment: None,
+            reply_to_id: None,
+            client_msg_id: "c".into(),
+            created_at: at(1),
+            edited_at: Some(at(5)),
+            deleted_at: None,
+        };
+        let updated = |message: &Message| ServerEvent::MessageUpdated {
+            message: message.clone(),
+            cursor: "c1".into(),
+        };
+        let edit = EventKey::of(&updated(&message));
+        assert_eq!(
+            edit,
+            EventKey::Updated {
+                message: 9,
+                at_ms: 5
+            }
+        );
+        // A later edit, and then the deletion, are other events than the first edit.
+        message.edited_at = Some(at(7));
+        let second_edit = EventKey::of(&updated(&message));
+        message.deleted_at = Some(at(8));
+        let deletion = EventKey::of(&updated(&message));
+        assert_ne!(edit, second_edit);
+        assert_ne!(second_edit, deletion);
+    }
 
     #[test]
     fn frame_headers_follow_rfc6455() {
