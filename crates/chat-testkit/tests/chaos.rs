@@ -7,11 +7,13 @@
 //! 3. cuts chat-api's MySQL connections for 10 s,
 //! 4. SIGTERMs a gateway (graceful drain, close 1012; started again).
 //!
-//! Traffic runs before, during and after every fault. At the end, once nothing moves for 5 s,
-//! every client resumes once more; then the checker compares per user what was acked in the
-//! user's chats with what the user received, prints one line per fault and fails on any loss,
-//! any duplicate on one live stream, any seq going backwards within one live stream, and any
-//! difference between the acked messages and the database.
+//! Traffic runs before, during and after every fault: new messages, and edits and deletions of a
+//! share of them. At the end, once nothing moves for 5 s, every client resumes once more; then
+//! the checker compares per user what was acked in the user's chats with what the user received,
+//! prints one line per fault and fails on any loss, any duplicate on one live stream, any seq
+//! going backwards within one live stream, any member that did not end with an edited or deleted
+//! message's last state (a lost `message_updated`), and any difference between the acked
+//! messages and changes and the database.
 //!
 //! The CI size (60 clients, ~1,500+ messages, ~2 minutes) runs with the other tests;
 //! `CHAT_CHAOS_SCALE=full` (`scripts/chaos.sh`, `make chaos`) runs 240 clients and ≥ 10,000
@@ -195,10 +197,12 @@ async fn chaos_suite() {
         .expect("read every chat's history");
     println!();
     println!(
-        "chaos results: scale={} clients={} messages={} resume={} duration={:.0}s",
+        "chaos results: scale={} clients={} messages={} edits_and_deletes={} resume={} \
+         duration={:.0}s",
         config.scale,
         users.len(),
         verdict.total_messages,
+        verdict.total_changes,
         config.resume.name(),
         t0.elapsed().as_secs_f64()
     );
@@ -243,6 +247,13 @@ async fn chaos_suite() {
         "only {total} messages were acked, the {} scale needs at least {}",
         config.scale,
         config.min_messages
+    );
+    // Edits and deletions are about 18% of what clients create: a run with none checked nothing.
+    let updates: u64 = verdict.faults.iter().map(|f| f.updates_sent).sum();
+    assert!(
+        verdict.total_changes * 20 >= total && updates > 0,
+        "only {} edits and deletes ({updates} member updates to check) for {total} messages",
+        verdict.total_changes
     );
 }
 

@@ -34,6 +34,11 @@ pub struct FaultResult {
     pub resyncs: u64,
     pub resumes: u64,
     pub send_retries: u64,
+    /// Per member, the edited or deleted messages (by the phase of their last change) whose final
+    /// state the member should end with, did, or did not (a lost `message_updated`).
+    pub updates_sent: u64,
+    pub updates_received: u64,
+    pub updates_lost: u64,
 }
 
 impl FaultResult {
@@ -41,6 +46,7 @@ impl FaultResult {
     pub fn line(&self) -> String {
         format!(
             "fault={} sent={} received={} lost={} duplicated={} out_of_order={} \
+             updates_sent={} updates_received={} updates_lost={} \
              | messages={} deliveries={} dup_dropped={} only_in_final_resume={} refilled={} \
              reconnects={} resyncs={} resumes={} send_retries={}",
             self.name,
@@ -49,6 +55,9 @@ impl FaultResult {
             self.lost,
             self.duplicated,
             self.out_of_order,
+            self.updates_sent,
+            self.updates_received,
+            self.updates_lost,
             self.messages,
             self.deliveries,
             self.dropped_dups,
@@ -69,6 +78,8 @@ pub struct Verdict {
     /// Everything the run fails on, one line each (capped per kind).
     pub failures: Vec<String>,
     pub total_messages: u64,
+    /// Edits and deletions acked.
+    pub total_changes: u64,
     pub closes: BTreeMap<String, u64>,
     pub send_errors: BTreeMap<String, u64>,
     /// Not failures: messages that reached a user only through the final resume.
@@ -204,6 +215,7 @@ pub fn check(
             ));
         }
     }
+    super::updates::check_updates(reports, members, phases, &mut verdict);
     const SHOW: usize = 25;
     let lost_total = lost_lines.len();
     verdict.failures.extend(lost_lines.into_iter().take(SHOW));
@@ -227,7 +239,8 @@ pub fn check(
 
 /// Compares the database (read through the API as a member of each chat) with the acked
 /// messages: every acked message is stored, every stored message was acked (nothing
-/// half-written, no message stored twice), and each chat's seqs are 1..n. Returns the
+/// half-written, no message stored twice), each chat's seqs are 1..n (tombstones included), and
+/// each changed message is as its last acked change left it. Returns the
 /// problems, one line each.
 pub async fn verify_history(
     api_base: &str,
@@ -283,6 +296,7 @@ pub async fn verify_history(
                 break;
             }
         }
+        problems.extend(super::updates::verify_changes(*chat_id, &stored, reports));
         let expected = acked.remove(chat_id).unwrap_or_default();
         let mut stored_ids = HashSet::new();
         for (i, m) in stored.iter().enumerate() {

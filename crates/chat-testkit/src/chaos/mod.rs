@@ -9,8 +9,9 @@
 //!   drops repeats by message id, reconnects with exponential backoff and jitter to another
 //!   gateway and resumes from the cursor of the last event it processed;
 //! - [`check`]: compares, per user and per fault, what was acked as sent in the user's chats
-//!   with what the user received; [`verify_history`] compares the acked messages with what the
-//!   database holds.
+//!   with what the user received, and each edit or deletion a client made with the state every
+//!   other member ended up with (`updates`); [`verify_history`] compares the acked messages and
+//!   changes with what the database holds.
 //!
 //! Duplicates come in two kinds. A *dropped* duplicate is a repeat the protocol allows (a
 //! replay after a reconnect or a `resume` frame may repeat events the client already has): the
@@ -29,9 +30,13 @@ mod redis;
 mod shared;
 #[cfg(test)]
 mod tests;
+mod updates;
 
 pub use checker::{FaultResult, Verdict, check, verify_history};
-pub use client::{AckedMessage, Anomaly, ClientReport, ClientSpec, PhaseCounters, run_client};
+pub use client::{
+    AckedChange, AckedMessage, Anomaly, ChangeKind, ClientReport, ClientSpec, PhaseCounters,
+    SeenState, run_client,
+};
 pub use gateways::GatewayPool;
 pub use redis::PrivateRedis;
 pub use shared::Shared;

@@ -38,6 +38,8 @@ impl Client {
         match value.get("type").and_then(Value::as_str) {
             Some("new_message") => {
                 let message = value.get("message").cloned().unwrap_or(Value::Null);
+                // A replay shows a message as it now is, edits and deletion included.
+                self.note_update(&message);
                 match message_fields(&message) {
                     Some((id, chat_id, seq)) => {
                         let what = describe(&message);
@@ -47,7 +49,12 @@ impl Client {
                 }
                 self.take_cursor(&value);
             }
-            Some("message_read") => self.take_cursor(&value),
+            Some("message_read" | "message_delivered") => self.take_cursor(&value),
+            Some("message_updated") => {
+                let message = value.get("message").cloned().unwrap_or(Value::Null);
+                self.note_update(&message);
+                self.take_cursor(&value);
+            }
             Some("resync") => self.on_resync().await,
             Some("synced") => self.on_synced(&value),
             Some("ack") if self.is_reply(&value) => {

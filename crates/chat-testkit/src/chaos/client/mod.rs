@@ -1,10 +1,14 @@
 //! One simulated client ([`run_client`]): its report, its state and its main loop. Sending is in
-//! `send`, the socket's life (connect, authenticate, reconnect) in `connection`, and what it
+//! `send`, editing and deleting its own messages (and seeing others' edits and deletions) in
+//! `changes`, the socket's life (connect, authenticate, reconnect) in `connection`, and what it
 //! does with each event in `events`.
 
+mod changes;
 mod connection;
 mod events;
 mod send;
+
+pub use changes::{AckedChange, ChangeKind, SeenState};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -87,6 +91,11 @@ pub struct ClientReport {
     /// Messages first received during the final resume: the live stream (and any resync)
     /// had missed them although this socket stayed connected or had resumed since.
     pub only_in_final: Vec<u64>,
+    /// Edits and deletions of its own messages that the server acked, in order.
+    pub changes: Vec<AckedChange>,
+    /// Message id → the latest state of an edited or deleted message this client saw
+    /// (`message_updated`, or a replayed `new_message` that already shows it).
+    pub updates_seen: HashMap<u64, SeenState>,
 }
 
 impl ClientReport {
@@ -124,6 +133,8 @@ struct StreamState {
 }
 
 struct Outgoing {
+    /// `Some`: an edit or deletion of one of the client's messages, not a new message.
+    change: Option<changes::PendingChange>,
     chat_id: u64,
     client_msg_id: String,
     text: String,

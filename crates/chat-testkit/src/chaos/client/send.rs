@@ -20,10 +20,14 @@ impl Client {
         {
             return;
         }
+        if self.maybe_create_change(now) {
+            return;
+        }
         self.sent_count += 1;
         let chat_id = self.spec.chats[rand::random_range(0..self.spec.chats.len())];
         let client_msg_id = format!("cx-{}-{}", self.spec.user_id, self.sent_count);
         self.pending = Some(Outgoing {
+            change: None,
             chat_id,
             text: format!("chaos {} #{}", self.spec.user_id, self.sent_count),
             client_msg_id,
@@ -58,7 +62,9 @@ impl Client {
         }
         pending.attempts += 1;
         let retry = pending.attempts > 1;
-        if self.spec.send_over_rest {
+        if pending.change.is_some() {
+            self.send_change(now).await;
+        } else if self.spec.send_over_rest {
             let url = format!(
                 "{}/v1/chats/{}/messages",
                 self.shared.api_base, pending.chat_id
@@ -136,6 +142,10 @@ impl Client {
     }
 
     pub(super) fn on_acked(&mut self, message: &Value) {
+        if self.pending.as_ref().is_some_and(|p| p.change.is_some()) {
+            self.on_change_acked(message);
+            return;
+        }
         let Some(pending) = self.pending.take() else {
             return;
         };
@@ -172,7 +182,7 @@ impl Client {
 
     pub(super) fn on_rest_result(&mut self, result: anyhow::Result<(u16, Value)>) {
         match result {
-            Ok((200 | 201, body)) => {
+            Ok((200 | 201 | 204, body)) => {
                 let message = body.get("message").cloned().unwrap_or(Value::Null);
                 self.on_acked(&message);
             }
