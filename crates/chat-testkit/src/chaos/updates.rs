@@ -93,29 +93,64 @@ pub(super) fn verify_changes(
         };
         let deleted = m.get("deleted_at").is_some_and(|d| !d.is_null());
         let text = m.get("text").and_then(Value::as_str);
-        match last.get(&id) {
+        let tombstone = deleted && m.get("text").is_some_and(Value::is_null);
+        let problem = match last.get(&id) {
             Some(change) if change.kind == ChangeKind::Delete => {
-                if !deleted || !m.get("text").is_some_and(Value::is_null) {
-                    problems.push(format!(
-                        "chat {chat_id}: message {id} was deleted but is stored as {m}"
-                    ));
-                }
+                (!tombstone).then(|| format!("was deleted but is stored as {m}"))
             }
-            Some(change) => {
-                if deleted || text != change.text.as_deref() {
-                    problems.push(format!(
-                        "chat {chat_id}: message {id} was last edited to {:?} but is stored as {m}",
-                        change.text
-                    ));
-                }
-            }
-            None if deleted || m.get("edited_at").is_some_and(|e| !e.is_null()) => {
-                problems.push(format!(
-                    "chat {chat_id}: message {id} was never changed but is stored as {m}"
-                ));
-            }
-            None => {}
+            Some(change) => (deleted || text != change.text.as_deref())
+                .then(|| format!("was last edited to {:?} but is stored as {m}", change.text)),
+            None => (deleted || m.get("edited_at").is_some_and(|e| !e.is_null()))
+                .then(|| format!("was never changed but is stored as {m}")),
+        };
+        if let Some(problem) = problem {
+            problems.push(format!("chat {chat_id}: message {id} {problem}"));
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn stored_messages_must_match_their_last_change() {
+        let change = |message_id, kind, text: Option<&str>| AckedChange {
+            message_id,
+            chat_id: 7,
+            actor: 1,
+            kind,
+            text: text.map(str::to_string),
+            phase: 0,
+        };
+        let report = ClientReport {
+            user_id: 1,
+            changes: vec![
+                change(1, ChangeKind::Edit, Some("a")),
+                change(1, ChangeKind::Edit, Some("b")),
+                change(2, ChangeKind::Delete, None),
+            ],
+            ..ClientReport::default()
+        };
+        let message = |id, text: Option<&str>, edited: bool, deleted: bool| {
+            json!({"id": id, "text": text, "edited_at": edited.then_some("t"),
+                   "deleted_at": deleted.then_some("t")})
+        };
+        let good = [
+            message(1, Some("b"), true, false),
+            message(2, None, false, true),
+            message(3, Some("x"), false, false),
+        ];
+        assert!(verify_changes(7, &good, std::slice::from_ref(&report)).is_empty());
+        let bad = [
+            message(1, Some("a"), true, false),
+            message(2, Some("still here"), false, false),
+            message(3, Some("x"), true, false),
+        ];
+        let problems = verify_changes(7, &bad, &[report]);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
 }
