@@ -2,7 +2,7 @@
 """Fail when a deployment file names something the Rust code does not have.
 
 Reads deploy/Dockerfile, deploy/docker-compose.yml, deploy/haproxy/haproxy.cfg,
-deploy/prometheus/{prometheus.yml,alerts.yml}, deploy/grafana/dashboards/*.json and k8s/*.yaml,
+deploy/prometheus/{prometheus.yml,alerts.yml}, deploy/grafana/dashboards/*.json and k8s/base/*.yaml,
 and checks each reference against crates/*:
 
   binary   a binary name (Dockerfile -p/target/ENTRYPOINT, compose build target or image, k8s
@@ -41,7 +41,7 @@ if "--repo" in sys.argv:
     REPO = Path(sys.argv[sys.argv.index("--repo") + 1]).resolve()
 CRATES = REPO / "crates"
 DEPLOY = REPO / "deploy"
-K8S = REPO / "k8s"
+K8S = REPO / "k8s" / "base"
 
 DEFAULT_PATHS_OF = {}  # binary -> set of route literals
 problems = defaultdict(list)  # category -> [message]

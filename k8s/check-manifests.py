@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Checks of k8s/ beyond the Kubernetes schemas, run by k8s/validate.sh.
+"""Checks of k8s/base/ and k8s/loadtest/ beyond the Kubernetes schemas, run by k8s/validate.sh.
 
-Usage: check-manifests.py listing           kustomization.yaml lists every *.yaml here, nothing else
+Usage: check-manifests.py listing           k8s/base/kustomization.yaml lists every *.yaml there, nothing else
        check-manifests.py files             print the listed files whose objects have built-in
                                             schemas (for kubernetes-validate), one per line
        check-manifests.py crds RULES_OUT    validate monitoring.coreos.com/v1 objects against
@@ -26,6 +26,8 @@ import yaml
 
 K8S = Path(__file__).resolve().parent
 REPO = K8S.parent
+# The application's manifests; overlays (k8s/overlays/*) build on them.
+BASE = K8S / "base"
 CRD_GROUPS = {"monitoring.coreos.com/v1": {"ServiceMonitor": "servicemonitor.json",
                                            "PrometheusRule": "prometheusrule.json"}}
 # k8s/loadtest/ is a kustomization of its own (k6 at cluster scale), checked by `loadtest`.
@@ -40,41 +42,40 @@ def err(msg):
 
 
 def listed_files():
-    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    kust = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     return list(kust.get("resources") or [])
 
 
 def docs_of(name):
-    return [d for d in yaml.safe_load_all((K8S / name).read_text()) if isinstance(d, dict)]
+    return [d for d in yaml.safe_load_all((BASE / name).read_text()) if isinstance(d, dict)]
 
 
 def all_docs():
     out = []
     for name in listed_files():
-        if (K8S / name).exists():
+        if (BASE / name).exists():
             out += [(name, d) for d in docs_of(name)]
     return out
 
 
 def cmd_listing():
     listed = listed_files()
-    on_disk = sorted(str(p.relative_to(K8S)) for p in K8S.rglob("*.yaml")
-                     if p.name != "kustomization.yaml" and LOADTEST not in p.parents)
-    on_disk += sorted(str(p.relative_to(K8S)) for p in K8S.rglob("*.yml") if LOADTEST not in p.parents)
+    on_disk = sorted(str(p.relative_to(BASE)) for p in BASE.rglob("*.yaml") if p.name != "kustomization.yaml")
+    on_disk += sorted(str(p.relative_to(BASE)) for p in BASE.rglob("*.yml"))
     dupes = sorted({f for f in listed if listed.count(f) > 1})
     for f in dupes:
-        err(f"kustomization.yaml lists {f} more than once")
+        err(f"k8s/base/kustomization.yaml lists {f} more than once")
     for f in sorted(set(on_disk) - set(listed)):
-        err(f"k8s/{f} exists but kustomization.yaml does not list it (add it under resources:)")
+        err(f"k8s/base/{f} exists but k8s/base/kustomization.yaml does not list it (add it under resources:)")
     for f in sorted(set(listed) - set(on_disk)):
-        err(f"kustomization.yaml lists {f}, which does not exist in k8s/")
+        err(f"k8s/base/kustomization.yaml lists {f}, which does not exist in k8s/base/")
     if not errors:
-        print(f"    ok: kustomization.yaml lists all {len(listed)} manifest files and nothing else")
+        print(f"    ok: k8s/base/kustomization.yaml lists all {len(listed)} manifest files and nothing else")
 
 
 def cmd_files():
     for name in listed_files():
-        path = K8S / name
+        path = BASE / name
         if path.exists() and not any(d.get("apiVersion") in CRD_GROUPS for d in docs_of(name)):
             print(path)
 
@@ -89,25 +90,25 @@ def cmd_crds(rules_out):
         if api in CRD_GROUPS:
             schema_file = CRD_GROUPS[api].get(d.get("kind"))
             if not schema_file:
-                err(f"k8s/{name}: no schema for {api} {d.get('kind')} (add one to k8s/schemas/)")
+                err(f"k8s/base/{name}: no schema for {api} {d.get('kind')} (add one to k8s/schemas/)")
                 continue
             schema = json.loads((K8S / "schemas" / schema_file).read_text())
             v = jsonschema.Draft7Validator(schema)
             for e in sorted(v.iter_errors(d), key=lambda e: list(e.absolute_path)):
                 where = "/".join(str(p) for p in e.absolute_path) or "(top)"
-                err(f"k8s/{name}: {d.get('kind')} {d['metadata'].get('name')}: {where}: {e.message}")
+                err(f"k8s/base/{name}: {d.get('kind')} {d['metadata'].get('name')}: {where}: {e.message}")
             count += 1
             if d.get("kind") == "PrometheusRule":
                 groups += (d.get("spec") or {}).get("groups") or []
         elif "." in api.split("/")[0] and not api.split("/")[0].endswith(".k8s.io"):
-            err(f"k8s/{name}: {api} {d.get('kind')} is a custom resource without a schema in k8s/schemas/")
+            err(f"k8s/base/{name}: {api} {d.get('kind')} is a custom resource without a schema in k8s/schemas/")
     Path(rules_out).write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     # The chat group must equal the compose stack's.
     alerts = yaml.safe_load((REPO / "deploy" / "prometheus" / "alerts.yml").read_text())
     want = [g for g in alerts["groups"] if g["name"] == "chat"]
     have = [g for g in groups if g.get("name") == "chat"]
     if want != have:
-        err("k8s/prometheusrule.yaml: group `chat` differs from the one in deploy/prometheus/alerts.yml; copy it over")
+        err("k8s/base/prometheusrule.yaml: group `chat` differs from the one in deploy/prometheus/alerts.yml; copy it over")
     if not errors:
         print(f"    ok: {count} custom resources match k8s/schemas/*.json; PrometheusRule group `chat` equals deploy/prometheus/alerts.yml")
 
@@ -153,7 +154,7 @@ def cmd_semantics():
     # Every pod: restricted Pod Security (the namespace enforces it), env references resolve.
     for name, w in workloads:
         spec = w["spec"]["template"]["spec"]
-        wname = f"k8s/{name} {w['kind']} {w['metadata']['name']}"
+        wname = f"k8s/base/{name} {w['kind']} {w['metadata']['name']}"
         pod_labels[w["metadata"]["name"]] = w["spec"]["template"]["metadata"].get("labels") or {}
         psc = spec.get("securityContext") or {}
         if psc.get("runAsNonRoot") is not True:
@@ -197,7 +198,7 @@ def cmd_semantics():
             err(f"no Deployment {tier}")
             continue
         name, d = deployments[tier]
-        where = f"k8s/{name} Deployment {tier}"
+        where = f"k8s/base/{name} Deployment {tier}"
         spec = d["spec"]["template"]["spec"]
         c = next((c for c in spec["containers"] if c["name"] == tier), None)
         if not c:
@@ -234,14 +235,14 @@ def cmd_semantics():
         kinds = {(m["type"], (m.get("resource") or {}).get("name") or ((m.get(m["type"][0].lower() + m["type"][1:]) or {}).get("metric") or {}).get("name"))
                  for m in h["spec"].get("metrics", [])}
         if ("Resource", "cpu") not in kinds:
-            err(f"k8s/{n}: HPA {h['metadata']['name']} needs a CPU metric")
+            err(f"k8s/base/{n}: HPA {h['metadata']['name']} needs a CPU metric")
         if tier == "chat-gateway" and ("Pods", "chat_gateway_connections") not in kinds:
-            err(f"k8s/{n}: gateway HPA needs the Pods metric chat_gateway_connections")
+            err(f"k8s/base/{n}: gateway HPA needs the Pods metric chat_gateway_connections")
         if h["spec"].get("minReplicas", 1) > h["spec"]["maxReplicas"]:
-            err(f"k8s/{n}: minReplicas > maxReplicas")
+            err(f"k8s/base/{n}: minReplicas > maxReplicas")
     for target, (n, h) in hpas.items():
         if target not in deployments:
-            err(f"k8s/{n}: HPA targets Deployment {target}, which does not exist")
+            err(f"k8s/base/{n}: HPA targets Deployment {target}, which does not exist")
 
     # PDBs, Services and NetworkPolicies select existing pods.
     def selects_something(selector):
@@ -250,7 +251,7 @@ def cmd_semantics():
     pdb_targets = set()
     for n, p in by_kind.get("PodDisruptionBudget", []):
         if not selects_something(p["spec"]["selector"]):
-            err(f"k8s/{n}: PDB {p['metadata']['name']} selects no pods")
+            err(f"k8s/base/{n}: PDB {p['metadata']['name']} selects no pods")
         for wname, labels in pod_labels.items():
             if matches(p["spec"]["selector"], labels):
                 pdb_targets.add(wname)
@@ -260,11 +261,11 @@ def cmd_semantics():
     for n, s in by_kind.get("Service", []):
         sel = s["spec"].get("selector") or {}
         if not any(all(labels.get(k) == v for k, v in sel.items()) for labels in pod_labels.values()):
-            err(f"k8s/{n}: Service {s['metadata']['name']} selects no pods")
+            err(f"k8s/base/{n}: Service {s['metadata']['name']} selects no pods")
     for n, np in by_kind.get("NetworkPolicy", []):
         sel = np["spec"]["podSelector"]
         if sel and not selects_something(sel):
-            err(f"k8s/{n}: NetworkPolicy {np['metadata']['name']} selects no pods")
+            err(f"k8s/base/{n}: NetworkPolicy {np['metadata']['name']} selects no pods")
     if not any(np["spec"]["podSelector"] == {} for _, np in by_kind.get("NetworkPolicy", [])):
         err("no default-deny NetworkPolicy (podSelector: {})")
 
@@ -273,9 +274,9 @@ def cmd_semantics():
     for n, st in by_kind.get("StatefulSet", []):
         svc = services.get(st["spec"].get("serviceName"))
         if not svc or svc["spec"].get("clusterIP") != "None":
-            err(f"k8s/{n}: StatefulSet {st['metadata']['name']} needs a headless Service named {st['spec'].get('serviceName')}")
+            err(f"k8s/base/{n}: StatefulSet {st['metadata']['name']} needs a headless Service named {st['spec'].get('serviceName')}")
         if not st["spec"].get("volumeClaimTemplates"):
-            err(f"k8s/{n}: StatefulSet {st['metadata']['name']} has no volumeClaimTemplates")
+            err(f"k8s/base/{n}: StatefulSet {st['metadata']['name']} has no volumeClaimTemplates")
     redis = [st for _, st in by_kind.get("StatefulSet", []) if st["metadata"]["name"] == "redis-cluster"]
     if not redis or redis[0]["spec"].get("replicas") != 6:
         err("the Redis Cluster StatefulSet (redis-cluster) must run 6 nodes")
@@ -283,7 +284,7 @@ def cmd_semantics():
         err("no Job redis-cluster-create")
     script = configmaps.get("redis-cluster-create", {}).get("cluster-create.sh")
     if script != (REPO / "deploy" / "redis" / "cluster-create.sh").read_text():
-        err("ConfigMap redis-cluster-create (k8s/redis-configmap.yaml) differs from deploy/redis/cluster-create.sh; copy it over")
+        err("ConfigMap redis-cluster-create (k8s/base/redis-configmap.yaml) differs from deploy/redis/cluster-create.sh; copy it over")
 
     # Ingress: both tiers reachable, WebSocket timeouts on the gateway's.
     ingress_targets = {}
@@ -299,7 +300,7 @@ def cmd_semantics():
         ann = ing["metadata"].get("annotations") or {}
         for key in ("nginx.ingress.kubernetes.io/proxy-read-timeout", "nginx.ingress.kubernetes.io/proxy-send-timeout"):
             if int(ann.get(key, 60)) < 600:
-                err(f"k8s/{n}: {key} should be long (>= 600 s) for WebSockets")
+                err(f"k8s/base/{n}: {key} should be long (>= 600 s) for WebSockets")
 
     if not errors:
         print(f"    ok: {len(docs)} objects: probes, drain timing, security contexts, resources, HPAs, PDBs, "
@@ -337,7 +338,7 @@ def cmd_loadtest():
     claims = {(d["metadata"].get("namespace"), d["metadata"]["name"])
               for _, d in docs if d.get("kind") == "PersistentVolumeClaim"}
     namespaces = {d["metadata"]["name"] for _, d in docs if d.get("kind") == "Namespace"}
-    namespaces |= {"chat"}  # the application's own, from k8s/namespace.yaml
+    namespaces |= {"chat"}  # the application's own, from k8s/base/namespace.yaml
     runs = 0
     for name, d in docs:
         where = f"k8s/loadtest/{name} {d.get('kind')} {d['metadata'].get('name')}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of the Kubernetes manifests; no cluster needed.
 #
-#   1. kustomization.yaml lists every *.yaml file in k8s/ and nothing that is missing.
+#   1. k8s/base/kustomization.yaml lists every *.yaml file in k8s/base/ and nothing that is missing.
 #   2. kubernetes-validate (PyPI, pinned) --strict against Kubernetes ${K8S_VERSION}: every object
 #      of a built-in kind; a "no schema" warning for any of them fails (a typo in apiVersion/kind
 #      would otherwise pass silently).
@@ -14,7 +14,7 @@
 #   4b. k8s/loadtest/ (k6 at cluster scale, a kustomization of its own): its built-in objects
 #      through kubernetes-validate --strict, its TestRuns (k6.io/v1alpha1) against the structural
 #      schema k8s/schemas/k6-testrun.json, the claim, scripts and parameters they name.
-#   5. When kubectl is installed: `kubectl kustomize k8s` builds, and the rendered output (namespace,
+#   5. When kubectl is installed: `kubectl kustomize k8s/base` builds, and the rendered output (namespace,
 #      labels and images applied) passes kubernetes-validate --strict too.
 #
 # Tools go to .tmp/ (git-ignored) on the first run. Binary names, ports, env vars and paths against
@@ -33,8 +33,8 @@ PY="${K8S_VENV}/bin/python"
 OUT="${TMP_DIR}/k8s"
 mkdir -p "$OUT"
 
-say "kustomization.yaml lists every manifest"
-"$PY" k8s/check-manifests.py listing || fail "kustomization.yaml and the files in k8s/ disagree (above)"
+say "k8s/base/kustomization.yaml lists every manifest"
+"$PY" k8s/check-manifests.py listing || fail "k8s/base/kustomization.yaml and the files in k8s/base/ disagree (above)"
 
 # kubernetes-validate prints INFO/WARN/ERROR lines; --strict rejects unknown fields. Any WARN
 # (no schema for a kind) or ERROR fails.
@@ -57,7 +57,7 @@ run_kubernetes_validate() {
 say "kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} --strict -k ${K8S_VERSION}"
 mapfile -t BUILTIN_FILES < <("$PY" k8s/check-manifests.py files)
 if [ "${#BUILTIN_FILES[@]}" -gt 0 ]; then
-  IGNORE_CRD_WARNINGS='^$' run_kubernetes_validate "k8s/*.yaml" "${BUILTIN_FILES[@]}"
+  IGNORE_CRD_WARNINGS='^$' run_kubernetes_validate "k8s/base/*.yaml" "${BUILTIN_FILES[@]}"
 else
   fail "no manifest files found"
 fi
@@ -70,7 +70,7 @@ if [ -n "$PROMTOOL" ]; then
   if "$PROMTOOL" check rules "${OUT}/prometheusrule-groups.yml" >"${OUT}/promtool.out" 2>&1; then
     ok "PrometheusRule groups: promtool check rules ($(grep -o '[0-9]* rules found' "${OUT}/promtool.out" | head -n 1))"
   else
-    fail "promtool check rules on k8s/prometheusrule.yaml's groups:"
+    fail "promtool check rules on k8s/base/prometheusrule.yaml's groups:"
     sed 's/^/      /' "${OUT}/promtool.out" >&2
   fi
 else
@@ -87,14 +87,14 @@ if [ "${#LOADTEST_FILES[@]}" -gt 0 ]; then
 fi
 "$PY" k8s/check-manifests.py loadtest || fail "k8s/loadtest does not check out (above)"
 
-say "kubectl kustomize k8s"
+say "kubectl kustomize k8s/base"
 if command -v kubectl >/dev/null 2>&1; then
-  if kubectl kustomize k8s >"${OUT}/rendered.yaml" 2>"${OUT}/kustomize.err"; then
+  if kubectl kustomize k8s/base >"${OUT}/rendered.yaml" 2>"${OUT}/kustomize.err"; then
     ok "kustomize build: $(grep -c '^kind:' "${OUT}/rendered.yaml") objects"
     IGNORE_CRD_WARNINGS="Couldn't find schema for kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1" \
       run_kubernetes_validate "kustomize output" "${OUT}/rendered.yaml"
   else
-    fail "kubectl kustomize k8s failed:"
+    fail "kubectl kustomize k8s/base failed:"
     sed 's/^/      /' "${OUT}/kustomize.err" >&2
   fi
   if kubectl kustomize k8s/loadtest >"${OUT}/rendered-loadtest.yaml" 2>"${OUT}/kustomize-loadtest.err"; then
