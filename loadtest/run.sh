@@ -211,8 +211,11 @@ else
   procs+=" $(cat "$dir/raw/driver-pids.txt" 2>/dev/null || echo "load:$driver_pid")"
 fi
 db_pid=$(pidof mariadbd 2>/dev/null || pidof mysqld 2>/dev/null || true)
-# The server on :6379, not a node of the test cluster that may run beside it.
-redis_pid=$(pgrep -f 'redis-server [^ ]*:6379( |$)' | head -1 || true)
+# The server of REDIS_URL (:6379 by default), not a node of the test cluster that may run beside it.
+redis_port=${REDIS_URL:-redis://127.0.0.1:6379}
+redis_port=${redis_port##*:}
+redis_port=${redis_port%%/*}
+redis_pid=$(pgrep -f "redis-server [^ ]*:${redis_port}( |\$)" | head -1 || true)
 [ -n "$db_pid" ] && procs+=" mariadb:${db_pid%% *}"
 [ -n "$redis_pid" ] && [ "${REDIS_MODE:-standalone}" = standalone ] && procs+=" redis:$redis_pid"
 python3 loadtest/lib/sample.py "$dir/resources.csv" $procs &
