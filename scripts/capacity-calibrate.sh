@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Measures the capacity model's unit costs (docs/capacity-units.toml) on this machine: the
+# socket-write floor before and after three chat-load runs of SIZE sockets (2,000 by default), and solves
+# for each unit (loadtest/lib/capacity.py solve):
+#   1. connect: idle sockets: per session and per socket-second costs, RSS per idle socket;
+#   2. chat, pairs, one message per user every 4 s: per message and per delivery (with 3),
+#      RSS per chatting socket, the final replays;
+#   3. chat, groups of 10 every 10 s and pairs every 20 s: a different mix of the same two.
+#
+#   scripts/capacity-calibrate.sh [SIZE]      writes the table to stdout
+#   scripts/capacity-calibrate.sh [SIZE] > docs/capacity-units.toml
+#
+# Each run uses a private redis-server and records the shared MariaDB's CPU rate before it
+# (scripts/lib/capacity-run.sh). Run it on a machine otherwise as quiet as it can be; then
+# `cargo test -p chat-capacity` says whether k8s/overlays/prod/capacity.yaml must be regenerated.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-2000}
+[[ $size =~ ^[0-9]+$ ]] && [ "$size" -ge 100 ] || { echo "SIZE must be a number >= 100" >&2; exit 2; }
+bin=$(scripts/lib/target-dir.sh)/release
+if [ "${LT_NO_BUILD:-0}" != 1 ]; then
+  cargo build --release -q -p chat-api -p chat-gateway -p chat-provision -p chat-load -p chat-bench >&2
+fi
+source scripts/lib/capacity-run.sh
+floor() {
+  local out f
+  out=$("$bin/chat-write-floor" --sockets 999)
+  echo "$out" >&2
+  f=$(sed -n 's/.*(\([0-9.]*\) µs each.*/\1/p' <<<"$out" | tail -1)
+  [ -n "$f" ] || { echo "capacity-calibrate: no figure from chat-write-floor" >&2; exit 2; }
+  echo "$f"
+}
+# The floor before and after the runs: the VM's speed may change while they run.
+floor_before=$(floor)
+{
+  capacity_run connect "$size" RAMP1_S=20 HOLD1_S=10 RAMP2_S=10 HOLD2_S=40
+  connect=$CAPACITY_DIR
+  capacity_run chat "$size" RAMP_S=10 HOLD_S=60 SEND_EVERY_S=4
+  pairs=$CAPACITY_DIR
+  capacity_run chat "$size" RAMP_S=10 HOLD_S=60 SEND_EVERY_S=20 GROUP_SIZE=10 GROUP_SEND_EVERY_S=10
+  groups=$CAPACITY_DIR
+} >&2
+floor_after=$(floor)
+python3 loadtest/lib/capacity.py solve "$connect" "$pairs" "$groups" "$floor_before" "$floor_after" "$(date -u +%Y-%m-%d)"
