@@ -6,7 +6,7 @@ TEST_THREADS ?= 4
 
 .PHONY: help build run run-scaled run-cluster test-embedded test test-cluster unit lint fmt services cluster clean bench \
 	deploy-refs compose-validate k8s-validate loadtest loadtest-smoke loadtest-smoke-load chaos test-browser openapi-check \
-	fuzz-short fuzz-long
+	fuzz-short fuzz-long capacity capacity-k8s
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -114,6 +114,18 @@ compose-validate: deploy-refs ## Compose file (both profiles), HAProxy, Promethe
 
 k8s-validate: deploy-refs ## kubernetes-validate --strict, CRD schemas, kustomization completeness
 	bash k8s/validate.sh
+
+# The capacity model (docs/capacity.md): make capacity USERS=1000000 ONLINE=0.3 MSGS_PER_USER_HOUR=20
+# GROUP_MIX=0.1:20 [CONCURRENT=N instead of USERS] [ROUTING=per-chat] [JSON=1]; any other flag of
+# `chat-capacity plan --help` through CAPACITY_ARGS="...".
+capacity: ## Capacity plan from measured unit costs: make capacity USERS=1000000 ONLINE=0.3 MSGS_PER_USER_HOUR=20 GROUP_MIX=0.1:20
+	$(CARGO) run -q -p chat-capacity -- $(if $(JSON),--json) plan \
+	  $(if $(USERS),--users $(USERS)) $(if $(CONCURRENT),--concurrent $(CONCURRENT)) \
+	  $(if $(ONLINE),--online $(ONLINE)) $(if $(MSGS_PER_USER_HOUR),--msgs-per-user-hour $(MSGS_PER_USER_HOUR)) \
+	  $(if $(GROUP_MIX),--group-mix $(GROUP_MIX)) $(if $(ROUTING),--routing $(ROUTING)) $(CAPACITY_ARGS)
+
+capacity-k8s: ## Regenerate k8s/overlays/prod/capacity.yaml from the model (after docs/capacity-units.toml changes)
+	$(CARGO) run -q -p chat-capacity -- k8s --concurrent 1000000 --group-mix 0.2:20 > k8s/overlays/prod/capacity.yaml
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,84 @@
+use super::*;
+use crate::units::{BUILT_IN, Units};
+
+#[test]
+fn connect_counts_the_two_step_ramp() {
+    let s = Shape::defaults(Scenario::Connect, 3000.0, 2);
+    let c = counts(&s).expect("counts");
+    // 2,000 sockets ramped over 60 s, held 60 s, ramped to 3,000 over 30 s, held 60 s.
+    assert_eq!(
+        c.socket_seconds,
+        2000.0 * 30.0 + 2000.0 * 60.0 + 2500.0 * 30.0 + 3000.0 * 60.0
+    );
+    assert_eq!((c.sessions, c.messages, c.resumes), (3000.0, 0.0, 0.0));
+}
+
+#[test]
+fn chat_counts_follow_chat_loads_defaults() {
+    // 15,000 VUs sent 164,864 messages in the reference run (docs/performance.md): 11 each.
+    let s = Shape::defaults(Scenario::Chat, 15_000.0, 2);
+    let c = counts(&s).expect("counts");
+    assert_eq!(c.messages, 165_000.0);
+    assert_eq!(c.deliveries, 330_000.0);
+    assert_eq!(c.resumes, 15_000.0);
+    let groups = Shape {
+        group_size: 10.0,
+        ..s
+    };
+    let g = counts(&groups).expect("counts");
+    // One group message per VU a minute besides the pair's every 10 s.
+    assert_eq!(g.messages, 165_000.0 + 15_000.0 * 110.0 / 60.0);
+    assert_eq!(g.deliveries, 330_000.0 + 15_000.0 * 110.0 / 60.0 * 10.0);
+}
+
+#[test]
+fn a_prediction_splits_the_gateway_share_evenly_and_adds_memory_per_socket() {
+    let mut u = Units::parse(BUILT_IN).expect("table");
+    u.gateway.session_us.value = 100.0;
+    u.gateway.socket_us_per_s.value = 1.0;
+    u.gateway.send_us.value = 0.0;
+    u.gateway.delivery_us.value = 0.0;
+    u.gateway.base_rss_mib.value = 10.0;
+    u.gateway.socket_idle_bytes.value = 1024.0 * 1024.0 / 1000.0;
+    let s = Shape::defaults(Scenario::Connect, 3000.0, 3);
+    let p = predict(&u, &s).expect("prediction");
+    let c = &p.counts;
+    let want = (c.sessions * 100.0 + c.socket_seconds) / 1e6 / 3.0;
+    let gws: Vec<_> = p
+        .processes
+        .iter()
+        .filter(|x| x.process.starts_with("gw"))
+        .collect();
+    assert_eq!(gws.len(), 3);
+    for g in gws {
+        assert!((g.cpu_s - want).abs() < 1e-9);
+        // 1,000 sockets a gateway at 1/1000 MiB each.
+        assert!((g.rss_mib.expect("rss") - 11.0).abs() < 1e-9);
+    }
+    assert!(p.processes.iter().any(|x| x.process == "api"));
+    assert!(
+        p.processes
+            .iter()
+            .any(|x| x.process == "mariadb" && x.rss_mib.is_none())
+    );
+}
+
+#[test]
+fn impossible_shapes_are_refused() {
+    let s = Shape::defaults(Scenario::Chat, 100.0, 2);
+    assert!(
+        counts(&Shape {
+            hold_s: 8.0,
+            ..s.clone()
+        })
+        .is_err()
+    );
+    assert!(
+        counts(&Shape {
+            vus: 0.0,
+            ..s.clone()
+        })
+        .is_err()
+    );
+    assert!(counts(&Shape { gateways: 0, ..s }).is_err());
+}

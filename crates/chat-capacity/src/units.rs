@@ -1,0 +1,215 @@
+//! The unit costs the model multiplies: one named, typed table read from
+//! `docs/capacity-units.toml` (built in; `--units FILE` reads another copy). Every entry carries
+//! the command that measured it, the date and the machine's floor of the same run, so a figure
+//! in a plan can be traced to a command; `scripts/capacity-calibrate.sh` writes a fresh table.
+//!
+//! CPU costs are microseconds of one core of the measuring machine; the plan scales them by
+//! `--core-speed` for other cores.
+
+use serde::{Deserialize, Serialize};
+
+/// The table shipped with the binary.
+pub const BUILT_IN: &str = include_str!("../../../docs/capacity-units.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnitsError {
+    #[error("cannot read the unit table: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("unit {name}: {problem}")]
+    Invalid { name: String, problem: String },
+}
+
+/// One measured figure and where it came from.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unit {
+    pub value: f64,
+    /// What is counted, e.g. "µs CPU per session".
+    pub unit: String,
+    pub what: String,
+    /// The command that measured it (or, for a design fact, where in the code it is fixed).
+    pub command: String,
+    pub date: String,
+    /// The machine's floor in the same run (`chat-write-floor`), or why none applies.
+    pub floor: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    pub description: String,
+    /// µs per 256-byte loopback write in the calibration runs (`chat-write-floor --sockets 999`).
+    pub floor_write_us: f64,
+    pub floor_command: String,
+}
+
+/// chat-gateway: per socket, per session, per frame.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// CPU per session: upgrade, authentication, subscription, presence, close.
+    pub session_us: Unit,
+    /// CPU per open socket per second with nothing sent (pings, presence refresh).
+    pub socket_us_per_s: Unit,
+    /// CPU per `send` frame: read, forward to chat-api, write the ack.
+    pub send_us: Unit,
+    /// CPU per event written to a socket, its Redis message included (one per delivery when
+    /// every member has a channel of its own).
+    pub delivery_us: Unit,
+    /// The part of `delivery_us` spent per Redis message (read, decode, dispatch) rather than per
+    /// socket write: what per-chat channels divide among a gateway's members.
+    pub redis_share: Unit,
+    /// RSS with no socket open.
+    pub base_rss_mib: Unit,
+    /// RSS per idle authenticated socket.
+    pub socket_idle_bytes: Unit,
+    /// RSS per socket that sends and receives messages.
+    pub socket_chat_bytes: Unit,
+}
+
+/// chat-api.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// CPU per session: presence notices (online and offline), token checks.
+    pub session_us: Unit,
+    /// CPU per persisted message: HTTP, validation, the batch transaction, the ack.
+    pub message_us: Unit,
+    /// CPU per publish of a message (one per member channel, or one per chat channel).
+    pub publish_us: Unit,
+    /// CPU per resumed socket: the replay from its cursor (`?since=`, a `resume` frame).
+    pub resume_us: Unit,
+    /// RSS of a process under load.
+    pub rss_mib: Unit,
+}
+
+/// MySQL (MariaDB in the measurements).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mysql {
+    /// Server CPU per persisted message (in batches, as chat-api's writer stores them).
+    pub message_us: Unit,
+    /// Server CPU per session (the presence `last_seen` batch).
+    pub session_us: Unit,
+    /// Server CPU per resumed socket (the sync queries of its replay).
+    pub resume_us: Unit,
+    /// Rows written per persisted message (a design fact of the send batch).
+    pub rows_per_message: Unit,
+}
+
+/// Redis (one shard; single-threaded).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    /// CPU per message besides its publishes (rate limit, revocation check).
+    pub message_us: Unit,
+    /// CPU per publish delivered to a subscribed connection.
+    pub publish_us: Unit,
+    /// CPU per session (subscribe, unsubscribe, presence scripts).
+    pub session_us: Unit,
+    /// CPU per open socket per second (presence refresh).
+    pub socket_us_per_s: Unit,
+}
+
+/// Bytes on the wire.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wire {
+    /// A `new_message` JSON frame's bytes beyond its text.
+    pub frame_overhead_bytes: Unit,
+    /// TCP/IP (and TLS record) bytes per frame written.
+    pub packet_overhead_bytes: Unit,
+    /// Seconds between the server's pings on an idle socket.
+    pub ping_interval_s: Unit,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Units {
+    pub machine: Machine,
+    pub gateway: Gateway,
+    pub api: Api,
+    pub mysql: Mysql,
+    pub redis: Redis,
+    pub wire: Wire,
+}
+
+impl Units {
+    pub fn built_in() -> Result<Self, UnitsError> {
+        Self::parse(BUILT_IN)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, UnitsError> {
+        let units: Units = toml::from_str(text)?;
+        units.check()?;
+        Ok(units)
+    }
+
+    /// Every unit with its dotted name, in table order.
+    pub fn all(&self) -> Vec<(&'static str, &Unit)> {
+        let (g, a, m, r, w) = (
+            &self.gateway,
+            &self.api,
+            &self.mysql,
+            &self.redis,
+            &self.wire,
+        );
+        vec![
+            ("gateway.session_us", &g.session_us),
+            ("gateway.socket_us_per_s", &g.socket_us_per_s),
+            ("gateway.send_us", &g.send_us),
+            ("gateway.delivery_us", &g.delivery_us),
+            ("gateway.redis_share", &g.redis_share),
+            ("gateway.base_rss_mib", &g.base_rss_mib),
+            ("gateway.socket_idle_bytes", &g.socket_idle_bytes),
+            ("gateway.socket_chat_bytes", &g.socket_chat_bytes),
+            ("api.session_us", &a.session_us),
+            ("api.message_us", &a.message_us),
+            ("api.publish_us", &a.publish_us),
+            ("api.resume_us", &a.resume_us),
+            ("api.rss_mib", &a.rss_mib),
+            ("mysql.message_us", &m.message_us),
+            ("mysql.session_us", &m.session_us),
+            ("mysql.resume_us", &m.resume_us),
+            ("mysql.rows_per_message", &m.rows_per_message),
+            ("redis.message_us", &r.message_us),
+            ("redis.publish_us", &r.publish_us),
+            ("redis.session_us", &r.session_us),
+            ("redis.socket_us_per_s", &r.socket_us_per_s),
+            ("wire.frame_overhead_bytes", &w.frame_overhead_bytes),
+            ("wire.packet_overhead_bytes", &w.packet_overhead_bytes),
+            ("wire.ping_interval_s", &w.ping_interval_s),
+        ]
+    }
+
+    fn check(&self) -> Result<(), UnitsError> {
+        let bad = |name: &str, problem: &str| UnitsError::Invalid {
+            name: name.to_string(),
+            problem: problem.to_string(),
+        };
+        for (name, u) in self.all() {
+            if !u.value.is_finite() || u.value < 0.0 {
+                return Err(bad(name, "value must be a finite number >= 0"));
+            }
+            if u.command.trim().is_empty() {
+                return Err(bad(
+                    name,
+                    "names no command: every unit says what measured it",
+                ));
+            }
+        }
+        if self.gateway.redis_share.value > 1.0 {
+            return Err(bad("gateway.redis_share", "is a share: at most 1"));
+        }
+        if self.wire.ping_interval_s.value <= 0.0 {
+            return Err(bad("wire.ping_interval_s", "must be positive"));
+        }
+        if !self.machine.floor_write_us.is_finite() || self.machine.floor_write_us <= 0.0 {
+            return Err(bad("machine.floor_write_us", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

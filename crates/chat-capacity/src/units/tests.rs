@@ -1,0 +1,75 @@
+use super::*;
+
+#[test]
+fn the_built_in_table_parses_and_every_unit_names_its_command() {
+    let u = Units::built_in().expect("docs/capacity-units.toml parses");
+    for (name, unit) in u.all() {
+        assert!(!unit.command.trim().is_empty(), "{name}");
+        assert!(!unit.date.trim().is_empty(), "{name} has no date");
+        assert!(
+            !unit.floor.trim().is_empty(),
+            "{name} says nothing of its floor"
+        );
+    }
+    assert_eq!(u.all().len(), 24);
+}
+
+#[test]
+fn a_negative_cost_is_refused_with_its_name() {
+    let text = BUILT_IN.replacen(
+        "[gateway.send_us]\nvalue = ",
+        "[gateway.send_us]\nvalue = -",
+        1,
+    );
+    assert_ne!(text, BUILT_IN, "the table has a [gateway.send_us] entry");
+    let err = Units::parse(&text).expect_err("negative");
+    assert!(err.to_string().contains("gateway.send_us"), "{err}");
+}
+
+#[test]
+fn a_unit_without_a_command_is_refused() {
+    let start = BUILT_IN.find("[api.message_us]").expect("entry");
+    let line = BUILT_IN[start..].find("command = ").expect("command") + start;
+    let end = BUILT_IN[line..].find('\n').expect("eol") + line;
+    let text = format!("{}command = \"  \"{}", &BUILT_IN[..line], &BUILT_IN[end..]);
+    let err = Units::parse(&text).expect_err("empty command");
+    assert!(err.to_string().contains("api.message_us"), "{err}");
+}
+
+#[test]
+fn a_missing_or_unknown_unit_is_a_parse_error() {
+    let missing = BUILT_IN.replacen("[redis.publish_us]", "[redis.publish_usx]", 1);
+    assert!(matches!(Units::parse(&missing), Err(UnitsError::Parse(_))));
+}
+
+/// The frame-size unit against a `new_message` event encoded as the gateway encodes it: ids of
+/// a large deployment, a UUID client id, a real cursor.
+#[test]
+fn the_frame_overhead_matches_the_wire_encoding() {
+    use chat_proto::{Message, MessageKind, ServerEvent, WireFormat};
+    let text = "x".repeat(100);
+    let event = ServerEvent::NewMessage {
+        message: Message {
+            id: 4_503_599_627_370_495,
+            chat_id: 1_099_511_627_775,
+            seq: 1_234_567,
+            sender_id: 1_099_511_627_775,
+            kind: MessageKind::Text,
+            text: Some(text.clone()),
+            attachment: None,
+            reply_to_id: None,
+            client_msg_id: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+            created_at: chat_proto::time::now_millis(),
+        },
+        cursor: chat_proto::Cursor::after_event(chat_proto::time::now_millis().timestamp_millis())
+            .to_string(),
+    };
+    // A server frame of this size has a 4-byte WebSocket header.
+    let overhead = WireFormat::Json.encode(&event).len() as f64 + 4.0 - text.len() as f64;
+    let u = Units::built_in().expect("table");
+    let unit = u.wire.frame_overhead_bytes.value;
+    assert!(
+        (unit - overhead).abs() <= overhead * 0.05,
+        "table says {unit}, the encoding gives {overhead}"
+    );
+}
