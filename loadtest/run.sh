@@ -182,7 +182,7 @@ fi
   free -m | sed 's/^/free: /'
   echo "$driver_version"
   echo "rustc: $(rustc -V 2>/dev/null)"
-  echo "mariadb: $(mariadb -h "${MYSQL_HOST:-127.0.0.1}" -uroot -Nse 'select version()' 2>/dev/null || echo '?')"
+  echo "mariadb: $(mariadb -h "${MYSQL_HOST:-127.0.0.1}" -P "${MYSQL_PORT:-3306}" -uroot -Nse 'select version()' 2>/dev/null || echo '?')"
   echo "redis: $(redis-server --version 2>/dev/null | awk '{print $3}') REDIS_MODE=${REDIS_MODE:-standalone}"
   echo "git: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
   echo "stack: api $API_URL gateways $WS_URLS profile ${LT_PROFILE:-release} reuse ${LT_REUSE_STACK:-0}"
@@ -210,7 +210,11 @@ else
   for _ in $(seq 1 50); do [ -s "$dir/raw/driver-pids.txt" ] && break; sleep 0.1; done
   procs+=" $(cat "$dir/raw/driver-pids.txt" 2>/dev/null || echo "load:$driver_pid")"
 fi
-db_pid=$(pidof mariadbd 2>/dev/null || pidof mysqld 2>/dev/null || true)
+# The server of MYSQL_PORT when it is not the default one (a private server started with
+# --port=N), else the machine's.
+db_pid=
+[ "${MYSQL_PORT:-3306}" != 3306 ] && db_pid=$(pgrep -f "mariadbd .*--port=${MYSQL_PORT}( |\$)" | head -1 || true)
+[ -n "$db_pid" ] || db_pid=$(pidof mariadbd 2>/dev/null || pidof mysqld 2>/dev/null || true)
 # The server of REDIS_URL (:6379 by default), not a node of the test cluster that may run beside it.
 redis_port=${REDIS_URL:-redis://127.0.0.1:6379}
 redis_port=${redis_port##*:}

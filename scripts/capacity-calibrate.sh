@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Measures the capacity model's unit costs (docs/capacity-units.toml) on this machine: the
-# socket-write floor before and after three chat-load runs of SIZE sockets (2,000 by default), and solves
-# for each unit (loadtest/lib/capacity.py solve):
-#   1. connect: idle sockets: per session and per socket-second costs, RSS per idle socket;
-#   2. chat, pairs, one message per user every 4 s: per message and per delivery (with 3),
-#      RSS per chatting socket, the final replays;
-#   3. chat, groups of 10 every 10 s and pairs every 20 s: a different mix of the same two.
+# socket-write floor before and after five chat-load runs, and solves for each unit
+# (loadtest/lib/capacity.py solve):
+#   1-2. connect, SIZE and 3 x SIZE idle sockets over the same ramps: per session, per second of
+#        arrivals, per idle socket-second (the last hold's rate), RSS per idle socket;
+#   3-4. chat, SIZE users in pairs, one message every 4 s and every 1.5 s;
+#   5.   chat, SIZE users, groups of 10 every 10 s and pairs every 20 s:
+#        per message, per delivery, per second of sending (three runs, three unknowns), the final
+#        replays, RSS per chatting socket.
 #
-#   scripts/capacity-calibrate.sh [SIZE]      writes the table to stdout
+#   scripts/capacity-calibrate.sh [SIZE]      writes the table to stdout (SIZE: 2,000)
 #   scripts/capacity-calibrate.sh [SIZE] > docs/capacity-units.toml
 #
-# Each run uses a private redis-server and records the shared MariaDB's CPU rate before it
-# (scripts/lib/capacity-run.sh). Run it on a machine otherwise as quiet as it can be; then
-# `cargo test -p chat-capacity` says whether k8s/overlays/prod/capacity.yaml must be regenerated.
+# Each run has its own private redis-server and mariadbd (scripts/lib/capacity-run.sh). Run it on
+# a machine as quiet as it can be; then `cargo test -p chat-capacity` says whether
+# k8s/overlays/prod/capacity.yaml must be regenerated (make capacity-k8s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-2000}
@@ -34,11 +36,16 @@ floor() {
 floor_before=$(floor)
 {
   capacity_run connect "$size" RAMP1_S=20 HOLD1_S=10 RAMP2_S=10 HOLD2_S=40
-  connect=$CAPACITY_DIR
+  connect_a=$CAPACITY_DIR
+  capacity_run connect $((3 * size)) RAMP1_S=20 HOLD1_S=10 RAMP2_S=10 HOLD2_S=40
+  connect_b=$CAPACITY_DIR
   capacity_run chat "$size" RAMP_S=10 HOLD_S=60 SEND_EVERY_S=4
-  pairs=$CAPACITY_DIR
+  pairs_a=$CAPACITY_DIR
+  capacity_run chat "$size" RAMP_S=10 HOLD_S=60 SEND_EVERY_S=1.5
+  pairs_b=$CAPACITY_DIR
   capacity_run chat "$size" RAMP_S=10 HOLD_S=60 SEND_EVERY_S=20 GROUP_SIZE=10 GROUP_SEND_EVERY_S=10
   groups=$CAPACITY_DIR
 } >&2
 floor_after=$(floor)
-python3 loadtest/lib/capacity.py solve "$connect" "$pairs" "$groups" "$floor_before" "$floor_after" "$(date -u +%Y-%m-%d)"
+python3 loadtest/lib/capacity.py solve "$connect_a" "$connect_b" "$pairs_a" "$pairs_b" "$groups" \
+  "$floor_before" "$floor_after" "$(date -u +%Y-%m-%d)"

@@ -1,42 +1,63 @@
 #!/usr/bin/env bash
 # Sourced by scripts/capacity-check.sh and scripts/capacity-calibrate.sh: one chat-load run
 # (loadtest/run.sh … DRIVER=chat-load) set up for measuring per-process CPU:
-#   - a private redis-server on a free port (CAPACITY_PRIVATE_REDIS=0: the shared one on :6379),
-#     so that the Redis CPU sampled is this run's alone;
-#   - the shared MariaDB's CPU rate over CAPACITY_BASELINE_S (10) seconds before the run, written
-#     to the results folder as baseline.json, so that loadtest/lib/capacity.py can take out what
-#     other users of the server did meanwhile;
+#   - a private redis-server and a private mariadbd, each on a free port with its data in a
+#     temporary directory (CAPACITY_PRIVATE=0: the shared servers on :6379 and :3306), so that
+#     the Redis and MariaDB CPU sampled is this run's alone and not other engineers' tests';
+#     the private MariaDB has the shared one's settings that matter here (utf8mb4, a 128 MiB
+#     buffer pool, durable commits: innodb_flush_log_at_trx_commit=1);
 #   - the stack on ports of its own (LT_API_PORT 18380, gateways from 18381) unless set.
 #
 #   capacity_run SCENARIO VUS [NAME=VALUE ...]   sets CAPACITY_DIR to the results folder
 # Binaries: LT_NO_BUILD=1 skips the release build, as for loadtest/run.sh.
 
-capacity_cpu_s() { # pid -> utime+stime in seconds
-  awk -v tck="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / tck }' "/proc/$1/stat" 2>/dev/null || echo 0
+capacity_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Starts the private servers; sets REDIS_URL, MYSQL_PORT and capacity_private_{pids,dir}.
+capacity_private_start() {
+  capacity_private_dir=$(mktemp -d)
+  capacity_private_pids=()
+  local d=$capacity_private_dir rport mport
+  rport=$(capacity_free_port)
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$d" \
+    --logfile "$d/redis.log" --daemonize no &
+  capacity_private_pids+=($!)
+  mport=$(capacity_free_port)
+  mariadb-install-db --no-defaults --datadir="$d/mysql" --user="$(id -un)" \
+    --auth-root-authentication-method=normal --skip-test-db >"$d/install.log" 2>&1 \
+    || { echo "capacity: mariadb-install-db failed ($d/install.log)" >&2; return 1; }
+  mariadbd --no-defaults --datadir="$d/mysql" --port="$mport" --bind-address=127.0.0.1 \
+    --socket="$d/mysql.sock" --pid-file="$d/mysql.pid" --log-error="$d/mysql.err" \
+    --user="$(id -un)" --skip-name-resolve --character-set-server=utf8mb4 \
+    --collation-server=utf8mb4_general_ci --innodb-buffer-pool-size=128M \
+    --innodb-flush-log-at-trx-commit=1 --max-connections=500 &
+  capacity_private_pids+=($!)
+  local i
+  for i in $(seq 1 150); do
+    redis-cli -p "$rport" ping >/dev/null 2>&1 \
+      && mariadb -h 127.0.0.1 -P "$mport" -uroot -e 'select 1' >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  [ "$i" -lt 150 ] || { echo "capacity: the private servers did not start ($d)" >&2; return 1; }
+  export REDIS_URL="redis://127.0.0.1:$rport" MYSQL_HOST=127.0.0.1 MYSQL_PORT=$mport
+}
+
+capacity_private_stop() {
+  local pid
+  for pid in "${capacity_private_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${capacity_private_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$capacity_private_dir"
+  unset REDIS_URL MYSQL_HOST MYSQL_PORT
 }
 
 capacity_run() {
   local scenario=$1 vus=$2
   shift 2
-  local redis_pid="" redis_dir="" port
-  if [ "${CAPACITY_PRIVATE_REDIS:-1}" = 1 ]; then
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-    redis_dir=$(mktemp -d)
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$redis_dir" \
-      --logfile "$redis_dir/redis.log" --daemonize no &
-    redis_pid=$!
-    for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-    export REDIS_URL="redis://127.0.0.1:$port"
-  fi
-  local db_pid a b t_a t_b
-  db_pid=$(pidof mariadbd 2>/dev/null || pidof mysqld 2>/dev/null || true)
-  db_pid=${db_pid%% *}
-  local baseline=0
-  if [ -n "$db_pid" ]; then
-    a=$(capacity_cpu_s "$db_pid"); t_a=$(date +%s.%N)
-    sleep "${CAPACITY_BASELINE_S:-10}"
-    b=$(capacity_cpu_s "$db_pid"); t_b=$(date +%s.%N)
-    baseline=$(python3 -c "print(max(($b - $a) / ($t_b - $t_a), 0.0))")
+  capacity_private_pids=()
+  if [ "${CAPACITY_PRIVATE:-1}" = 1 ]; then
+    capacity_private_start || { capacity_private_stop; return 1; }
   fi
   local out rc=0
   out=$(mktemp)
@@ -44,16 +65,11 @@ capacity_run() {
     DRIVER=chat-load loadtest/run.sh "$scenario" "$vus" "$@" 2>&1 | tee "$out" || rc=$?
   CAPACITY_DIR=$(sed -n 's/^loadtest: \(.*\) (chat-load exit .*/\1/p' "$out" | tail -1)
   rm -f "$out"
-  if [ -n "$redis_pid" ]; then
-    kill "$redis_pid" 2>/dev/null || true
-    wait "$redis_pid" 2>/dev/null || true
-    rm -rf "$redis_dir"
-  fi
+  [ "${CAPACITY_PRIVATE:-1}" = 1 ] && capacity_private_stop
   if [ -z "$CAPACITY_DIR" ] || [ ! -f "$CAPACITY_DIR/resources.csv" ]; then
     echo "capacity: the run left no results folder (loadtest/run.sh exit $rc)" >&2
     return 1
   fi
-  printf '{"mariadb": %s}\n' "$baseline" >"$CAPACITY_DIR/baseline.json"
   # A threshold the driver failed (exit 99) does not void the measurement; anything else does.
   if [ "$rc" != 0 ] && [ "$rc" != 99 ]; then
     echo "capacity: loadtest/run.sh failed (exit $rc): $CAPACITY_DIR" >&2
