@@ -1,7 +1,10 @@
 //! The model applied to a load-driver run on one machine (`loadtest/run.sh … DRIVER=chat-load`),
 //! so that it can be checked: the run's counts (sessions, socket-seconds, messages, deliveries,
 //! publishes, final replays) follow from the scenario's shape as chat-load plans it (its
-//! defaults are repeated here), and each process's CPU-seconds and peak RSS from the units.
+//! defaults are repeated here), and each process's CPU-seconds and peak RSS from the units:
+//! per thing counted, plus per second of each process while sessions arrive (the ramps) and
+//! while messages flow (the sending window). The RSS predicted is the peak before the final
+//! replays, whose burst is a reconnect storm of its own (docs/capacity.md).
 //! `scripts/capacity-check.sh` prints this prediction, runs the driver and compares.
 
 use serde::Serialize;
@@ -82,6 +85,10 @@ pub struct Counts {
     pub resumes: f64,
     /// Sockets at the peak.
     pub peak_sockets: f64,
+    /// Seconds during which sessions arrive (the ramps).
+    pub arrival_s: f64,
+    /// Seconds during which messages flow (the sending window).
+    pub sending_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +129,8 @@ pub fn counts(s: &Shape) -> Result<Counts, ShapeError> {
                 publishes: 0.0,
                 resumes: 0.0,
                 peak_sockets: v,
+                arrival_s: s.ramp1_s + s.ramp2_s,
+                sending_s: 0.0,
             }
         }
         Scenario::Chat => {
@@ -152,6 +161,8 @@ pub fn counts(s: &Shape) -> Result<Counts, ShapeError> {
                 publishes: pair * 2.0 + group * s.group_size,
                 resumes: if s.final_sync { v } else { 0.0 },
                 peak_sockets: v,
+                arrival_s: s.ramp_s,
+                sending_s: window,
             }
         }
     })
@@ -166,25 +177,35 @@ pub fn predict(units: &Units, s: &Shape) -> Result<Prediction, ShapeError> {
         + c.messages * g.send_us.value
         + c.deliveries * g.delivery_us.value)
         * s_us;
+    // What each process spends per second while sessions arrive or messages flow.
+    let active =
+        |arrivals: f64, sending: f64| (c.arrival_s * arrivals + c.sending_s * sending) * s_us;
     let n = s.gateways as f64;
-    let per_socket = match s.scenario {
-        Scenario::Connect => g.socket_idle_bytes.value,
-        Scenario::Chat => g.socket_chat_bytes.value,
+    // Memory: the sockets, and what the message rate keeps in flight.
+    let rate = if c.sending_s > 0.0 {
+        c.messages / c.sending_s
+    } else {
+        0.0
     };
-    let gw_rss = g.base_rss_mib.value + c.peak_sockets / n * per_socket / (1024.0 * 1024.0);
+    let mib = 1024.0 * 1024.0;
+    let gw_rss = g.base_rss_mib.value
+        + (c.peak_sockets / n * g.socket_idle_bytes.value + rate / n * g.msg_rate_bytes.value)
+            / mib;
+    let api_rss = a.base_rss_mib.value + rate * a.msg_rate_bytes.value / mib;
     let mut processes = vec![ProcessPrediction {
         process: "api".into(),
         cpu_s: (c.sessions * a.session_us.value
             + c.messages * a.message_us.value
             + c.publishes * a.publish_us.value
             + c.resumes * a.resume_us.value)
-            * s_us,
-        rss_mib: Some(a.rss_mib.value),
+            * s_us
+            + active(a.arrivals_us_per_s.value, a.sending_us_per_s.value),
+        rss_mib: Some(api_rss),
     }];
     for i in 1..=s.gateways {
         processes.push(ProcessPrediction {
             process: format!("gw{i}"),
-            cpu_s: gw_total / n,
+            cpu_s: gw_total / n + active(g.arrivals_us_per_s.value, g.sending_us_per_s.value),
             rss_mib: Some(gw_rss),
         });
     }
@@ -193,7 +214,8 @@ pub fn predict(units: &Units, s: &Shape) -> Result<Prediction, ShapeError> {
         cpu_s: (c.messages * m.message_us.value
             + c.sessions * m.session_us.value
             + c.resumes * m.resume_us.value)
-            * s_us,
+            * s_us
+            + active(m.arrivals_us_per_s.value, m.sending_us_per_s.value),
         rss_mib: None,
     });
     processes.push(ProcessPrediction {
@@ -202,7 +224,8 @@ pub fn predict(units: &Units, s: &Shape) -> Result<Prediction, ShapeError> {
             + c.publishes * r.publish_us.value
             + c.sessions * r.session_us.value
             + c.socket_seconds * r.socket_us_per_s.value)
-            * s_us,
+            * s_us
+            + active(r.arrivals_us_per_s.value, r.sending_us_per_s.value),
         rss_mib: None,
     });
     Ok(Prediction {

@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use crate::units::Units;
 
+const MIB: f64 = 1024.0 * 1024.0;
+
 /// How a group message reaches the gateways (1:1 chats always use the members' channels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -366,10 +368,6 @@ fn replicas_for(cores: f64, pod_cores: f64, p: &Policy) -> (u32, &'static str) {
     (round_up(n, p.zones), why)
 }
 
-fn mib(bytes: f64) -> f64 {
-    bytes / (1024.0 * 1024.0)
-}
-
 /// HPA bounds around the peak plan: down to half at night (never below one pod per zone), up
 /// by half for growth and storms the plan did not foresee.
 fn hpa(replicas: u32, zones: u32) -> (u32, u32) {
@@ -399,12 +397,14 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
         let deliveries = messages * pm.deliveries;
         let d = gu.delivery_us.value;
         let share = gu.redis_share.value;
+        // Every pod has sessions arriving and messages flowing all the time.
         gw_cores = cores(
             sockets * gu.socket_us_per_s.value
                 + sessions * gu.session_us.value
                 + messages * gu.send_us.value
                 + deliveries * d * (1.0 - share)
-                + redis_in * d * share,
+                + redis_in * d * share
+                + gateways * (gu.arrivals_us_per_s.value + gu.sending_us_per_s.value),
         );
         gw = replicas_for(gw_cores, p.gateway_pod_cores, p);
         let by_sockets = round_up(ceil_u32(sockets / p.gateway_max_sockets), p.zones);
@@ -428,11 +428,16 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
         mysql_rows_per_s: messages * mu.rows_per_message.value,
     };
 
-    // Gateway memory: the measured RSS per chatting socket, and the pod's share of a lost zone.
+    // Gateway memory: the sockets and the sends in flight, and a pod's share of a lost zone.
     let z = p.zones as f64;
     let spp = sockets / gw.0 as f64;
-    let rss = gu.base_rss_mib.value + mib(spp * gu.socket_chat_bytes.value);
-    let rss_zone = gu.base_rss_mib.value + mib(spp * z / (z - 1.0) * gu.socket_chat_bytes.value);
+    let sends_pp = messages / gw.0 as f64;
+    let gw_mib = |share: f64| {
+        gu.base_rss_mib.value
+            + share * (spp * gu.socket_idle_bytes.value + sends_pp * gu.msg_rate_bytes.value) / MIB
+    };
+    let rss = gw_mib(1.0);
+    let rss_zone = gw_mib(z / (z - 1.0));
     let (gmin, gmax) = hpa(gw.0, p.zones);
     let gateway = Tier {
         cores: gw_cores,
@@ -463,12 +468,22 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
 
     // chat-api: the peak at the target, and a lost zone's resumes on top of the peak within
     // the zone-loss utilization of the pods left.
-    let api_cores = cores(
+    let api_load = cores(
         sessions * au.session_us.value
             + messages * au.message_us.value
             + load.publishes_per_s * au.publish_us.value,
     );
+    let per_api_pod = cores(au.arrivals_us_per_s.value + au.sending_us_per_s.value);
+    let mut api_cores = api_load;
     let mut api = replicas_for(api_cores, p.api_pod_cores, p);
+    for _ in 0..8 {
+        api_cores = api_load + api.0 as f64 * per_api_pod;
+        let next = replicas_for(api_cores, p.api_pod_cores, p);
+        if next.0 == api.0 {
+            break;
+        }
+        api = next;
+    }
     let api_storm = round_up(
         ceil_u32(
             (api_cores + storms.zone_loss_api_cores) / (p.api_pod_cores * p.zone_loss_util) * z
@@ -480,6 +495,7 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
         api = (api_storm, "storm");
     }
     let (amin, amax) = hpa(api.0, p.zones);
+    let api_rss = au.base_rss_mib.value + messages / api.0 as f64 * au.msg_rate_bytes.value / MIB;
     let api_tier = Tier {
         cores: api_cores,
         replicas: api.0,
@@ -487,14 +503,16 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
         hpa_min: amin,
         hpa_max: amax,
         cpu_request_m: (p.api_pod_cores * 1000.0) as u32,
-        memory_request_mib: round_mib(au.rss_mib.value * 1.25),
-        memory_limit_mib: round_mib(au.rss_mib.value * 2.5),
+        memory_request_mib: round_mib(api_rss * 1.25),
+        memory_limit_mib: round_mib(api_rss * 2.5),
     };
 
     // chat-worker: bound by pushes in flight, not CPU (each consumer waits on the provider).
     let in_flight = load.push_jobs_per_s * p.push_latency_s;
     let by_push = ceil_u32(in_flight / (p.worker_concurrency * p.target_util));
-    let workers = round_up(by_push.max(2), 1).max(2);
+    // Workers are not spread by zone rules: two at least, halved at night like the others.
+    let workers = by_push.max(2);
+    let (wmin, wmax) = hpa(workers, 2);
     let worker = Tier {
         cores: 0.0,
         replicas: workers,
@@ -503,26 +521,29 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
         } else {
             "minimum"
         },
-        hpa_min: 2,
-        hpa_max: ceil_u32(workers as f64 * 1.5).max(2),
+        hpa_min: wmin,
+        hpa_max: wmax,
         cpu_request_m: 250,
         memory_request_mib: 64,
         memory_limit_mib: 256,
     };
 
     // Redis: single-threaded, so one core per shard at the target utilization.
-    let redis_cores = cores(
+    let redis_load = cores(
         messages * ru.message_us.value
             + messages * pm.redis_cost * ru.publish_us.value
             + sessions * ru.session_us.value
             + sockets * ru.socket_us_per_s.value,
     );
-    let shards = ceil_u32(redis_cores / p.target_util).max(1);
+    let per_shard = cores(ru.arrivals_us_per_s.value + ru.sending_us_per_s.value);
+    // Each shard carries its own overhead besides its share of the load.
+    let shards = ceil_u32(redis_load / (p.target_util - per_shard).max(0.05)).max(1);
     let (mode, masters) = if shards == 1 {
         ("standalone", 1)
     } else {
         ("cluster", shards.max(3))
     };
+    let redis_cores = redis_load + masters as f64 * per_shard;
     let redis = RedisPlan {
         cores: redis_cores,
         mode,
@@ -534,8 +555,11 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
 
     // MySQL: one primary per shard at the target utilization; the pool per api pod kept within
     // 80% of max_connections of one primary.
-    let mysql_cores = cores(messages * mu.message_us.value + sessions * mu.session_us.value);
-    let mysql_shards = ceil_u32(mysql_cores / (p.mysql_primary_cores * p.target_util)).max(1);
+    let mysql_load = cores(messages * mu.message_us.value + sessions * mu.session_us.value);
+    let per_primary = cores(mu.arrivals_us_per_s.value + mu.sending_us_per_s.value);
+    let primary = p.mysql_primary_cores * p.target_util;
+    let mysql_shards = ceil_u32(mysql_load / (primary - per_primary).max(0.05)).max(1);
+    let mysql_cores = mysql_load + mysql_shards as f64 * per_primary;
     let api_max = api_tier.hpa_max as f64;
     let pool = p
         .db_pool_per_pod
@@ -566,12 +590,12 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
     let mut limits = vec![
         Limit {
             name: "Redis pub/sub (one shard)",
-            ratio: redis_cores / p.target_util,
+            ratio: (redis_load + per_shard) / p.target_util,
             remedy: "a Redis Cluster with more masters; per-chat channels for groups",
         },
         Limit {
             name: "MySQL writes (one primary)",
-            ratio: mysql_cores / (p.mysql_primary_cores * p.target_util),
+            ratio: (mysql_load + per_primary) / primary,
             remedy: "shard chats over several primaries by chat id",
         },
         Limit {

@@ -49,6 +49,12 @@ pub struct Machine {
 pub struct Gateway {
     /// CPU per session: upgrade, authentication, subscription, presence, close.
     pub session_us: Unit,
+    /// CPU per second of one process while sessions arrive, whatever their rate: the batches
+    /// (presence, subscriptions) that amortize over more sessions as the rate grows.
+    pub arrivals_us_per_s: Unit,
+    /// CPU per second of one process while messages flow, whatever their rate: the send batches
+    /// and wake-ups that amortize over more messages as the rate grows.
+    pub sending_us_per_s: Unit,
     /// CPU per open socket per second with nothing sent (pings, presence refresh).
     pub socket_us_per_s: Unit,
     /// CPU per `send` frame: read, forward to chat-api, write the ack.
@@ -59,12 +65,12 @@ pub struct Gateway {
     /// The part of `delivery_us` spent per Redis message (read, decode, dispatch) rather than per
     /// socket write: what per-chat channels divide among a gateway's members.
     pub redis_share: Unit,
-    /// RSS with no socket open.
+    /// RSS with no socket open (the intercept of RSS against sockets).
     pub base_rss_mib: Unit,
-    /// RSS per idle authenticated socket.
+    /// RSS per idle authenticated socket (the slope of RSS against sockets).
     pub socket_idle_bytes: Unit,
-    /// RSS per socket that sends and receives messages.
-    pub socket_chat_bytes: Unit,
+    /// RSS per message a second sent through the gateway (requests and frames in flight).
+    pub msg_rate_bytes: Unit,
 }
 
 /// chat-api.
@@ -73,14 +79,22 @@ pub struct Gateway {
 pub struct Api {
     /// CPU per session: presence notices (online and offline), token checks.
     pub session_us: Unit,
+    /// CPU per second of one process while sessions arrive, whatever their rate: the batches
+    /// (presence, subscriptions) that amortize over more sessions as the rate grows.
+    pub arrivals_us_per_s: Unit,
+    /// CPU per second of one process while messages flow, whatever their rate: the send batches
+    /// and wake-ups that amortize over more messages as the rate grows.
+    pub sending_us_per_s: Unit,
     /// CPU per persisted message: HTTP, validation, the batch transaction, the ack.
     pub message_us: Unit,
     /// CPU per publish of a message (one per member channel, or one per chat channel).
     pub publish_us: Unit,
     /// CPU per resumed socket: the replay from its cursor (`?since=`, a `resume` frame).
     pub resume_us: Unit,
-    /// RSS of a process under load.
-    pub rss_mib: Unit,
+    /// RSS of a process with sockets connected and no messages.
+    pub base_rss_mib: Unit,
+    /// RSS per message a second the process stores (requests in flight, batches).
+    pub msg_rate_bytes: Unit,
 }
 
 /// MySQL (MariaDB in the measurements).
@@ -91,6 +105,12 @@ pub struct Mysql {
     pub message_us: Unit,
     /// Server CPU per session (the presence `last_seen` batch).
     pub session_us: Unit,
+    /// CPU per second of one process while sessions arrive, whatever their rate: the batches
+    /// (presence, subscriptions) that amortize over more sessions as the rate grows.
+    pub arrivals_us_per_s: Unit,
+    /// CPU per second of one process while messages flow, whatever their rate: the send batches
+    /// and wake-ups that amortize over more messages as the rate grows.
+    pub sending_us_per_s: Unit,
     /// Server CPU per resumed socket (the sync queries of its replay).
     pub resume_us: Unit,
     /// Rows written per persisted message (a design fact of the send batch).
@@ -107,6 +127,12 @@ pub struct Redis {
     pub publish_us: Unit,
     /// CPU per session (subscribe, unsubscribe, presence scripts).
     pub session_us: Unit,
+    /// CPU per second of one process while sessions arrive, whatever their rate: the batches
+    /// (presence, subscriptions) that amortize over more sessions as the rate grows.
+    pub arrivals_us_per_s: Unit,
+    /// CPU per second of one process while messages flow, whatever their rate: the send batches
+    /// and wake-ups that amortize over more messages as the rate grows.
+    pub sending_us_per_s: Unit,
     /// CPU per open socket per second (presence refresh).
     pub socket_us_per_s: Unit,
 }
@@ -156,25 +182,34 @@ impl Units {
         );
         vec![
             ("gateway.session_us", &g.session_us),
+            ("gateway.arrivals_us_per_s", &g.arrivals_us_per_s),
+            ("gateway.sending_us_per_s", &g.sending_us_per_s),
             ("gateway.socket_us_per_s", &g.socket_us_per_s),
             ("gateway.send_us", &g.send_us),
             ("gateway.delivery_us", &g.delivery_us),
             ("gateway.redis_share", &g.redis_share),
             ("gateway.base_rss_mib", &g.base_rss_mib),
             ("gateway.socket_idle_bytes", &g.socket_idle_bytes),
-            ("gateway.socket_chat_bytes", &g.socket_chat_bytes),
+            ("gateway.msg_rate_bytes", &g.msg_rate_bytes),
             ("api.session_us", &a.session_us),
+            ("api.arrivals_us_per_s", &a.arrivals_us_per_s),
+            ("api.sending_us_per_s", &a.sending_us_per_s),
             ("api.message_us", &a.message_us),
             ("api.publish_us", &a.publish_us),
             ("api.resume_us", &a.resume_us),
-            ("api.rss_mib", &a.rss_mib),
+            ("api.base_rss_mib", &a.base_rss_mib),
+            ("api.msg_rate_bytes", &a.msg_rate_bytes),
             ("mysql.message_us", &m.message_us),
             ("mysql.session_us", &m.session_us),
+            ("mysql.arrivals_us_per_s", &m.arrivals_us_per_s),
+            ("mysql.sending_us_per_s", &m.sending_us_per_s),
             ("mysql.resume_us", &m.resume_us),
             ("mysql.rows_per_message", &m.rows_per_message),
             ("redis.message_us", &r.message_us),
             ("redis.publish_us", &r.publish_us),
             ("redis.session_us", &r.session_us),
+            ("redis.arrivals_us_per_s", &r.arrivals_us_per_s),
+            ("redis.sending_us_per_s", &r.sending_us_per_s),
             ("redis.socket_us_per_s", &r.socket_us_per_s),
             ("wire.frame_overhead_bytes", &w.frame_overhead_bytes),
             ("wire.packet_overhead_bytes", &w.packet_overhead_bytes),

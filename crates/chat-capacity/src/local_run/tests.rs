@@ -11,6 +11,7 @@ fn connect_counts_the_two_step_ramp() {
         2000.0 * 30.0 + 2000.0 * 60.0 + 2500.0 * 30.0 + 3000.0 * 60.0
     );
     assert_eq!((c.sessions, c.messages, c.resumes), (3000.0, 0.0, 0.0));
+    assert_eq!((c.arrival_s, c.sending_s), (90.0, 0.0));
 }
 
 #[test]
@@ -21,6 +22,7 @@ fn chat_counts_follow_chat_loads_defaults() {
     assert_eq!(c.messages, 165_000.0);
     assert_eq!(c.deliveries, 330_000.0);
     assert_eq!(c.resumes, 15_000.0);
+    assert_eq!((c.arrival_s, c.sending_s), (30.0, 110.0));
     let groups = Shape {
         group_size: 10.0,
         ..s
@@ -38,12 +40,15 @@ fn a_prediction_splits_the_gateway_share_evenly_and_adds_memory_per_socket() {
     u.gateway.socket_us_per_s.value = 1.0;
     u.gateway.send_us.value = 0.0;
     u.gateway.delivery_us.value = 0.0;
+    u.gateway.arrivals_us_per_s.value = 1000.0;
+    u.gateway.sending_us_per_s.value = 0.0;
     u.gateway.base_rss_mib.value = 10.0;
     u.gateway.socket_idle_bytes.value = 1024.0 * 1024.0 / 1000.0;
     let s = Shape::defaults(Scenario::Connect, 3000.0, 3);
     let p = predict(&u, &s).expect("prediction");
     let c = &p.counts;
-    let want = (c.sessions * 100.0 + c.socket_seconds) / 1e6 / 3.0;
+    // Each gateway also pays 1 ms a second of ramps (60 + 30 s).
+    let want = (c.sessions * 100.0 + c.socket_seconds) / 1e6 / 3.0 + 90.0 * 1000.0 / 1e6;
     let gws: Vec<_> = p
         .processes
         .iter()

@@ -23,6 +23,18 @@ fn flat_units(cpu: f64) -> Units {
     ] {
         unit.value = cpu;
     }
+    for unit in [
+        &mut u.gateway.arrivals_us_per_s,
+        &mut u.gateway.sending_us_per_s,
+        &mut u.api.arrivals_us_per_s,
+        &mut u.api.sending_us_per_s,
+        &mut u.mysql.arrivals_us_per_s,
+        &mut u.mysql.sending_us_per_s,
+        &mut u.redis.arrivals_us_per_s,
+        &mut u.redis.sending_us_per_s,
+    ] {
+        unit.value = 0.0;
+    }
     u.gateway.redis_share.value = 0.0;
     u.mysql.rows_per_message.value = 3.0;
     u
@@ -155,6 +167,28 @@ fn per_chat_channels_publish_once_and_reach_each_gateway_once() {
     // Sockets get the same events either way.
     assert!((per_chat.load.deliveries_per_s - per_user.load.deliveries_per_s).abs() < 1e-6);
     assert!(per_chat.redis.cores < per_user.redis.cores / 10.0);
+}
+
+#[test]
+fn every_pod_and_shard_pays_its_own_overhead() {
+    let mut u = flat_units(0.0);
+    u.gateway.socket_us_per_s.value = 1.0;
+    u.gateway.arrivals_us_per_s.value = 10_000.0;
+    u.gateway.sending_us_per_s.value = 20_000.0;
+    let p = plan(&u, &one_to_one(1_000_000.0), &Policy::default()).expect("plan");
+    // 500,000 idle sockets at 1 µs, and 0.03 core for each of the pods.
+    let want = 0.5 + 0.03 * p.gateway.replicas as f64;
+    assert!(
+        (p.gateway.cores - want).abs() < 1e-9,
+        "{} vs {want}",
+        p.gateway.cores
+    );
+    u.redis.sending_us_per_s.value = 50_000.0;
+    u.redis.publish_us.value = 100.0;
+    let r = plan(&u, &one_to_one(1_000_000.0), &Policy::default()).expect("plan");
+    // 10,000 publishes/s at 100 µs = 1 core; each shard has 0.6 - 0.05 left for it.
+    assert_eq!((r.redis.mode, r.redis.masters), ("cluster", 3));
+    assert!((r.redis.cores - (1.0 + 0.05 * r.redis.masters as f64)).abs() < 1e-9);
 }
 
 #[test]
