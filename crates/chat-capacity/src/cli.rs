@@ -137,6 +137,9 @@ pub struct PlanArgs {
     /// Seconds one push takes at the provider (assumed, not measured).
     #[arg(long, env = "CAPACITY_PUSH_LATENCY_S", default_value_t = 0.1)]
     pub push_latency_s: f64,
+    /// The least memory limit of an api pod, MiB (a burst of resumes; docs/capacity.md).
+    #[arg(long, env = "CAPACITY_API_BURST_MIB", default_value_t = 256.0)]
+    pub api_burst_mib: f64,
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +241,7 @@ impl PlanArgs {
             reconnect_window_s: self.reconnect_window_s,
             worker_concurrency: self.worker_concurrency,
             push_latency_s: self.push_latency_s,
+            api_burst_mib: self.api_burst_mib,
         }
     }
 }

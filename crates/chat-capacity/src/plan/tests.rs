@@ -230,6 +230,18 @@ fn the_mysql_pool_shrinks_to_fit_max_connections() {
 }
 
 #[test]
+fn the_api_memory_limit_leaves_room_for_a_burst_of_resumes() {
+    let p = plan(&flat_units(1.0), &one_to_one(100_000.0), &Policy::default()).expect("plan");
+    assert_eq!(p.api.memory_limit_mib, 256);
+    let small = Policy {
+        api_burst_mib: 64.0,
+        ..Policy::default()
+    };
+    let q = plan(&flat_units(1.0), &one_to_one(100_000.0), &small).expect("plan");
+    assert!(q.api.memory_limit_mib < 256 && q.api.memory_limit_mib >= q.api.memory_request_mib);
+}
+
+#[test]
 fn hpa_bounds_halve_and_add_half() {
     assert_eq!(hpa(12, 3), (6, 18));
     assert_eq!(hpa(3, 3), (3, 5));
