@@ -60,6 +60,8 @@ fn the_frame_overhead_matches_the_wire_encoding() {
             reply_to_id: None,
             client_msg_id: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
             created_at: chat_proto::time::now_millis(),
+            edited_at: None,
+            deleted_at: None,
         },
         cursor: chat_proto::Cursor::after_event(chat_proto::time::now_millis().timestamp_millis())
             .to_string(),
