@@ -73,8 +73,8 @@ test-browser: services ## Two users chat through the web client in headless chro
 openapi-check: services ## docs/openapi.yaml vs a running chat-api with schemathesis (no 5xx, responses match)
 	scripts/openapi-check.sh
 
-unit: ## Unit tests only (no services needed)
-	$(CARGO) test --workspace --lib --bins
+unit: ## Unit tests only (no services needed: the `live_*` tests, which talk to Redis, run in `make test`)
+	$(CARGO) test --workspace --lib --bins -- --skip ::live_
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -1,5 +1,5 @@
-//! The parsing and routing, and subscribing on the local test cluster
-//! (`deploy/local/redis-cluster.sh start`, which `make test` runs first;
+//! The parsing and routing, and (the tests named `live_*`, which `make unit` skips) subscribing
+//! on the local test cluster (`deploy/local/redis-cluster.sh start`, which `make test` runs first;
 //! `CHAT_TEST_CLUSTER_URL` overrides its seeds), across a stale map and a slot that moves
 //! (moved back at the end). A failover is the end-to-end suite's
 //! (`chat-testkit/tests/cluster_failover.rs`).
@@ -80,7 +80,7 @@ fn users_on_distinct_masters(keys: &Keys, slots: &[SlotRange], masters: usize) -
 }
 
 #[tokio::test]
-async fn channels_on_every_master_are_delivered_until_unsubscribed() {
+async fn live_channels_on_every_master_are_delivered_until_unsubscribed() {
     let keys = unique_keys("every");
     let (subscription, mut rx) = start(&keys).await;
     let slots = subscription.shards.lock().await.slots.clone();
@@ -112,7 +112,7 @@ async fn channels_on_every_master_are_delivered_until_unsubscribed() {
 }
 
 #[tokio::test]
-async fn a_stale_slot_map_is_read_again_after_moved() {
+async fn live_a_stale_slot_map_is_read_again_after_moved() {
     let keys = unique_keys("moved");
     let (subscription, mut rx) = start(&keys).await;
     let users = {
@@ -177,7 +177,7 @@ async fn move_slot(slot: u16, from: &Endpoint, to: &Endpoint) {
 }
 
 #[tokio::test]
-async fn a_channel_whose_slot_moves_is_subscribed_again_on_its_new_master() {
+async fn live_a_channel_whose_slot_moves_is_subscribed_again_on_its_new_master() {
     let keys = unique_keys("reshard");
     let (subscription, mut rx) = start(&keys).await;
     // A user far from the small ids the other tests of this binary use at the same time.

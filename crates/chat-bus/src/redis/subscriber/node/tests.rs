@@ -1,5 +1,7 @@
-//! Against the real Redis of the test machine (`CHAT_TEST_REDIS_URL`, default
-//! redis://127.0.0.1:6379), each test on channels of its own prefix.
+//! The subscription connection's requests, confirmations and frames against a scripted server,
+//! and the tests named `live_*` against the real Redis of the test machine
+//! (`CHAT_TEST_REDIS_URL`, default redis://127.0.0.1:6379), each on channels of its own prefix.
+//! `make unit` skips the `live_*` ones (it needs no services); `make test` runs them all.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -52,7 +54,7 @@ async fn publish(
 }
 
 #[tokio::test]
-async fn a_confirmed_subscription_receives_and_an_unsubscribed_channel_does_not() {
+async fn live_a_confirmed_subscription_receives_and_an_unsubscribed_channel_does_not() {
     let keys = unique_keys("confirm");
     let mut redis = publisher().await;
     let (subscription, mut rx) = start(&keys).await;
@@ -90,7 +92,7 @@ async fn a_confirmed_subscription_receives_and_an_unsubscribed_channel_does_not(
 }
 
 #[tokio::test]
-async fn a_killed_connection_reports_disconnected_and_comes_back() {
+async fn live_a_killed_connection_reports_disconnected_and_comes_back() {
     let keys = unique_keys("kill");
     let mut redis = publisher().await;
     let (subscription, mut rx) = start(&keys).await;
@@ -305,7 +307,7 @@ fn start_pinging(
 }
 
 #[tokio::test]
-async fn pings_answered_keep_the_connection_and_a_silent_server_is_dropped() {
+async fn live_pings_answered_keep_the_connection_and_a_silent_server_is_dropped() {
     // The real Redis answers every PING: a second of them breaks nothing.
     let keys = unique_keys("ping");
     let endpoint = Endpoint::parse(&redis_url()).expect("url");
