@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use chat_bus::UnannouncedSend;
 use chat_ops::Backoff;
-use chat_proto::codec::BusBody;
 use chat_proto::{Cursor, Message, ServerEvent};
 use chat_store::SendOutcome;
 
@@ -143,12 +142,15 @@ async fn announce_unannounced(
     all_looked_up
 }
 
-/// One `new_message` event to every member's channel.
+/// One `new_message` event to the chat's members (see `crate::fanout`).
 async fn publish_message(state: &AppState, members: &[u64], message: Message) {
     metrics::counter!("chat_messages_published_total").increment(1);
+    let chat_id = message.chat_id;
     let event = ServerEvent::NewMessage {
         cursor: Cursor::after_event(message.created_at.timestamp_millis()).to_string(),
         message,
     };
-    state.publish(members, BusBody::Event(event)).await;
+    state
+        .publish_chat_event(chat_id, members, event, None)
+        .await;
 }

@@ -6,6 +6,7 @@ mod announce;
 mod config;
 mod error;
 mod extract;
+mod fanout;
 mod push;
 mod routes;
 mod state;
@@ -95,6 +96,7 @@ pub async fn serve(
         migrated: Arc::new(AtomicBool::new(false)),
         push: push::PushQueue::start(store.clone(), bus.clone(), config.push_stream_max_len),
         storage,
+        chat_kinds: Default::default(),
     });
     tokio::spawn(migrate_until_done(store.clone(), state.migrated.clone()));
 

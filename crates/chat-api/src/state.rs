@@ -47,6 +47,8 @@ pub struct Shared {
     pub push: PushQueue,
     /// Attachment storage; `None` when it could not be set up (attachments answer 503).
     pub storage: Option<Storage>,
+    /// Which chats are groups (see `crate::fanout`).
+    pub chat_kinds: crate::fanout::ChatKinds,
 }
 
 /// The abuse limits chat-api enforces.
@@ -71,6 +73,15 @@ impl AppState {
         if let Err(e) = self.bus.publish_to_users(users, &payload).await {
             metrics::counter!("chat_bus_publish_failures_total").increment(1);
             tracing::warn!(error = %e, recipients = users.len(), "publishing an event failed");
+        }
+    }
+
+    /// Publishes to a group chat's channel after a commit; a failure is logged and counted.
+    pub async fn publish_to_chat(&self, chat_id: u64, body: BusBody) {
+        let payload = BusEnvelope::new(body).encode();
+        if let Err(e) = self.bus.publish_to_chat(chat_id, &payload).await {
+            metrics::counter!("chat_bus_publish_failures_total").increment(1);
+            tracing::warn!(error = %e, chat_id, "publishing a chat's event failed");
         }
     }
 }

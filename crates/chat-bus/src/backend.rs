@@ -20,7 +20,8 @@ use chat_proto::PushJob;
 use tokio::sync::mpsc;
 
 use crate::{
-    Bucket, BusMessage, DeadLetter, Delivery, PushStats, Result, UnannouncedSend, UserId, Verdict,
+    Bucket, BusMessage, ChatId, DeadLetter, Delivery, PushStats, Result, Topic, UnannouncedSend,
+    UserId, Verdict,
 };
 
 /// Everything a bus does; implemented by `redis::RedisBus` and `memory::MemoryBus`.
@@ -35,6 +36,9 @@ pub(crate) trait Backend:
 
     /// Hands `payload` to every subscriber of each user's channel (`users` is not empty).
     async fn publish(&self, users: &[UserId], payload: &Bytes) -> Result<()>;
+
+    /// Hands `payload` to every subscriber of the group chat's channel.
+    async fn publish_chat(&self, chat: ChatId, payload: &Bytes) -> Result<()>;
 
     /// Marks a token id as revoked for `ttl` (at least a millisecond).
     async fn revoke(&self, jti: &str, ttl: Duration) -> Result<()>;
@@ -53,13 +57,13 @@ pub(crate) trait Backend:
     )>;
 }
 
-/// One subscription's channels (see [`crate::Subscriber`]). `users` is never empty.
+/// One subscription's channels (see [`crate::Subscriber`]). `topics` is never empty.
 #[async_trait]
 pub(crate) trait SubscriptionBackend: Send + Sync {
-    /// Resolves once messages published to each user's channel reach this subscription.
-    async fn subscribe(&self, users: &[UserId]) -> Result<()>;
+    /// Resolves once messages published to each topic's channel reach this subscription.
+    async fn subscribe(&self, topics: &[Topic]) -> Result<()>;
 
-    async fn unsubscribe(&self, users: &[UserId]) -> Result<()>;
+    async fn unsubscribe(&self, topics: &[Topic]) -> Result<()>;
 }
 
 /// The presence registry (see [`crate::Bus::presence_connect_many`]): per user, the nodes that

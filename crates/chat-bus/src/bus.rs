@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::backend::Backend;
 use crate::memory::MemoryBus;
 use crate::redis::RedisBus;
-use crate::{BusConfig, BusMessage, Result, Subscriber, UserId};
+use crate::{BusConfig, BusMessage, ChatId, Result, Subscriber, UserId};
 
 /// A cheap-to-clone handle for commands: publishing, revocation, presence, limits, push jobs.
 #[derive(Clone)]
@@ -63,6 +63,16 @@ impl Bus {
         self.backend.publish(users, payload).await?;
         metrics::histogram!("chat_bus_publish_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("chat_bus_published_total").increment(users.len() as u64);
+        Ok(())
+    }
+
+    /// Publishes one payload to a group chat's channel: one PUBLISH (SPUBLISH on a cluster)
+    /// whatever the number of members; every gateway holding members gets it once.
+    pub async fn publish_to_chat(&self, chat: ChatId, payload: &Bytes) -> Result<()> {
+        let started = Instant::now();
+        self.backend.publish_chat(chat, payload).await?;
+        metrics::histogram!("chat_bus_publish_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("chat_bus_published_total").increment(1);
         Ok(())
     }
 

@@ -1,6 +1,16 @@
 //! Names of every Redis key and channel, in one place.
 
-use crate::UserId;
+use crate::{ChatId, Topic, UserId};
+
+/// How many partitions group chat channels are spread over: a chat's channel carries
+/// `{p<chat_id % CHAT_PARTITIONS>}` as its Redis Cluster hash tag. A gateway subscribes the
+/// channels of every group its users are in, and SSUBSCRIBE takes channels of one slot per
+/// command: with the chat id itself as the tag, a gateway holding members of thousands of groups
+/// would send thousands of commands after a reconnect. A few dozen tags keep that to a few dozen
+/// commands while still spreading the chats (and their publishes) over every master of a
+/// cluster of up to a few dozen masters. Changing it renames every chat channel: publishers and
+/// gateways of one deployment must agree on it.
+pub const CHAT_PARTITIONS: u64 = 64;
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -17,6 +27,33 @@ impl Keys {
     /// `P:u:{42}`: the pub/sub channel of one user.
     pub fn user_channel(&self, user: UserId) -> String {
         format!("{}:u:{{{user}}}", self.prefix)
+    }
+
+    /// `P:c:{p7}:71`: the pub/sub channel of group chat 71 (partition 71 % 64 = 7).
+    pub fn chat_channel(&self, chat: ChatId) -> String {
+        format!("{}:c:{{p{}}}:{chat}", self.prefix, chat % CHAT_PARTITIONS)
+    }
+
+    /// The channel of a topic.
+    pub fn channel(&self, topic: Topic) -> String {
+        match topic {
+            Topic::User(user) => self.user_channel(user),
+            Topic::Chat(chat) => self.chat_channel(chat),
+        }
+    }
+
+    /// The topic of a channel made by [`Keys::channel`].
+    pub fn topic_of_channel(&self, channel: &[u8]) -> Option<Topic> {
+        if let Some(user) = self.user_of_channel(channel) {
+            return Some(Topic::User(user));
+        }
+        let rest = channel.strip_prefix(self.prefix.as_bytes())?;
+        let rest = rest.strip_prefix(b":c:{p")?;
+        let close = rest.iter().position(|&b| b == b'}')?;
+        let id = rest[close + 1..].strip_prefix(b":")?;
+        let chat: ChatId = std::str::from_utf8(id).ok()?.parse().ok()?;
+        let partition: u64 = std::str::from_utf8(&rest[..close]).ok()?.parse().ok()?;
+        (partition == chat % CHAT_PARTITIONS).then_some(Topic::Chat(chat))
     }
 
     /// `P:subscriber`: the client name of a gateway's subscription connection (CLIENT LIST).
@@ -96,6 +133,7 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::Keys;
+    use crate::Topic;
 
     #[test]
     fn channel_names_round_trip() {
@@ -106,6 +144,19 @@ mod tests {
         assert_eq!(keys.user_of_channel(b"t2:u:{42}"), None);
         assert_eq!(keys.user_of_channel(b"t1:u:{x}"), None);
         assert_eq!(keys.presence(7), "t1:presence:{7}");
+        let chat = keys.chat_channel(71);
+        assert_eq!(chat, "t1:c:{p7}:71");
+        assert_eq!(
+            keys.topic_of_channel(chat.as_bytes()),
+            Some(Topic::Chat(71))
+        );
+        assert_eq!(
+            keys.topic_of_channel(channel.as_bytes()),
+            Some(Topic::User(42))
+        );
+        assert_eq!(keys.topic_of_channel(b"t1:c:{p8}:71"), None);
+        assert_eq!(keys.topic_of_channel(b"t1:c:{p7}:x"), None);
+        assert_eq!(keys.topic_of_channel(b"t2:c:{p7}:71"), None);
         assert_eq!(keys.push_jobs(), "t1:{push}:jobs");
         assert_eq!(keys.push_dead(), "t1:{push}:dead");
         assert_eq!(keys.push_done("m1-u2-t0"), "t1:push:done:m1-u2-t0");

@@ -28,7 +28,8 @@
 //! - `memory/`: the in-memory backend.
 //!
 //! Every Redis key and channel is namespaced by a prefix (`CHAT_REDIS_PREFIX`), and per-user names
-//! carry the user id as a Redis Cluster hash tag so one user's keys share a slot.
+//! carry the user id as a Redis Cluster hash tag so one user's keys share a slot. Group chats have
+//! channels of their own ([`Topic::Chat`]), tagged by a partition of the chat id (see `keys`).
 
 mod backend;
 mod bus;
@@ -45,12 +46,21 @@ mod unannounced;
 pub use bus::Bus;
 pub use config::{BusConfig, RedisArgs, RedisMode};
 pub use jobs::{DeadLetter, Delivery, PUSH_GROUP, PushConsumer, PushStats};
-pub use keys::Keys;
+pub use keys::{CHAT_PARTITIONS, Keys};
 pub use limits::{Bucket, Verdict};
 pub use subscriber::{BusMessage, Subscriber};
 pub use unannounced::UnannouncedSend;
 
 pub type UserId = u64;
+pub type ChatId = u64;
+
+/// What a channel is about: one user (its events and notices, on `P:u:{user}`) or one group
+/// chat (its events, once for every member, on `P:c:{pK}:chat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    User(UserId),
+    Chat(ChatId),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chat_auth::TokenKeys;
 use chat_proto::{
-    DeliveredBatch, DeliveredResults, EditMessageRequest, ErrorBody, ErrorCode, Message,
-    MessageBody, PresenceBatch, PresenceChange, SendMessageRequest, SyncPage,
+    DeliveredBatch, DeliveredResults, EditMessageRequest, ErrorBody, ErrorCode, Memberships,
+    MembershipsRequest, Message, MessageBody, PresenceBatch, PresenceChange, SendMessageRequest,
+    SyncPage,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -211,6 +212,43 @@ impl ApiClient {
         }
         let (code, message) = error_of(status, &body);
         Err((code, message))
+    }
+
+    /// The chat's messages above `after_seq`, oldest first, as the user may read them (one
+    /// page of up to 100; `has_more` when there are more).
+    pub async fn messages_after(
+        &self,
+        token: &str,
+        chat_id: u64,
+        after_seq: u64,
+    ) -> Result<(Vec<Message>, bool), String> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            messages: Vec<Message>,
+            has_more: bool,
+        }
+        let path = format!("/v1/chats/{chat_id}/messages?after_seq={after_seq}&limit=100");
+        let (status, body) = self
+            .exchange(Method::GET, &path, bearer(token), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("chat-api answered {status}"));
+        }
+        let mut page: Page = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        page.messages.sort_by_key(|message| message.seq);
+        Ok((page.messages, page.has_more))
+    }
+
+    /// The group chats of each user (`users` at most `MembershipsRequest::MAX_USERS`).
+    pub async fn memberships(&self, users: &[u64]) -> Result<Memberships, NoticeError> {
+        let request = MembershipsRequest {
+            users: users.to_vec(),
+        };
+        let body = self
+            .post_internal("/internal/v1/memberships", &request)
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| NoticeError::Failed(e.to_string()))
     }
 
     async fn forward<B: Serialize>(&self, token: &str, path: &str, body: Option<&B>) -> ApiReply {

@@ -1,5 +1,10 @@
 //! Reads what the subscription connection receives and hands it to the hub: events to the
-//! user's sockets (encoded once per wire format), logout notices to the sockets of that session.
+//! user's sockets (encoded once per wire format), logout notices to the sockets of that session,
+//! and a group chat's events to the chat's local members (`groups`), decoded and encoded once
+//! however many of them are here. Membership notices keep `groups` current: one read from the
+//! chat's channel applies at once, in the chat's order; one read from a user's channel goes to
+//! the registry, which subscribes a new group's channel and then asks here for the member's
+//! catch-up (`catch_up`).
 //!
 //! It also watches the subscription's health: a disconnect asks the registry to subscribe every
 //! local user again, and when the registry reports the subscriptions live, every local socket
@@ -11,16 +16,18 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use chat_bus::BusMessage;
-use chat_proto::{BusBody, BusEnvelope, ServerEvent};
+use chat_proto::{BusBody, BusEnvelope, Cursor, ServerEvent};
 use tokio::sync::mpsc;
 
 use crate::Gateway;
-use crate::hub::{EncodedEvent, Hub, close_code};
+use crate::hub::{ConnHandle, EncodedEvent, Hub, close_code};
 use crate::metrics::GatewayMetrics;
+use crate::registry::RegistryNews;
+use crate::socket::writer::{Control, EventKey, OutEvent, data_opcode};
 
 pub async fn run(
     mut messages: mpsc::UnboundedReceiver<BusMessage>,
-    mut restored: mpsc::UnboundedReceiver<()>,
+    mut news: mpsc::UnboundedReceiver<RegistryNews>,
     gateway: Arc<Gateway>,
 ) {
     let (hub, metrics) = (&gateway.hub, &gateway.metrics);
@@ -29,7 +36,10 @@ pub async fn run(
         tokio::select! {
             message = messages.recv() => match message {
                 Some(BusMessage::Payload { user, payload }) => {
-                    dispatch(hub, metrics, &mut last, user, payload)
+                    dispatch(&gateway, &mut last, user, payload)
+                }
+                Some(BusMessage::ChatPayload { chat, payload }) => {
+                    dispatch_chat(&gateway, chat, &payload)
                 }
                 Some(BusMessage::Disconnected) => {
                     gateway.subscriptions_up.store(false, Ordering::Release);
@@ -39,12 +49,17 @@ pub async fn run(
                 }
                 None => return,
             },
-            Some(()) = restored.recv() => {
-                gateway.subscriptions_up.store(true, Ordering::Release);
-                broadcast_resync(hub, metrics);
-                // Logouts published while the subscription was down never reached this node.
-                tokio::spawn(close_revoked_sessions(gateway.clone()));
-            }
+            Some(news) = news.recv() => match news {
+                RegistryNews::Restored => {
+                    gateway.subscriptions_up.store(true, Ordering::Release);
+                    broadcast_resync(hub, metrics);
+                    // Logouts published while the subscription was down never reached this node.
+                    tokio::spawn(close_revoked_sessions(gateway.clone()));
+                }
+                RegistryNews::CatchUp { user, chat, after_seq } => {
+                    catch_up(&gateway, user, chat, after_seq)
+                }
+            },
         }
     }
 }
@@ -97,13 +112,8 @@ struct LastEvent {
     event: EncodedEvent,
 }
 
-fn dispatch(
-    hub: &Hub,
-    metrics: &GatewayMetrics,
-    last: &mut Option<LastEvent>,
-    user: u64,
-    payload: Bytes,
-) {
+fn dispatch(gateway: &Gateway, last: &mut Option<LastEvent>, user: u64, payload: Bytes) {
+    let (hub, metrics) = (&gateway.hub, &gateway.metrics);
     if let Some(last) = last.as_mut().filter(|last| last.payload == payload) {
         deliver(hub, metrics, user, last);
         return;
@@ -124,8 +134,140 @@ fn dispatch(
             body: BusBody::SessionRevoked { jti },
             ..
         }) => hub.close_session(user, &jti, close_code::UNAUTHORIZED),
+        // On a user's channel the notice is about that user.
+        Ok(BusEnvelope {
+            body: BusBody::MemberAdded {
+                chat_id, after_seq, ..
+            },
+            ..
+        }) => hub.registry().added(user, chat_id, after_seq),
+        Ok(BusEnvelope {
+            body: BusBody::MemberRemoved { chat_id, .. },
+            ..
+        }) => {
+            gateway.groups.remove(chat_id, user);
+            hub.registry().reconcile();
+        }
+        Ok(BusEnvelope {
+            published_at_ms,
+            body: BusBody::ChatEvent { skip, event, .. },
+        }) => {
+            if skip != Some(user) {
+                let mut event = LastEvent {
+                    payload,
+                    published_at_ms,
+                    event: EncodedEvent::new(event),
+                };
+                deliver(hub, metrics, user, &mut event);
+            }
+        }
         Err(e) => tracing::warn!(error = %e, user, "undecodable bus payload dropped"),
     }
+}
+
+/// A payload from a group chat's channel: an event for its local members, or a membership
+/// notice applied before the chat's next event.
+fn dispatch_chat(gateway: &Gateway, chat: u64, payload: &[u8]) {
+    let (hub, metrics, groups) = (&gateway.hub, &gateway.metrics, &gateway.groups);
+    match BusEnvelope::decode(payload) {
+        Ok(BusEnvelope {
+            published_at_ms,
+            body: BusBody::ChatEvent { skip, event, .. },
+        }) => {
+            let seq = match &event {
+                ServerEvent::NewMessage { message, .. } => Some(message.seq),
+                _ => None,
+            };
+            let mut event = EncodedEvent::new(event);
+            let waited_ms = chrono::Utc::now().timestamp_millis() - published_at_ms;
+            let waited = waited_ms.max(0) as f64 / 1000.0;
+            groups.for_each_member(chat, |user, after_seq| {
+                if skip == Some(user) || seq.is_some_and(|seq| seq <= after_seq) {
+                    return;
+                }
+                hub.deliver(user, &mut event);
+                metrics.delivery_seconds.record(waited);
+            });
+        }
+        Ok(BusEnvelope {
+            body: BusBody::MemberAdded {
+                user_id, after_seq, ..
+            },
+            ..
+        }) => {
+            // In the chat's order: the chat's next events are the member's, with no gap.
+            if !groups.add(chat, user_id, after_seq) {
+                groups.activate(chat, user_id, after_seq);
+            }
+        }
+        Ok(BusEnvelope {
+            body: BusBody::MemberRemoved { user_id, .. },
+            ..
+        }) => {
+            groups.remove(chat, user_id);
+            hub.registry().reconcile();
+        }
+        Ok(_) => tracing::warn!(chat, "a user's notice on a chat channel dropped"),
+        Err(e) => tracing::warn!(error = %e, chat, "undecodable bus payload dropped"),
+    }
+}
+
+/// A member added while online, whose new group's channel is now live: holds the member's live
+/// events back, routes the chat to them, and replays the chat's messages since the addition
+/// through the resume seam (the writer drops held events the replay covered), so the messages
+/// published before the channel was live are not missed and none arrives twice.
+fn catch_up(gateway: &Arc<Gateway>, user: u64, chat: u64, after_seq: u64) {
+    if !gateway.groups.is_pending(chat, user) {
+        return;
+    }
+    let sockets = gateway.hub.pause_user(user);
+    gateway.groups.activate(chat, user, after_seq);
+    for socket in sockets {
+        tokio::spawn(replay_chat(gateway.clone(), socket, chat, after_seq));
+    }
+}
+
+async fn replay_chat(gateway: Arc<Gateway>, socket: ConnHandle, chat: u64, mut after_seq: u64) {
+    loop {
+        match gateway
+            .api
+            .messages_after(&socket.token, chat, after_seq)
+            .await
+        {
+            Ok((messages, more)) => {
+                for message in messages {
+                    after_seq = after_seq.max(message.seq);
+                    let event = ServerEvent::NewMessage {
+                        cursor: Cursor::after_event(message.created_at.timestamp_millis())
+                            .to_string(),
+                        message,
+                    };
+                    let replayed = Control::Replayed(OutEvent {
+                        bytes: socket.format.encode(&event),
+                        key: EventKey::of(&event),
+                    });
+                    if socket.outbox.send_control(replayed).await.is_err() {
+                        return;
+                    }
+                }
+                if !more {
+                    break;
+                }
+            }
+            Err(e) => {
+                // The client recovers through sync, as after any gap it is told of.
+                tracing::warn!(error = %e, chat, "catching a new member up failed");
+                let resync = ServerEvent::Resync {
+                    reason: "membership_changed".into(),
+                };
+                let frame =
+                    Control::Frame(data_opcode(socket.format), socket.format.encode(&resync));
+                let _ = socket.outbox.send_control(frame).await;
+                break;
+            }
+        }
+    }
+    let _ = socket.outbox.send_control(Control::Activate).await;
 }
 
 fn deliver(hub: &Hub, metrics: &GatewayMetrics, user: u64, last: &mut LastEvent) {

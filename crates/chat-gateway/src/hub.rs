@@ -14,7 +14,7 @@ use crate::metrics::GatewayMetrics;
 use crate::registry::RegistryHandle;
 use crate::socket::encode_reply;
 use crate::socket::outbox::{Outbox, Refused};
-use crate::socket::writer::{EventKey, OutEvent};
+use crate::socket::writer::{Control, EventKey, OutEvent};
 
 pub type UserId = u64;
 pub type ConnId = u64;
@@ -68,6 +68,8 @@ pub struct ConnHandle {
     pub id: ConnId,
     /// The token id the socket authenticated with (for logout).
     pub jti: std::sync::Arc<str>,
+    /// The token itself, for chat-api calls made for the socket (a new group's catch-up).
+    pub token: std::sync::Arc<str>,
     pub format: WireFormat,
     /// The socket's outbound queues: live events, and frames that must precede a close (the
     /// logout error).
@@ -204,6 +206,21 @@ impl Hub {
             }
             Err(Refused::Closed) => false,
         }
+    }
+
+    /// Holds live events back on every local socket of the user (see `socket::writer`), for a
+    /// replay that ends with `Activate`; the sockets paused.
+    pub fn pause_user(&self, user: UserId) -> Vec<ConnHandle> {
+        let shard = self.shard(user);
+        let mut paused = Vec::new();
+        for conn in shard.get(&user).into_iter().flatten() {
+            if conn.outbox.try_control(Control::Pause).is_ok() {
+                paused.push(conn.clone());
+            } else {
+                conn.signal.close(close_code::TOO_SLOW);
+            }
+        }
+        paused
     }
 
     /// Closes the user's sockets that authenticated with the given token id.

@@ -1,12 +1,13 @@
 //! chat-gateway: a stateless WebSocket node. It authenticates clients, holds their sockets,
-//! subscribes to the Redis channel of each user connected here, and fans events out to every
-//! socket of that user. Any node can die; clients reconnect to another. The library is the
+//! subscribes to the Redis channel of each user connected here and of each group chat with a
+//! member connected here, and fans events out to every socket of those users. Any node can die; clients reconnect to another. The library is the
 //! service itself; the `chat-gateway` binary and the embedded single-process mode run [`run`].
 
 mod api_client;
 mod config;
 mod delivered;
 mod dispatch;
+mod groups;
 mod http;
 mod hub;
 mod limits;
@@ -38,6 +39,8 @@ pub struct Gateway {
     pub keys: TokenKeys,
     pub bus: Bus,
     pub hub: Hub,
+    /// Which local users are in which group chats.
+    pub groups: Arc<groups::GroupRoutes>,
     pub api: Arc<ApiClient>,
     /// Where sockets' `delivered` frames are coalesced on their way to chat-api.
     pub delivered: delivered::DeliveredLanes,
@@ -104,15 +107,16 @@ pub async fn run(
         node_id.clone(),
         metrics.clone(),
     )?;
-    let (restored_tx, restored_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (news_tx, news_rx) = tokio::sync::mpsc::unbounded_channel();
+    let groups = Arc::new(groups::GroupRoutes::default());
     let (registry, registry_handle) = Registry::new(
         subscriber,
         bus.clone(),
         node_id.clone(),
         config.presence_ttl(),
-        api.clone(),
+        (api.clone(), groups.clone()),
         metrics.clone(),
-        restored_tx,
+        news_tx,
     );
     let ip_limiter = Arc::new(limits::IpLimiter::new(config.ip_limits()));
     let origins = config.origins();
@@ -120,6 +124,7 @@ pub async fn run(
         ip_limiter,
         origins,
         hub: Hub::new(registry_handle, metrics.clone()),
+        groups,
         config,
         node_id,
         keys,
@@ -134,7 +139,7 @@ pub async fn run(
     });
     let registry_stop = CancellationToken::new();
     let registry_task = tokio::spawn(registry.run(registry_stop.clone()));
-    tokio::spawn(dispatch::run(bus_messages, restored_rx, gateway.clone()));
+    tokio::spawn(dispatch::run(bus_messages, news_rx, gateway.clone()));
 
     let accept_stop = CancellationToken::new();
     let server = tokio::spawn(http::serve(gateway.clone(), listener, accept_stop.clone()));

@@ -7,6 +7,8 @@ pub struct GatewayMetrics {
     pub connections: Gauge,
     pub connections_opened: Counter,
     pub users: Gauge,
+    /// Group chat channels subscribed (chats with a member connected here).
+    pub chats: Gauge,
     pub events_delivered: Counter,
     pub outbound_overflow: Counter,
     pub auth_failures: Counter,
@@ -22,6 +24,7 @@ impl GatewayMetrics {
             connections: metrics::gauge!("chat_gateway_connections"),
             connections_opened: metrics::counter!("chat_gateway_connections_opened_total"),
             users: metrics::gauge!("chat_gateway_users"),
+            chats: metrics::gauge!("chat_gateway_group_chats"),
             events_delivered: metrics::counter!("chat_gateway_events_delivered_total"),
             outbound_overflow: metrics::counter!("chat_gateway_outbound_overflow_total"),
             auth_failures: metrics::counter!("chat_gateway_auth_failures_total"),

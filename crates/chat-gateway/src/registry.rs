@@ -1,24 +1,35 @@
-//! This node's standing in Redis: which users it subscribes to and holds presence for.
+//! This node's standing in Redis: which users and group chats it subscribes to and which users it
+//! holds presence for.
 //!
 //! One task owns that state. The hub sends it `join` (a socket of the user opened here) and
 //! `leave` (the user's last socket here closed) in the hub's own order; the task drains whatever
-//! is queued, works out the net change per user, and applies it in bulk: one SUBSCRIBE and one
-//! UNSUBSCRIBE per batch, presence entries, and presence notices to chat-api for users who came
-//! online or went offline everywhere. Because it reconciles wanted state against what it has, a
-//! fast connect/disconnect/connect can never leave a connected user unsubscribed. The same task
-//! sends this node's heartbeat and reaps nodes that died.
+//! is queued, works out the net change per user, and applies it in bulk: one SUBSCRIBE for the
+//! users' channels, one memberships request to chat-api for the groups of the users who joined
+//! (installed in `groups`), one SUBSCRIBE for the group channels that got their first local
+//! member and one UNSUBSCRIBE for those that lost their last, presence entries, and presence
+//! notices to chat-api for users who came online or went offline everywhere. A socket's join is
+//! answered once its user's channel and groups' channels are live. Because it reconciles wanted
+//! state against what it has, a fast connect/disconnect/connect can never leave a connected user
+//! unsubscribed.
+//!
+//! The user's channel is subscribed before the groups are asked for, so a membership change after
+//! the answer reaches this node as a notice on that channel; the dispatcher hands such notices
+//! here, and they are applied in order after the answer. A member added while online gets a
+//! pending route and the chat's channel; once that is live the dispatcher is told to catch the
+//! member up (see `groups`). The same task sends this node's heartbeat and reaps nodes that died.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_bus::{Bus, Subscriber};
+use chat_bus::{Bus, Subscriber, Topic};
 use chat_ops::{Backoff, Delays};
-use chat_proto::{PresenceBatch, PresenceChange, PresenceStatus};
+use chat_proto::{MembershipsRequest, PresenceBatch, PresenceChange, PresenceStatus};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::api_client::{ApiClient, NoticeError};
+use crate::groups::{ChatId, GroupRoutes};
 use crate::hub::UserId;
 use crate::metrics::GatewayMetrics;
 
@@ -39,6 +50,26 @@ enum Command {
     },
     /// The subscription connection dropped: subscribe every present user again.
     Resubscribe,
+    /// A notice on the user's channel: the user was added to a group.
+    Added {
+        user: UserId,
+        chat: ChatId,
+        after_seq: u64,
+    },
+    /// A route was dropped: the chat's channel may no longer be wanted.
+    Reconcile,
+}
+
+/// What the registry tells the dispatcher.
+pub enum RegistryNews {
+    /// The subscriptions are live again after a drop.
+    Restored,
+    /// The group's channel is live: catch the pending member up and route the chat to them.
+    CatchUp {
+        user: UserId,
+        chat: ChatId,
+        after_seq: u64,
+    },
 }
 
 #[derive(Clone)]
@@ -62,6 +93,18 @@ impl RegistryHandle {
     pub fn resubscribe(&self) {
         let _ = self.commands.send(Command::Resubscribe);
     }
+
+    pub fn added(&self, user: UserId, chat: ChatId, after_seq: u64) {
+        let _ = self.commands.send(Command::Added {
+            user,
+            chat,
+            after_seq,
+        });
+    }
+
+    pub fn reconcile(&self) {
+        let _ = self.commands.send(Command::Reconcile);
+    }
 }
 
 /// Backoff of resubscription attempts after the subscription connection dropped.
@@ -76,6 +119,10 @@ pub struct Registry {
     node: String,
     ttl: Duration,
     present: HashSet<UserId>,
+    /// The group channels subscribed.
+    chats: HashSet<ChatId>,
+    routes: Arc<GroupRoutes>,
+    api: Arc<ApiClient>,
     notices: Vec<mpsc::UnboundedSender<PresenceChange>>,
     /// The notice lanes' tasks, awaited at shutdown so the last offline notices go out.
     notice_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -84,8 +131,8 @@ pub struct Registry {
     resubscribe_at: Option<tokio::time::Instant>,
     /// The waits between resubscription attempts, from the first again after each drop.
     resubscribe_delays: Delays,
-    /// Told each time the subscriptions are live again after a drop.
-    restored: mpsc::UnboundedSender<()>,
+    /// Told each time the subscriptions are live again after a drop, and of catch-ups.
+    news: mpsc::UnboundedSender<RegistryNews>,
 }
 
 impl Registry {
@@ -94,9 +141,9 @@ impl Registry {
         bus: Bus,
         node: String,
         ttl: Duration,
-        api: Arc<ApiClient>,
+        (api, routes): (Arc<ApiClient>, Arc<GroupRoutes>),
         metrics: GatewayMetrics,
-        restored: mpsc::UnboundedSender<()>,
+        news: mpsc::UnboundedSender<RegistryNews>,
     ) -> (Self, RegistryHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (notices, notice_tasks) = (0..NOTICE_LANES)
@@ -109,12 +156,15 @@ impl Registry {
             node,
             ttl,
             present: HashSet::new(),
+            chats: HashSet::new(),
+            routes,
+            api,
             notices,
             notice_tasks,
             metrics,
             resubscribe_at: None,
             resubscribe_delays: RESUBSCRIBE.delays(),
-            restored,
+            news,
         };
         (registry, RegistryHandle { commands: tx })
     }
@@ -158,6 +208,7 @@ impl Registry {
     async fn apply(&mut self, batch: Vec<Command>) {
         let mut wanted: HashMap<UserId, bool> = HashMap::new();
         let mut waiters = Vec::new();
+        let mut added = Vec::new();
         for command in batch {
             match command {
                 Command::Join { user, done } => {
@@ -173,6 +224,12 @@ impl Registry {
                         self.resubscribe_at = Some(tokio::time::Instant::now());
                     }
                 }
+                Command::Added {
+                    user,
+                    chat,
+                    after_seq,
+                } => added.push((user, chat, after_seq)),
+                Command::Reconcile => {}
             }
         }
         let joins: Vec<UserId> = wanted
@@ -185,11 +242,31 @@ impl Registry {
             .filter(|&(user, &want)| !want && self.present.contains(user))
             .map(|(&user, _)| user)
             .collect();
-        let subscribed = !joins.is_empty() && self.subscribe_users(&joins).await;
-        // A socket waits for its user's channel only: the presence round trips below are not
-        // on its way to auth_ok.
+        let subscribed = !joins.is_empty()
+            && self.subscribe_users(&joins).await
+            && self.install_groups(&joins).await;
+        for &user in &leaves {
+            self.routes.remove_user(user);
+        }
+        // Notices that came after the groups were read, in the order they came.
+        let catch_ups: Vec<(UserId, ChatId, u64)> = added
+            .into_iter()
+            .filter(|&(user, chat, _)| {
+                self.present.contains(&user) && self.routes.add_pending(chat, user)
+            })
+            .collect();
+        self.reconcile_chats().await;
+        // A socket waits for its user's and groups' channels only: the presence round trips
+        // below are not on its way to auth_ok.
         for (user, done) in waiters {
             let _ = done.send(wanted.get(&user) == Some(&true) && self.present.contains(&user));
+        }
+        for (user, chat, after_seq) in catch_ups {
+            let _ = self.news.send(RegistryNews::CatchUp {
+                user,
+                chat,
+                after_seq,
+            });
         }
         if subscribed {
             self.register_users(&joins).await;
@@ -198,6 +275,76 @@ impl Registry {
             self.leave_users(&leaves).await;
         }
         self.metrics.users.set(self.present.len() as f64);
+    }
+
+    /// Asks chat-api for the users' groups and routes them; on failure the users' channels are
+    /// given up again (their sockets are refused and reconnect), since group events would not
+    /// reach them.
+    async fn install_groups(&mut self, users: &[UserId]) -> bool {
+        match self.fetch_groups(users).await {
+            Ok(groups) => {
+                for (user, chats) in groups {
+                    self.routes.install(user, &chats);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, users = users.len(), "reading users' groups failed");
+                for user in users {
+                    self.present.remove(user);
+                }
+                if let Err(e) = self.subscriber.unsubscribe_many(users).await {
+                    tracing::warn!(error = %e, "unsubscribing failed");
+                }
+                false
+            }
+        }
+    }
+
+    /// Every user's group chats, in requests of at most `MembershipsRequest::MAX_USERS`.
+    async fn fetch_groups(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<(UserId, Vec<ChatId>)>, NoticeError> {
+        let mut groups = Vec::with_capacity(users.len());
+        for chunk in users.chunks(MembershipsRequest::MAX_USERS) {
+            let answer = self.api.memberships(chunk).await?;
+            groups.extend(answer.users.into_iter().map(|u| (u.user_id, u.chat_ids)));
+        }
+        Ok(groups)
+    }
+
+    /// Subscribes the group channels that have a local member and are not subscribed, and
+    /// unsubscribes those that have none. A failed subscription is retried with the others
+    /// after the next drop or by the next batch.
+    async fn reconcile_chats(&mut self) {
+        let wanted = self.routes.chats();
+        let new: Vec<Topic> = wanted
+            .difference(&self.chats)
+            .map(|&chat| Topic::Chat(chat))
+            .collect();
+        let gone: Vec<ChatId> = self.chats.difference(&wanted).copied().collect();
+        if !new.is_empty() {
+            match self.subscriber.subscribe_topics(&new).await {
+                Ok(()) => self
+                    .chats
+                    .extend(new.iter().filter_map(|topic| match topic {
+                        Topic::Chat(chat) => Some(*chat),
+                        Topic::User(_) => None,
+                    })),
+                Err(e) => tracing::warn!(error = %e, chats = new.len(), "subscribing chats failed"),
+            }
+        }
+        if !gone.is_empty() {
+            for chat in &gone {
+                self.chats.remove(chat);
+            }
+            let topics: Vec<Topic> = gone.iter().map(|&chat| Topic::Chat(chat)).collect();
+            if let Err(e) = self.subscriber.unsubscribe_topics(&topics).await {
+                tracing::warn!(error = %e, chats = gone.len(), "unsubscribing chats failed");
+            }
+        }
+        self.metrics.chats.set(self.chats.len() as f64);
     }
 
     /// Subscribes the users' channels; `false` (and nobody present) when that failed.
@@ -228,6 +375,7 @@ impl Registry {
     async fn leave_users(&mut self, users: &[UserId]) {
         for user in users {
             self.present.remove(user);
+            self.routes.remove_user(*user);
         }
         if let Err(e) = self.subscriber.unsubscribe_many(users).await {
             tracing::warn!(error = %e, users = users.len(), "unsubscribing failed");
@@ -251,11 +399,44 @@ impl Registry {
     /// the promoted replica. Once it succeeds the sockets are told to resync.
     async fn resubscribe(&mut self) {
         let users: Vec<UserId> = self.present.iter().copied().collect();
-        match self.subscriber.subscribe_many(&users).await {
+        // Membership notices published while the connection was down never came: the groups
+        // are read again (and their channels subscribed again) once the users' channels are back.
+        let mut restored = self.subscriber.subscribe_many(&users).await;
+        if restored.is_ok() {
+            match self.fetch_groups(&users).await {
+                Ok(groups) => {
+                    for (user, chats) in groups {
+                        self.routes.install(user, &chats);
+                    }
+                    let chats: Vec<Topic> =
+                        self.routes.chats().into_iter().map(Topic::Chat).collect();
+                    self.chats.clear();
+                    restored = self.subscriber.subscribe_topics(&chats).await;
+                    if restored.is_ok() {
+                        self.chats
+                            .extend(chats.iter().filter_map(|topic| match topic {
+                                Topic::Chat(chat) => Some(*chat),
+                                Topic::User(_) => None,
+                            }));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading users' groups failed");
+                    restored = Err(chat_bus::BusError::Subscription(
+                        "the users' groups could not be read".into(),
+                    ));
+                }
+            }
+        }
+        match restored {
             Ok(()) => {
                 self.resubscribe_at = None;
-                tracing::info!(users = users.len(), "subscriptions restored");
-                let _ = self.restored.send(());
+                tracing::info!(
+                    users = users.len(),
+                    chats = self.chats.len(),
+                    "subscriptions restored"
+                );
+                let _ = self.news.send(RegistryNews::Restored);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "resubscribing failed; retrying");

@@ -125,7 +125,8 @@ fn frame_from_value(value: serde_json::Value) -> Result<ClientFrame, DecodeError
     })
 }
 
-/// What travels on a user's bus channel.
+/// What travels on a bus channel: a user's channel, or a group chat's channel (one publish per
+/// event, whatever the number of members; each gateway routes it to the chat's members it holds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BusEnvelope {
     /// When chat-api published it (ms since the Unix epoch): the start of the delivery latency.
@@ -143,6 +144,25 @@ pub enum BusBody {
     Event(ServerEvent),
     /// The session with this token id logged out: close its sockets with 4001.
     SessionRevoked { jti: String },
+    /// On a group chat's channel: an event for the chat's members, but `skip` (the typist of a
+    /// `typing`).
+    ChatEvent {
+        chat_id: u64,
+        skip: Option<u64>,
+        event: ServerEvent,
+    },
+    /// Not a client frame: `user_id` became a member of group `chat_id`, whose last message then
+    /// was `after_seq` (the member gets messages above it). Published on the chat's channel, in
+    /// the chat's send order, and on the added user's channel, so the gateway holding the user
+    /// subscribes to the chat.
+    MemberAdded {
+        chat_id: u64,
+        user_id: u64,
+        after_seq: u64,
+    },
+    /// Not a client frame: `user_id` left group `chat_id` (or was removed), in the chat's send
+    /// order: gateways stop routing the chat's events to the user before the next one.
+    MemberRemoved { chat_id: u64, user_id: u64 },
 }
 
 impl BusEnvelope {

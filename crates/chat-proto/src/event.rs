@@ -33,6 +33,30 @@ impl PresenceBatch {
     pub const MAX_CHANGES: usize = 256;
 }
 
+/// Which group chats these users are in (`POST /internal/v1/memberships`): a gateway asks when
+/// users' first sockets open there, to route the groups' events to them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipsRequest {
+    pub users: Vec<u64>,
+}
+
+impl MembershipsRequest {
+    /// Users one request may name; chat-api refuses more.
+    pub const MAX_USERS: usize = 4096;
+}
+
+/// The answer: every user asked about, with the group chats they are in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memberships {
+    pub users: Vec<UserGroups>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserGroups {
+    pub user_id: u64,
+    pub chat_ids: Vec<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerEvent {

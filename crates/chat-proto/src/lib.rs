@@ -19,8 +19,9 @@ pub use cursor::Cursor;
 pub use depth::{MAX_JSON_DEPTH, json_depth_exceeds};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{
-    DeliveredBatch, DeliveredMove, DeliveredResult, DeliveredResults, PresenceBatch,
-    PresenceChange, PresenceStatus, ServerEvent, SyncPage,
+    DeliveredBatch, DeliveredMove, DeliveredResult, DeliveredResults, Memberships,
+    MembershipsRequest, PresenceBatch, PresenceChange, PresenceStatus, ServerEvent, SyncPage,
+    UserGroups,
 };
 pub use frame::{ClientFrame, Reply, RequestId};
 pub use job::PushJob;

@@ -141,6 +141,8 @@ pub(crate) trait ChatQueries {
     async fn require_member(&self, me: Id, chat_id: Id) -> Result<()>;
     async fn add_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()>;
     async fn remove_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()>;
+    async fn group_chats_of(&self, users: &[Id]) -> Result<HashMap<Id, Vec<Id>>>;
+    async fn chat_kind_and_seq(&self, chat_id: Id) -> Result<Option<(ChatKind, u64)>>;
 
     // The steps the operations above share.
 
@@ -171,6 +173,8 @@ where
     for<'r> MessageRow: FromRow<'r, DB::Row>,
     for<'r> (u64,): FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> (u64, u64): FromRow<'r, DB::Row>,
+    for<'r> (String, u64): FromRow<'r, DB::Row>,
 {
     async fn get_or_create_private(&self, me: Id, peer: Id) -> Result<(Chat, bool)> {
         let pair_key = private_pair_key(me, peer)?;
@@ -358,6 +362,37 @@ where
         Ok(())
     }
 
+    async fn group_chats_of(&self, users: &[Id]) -> Result<HashMap<Id, Vec<Id>>> {
+        let mut chats: HashMap<Id, Vec<Id>> = HashMap::new();
+        if users.is_empty() {
+            return Ok(chats);
+        }
+        // The writer: a gateway asks right after a member was added, and must see it.
+        let sql = format!(
+            "SELECT m.user_id, m.chat_id FROM chat_members m JOIN chats c ON c.id = m.chat_id \
+             WHERE c.kind = 'group' AND m.user_id IN ({})",
+            placeholders(users.len(), "?", ", ")
+        );
+        let mut query = sqlx::query_as(&sql);
+        for &user in users {
+            query = query.bind(key(user));
+        }
+        let rows: Vec<(u64, u64)> = query.fetch_all(self.writer()).await?;
+        for (user, chat) in rows {
+            chats.entry(user).or_default().push(chat);
+        }
+        Ok(chats)
+    }
+
+    async fn chat_kind_and_seq(&self, chat_id: Id) -> Result<Option<(ChatKind, u64)>> {
+        let row: Option<(String, u64)> =
+            sqlx::query_as("SELECT kind, last_seq FROM chats WHERE id = ?")
+                .bind(key(chat_id))
+                .fetch_optional(self.writer())
+                .await?;
+        Ok(row.map(|(kind, seq)| (ChatKind::parse(&kind).unwrap_or(ChatKind::Group), seq)))
+    }
+
     async fn membership(&self, me: Id, chat_id: Id) -> Result<Membership> {
         let row: Option<MembershipRow> = sqlx::query_as(
             "SELECT c.kind, m.role FROM chat_members m JOIN chats c ON c.id = m.chat_id \
@@ -506,6 +541,18 @@ impl Store {
     /// Removes a member: anyone may leave, only the owner may remove others.
     pub async fn remove_member(&self, me: Id, chat_id: Id, user_id: Id) -> Result<()> {
         self.backend.remove_member(me, chat_id, user_id).await
+    }
+
+    /// The group chats each of these users is in (users in none are left out); no access
+    /// check. What a gateway routes group events by.
+    pub async fn group_chats_of(&self, users: &[Id]) -> Result<HashMap<Id, Vec<Id>>> {
+        self.backend.group_chats_of(users).await
+    }
+
+    /// A chat's kind and the seq of its last message, read from the primary; `None` for a chat
+    /// that does not exist.
+    pub async fn chat_kind_and_seq(&self, chat_id: Id) -> Result<Option<(ChatKind, u64)>> {
+        self.backend.chat_kind_and_seq(chat_id).await
     }
 }
 

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chat_proto::{Chat, Member};
+use chat_proto::{Chat, ChatKind, Member};
 use chat_store::{ChatUpdate, NewGroup, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +67,14 @@ pub async fn create(
                 )
                 .await
                 .map_err(user_not_found)?;
+            state.remember_kind(chat.id, true);
+            // No gateway routes the new chat yet: each member's gateway hears of it on the
+            // member's channel and subscribes (messages sent meanwhile are replayed to them).
+            let notices = chat
+                .members
+                .iter()
+                .map(|member| state.announce_member_added_to_user(chat.id, member.user_id, 0));
+            futures_util::future::join_all(notices).await;
             Ok((StatusCode::CREATED, Json(chat)))
         }
         _ => Err(ApiError::invalid("type must be \"private\" or \"group\"")),
@@ -196,11 +204,27 @@ pub async fn add_member(
         .require_member(caller.id, chat_id)
         .await
         .map_err(chat_not_found)?;
-    state
+    // Under the chat's send lock, so that the notice takes its place among the chat's events:
+    // the new member gets every message above `after_seq`, and none below.
+    let added = state
         .store
-        .add_member(caller.id, chat_id, req.user_id)
+        .in_send_order(chat_id, || async {
+            state
+                .store
+                .add_member(caller.id, chat_id, req.user_id)
+                .await?;
+            if let Some((ChatKind::Group, after_seq)) =
+                state.store.chat_kind_and_seq(chat_id).await?
+            {
+                state
+                    .announce_member_added(chat_id, req.user_id, after_seq)
+                    .await;
+            }
+            Ok::<_, StoreError>(())
+        })
         .await
-        .map_err(user_not_found)?;
+        .map_err(ApiError::from)?;
+    added.map_err(user_not_found)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -216,13 +240,22 @@ pub async fn remove_member(
         .require_member(caller.id, chat_id)
         .await
         .map_err(chat_not_found)?;
-    state
+    // Under the chat's send lock: the gateways drop the member before the chat's next event.
+    let removed = state
         .store
-        .remove_member(caller.id, chat_id, user_id)
+        .in_send_order(chat_id, || async {
+            state
+                .store
+                .remove_member(caller.id, chat_id, user_id)
+                .await?;
+            state.announce_member_removed(chat_id, user_id).await;
+            Ok::<_, StoreError>(())
+        })
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found("member"),
-            other => other.into(),
-        })?;
+        .map_err(ApiError::from)?;
+    removed.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found("member"),
+        other => other.into(),
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,9 +1,12 @@
 //! Endpoints only gateways call, with a service token.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chat_proto::codec::BusBody;
-use chat_proto::{PresenceBatch, PresenceChange, ServerEvent};
+use chat_proto::{
+    Memberships, MembershipsRequest, PresenceBatch, PresenceChange, ServerEvent, UserGroups,
+};
 use futures_util::future::try_join_all;
 
 use crate::error::{ApiError, ApiResult};
@@ -53,4 +56,30 @@ async fn announce(state: &AppState, changes: &[PresenceChange]) -> ApiResult<()>
         state.publish(&seen.audience, BusBody::Event(event)).await;
     }
     Ok(())
+}
+
+/// The group chats of the users whose first socket opened on the calling gateway, which
+/// routes those groups' events to them from then on (see `crate::fanout`).
+pub async fn memberships(
+    State(state): State<AppState>,
+    _caller: ServiceCaller,
+    JsonBody(request): JsonBody<MembershipsRequest>,
+) -> ApiResult<Json<Memberships>> {
+    if request.users.len() > MembershipsRequest::MAX_USERS {
+        return Err(ApiError::invalid(format!(
+            "a memberships request names at most {} users, this one {}",
+            MembershipsRequest::MAX_USERS,
+            request.users.len()
+        )));
+    }
+    let mut groups = state.store.group_chats_of(&request.users).await?;
+    let users = request
+        .users
+        .iter()
+        .map(|&user_id| UserGroups {
+            user_id,
+            chat_ids: groups.remove(&user_id).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Json(Memberships { users }))
 }

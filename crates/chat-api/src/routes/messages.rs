@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chat_bus::UnannouncedSend;
-use chat_proto::codec::BusBody;
 use chat_proto::{
     Attachment, Cursor, ErrorCode, Message, MessageBody, MessageKind, SendMessageRequest,
     ServerEvent,
@@ -258,7 +257,7 @@ pub async fn read(
             cursor: Cursor::after_event(outcome.read_at.timestamp_millis()).to_string(),
         };
         state
-            .publish(&outcome.member_ids, BusBody::Event(event))
+            .publish_chat_event(chat_id, &outcome.member_ids, event, None)
             .await;
     }
     Ok(StatusCode::NO_CONTENT)
@@ -275,12 +274,13 @@ pub async fn typing(
     if !members.contains(&caller.id) {
         return Err(ApiError::not_found("chat"));
     }
-    let others: Vec<u64> = members.into_iter().filter(|&m| m != caller.id).collect();
     let event = ServerEvent::Typing {
         chat_id,
         user_id: caller.id,
     };
-    state.publish(&others, BusBody::Event(event)).await;
+    state
+        .publish_chat_event(chat_id, &members, event, Some(caller.id))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -87,6 +87,7 @@ pub fn router(state: AppState, metrics: PrometheusHandle, web: WebConfig) -> Rou
             "/internal/v1/presence/batch",
             post(internal::presence_batch),
         )
+        .route("/internal/v1/memberships", post(internal::memberships))
         .route(
             "/internal/v1/delivered/batch",
             post(receipts::delivered_batch),

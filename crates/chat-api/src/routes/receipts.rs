@@ -9,7 +9,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chat_proto::codec::BusBody;
 use chat_proto::{
     Cursor, DeliveredBatch, DeliveredResult, DeliveredResults, EditMessageRequest, ErrorBody,
     MessageBody, ServerEvent, WatermarkRequest,
@@ -94,7 +93,9 @@ async fn store_and_publish_delivered(
                 up_to_seq: *up_to_seq,
                 cursor: Cursor::after_event(read_at.timestamp_millis()).to_string(),
             };
-            state.publish(member_ids, BusBody::Event(event)).await;
+            state
+                .publish_chat_event(one.chat_id, member_ids, event, None)
+                .await;
         }
     }
     Ok(answers)
@@ -153,7 +154,7 @@ async fn publish_update(state: &AppState, outcome: &UpdateOutcome) {
         cursor: Cursor::after_event(at.timestamp_millis()).to_string(),
     };
     state
-        .publish(&outcome.member_ids, BusBody::Event(event))
+        .publish_chat_event(outcome.message.chat_id, &outcome.member_ids, event, None)
         .await;
 }
 

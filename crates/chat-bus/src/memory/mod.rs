@@ -3,7 +3,7 @@
 //! clone publishes, enqueues or records is seen by every other clone.
 //!
 //! Each submodule mirrors one module of `redis/` and the data structure Redis keeps for it:
-//! pub/sub channels ([`pubsub`]), the presence sorted sets ([`presence`]), the abuse-limit and
+//! pub/sub channels of users and group chats ([`pubsub`]), the presence sorted sets ([`presence`]), the abuse-limit and
 //! revocation keys ([`limits`]), the push job stream with its consumer group ([`jobs`]) and the
 //! unannounced-send sets ([`unannounced`]).
 //! Expiry follows Redis: a key stops existing once its deadline passes, whether or not anything
@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::backend::{Backend, SubscriptionBackend};
 use crate::keys::Keys;
-use crate::{BusMessage, Result, UserId};
+use crate::{BusMessage, ChatId, Result, UserId};
 
 /// What [`crate::Bus::backend_name`] says of an in-memory bus.
 pub(crate) const NAME: &str = "memory";
@@ -74,6 +74,11 @@ impl Backend for MemoryBus {
 
     async fn publish(&self, users: &[UserId], payload: &Bytes) -> Result<()> {
         self.pubsub.publish(users, payload);
+        Ok(())
+    }
+
+    async fn publish_chat(&self, chat: ChatId, payload: &Bytes) -> Result<()> {
+        self.pubsub.publish_chat(chat, payload);
         Ok(())
     }
 

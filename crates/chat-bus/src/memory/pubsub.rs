@@ -1,7 +1,8 @@
-//! Per-user channels inside one process: a registry from user to the subscriptions that
-//! subscribed that user, each with the unbounded sender of its [`crate::Subscriber`]'s channel.
+//! Per-user and per-chat channels inside one process: a registry from topic (a user or a group
+//! chat) to the subscriptions that subscribed it, each with the unbounded sender of its
+//! [`crate::Subscriber`]'s channel.
 //!
-//! Like SUBSCRIBE on Redis, subscribing a user twice on one subscription delivers once, and
+//! Like SUBSCRIBE on Redis, subscribing a topic twice on one subscription delivers once, and
 //! several subscriptions (two in-process gateways) each get every message. Publishing clones the
 //! payload `Bytes` (a reference count, not the data) into each channel and never waits: the
 //! channels are unbounded, as the Redis subscriber's is. A subscription is dropped from the
@@ -17,7 +18,7 @@ use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 use crate::backend::SubscriptionBackend;
-use crate::{BusMessage, Result, UserId};
+use crate::{BusMessage, ChatId, Result, Topic, UserId};
 
 type Sender = mpsc::UnboundedSender<BusMessage>;
 
@@ -30,27 +31,27 @@ pub(crate) struct PubSub {
 #[derive(Default)]
 struct Registry {
     next_id: u64,
-    /// Who gets a user's messages: (subscription id, its sender).
-    by_user: HashMap<UserId, Vec<(u64, Sender)>>,
-    /// What each subscription subscribed, to clean `by_user` when it goes.
-    subscriptions: HashMap<u64, (Sender, HashSet<UserId>)>,
+    /// Who gets a topic's messages: (subscription id, its sender).
+    by_topic: HashMap<Topic, Vec<(u64, Sender)>>,
+    /// What each subscription subscribed, to clean `by_topic` when it goes.
+    subscriptions: HashMap<u64, (Sender, HashSet<Topic>)>,
 }
 
 impl Registry {
     fn remove_subscription(&mut self, id: u64) {
-        let Some((_, users)) = self.subscriptions.remove(&id) else {
+        let Some((_, topics)) = self.subscriptions.remove(&id) else {
             return;
         };
-        for user in users {
-            self.unlink(user, id);
+        for topic in topics {
+            self.unlink(topic, id);
         }
     }
 
-    fn unlink(&mut self, user: UserId, id: u64) {
-        if let Some(subscribers) = self.by_user.get_mut(&user) {
+    fn unlink(&mut self, topic: Topic, id: u64) {
+        if let Some(subscribers) = self.by_topic.get_mut(&topic) {
             subscribers.retain(|(sub, _)| *sub != id);
             if subscribers.is_empty() {
-                self.by_user.remove(&user);
+                self.by_topic.remove(&topic);
             }
         }
     }
@@ -76,16 +77,21 @@ impl PubSub {
     /// Hands the payload to every subscription of each user, in the order given (a user listed
     /// twice gets it twice, as two PUBLISH commands would do).
     pub(crate) fn publish(&self, users: &[UserId], payload: &Bytes) {
+        self.publish_topics(users.iter().map(|&user| Topic::User(user)), payload);
+    }
+
+    /// Hands the payload to every subscription of the chat.
+    pub(crate) fn publish_chat(&self, chat: ChatId, payload: &Bytes) {
+        self.publish_topics(std::iter::once(Topic::Chat(chat)), payload);
+    }
+
+    fn publish_topics(&self, topics: impl Iterator<Item = Topic>, payload: &Bytes) {
         let mut gone = Vec::new();
         {
             let registry = self.registry.read();
-            for &user in users {
-                for (id, tx) in registry.by_user.get(&user).into_iter().flatten() {
-                    let message = BusMessage::Payload {
-                        user,
-                        payload: payload.clone(),
-                    };
-                    if tx.send(message).is_err() {
+            for topic in topics {
+                for (id, tx) in registry.by_topic.get(&topic).into_iter().flatten() {
+                    if tx.send(BusMessage::on(topic, payload.clone())).is_err() {
                         gone.push(*id);
                     }
                 }
@@ -108,10 +114,10 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
-    pub(crate) fn subscribe_many(&self, users: &[UserId]) {
+    pub(crate) fn subscribe_many(&self, topics: &[Topic]) {
         let mut registry = self.pubsub.registry.write();
         let Registry {
-            by_user,
+            by_topic,
             subscriptions,
             ..
         } = &mut *registry;
@@ -119,22 +125,25 @@ impl Subscription {
         let Some((tx, subscribed)) = subscriptions.get_mut(&self.id) else {
             return;
         };
-        for &user in users {
-            if subscribed.insert(user) {
-                by_user.entry(user).or_default().push((self.id, tx.clone()));
+        for &topic in topics {
+            if subscribed.insert(topic) {
+                by_topic
+                    .entry(topic)
+                    .or_default()
+                    .push((self.id, tx.clone()));
             }
         }
     }
 
-    pub(crate) fn unsubscribe_many(&self, users: &[UserId]) {
+    pub(crate) fn unsubscribe_many(&self, topics: &[Topic]) {
         let mut registry = self.pubsub.registry.write();
-        for &user in users {
+        for &topic in topics {
             let was_subscribed = registry
                 .subscriptions
                 .get_mut(&self.id)
-                .is_some_and(|(_, subscribed)| subscribed.remove(&user));
+                .is_some_and(|(_, subscribed)| subscribed.remove(&topic));
             if was_subscribed {
-                registry.unlink(user, self.id);
+                registry.unlink(topic, self.id);
             }
         }
     }
@@ -142,13 +151,13 @@ impl Subscription {
 
 #[async_trait]
 impl SubscriptionBackend for Subscription {
-    async fn subscribe(&self, users: &[UserId]) -> Result<()> {
-        self.subscribe_many(users);
+    async fn subscribe(&self, topics: &[Topic]) -> Result<()> {
+        self.subscribe_many(topics);
         Ok(())
     }
 
-    async fn unsubscribe(&self, users: &[UserId]) -> Result<()> {
-        self.unsubscribe_many(users);
+    async fn unsubscribe(&self, topics: &[Topic]) -> Result<()> {
+        self.unsubscribe_many(topics);
         Ok(())
     }
 }

@@ -31,7 +31,7 @@ use tokio::sync::{OnceCell, mpsc};
 
 use crate::backend::{Backend, SubscriptionBackend};
 use crate::keys::Keys;
-use crate::{BusConfig, BusError, BusMessage, RedisMode, Result, UserId};
+use crate::{BusConfig, BusError, BusMessage, ChatId, RedisMode, Result, UserId};
 use subscriber::RedisSubscription;
 
 /// How long a connection attempt, and a reply, may take.
@@ -215,6 +215,20 @@ impl Backend for RedisBus {
         Ok(())
     }
 
+    async fn publish_chat(&self, chat: ChatId, payload: &Bytes) -> Result<()> {
+        let verb = match self.server {
+            Server::Standalone { .. } => "PUBLISH",
+            Server::Cluster(_) => "SPUBLISH",
+        };
+        let mut conn = self.conn().await?;
+        let _: Value = redis::cmd(verb)
+            .arg(self.keys.chat_channel(chat))
+            .arg(payload.as_ref())
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     async fn revoke(&self, jti: &str, ttl: Duration) -> Result<()> {
         let millis = ttl.as_millis().max(1) as u64;
         let mut conn = self.conn().await?;
@@ -252,6 +266,24 @@ impl Backend for RedisBus {
         };
         Ok((Arc::new(subscription), rx))
     }
+}
+
+/// Slots of a Redis Cluster.
+pub(crate) const SLOTS: u16 = 16384;
+
+/// The cluster slot of a key or channel: CRC16 (XMODEM) of its hash tag, or of all of it.
+pub(crate) fn slot_of(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            Some(&rest[..close])
+        })
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS
 }
 
 /// A client for one Redis whose sockets notice a peer gone silent. A reply timeout does not

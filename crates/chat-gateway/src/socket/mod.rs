@@ -156,6 +156,7 @@ impl Socket {
         let handle = ConnHandle {
             id: conn_id,
             jti: identity.jti.clone(),
+            token: identity.token.clone(),
             format: self.format,
             outbox: self.outbox.clone(),
             signal: self.signal.clone(),

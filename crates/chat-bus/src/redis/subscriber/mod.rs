@@ -1,5 +1,6 @@
 //! A gateway's subscription on Redis: one connection carrying a SUBSCRIBE per locally connected
-//! user, or on a cluster an SSUBSCRIBE per user on the master that owns the user's slot.
+//! user and per group chat with a member here, or on a cluster an SSUBSCRIBE per channel on the
+//! master that owns the channel's slot.
 //!
 //! The connections are this crate's own (`node`): one to a standalone Redis, or one per master
 //! of a cluster (`cluster`), which follows the slots across resharding and failovers. They
@@ -13,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::SubscriptionBackend;
 use crate::keys::Keys;
-use crate::{BusMessage, Result, UserId};
+use crate::{BusMessage, Result, Topic};
 use cluster::ClusterSubscription;
 use node::NodeSubscription;
 
@@ -58,24 +59,24 @@ impl RedisSubscription {
         Ok((Self { conn, keys }, rx))
     }
 
-    fn channels(&self, users: &[UserId]) -> Vec<String> {
-        users.iter().map(|&u| self.keys.user_channel(u)).collect()
+    fn channels(&self, topics: &[Topic]) -> Vec<String> {
+        topics.iter().map(|&t| self.keys.channel(t)).collect()
     }
 }
 
 #[async_trait]
 impl SubscriptionBackend for RedisSubscription {
-    async fn subscribe(&self, users: &[UserId]) -> Result<()> {
+    async fn subscribe(&self, topics: &[Topic]) -> Result<()> {
         match &self.conn {
-            SubscriptionConn::Standalone(conn) => conn.subscribe(self.channels(users)).await,
-            SubscriptionConn::Cluster(conn) => conn.subscribe(self.channels(users)).await,
+            SubscriptionConn::Standalone(conn) => conn.subscribe(self.channels(topics)).await,
+            SubscriptionConn::Cluster(conn) => conn.subscribe(self.channels(topics)).await,
         }
     }
 
-    async fn unsubscribe(&self, users: &[UserId]) -> Result<()> {
+    async fn unsubscribe(&self, topics: &[Topic]) -> Result<()> {
         match &self.conn {
-            SubscriptionConn::Standalone(conn) => conn.unsubscribe(self.channels(users)).await,
-            SubscriptionConn::Cluster(conn) => conn.unsubscribe(self.channels(users)).await,
+            SubscriptionConn::Standalone(conn) => conn.unsubscribe(self.channels(topics)).await,
+            SubscriptionConn::Cluster(conn) => conn.unsubscribe(self.channels(topics)).await,
         }
     }
 }

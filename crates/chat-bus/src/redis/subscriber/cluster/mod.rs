@@ -19,11 +19,11 @@ use tokio::sync::{Mutex, mpsc};
 use super::node::{Endpoint, NodeSubscription};
 use crate::BusMessage;
 use crate::keys::Keys;
+use crate::redis::{SLOTS, slot_of};
 use crate::{BusError, Result};
 
 /// Tries of one (un)subscribe: the first on the map as it is, then on fresh maps.
 const ATTEMPTS: usize = 3;
-const SLOTS: u16 = 16384;
 
 /// A handle on the subscription; every clone shares the connections.
 #[derive(Clone)]
@@ -135,7 +135,9 @@ impl Shards {
             }
         }
         let mut requests = Vec::new();
-        for (master, channels) in by_master {
+        for (master, mut channels) in by_master {
+            // Same-slot channels side by side go out as one command (see `node::requests`).
+            channels.sort_by_key(|channel| slot_of(channel.as_bytes()));
             let connection = match (change, self.masters.get(&master)) {
                 (_, Some(connection)) => connection.clone(),
                 // Nothing was subscribed where nothing is connected.
@@ -216,21 +218,6 @@ impl Shards {
 
 fn unavailable(why: &str) -> BusError {
     BusError::Subscription(why.to_string())
-}
-
-/// The cluster slot of a key or channel: CRC16 (XMODEM) of its hash tag, or of all of it.
-fn slot_of(key: &[u8]) -> u16 {
-    let hashed = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            let close = rest.iter().position(|&b| b == b'}')?;
-            Some(&rest[..close])
-        })
-        .filter(|tag| !tag.is_empty())
-        .unwrap_or(key);
-    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS
 }
 
 fn master_of(slots: &[SlotRange], slot: u16) -> Option<&Endpoint> {

@@ -44,12 +44,17 @@ impl Command {
         }
     }
 
-    /// How many channels one command of this kind may carry: shard channels must share a slot,
-    /// and those of different users do not.
-    pub(super) fn channels_per_command(self) -> usize {
+    /// The request's channels cut into commands: shard channels must share a slot, so a sharded
+    /// command carries one run of same-slot channels (the chat channels of one partition, which
+    /// the cluster subscription sends together); any other command carries them all.
+    pub(super) fn commands(self, channels: &[String]) -> Vec<&[String]> {
         match self {
-            Self::ShardSubscribe | Self::ShardUnsubscribe => 1,
-            Self::Subscribe | Self::Unsubscribe | Self::Ping => usize::MAX,
+            Self::ShardSubscribe | Self::ShardUnsubscribe => channels
+                .chunk_by(|a, b| {
+                    crate::redis::slot_of(a.as_bytes()) == crate::redis::slot_of(b.as_bytes())
+                })
+                .collect(),
+            Self::Subscribe | Self::Unsubscribe | Self::Ping => vec![channels],
         }
     }
 }

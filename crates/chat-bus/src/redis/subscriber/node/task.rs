@@ -107,7 +107,7 @@ impl Task {
                     let command = request.command;
                     let mut unconfirmed = VecDeque::new();
                     let mut written = Ok(());
-                    for channels in request.channels.chunks(command.channels_per_command()) {
+                    for channels in command.commands(&request.channels) {
                         let mut words = Vec::with_capacity(channels.len() + 1);
                         words.push(command.name());
                         words.extend(channels.iter().map(String::as_str));
@@ -167,10 +167,10 @@ impl Task {
                 };
                 match &kind[..] {
                     b"message" | b"smessage" => {
-                        if let (Some(BytesFrame::BulkString(payload)), Some(user)) =
-                            (parts.next(), self.keys.user_of_channel(&channel))
+                        if let (Some(BytesFrame::BulkString(payload)), Some(topic)) =
+                            (parts.next(), self.keys.topic_of_channel(&channel))
                         {
-                            let _ = self.messages.send(BusMessage::Payload { user, payload });
+                            let _ = self.messages.send(BusMessage::on(topic, payload));
                         }
                         Ok(())
                     }
