@@ -146,7 +146,7 @@ fn dispatch(gateway: &Gateway, last: &mut Option<LastEvent>, user: u64, payload:
             ..
         }) => {
             gateway.groups.remove(chat_id, user);
-            hub.registry().reconcile();
+            hub.registry().removed(user, chat_id);
         }
         Ok(BusEnvelope {
             published_at_ms,

@@ -56,6 +56,12 @@ enum Command {
         chat: ChatId,
         after_seq: u64,
     },
+    /// A notice on the user's channel: the user left a group. Applied in order with `Added`
+    /// (an addition still queued must not outlive a later removal).
+    Removed {
+        user: UserId,
+        chat: ChatId,
+    },
     /// A route was dropped: the chat's channel may no longer be wanted.
     Reconcile,
 }
@@ -100,6 +106,10 @@ impl RegistryHandle {
             chat,
             after_seq,
         });
+    }
+
+    pub fn removed(&self, user: UserId, chat: ChatId) {
+        let _ = self.commands.send(Command::Removed { user, chat });
     }
 
     pub fn reconcile(&self) {
@@ -208,7 +218,7 @@ impl Registry {
     async fn apply(&mut self, batch: Vec<Command>) {
         let mut wanted: HashMap<UserId, bool> = HashMap::new();
         let mut waiters = Vec::new();
-        let mut added = Vec::new();
+        let mut membership_notices = Vec::new();
         for command in batch {
             match command {
                 Command::Join { user, done } => {
@@ -228,7 +238,8 @@ impl Registry {
                     user,
                     chat,
                     after_seq,
-                } => added.push((user, chat, after_seq)),
+                } => membership_notices.push((user, chat, Some(after_seq))),
+                Command::Removed { user, chat } => membership_notices.push((user, chat, None)),
                 Command::Reconcile => {}
             }
         }
@@ -248,13 +259,19 @@ impl Registry {
         for &user in &leaves {
             self.routes.remove_user(user);
         }
-        // Notices that came after the groups were read, in the order they came.
-        let catch_ups: Vec<(UserId, ChatId, u64)> = added
-            .into_iter()
-            .filter(|&(user, chat, _)| {
-                self.present.contains(&user) && self.routes.add_pending(chat, user)
-            })
-            .collect();
+        // Notices on the users' channels, in the order they came, after the groups were read.
+        let mut catch_ups: Vec<(UserId, ChatId, u64)> = Vec::new();
+        for (user, chat, change) in membership_notices {
+            match change {
+                Some(after_seq) => {
+                    if self.present.contains(&user) && self.routes.add_pending(chat, user) {
+                        catch_ups.push((user, chat, after_seq));
+                    }
+                }
+                // A catch-up already listed finds its route gone and does nothing.
+                None => self.routes.remove(chat, user),
+            }
+        }
         self.reconcile_chats().await;
         // A socket waits for its user's and groups' channels only: the presence round trips
         // below are not on its way to auth_ok.
