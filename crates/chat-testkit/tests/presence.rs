@@ -1,5 +1,6 @@
 //! Presence across gateway nodes: first socket anywhere → online, last socket anywhere →
-//! offline, to contacts (both directions) and chat peers; a crashed node's users go offline.
+//! offline, to contacts (both directions) and private chat peers, not to fellow group members;
+//! a crashed node's users go offline.
 
 use std::time::{Duration, Instant};
 
@@ -148,6 +149,30 @@ async fn presence_goes_to_contacts_both_ways_and_not_to_strangers() {
     expect_presence(&mut w1, subject.id, "offline", WAIT).await;
     expect_presence(&mut w2, subject.id, "offline", WAIT).await;
     expect_no_presence(&mut w3, subject.id, Duration::from_millis(100)).await;
+}
+
+/// A group links its members for its events only: presence would make a group of n coming
+/// online cost n² events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_skips_members_of_a_shared_group_only() {
+    let stack = Stack::start(StackOptions::gateways(2)).await;
+    let api = stack.api();
+    let users = api.new_users("prg", 3).await;
+    let (subject, fellow, peer) = (&users[0], &users[1], &users[2]);
+    api.as_user(subject)
+        .group_chat("shared", &[fellow.id, peer.id])
+        .await;
+    api.as_user(subject).private_chat(peer.id).await;
+    let mut fellow_ws = WsClient::authed(&stack.gateway_ws_url(0), &fellow.token)
+        .await
+        .labeled("fellow");
+    let mut peer_ws = WsClient::authed(&stack.gateway_ws_url(1), &peer.token)
+        .await
+        .labeled("peer");
+
+    let _subject_ws = WsClient::authed(&stack.gateway_ws_url(1), &subject.token).await;
+    expect_presence(&mut peer_ws, subject.id, "online", WAIT).await;
+    expect_no_presence(&mut fellow_ws, subject.id, QUIET).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

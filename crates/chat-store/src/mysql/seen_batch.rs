@@ -89,7 +89,8 @@ async fn write_batches(pool: MySqlPool, mut waiting: mpsc::Receiver<QueuedChange
 }
 
 /// Stamps `users` with one `last_seen` and reads each one's audience: the users it has as
-/// contacts, those who have it, and its chats' other members.
+/// contacts, those who have it, and its private chats' peers. Not its groups' members: with
+/// them, a group of n coming online cost n² presence events.
 async fn store_batch(pool: &MySqlPool, users: &[Id]) -> Result<(Timestamp, HashMap<Id, Vec<Id>>)> {
     let mut distinct = users.to_vec();
     distinct.sort_unstable();
@@ -124,6 +125,7 @@ async fn store_batch(pool: &MySqlPool, users: &[Id]) -> Result<(Timestamp, HashM
         "SELECT contact_id, owner_id FROM contacts WHERE contact_id IN ({list}) \
          UNION SELECT owner_id, contact_id FROM contacts WHERE owner_id IN ({list}) \
          UNION SELECT me.user_id, peer.user_id FROM chat_members me \
+               JOIN chats c ON c.id = me.chat_id AND c.kind = 'private' \
                JOIN chat_members peer ON peer.chat_id = me.chat_id \
                WHERE me.user_id IN ({list}) AND peer.user_id <> me.user_id"
     );

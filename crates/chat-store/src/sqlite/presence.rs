@@ -30,12 +30,14 @@ impl SqliteBackend {
     }
 
     /// Everyone who should hear about `user_id` going online or offline: the users who have it
-    /// as a contact, its own contacts, and its chats' other members.
+    /// as a contact, its own contacts, and its private chats' peers (not its groups' members:
+    /// see `crate::mysql::seen_batch`).
     async fn presence_audience(&self, user_id: Id) -> Result<Vec<Id>> {
         let rows: Vec<(u64,)> = sqlx::query_as(
             "SELECT owner_id FROM contacts WHERE contact_id = ? \
              UNION SELECT contact_id FROM contacts WHERE owner_id = ? \
              UNION SELECT peer.user_id FROM chat_members me \
+                   JOIN chats c ON c.id = me.chat_id AND c.kind = 'private' \
                    JOIN chat_members peer ON peer.chat_id = me.chat_id \
                    WHERE me.user_id = ? AND peer.user_id <> ?",
         )
