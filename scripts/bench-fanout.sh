@@ -6,6 +6,9 @@
 # else), which bounds what a gateway can reach here. Small groups cost chat-api one write per nine
 # deliveries instead of one per receiver, so their sender keeps 256 requests in flight: with 4,
 # the gateways idle between messages and the figure measures their wake-ups, not their work.
+# chat-fanout also reads INFO on every Redis server before and after the sends: the PUBLISH and
+# SPUBLISH calls per message (a group's message should cost one per gateway holding members, not
+# one per member) and the Redis CPU per message.
 # Usage: scripts/bench-fanout.sh [receivers] [messages per chat] [members of a small chat]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +22,17 @@ for mode in standalone cluster; do
       unset REDIS_URL
       source scripts/bench-stack.sh
       bench_stack_start
+      # Every server, for the publish count and the Redis CPU (chat-fanout reads INFO).
+      if [ "$mode" = cluster ]; then
+        redis_nodes=$(for port in 7000 7001 7002 7003 7004 7005; do printf 'redis://127.0.0.1:%s,' "$port"; done)
+        redis_nodes=${redis_nodes%,}
+      else
+        redis_nodes=$REDIS_URL
+      fi
       "$bench_bin/chat-fanout" --api-url http://127.0.0.1:18180 \
         --ws ws://127.0.0.1:18181/ws,ws://127.0.0.1:18183/ws --receivers "${1:-200}" --messages "${2:-300}" \
-        --chat-size "$size" --concurrency "$([ "$size" = 0 ] && echo 4 || echo 256)" --gateway-pids "${bench_pids[1]},${bench_pids[2]}"
+        --chat-size "$size" --concurrency "$([ "$size" = 0 ] && echo 4 || echo 256)" --gateway-pids "${bench_pids[1]},${bench_pids[2]}" \
+        --redis "$redis_nodes"
     )
   done
 done

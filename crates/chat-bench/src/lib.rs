@@ -1,6 +1,9 @@
 //! Benchmarks that talk to a running system over its public contract only (REST + WebSocket),
 //! so they measure what a client sees. Shared helpers live here; each benchmark is a binary.
 
+mod redis_stats;
+pub use redis_stats::RedisStats;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chat_bench::{Api, connect, cpu_seconds, next_json, percentile, send_concurrently};
+use chat_bench::{Api, RedisStats, connect, cpu_seconds, next_json, percentile, send_concurrently};
 use clap::Parser;
 use serde_json::json;
 
@@ -40,6 +40,10 @@ struct Args {
     /// gateways spent between the first send and the last delivery).
     #[arg(long, value_delimiter = ',')]
     gateway_pids: Vec<u32>,
+    /// Redis servers (`redis://host:port`, comma-separated; every node of a cluster): prints the
+    /// PUBLISH/SPUBLISH calls and the Redis CPU per message sent.
+    #[arg(long, value_delimiter = ',')]
+    redis: Vec<String>,
     /// Milliseconds without a frame on any receiver before the sends start.
     #[arg(long, default_value_t = 1000)]
     quiet_ms: u64,
@@ -135,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
         settle_time.as_secs_f64()
     );
     let cpu_before = gateway_cpu()?;
+    let redis_before = RedisStats::read(&args.redis).await?;
     let started = Instant::now();
     send_concurrently(
         api.clone(),
@@ -155,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
         duplicates += repeated;
     }
     let cpu_used = gateway_cpu()? - cpu_before;
+    let redis_used = RedisStats::read(&args.redis).await?.since(redis_before);
     latencies.sort();
     let expected = args.messages * args.receivers;
     let elapsed = finished - started;
@@ -186,6 +192,18 @@ async fn main() -> anyhow::Result<()> {
             "gateway CPU: {cpu_used:.2} s over {} gateways = {:.0} deliveries per gateway CPU-second",
             args.gateway_pids.len(),
             latencies.len() as f64 / cpu_used.max(0.01)
+        );
+    }
+    if !args.redis.is_empty() {
+        // Presence and receipts publish too: what is left per message is an upper bound on
+        // the message's own publishes.
+        println!(
+            "redis: {} publishes = {:.2} per message sent; CPU {:.3} s = {:.1} us per message              ({} servers)",
+            redis_used.publishes,
+            redis_used.publishes as f64 / sends as f64,
+            redis_used.cpu_seconds,
+            redis_used.cpu_seconds * 1e6 / sends as f64,
+            args.redis.len()
         );
     }
     anyhow::ensure!(duplicates == 0, "{duplicates} deliveries arrived twice");
