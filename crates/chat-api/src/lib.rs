@@ -97,8 +97,10 @@ pub async fn serve(
         push: push::PushQueue::start(store.clone(), bus.clone(), config.push_stream_max_len),
         storage,
         chat_kinds: Default::default(),
+        announcer: announce::Announcer::new(),
     });
     tokio::spawn(migrate_until_done(store.clone(), state.migrated.clone()));
+    tokio::spawn(announce::sweep(state.clone(), shutdown.clone()));
 
     let web = routes::WebConfig {
         ws_url: config.web_ws_url.clone(),

@@ -49,6 +49,8 @@ pub struct Shared {
     pub storage: Option<Storage>,
     /// Which chats are groups (see `crate::fanout`).
     pub chat_kinds: crate::fanout::ChatKinds,
+    /// This replica's part in announcing what a dead or cut-off send left unpublished.
+    pub announcer: crate::announce::Announcer,
 }
 
 /// The abuse limits chat-api enforces.

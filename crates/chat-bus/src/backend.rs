@@ -20,14 +20,13 @@ use chat_proto::PushJob;
 use tokio::sync::mpsc;
 
 use crate::{
-    Bucket, BusMessage, ChatId, DeadLetter, Delivery, PushStats, Result, Topic, UnannouncedSend,
-    UserId, Verdict,
+    Bucket, BusMessage, ChatId, DeadLetter, Delivery, PushStats, Result, Topic, UserId, Verdict,
 };
 
 /// Everything a bus does; implemented by `redis::RedisBus` and `memory::MemoryBus`.
 #[async_trait]
 pub(crate) trait Backend:
-    PresenceBackend + LimitsBackend + JobsBackend + UnannouncedBackend + Send + Sync
+    PresenceBackend + LimitsBackend + JobsBackend + AnnounceBackend + Send + Sync
 {
     /// For logs: `standalone`, `cluster` or `memory`.
     fn name(&self) -> &'static str;
@@ -169,13 +168,22 @@ pub(crate) struct Reclaimed {
     pub(crate) deleted: usize,
 }
 
-/// The sends whose commit got no answer (see `unannounced.rs`).
+/// The announce watermarks, pending sends and replica heartbeats (see `announce.rs`).
 #[async_trait]
-pub(crate) trait UnannouncedBackend {
-    async fn record_unannounced(&self, chat_id: u64, send: &UnannouncedSend) -> Result<()>;
+pub(crate) trait AnnounceBackend {
+    async fn announced(&self, chat_id: u64) -> Result<Option<u64>>;
 
-    async fn unannounced(&self, chat_id: u64) -> Result<Vec<UnannouncedSend>>;
+    async fn advance_announced(&self, chat_id: u64, seq: u64) -> Result<()>;
 
-    /// `sends` is not empty.
-    async fn forget_unannounced(&self, chat_id: u64, sends: &[UnannouncedSend]) -> Result<()>;
+    async fn mark_pending(&self, replica: &str, chat_id: u64) -> Result<()>;
+
+    async fn clear_pending(&self, replica: &str, chat_id: u64) -> Result<()>;
+
+    async fn replica_heartbeat(&self, replica: &str, ttl: Duration) -> Result<()>;
+
+    async fn dead_replicas(&self) -> Result<Vec<String>>;
+
+    async fn pending_chats(&self, replica: &str) -> Result<Vec<u64>>;
+
+    async fn forget_replica(&self, replica: &str) -> Result<()>;
 }

@@ -1,7 +1,7 @@
 //! [`Bus`], the handle every service holds: a cheap clone of one backend. Each method checks
 //! what no backend needs to see (nothing to do, a disabled limit), records the bus metrics and
 //! hands the rest to the backend. The methods of each concern are in that concern's file
-//! (`presence.rs`, `limits.rs`, `jobs.rs`, `unannounced.rs`); here are pub/sub and revocation.
+//! (`presence.rs`, `limits.rs`, `jobs.rs`, `announce.rs`); here are pub/sub and revocation.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -104,9 +104,24 @@ impl Keys {
         format!("{}:push:tries:{job_id}", self.prefix)
     }
 
-    /// `P:chat:{7}:unannounced`: set of sends into chat 7 whose commit got no answer.
-    pub fn unannounced(&self, chat_id: u64) -> String {
-        format!("{}:chat:{{{chat_id}}}:unannounced", self.prefix)
+    /// `P:chat:{7}:announced`: the highest seq of chat 7 whose `new_message` was published.
+    pub fn announced(&self, chat_id: u64) -> String {
+        format!("{}:chat:{{{chat_id}}}:announced", self.prefix)
+    }
+
+    /// `P:api:{r}:pending`: hash of chat id → sends of api replica `r` not yet published.
+    pub fn replica_pending(&self, replica: &str) -> String {
+        format!("{}:api:{{{replica}}}:pending", self.prefix)
+    }
+
+    /// `P:api:{r}:alive`: present while api replica `r` heartbeats.
+    pub fn replica_alive(&self, replica: &str) -> String {
+        format!("{}:api:{{{replica}}}:alive", self.prefix)
+    }
+
+    /// `P:api:replicas`: set of the api replicas that announce.
+    pub fn replicas(&self) -> String {
+        format!("{}:api:replicas", self.prefix)
     }
 
     /// `P:revoked:<jti>`: present while a logged-out token would still be valid.

@@ -19,7 +19,7 @@
 //!
 //! Components:
 //! - `bus`: [`Bus`], the handle; pub/sub and revocation. The methods of the other concerns are
-//!   in `presence`, `limits`, `jobs` ([`PushConsumer`]) and `unannounced`, with their public
+//!   in `presence`, `limits`, `jobs` ([`PushConsumer`]) and `announce`, with their public
 //!   types; `subscriber` is a gateway's [`Subscriber`].
 //! - `backend`: the contract, one trait per concern.
 //! - `config`: [`RedisArgs`], [`BusConfig`], [`RedisMode`].
@@ -31,6 +31,7 @@
 //! carry the user id as a Redis Cluster hash tag so one user's keys share a slot. Group chats have
 //! channels of their own ([`Topic::Chat`]), tagged by a partition of the chat id (see `keys`).
 
+mod announce;
 mod backend;
 mod bus;
 mod config;
@@ -41,7 +42,6 @@ mod memory;
 mod presence;
 mod redis;
 mod subscriber;
-mod unannounced;
 
 pub use bus::Bus;
 pub use config::{BusConfig, RedisArgs, RedisMode};
@@ -49,7 +49,6 @@ pub use jobs::{DeadLetter, Delivery, PUSH_GROUP, PushConsumer, PushStats};
 pub use keys::{CHAT_PARTITIONS, Keys};
 pub use limits::{Bucket, Verdict};
 pub use subscriber::{BusMessage, Subscriber};
-pub use unannounced::UnannouncedSend;
 
 pub type UserId = u64;
 pub type ChatId = u64;

@@ -588,26 +588,38 @@ async fn concurrent_readers_share_the_jobs_without_duplicates() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn unannounced_sends_are_kept_per_chat_until_forgotten() -> TestResult {
+#[tokio::test(start_paused = true)]
+async fn announce_watermarks_rise_and_dead_replicas_keep_their_pending_chats() -> TestResult {
     let bus = Bus::memory("t");
-    let send = |sender_id, id: &str| chat_bus::UnannouncedSend {
-        sender_id,
-        client_msg_id: id.to_string(),
-    };
-    assert!(bus.unannounced(7).await?.is_empty());
-    bus.record_unannounced(7, &send(1, "a:1")).await?;
-    bus.record_unannounced(7, &send(1, "a:1")).await?;
-    bus.record_unannounced(7, &send(2, "b")).await?;
-    bus.record_unannounced(8, &send(1, "c")).await?;
+    assert_eq!(bus.announced(7).await?, None);
+    bus.advance_announced(7, 5).await?;
+    bus.advance_announced(7, 3).await?;
     assert_eq!(
-        bus.unannounced(7).await?,
-        [send(1, "a:1"), send(2, "b")],
-        "a set: recording twice keeps one"
+        bus.announced(7).await?,
+        Some(5),
+        "a watermark never goes back"
     );
-    bus.forget_unannounced(7, &[send(1, "a:1"), send(9, "never")])
-        .await?;
-    assert_eq!(bus.unannounced(7).await?, [send(2, "b")]);
-    assert_eq!(bus.unannounced(8).await?, [send(1, "c")], "chats apart");
+
+    bus.replica_heartbeat("a", Duration::from_secs(3)).await?;
+    bus.replica_heartbeat("b", Duration::from_secs(3)).await?;
+    for chat in [7, 7, 8] {
+        bus.mark_pending("a", chat).await?;
+    }
+    bus.clear_pending("a", 7).await?;
+    bus.clear_pending("a", 8).await?;
+    assert_eq!(
+        bus.pending_chats("a").await?,
+        [7],
+        "one send into 7 is still pending"
+    );
+    assert!(bus.dead_replicas().await?.is_empty());
+
+    tokio::time::advance(Duration::from_secs(2)).await;
+    bus.replica_heartbeat("b", Duration::from_secs(3)).await?;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(bus.dead_replicas().await?, ["a"], "b kept beating");
+    bus.forget_replica("a").await?;
+    assert!(bus.dead_replicas().await?.is_empty());
+    assert!(bus.pending_chats("a").await?.is_empty());
     Ok(())
 }

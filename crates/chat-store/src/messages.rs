@@ -225,6 +225,8 @@ pub(crate) trait MessageQueries {
         after_seq: Option<u64>,
         limit: u32,
     ) -> Result<MessagePage>;
+    async fn messages_after(&self, chat_id: Id, after_seq: u64, limit: u32)
+    -> Result<Vec<Message>>;
 }
 
 #[async_trait]
@@ -322,6 +324,26 @@ where
         .await?;
         Ok(MessagePage::from_rows(rows, limit, true))
     }
+
+    /// On the writer: what a send just committed must be there, whatever a reader lags.
+    async fn messages_after(
+        &self,
+        chat_id: Id,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let columns = message_columns::<D>("messages");
+        let rows: Vec<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {columns} FROM messages WHERE chat_id = ? AND seq > ? \
+             ORDER BY seq ASC LIMIT ?"
+        ))
+        .bind(key(chat_id))
+        .bind(bound(after_seq))
+        .bind(i64::from(limit))
+        .fetch_all(self.writer())
+        .await?;
+        Ok(MessagePage::from_rows(rows, limit, false).messages)
+    }
 }
 
 /// The message a sender stored under a client id: for `MessageQueries`, and for MySQL's send
@@ -405,6 +427,17 @@ impl Store {
         self.backend
             .message_by_client_id(chat_id, sender_id, client_msg_id)
             .await
+    }
+
+    /// Up to `limit` messages of the chat after `after_seq`, oldest first, for any member or
+    /// none: what chat-api publishes when it finds a chat's messages unannounced.
+    pub async fn messages_after(
+        &self,
+        chat_id: Id,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        self.backend.messages_after(chat_id, after_seq, limit).await
     }
 
     /// A page of history in ascending seq. With only `after_seq`, the page starts right after it;

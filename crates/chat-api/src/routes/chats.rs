@@ -42,6 +42,7 @@ pub async fn create(
                 .await
                 .map_err(user_not_found)?;
             let status = if created {
+                crate::announce::start_watermark(&state, chat.id).await;
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
@@ -67,6 +68,7 @@ pub async fn create(
                 )
                 .await
                 .map_err(user_not_found)?;
+            crate::announce::start_watermark(&state, chat.id).await;
             state.remember_kind(chat.id, true);
             // No gateway routes the new chat yet: each member's gateway hears of it on the
             // member's channel and subscribes (messages sent meanwhile are replayed to them).

@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chat_bus::UnannouncedSend;
 use chat_proto::{
     Attachment, Cursor, ErrorCode, Message, MessageBody, MessageKind, SendMessageRequest,
     ServerEvent,
@@ -48,14 +47,19 @@ pub async fn send(
         }
     };
     // The cluster-wide per-user bucket. Redis trouble lets the message through: the limit
-    // protects the service, it must not take it down.
-    match state
-        .bus
-        .take_message_token(caller.id, state.limits.messages)
-        .await
-    {
+    // protects the service, it must not take it down. The send's pending mark goes out beside
+    // it (one round trip), so that another replica announces the message should this one die
+    // between its commit and its publish (`crate::announce`).
+    let (verdict, ()) = tokio::join!(
+        state
+            .bus
+            .take_message_token(caller.id, state.limits.messages),
+        crate::announce::mark_pending(&state, chat_id)
+    );
+    match verdict {
         Ok(chat_bus::Verdict::Allowed) => {}
         Ok(chat_bus::Verdict::Limited { retry_after }) => {
+            crate::announce::clear_pending(&state, chat_id);
             metrics::counter!("chat_api_rate_limited_total", "limit" => "messages").increment(1);
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
@@ -133,11 +137,13 @@ async fn store_and_publish(
         })
         .await;
     if let Err(StoreError::CommitUnknown(_)) = &outcome {
-        let send = UnannouncedSend {
+        let send = crate::announce::KnownSend {
             sender_id: new.sender_id,
             client_msg_id: new.client_msg_id.clone(),
         };
-        crate::announce::record_unknown_commit(&state, new.chat_id, send).await;
+        crate::announce::record_unknown_commit(&state, new.chat_id, send);
+    } else {
+        crate::announce::clear_pending(&state, new.chat_id);
     }
     // Outside the chat's lock and off the answer's path: push jobs need no order among senders,
     // and the sender should not wait for the presence lookup.

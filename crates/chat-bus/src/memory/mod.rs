@@ -5,7 +5,7 @@
 //! Each submodule mirrors one module of `redis/` and the data structure Redis keeps for it:
 //! pub/sub channels of users and group chats ([`pubsub`]), the presence sorted sets ([`presence`]), the abuse-limit and
 //! revocation keys ([`limits`]), the push job stream with its consumer group ([`jobs`]) and the
-//! unannounced-send sets ([`unannounced`]).
+//! announce watermarks and replicas' pending sends ([`announce`]).
 //! Expiry follows Redis: a key stops existing once its deadline passes, whether or not anything
 //! swept it yet. Time is [`tokio::time::Instant`], so tests can pause and advance it.
 //!
@@ -13,11 +13,11 @@
 //! held for a few map operations and never across an `.await`; every state change that a Redis
 //! script or command makes atomically is made under one lock.
 
+mod announce;
 mod jobs;
 mod limits;
 mod presence;
 mod pubsub;
-mod unannounced;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -46,7 +46,7 @@ pub(crate) struct MemoryBus {
     limits: limits::Limits,
     /// Shared with the consumers' readers.
     jobs: Arc<jobs::Jobs>,
-    unannounced: unannounced::Unannounced,
+    announce: announce::Announce,
 }
 
 impl MemoryBus {
@@ -57,7 +57,7 @@ impl MemoryBus {
             presence: presence::Presence::default(),
             limits: limits::Limits::new(),
             jobs: Arc::new(jobs::Jobs::default()),
-            unannounced: unannounced::Unannounced::default(),
+            announce: announce::Announce::default(),
         }
     }
 }

@@ -12,11 +12,11 @@
 //! independent commands go out together through [`RedisBus::run_all`] (one pipeline on a single
 //! Redis, concurrent commands on a cluster), so the same code runs on both.
 
+pub(crate) mod announce;
 pub(crate) mod jobs;
 pub(crate) mod limits;
 pub(crate) mod presence;
 pub(crate) mod subscriber;
-pub(crate) mod unannounced;
 
 use std::sync::Arc;
 use std::time::Duration;

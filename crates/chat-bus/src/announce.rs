@@ -1,0 +1,59 @@
+//! What lets any chat-api replica announce a message that another one committed and never
+//! published (it died in between, or its COMMIT got no answer).
+//!
+//! - The chat's announce watermark: the highest seq whose `new_message` was published. A publisher
+//!   holding the chat's send lock compares it with the seq it is about to publish and publishes
+//!   the gap from the database first; it advances the watermark with its own publish.
+//! - Each api replica's pending sends: per chat, how many of its sends are between "about to be
+//!   stored" and "published". Marked before the send reaches the database, cleared after.
+//! - Each replica's heartbeat. A replica whose heartbeat lapsed is dead: another replica takes its
+//!   pending chats, fills each chat's gap under the chat's lock, and forgets it.
+//!
+//! chat-api's `announce` module holds the logic; here is only the shared state.
+
+use std::time::Duration;
+
+use crate::{Bus, Result};
+
+impl Bus {
+    /// The chat's announce watermark; `None` if never set or expired.
+    pub async fn announced(&self, chat_id: u64) -> Result<Option<u64>> {
+        self.backend.announced(chat_id).await
+    }
+
+    /// Raises the chat's announce watermark to `seq` (never lowers it).
+    pub async fn advance_announced(&self, chat_id: u64, seq: u64) -> Result<()> {
+        self.backend.advance_announced(chat_id, seq).await
+    }
+
+    /// Counts one send of `replica` into `chat_id` as pending.
+    pub async fn mark_pending(&self, replica: &str, chat_id: u64) -> Result<()> {
+        self.backend.mark_pending(replica, chat_id).await
+    }
+
+    /// Counts one send of `replica` into `chat_id` as done; the chat leaves the replica's pending
+    /// set when none is left.
+    pub async fn clear_pending(&self, replica: &str, chat_id: u64) -> Result<()> {
+        self.backend.clear_pending(replica, chat_id).await
+    }
+
+    /// Says `replica` is alive for `ttl`, and registers it.
+    pub async fn replica_heartbeat(&self, replica: &str, ttl: Duration) -> Result<()> {
+        self.backend.replica_heartbeat(replica, ttl).await
+    }
+
+    /// Registered replicas whose heartbeat lapsed.
+    pub async fn dead_replicas(&self) -> Result<Vec<String>> {
+        self.backend.dead_replicas().await
+    }
+
+    /// The chats in which `replica` has pending sends.
+    pub async fn pending_chats(&self, replica: &str) -> Result<Vec<u64>> {
+        self.backend.pending_chats(replica).await
+    }
+
+    /// Drops a dead replica's pending sends and its registration.
+    pub async fn forget_replica(&self, replica: &str) -> Result<()> {
+        self.backend.forget_replica(replica).await
+    }
+}
