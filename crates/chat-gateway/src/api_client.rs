@@ -1,11 +1,21 @@
 //! The gateway's client for chat-api: pooled keep-alive HTTP/1.1, the user's own token for the
 //! frames it forwards, and a short-lived service token for presence notices.
 //!
+//! Several chat-api replicas may be given (a comma-separated list): requests go round-robin, and
+//! one that finds its replica gone goes on to the next one. That is safe for every request when
+//! the connection was refused (nothing was sent), and, when the outcome is unknown (a connection
+//! reset mid-request, a 502 or 504 from a proxy), only for requests that mean the same done twice:
+//! sync pages, sends (chat-api finds a repeated send by its idempotency key, the client's
+//! `client_msg_id`) and read and delivered watermarks (which only move forward). A replica that
+//! refused a connection is tried last for `DOWN_FOR`.
+//!
 //! A plain hyper client rather than reqwest: every frame a client sends goes through here, and
 //! chat-api is a plain-HTTP neighbour, so redirects, proxies, URL parsing and TLS buy nothing
 //! (docs/performance.md has the profile and the measured difference).
 
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,6 +38,64 @@ use crate::metrics::GatewayMetrics;
 
 /// How long one exchange with chat-api may take, body included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a replica that refused a connection goes to the back of the line.
+const DOWN_FOR: Duration = Duration::from_secs(1);
+
+/// Whether a request may go to another replica after its outcome became unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    /// Only if nothing was sent (the connection was refused).
+    IfUnsent,
+    /// Also after an unknown outcome: the request means the same done twice.
+    Safe,
+}
+
+/// One chat-api replica.
+struct Upstream {
+    authority: Authority,
+    /// The base URL's path without its trailing slash ("" for most deployments).
+    base_path: String,
+    /// Until when it goes last, after it refused a connection.
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl Upstream {
+    fn parse(base: &str) -> anyhow::Result<Self> {
+        let uri: Uri = base
+            .parse()
+            .map_err(|e| anyhow::anyhow!("chat-api URL {base:?}: {e}"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            anyhow::bail!(
+                "chat-api URL {base:?} needs a scheme and a host, such as http://chat-api:8080"
+            );
+        };
+        if scheme != &Scheme::HTTP {
+            anyhow::bail!("chat-api URL {base:?}: the gateway speaks plain HTTP to chat-api");
+        }
+        if uri.query().is_some() {
+            anyhow::bail!("chat-api URL {base:?} must not carry a query");
+        }
+        Ok(Self {
+            authority: authority.clone(),
+            base_path: uri.path().trim_end_matches('/').to_string(),
+            down_until: Mutex::new(None),
+        })
+    }
+
+    fn is_down(&self, now: Instant) -> bool {
+        self.down_until
+            .lock()
+            .ok()
+            .and_then(|until| *until)
+            .is_some_and(|until| until > now)
+    }
+
+    fn mark_down(&self) {
+        if let Ok(mut until) = self.down_until.lock() {
+            *until = Some(Instant::now() + DOWN_FOR);
+        }
+    }
+}
 
 /// What chat-api answered to a forwarded frame.
 #[derive(Debug)]
@@ -40,9 +108,9 @@ pub enum ApiReply {
 /// would otherwise be copied per frame.
 pub struct ApiClient {
     http: Client<HttpConnector, Full<Bytes>>,
-    authority: Authority,
-    /// The base URL's path without its trailing slash ("" for most deployments).
-    base_path: String,
+    upstreams: Vec<Upstream>,
+    /// Round-robin position among `upstreams`.
+    next: AtomicUsize,
     credential: InternalCredential,
     node: String,
     metrics: GatewayMetrics,
@@ -78,29 +146,27 @@ enum ExchangeError {
     Body(#[from] hyper::Error),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("no chat-api replica to ask")]
+    NoReplica,
 }
 
 impl ApiClient {
-    /// `base` is chat-api's plain-HTTP base URL, such as `http://chat-api:8080`.
+    /// `base` is chat-api's plain-HTTP base URL, such as `http://chat-api:8080`, or several
+    /// separated by commas (one per replica).
     pub fn new(
         base: &str,
         credential: InternalCredential,
         node: String,
         metrics: GatewayMetrics,
     ) -> anyhow::Result<Arc<Self>> {
-        let uri: Uri = base
-            .parse()
-            .map_err(|e| anyhow::anyhow!("chat-api URL {base:?}: {e}"))?;
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            anyhow::bail!(
-                "chat-api URL {base:?} needs a scheme and a host, such as http://chat-api:8080"
-            );
-        };
-        if scheme != &Scheme::HTTP {
-            anyhow::bail!("chat-api URL {base:?}: the gateway speaks plain HTTP to chat-api");
-        }
-        if uri.query().is_some() {
-            anyhow::bail!("chat-api URL {base:?} must not carry a query");
+        let upstreams = base
+            .split(',')
+            .map(str::trim)
+            .filter(|one| !one.is_empty())
+            .map(Upstream::parse)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if upstreams.is_empty() {
+            anyhow::bail!("no chat-api URL given");
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -112,8 +178,8 @@ impl ApiClient {
             .build(connector);
         Ok(Arc::new(Self {
             http,
-            authority: authority.clone(),
-            base_path: uri.path().trim_end_matches('/').to_string(),
+            upstreams,
+            next: AtomicUsize::new(0),
             credential,
             node,
             metrics,
@@ -126,13 +192,15 @@ impl ApiClient {
         chat_id: u64,
         body: &SendMessageRequest,
     ) -> ApiReply {
-        self.forward(token, &format!("/v1/chats/{chat_id}/messages"), Some(body))
+        let path = format!("/v1/chats/{chat_id}/messages");
+        self.forward_with(Method::POST, token, &path, Some(body), Replay::Safe)
             .await
     }
 
     pub async fn mark_read(&self, token: &str, chat_id: u64, up_to_seq: u64) -> ApiReply {
         let body = serde_json::json!({ "up_to_seq": up_to_seq });
-        self.forward(token, &format!("/v1/chats/{chat_id}/read"), Some(&body))
+        let path = format!("/v1/chats/{chat_id}/read");
+        self.forward_with(Method::POST, token, &path, Some(&body), Replay::Safe)
             .await
     }
 
@@ -145,13 +213,13 @@ impl ApiClient {
         body: &EditMessageRequest,
     ) -> ApiReply {
         let path = format!("/v1/chats/{chat_id}/messages/{message_id}");
-        self.forward_with(Method::PATCH, token, &path, Some(body))
+        self.forward_with(Method::PATCH, token, &path, Some(body), Replay::IfUnsent)
             .await
     }
 
     pub async fn delete_message(&self, token: &str, chat_id: u64, message_id: u64) -> ApiReply {
         let path = format!("/v1/chats/{chat_id}/messages/{message_id}");
-        self.forward_with::<()>(Method::DELETE, token, &path, None)
+        self.forward_with::<()>(Method::DELETE, token, &path, None, Replay::IfUnsent)
             .await
     }
 
@@ -162,7 +230,7 @@ impl ApiClient {
         batch: &DeliveredBatch,
     ) -> Result<DeliveredResults, NoticeError> {
         let body = self
-            .post_internal("/internal/v1/delivered/batch", batch)
+            .post_internal("/internal/v1/delivered/batch", batch, Replay::Safe)
             .await?;
         let results: DeliveredResults = serde_json::from_slice(&body)
             .map_err(|e| NoticeError::Failed(format!("unreadable delivered results: {e}")))?;
@@ -177,7 +245,8 @@ impl ApiClient {
     }
 
     pub async fn typing(&self, token: &str, chat_id: u64) -> ApiReply {
-        self.forward::<()>(token, &format!("/v1/chats/{chat_id}/typing"), None)
+        let path = format!("/v1/chats/{chat_id}/typing");
+        self.forward_with::<()>(Method::POST, token, &path, None, Replay::IfUnsent)
             .await
     }
 
@@ -194,6 +263,7 @@ impl ApiClient {
                 &format!("/v1/sync?{query}"),
                 bearer(token),
                 None,
+                Replay::Safe,
             )
             .await;
         self.metrics
@@ -229,7 +299,7 @@ impl ApiClient {
         }
         let path = format!("/v1/chats/{chat_id}/messages?after_seq={after_seq}&limit=100");
         let (status, body) = self
-            .exchange(Method::GET, &path, bearer(token), None)
+            .exchange(Method::GET, &path, bearer(token), None, Replay::Safe)
             .await
             .map_err(|e| e.to_string())?;
         if !status.is_success() {
@@ -246,13 +316,9 @@ impl ApiClient {
             users: users.to_vec(),
         };
         let body = self
-            .post_internal("/internal/v1/memberships", &request)
+            .post_internal("/internal/v1/memberships", &request, Replay::Safe)
             .await?;
         serde_json::from_slice(&body).map_err(|e| NoticeError::Failed(e.to_string()))
-    }
-
-    async fn forward<B: Serialize>(&self, token: &str, path: &str, body: Option<&B>) -> ApiReply {
-        self.forward_with(Method::POST, token, path, body).await
     }
 
     async fn forward_with<B: Serialize>(
@@ -261,6 +327,7 @@ impl ApiClient {
         token: &str,
         path: &str,
         body: Option<&B>,
+        replay: Replay,
     ) -> ApiReply {
         let started = Instant::now();
         let body = match body.map(serde_json::to_vec).transpose() {
@@ -272,7 +339,9 @@ impl ApiClient {
                 };
             }
         };
-        let answer = self.exchange(method, path, bearer(token), body).await;
+        let answer = self
+            .exchange(method, path, bearer(token), body, replay)
+            .await;
         let reply = match answer {
             Ok((status, body)) => read_reply(status, &body),
             Err(e) => {
@@ -291,7 +360,7 @@ impl ApiClient {
 
     /// Tells chat-api that a user came online or went offline everywhere.
     pub async fn presence(&self, change: PresenceChange) -> Result<(), NoticeError> {
-        self.post_internal("/internal/v1/presence", &change)
+        self.post_internal("/internal/v1/presence", &change, Replay::IfUnsent)
             .await
             .map(drop)
     }
@@ -299,7 +368,7 @@ impl ApiClient {
     /// Several such changes in one request, in order (at most `PresenceBatch::MAX_CHANGES`).
     /// `NoticeError::Unsupported` from a chat-api older than the batch endpoint.
     pub async fn presence_batch(&self, batch: &PresenceBatch) -> Result<(), NoticeError> {
-        self.post_internal("/internal/v1/presence/batch", batch)
+        self.post_internal("/internal/v1/presence/batch", batch, Replay::IfUnsent)
             .await
             .map(drop)
     }
@@ -309,6 +378,7 @@ impl ApiClient {
         &self,
         path: &str,
         body: &B,
+        replay: Replay,
     ) -> Result<Bytes, NoticeError> {
         let failed = |e: &dyn std::fmt::Display| NoticeError::Failed(e.to_string());
         let credential = match &self.credential {
@@ -327,7 +397,13 @@ impl ApiClient {
         };
         let body = serde_json::to_vec(body).map_err(|e| failed(&e))?;
         let (status, answer) = self
-            .exchange_with(Method::POST, path, credential, Some(Bytes::from(body)))
+            .exchange_with(
+                Method::POST,
+                path,
+                credential,
+                Some(Bytes::from(body)),
+                replay,
+            )
             .await
             .map_err(|e| failed(&e))?;
         match status {
@@ -343,14 +419,63 @@ impl ApiClient {
         path: &str,
         authorization: HeaderValue,
         body: Option<Bytes>,
+        replay: Replay,
     ) -> Result<(StatusCode, Bytes), ExchangeError> {
-        self.exchange_with(method, path, (AUTHORIZATION, authorization), body)
+        self.exchange_with(method, path, (AUTHORIZATION, authorization), body, replay)
             .await
     }
 
-    /// One request and its whole answer, within `REQUEST_TIMEOUT`.
+    /// One request and its whole answer: from the next replica in turn (those that just
+    /// refused a connection last), then from the others while `replay` allows.
     async fn exchange_with(
         &self,
+        method: Method,
+        path: &str,
+        header: (hyper::header::HeaderName, HeaderValue),
+        body: Option<Bytes>,
+        replay: Replay,
+    ) -> Result<(StatusCode, Bytes), ExchangeError> {
+        let count = self.upstreams.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % count;
+        let now = Instant::now();
+        let mut order: Vec<&Upstream> = (0..count)
+            .map(|i| &self.upstreams[(first + i) % count])
+            .collect();
+        order.sort_by_key(|upstream| upstream.is_down(now));
+        let mut outcome = Err(ExchangeError::NoReplica);
+        for (tried, upstream) in order.into_iter().enumerate() {
+            if tried > 0 {
+                metrics::counter!("chat_gateway_api_failovers_total").increment(1);
+            }
+            outcome = self
+                .exchange_once(upstream, method.clone(), path, header.clone(), body.clone())
+                .await;
+            let next_may_answer = match &outcome {
+                Ok((status, _)) => {
+                    replay == Replay::Safe
+                        && matches!(
+                            *status,
+                            StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
+                        )
+                }
+                Err(ExchangeError::Transport(e)) if e.is_connect() => {
+                    upstream.mark_down();
+                    true
+                }
+                Err(ExchangeError::Transport(_) | ExchangeError::Body(_)) => replay == Replay::Safe,
+                Err(_) => false,
+            };
+            if !next_may_answer {
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// One request to one replica and its whole answer, within `REQUEST_TIMEOUT`.
+    async fn exchange_once(
+        &self,
+        upstream: &Upstream,
         method: Method,
         path: &str,
         (name, value): (hyper::header::HeaderName, HeaderValue),
@@ -358,8 +483,8 @@ impl ApiClient {
     ) -> Result<(StatusCode, Bytes), ExchangeError> {
         let uri = Uri::builder()
             .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{path}", self.base_path))
+            .authority(upstream.authority.clone())
+            .path_and_query(format!("{}{path}", upstream.base_path))
             .build()?;
         let mut request = Request::builder()
             .method(method)
@@ -574,6 +699,28 @@ pub(crate) mod tests {
             ApiReply::Failed { code, .. } => assert_eq!(code, ErrorCode::Unavailable),
             other => panic!("expected unavailable, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn requests_spread_over_replicas_and_skip_one_that_refuses_connections() {
+        let (live, mut served) = serve(|_| ("204 No Content".into(), String::new())).await;
+        let gone = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let gone_base = format!("http://{}", gone.local_addr().expect("addr"));
+        drop(gone);
+        let api = client(&format!("{gone_base}, {live}")).expect("client");
+        // Even a typing notice, which is never sent twice, goes on when a connection is refused.
+        for _ in 0..4 {
+            let reply = api.typing("t", 7).await;
+            assert!(matches!(reply, ApiReply::Done(None)), "{reply:?}");
+        }
+        for _ in 0..4 {
+            let request = served
+                .recv()
+                .await
+                .expect("a request reached the live replica");
+            assert!(request.starts_with("POST /v1/chats/7/typing"), "{request}");
+        }
+        assert!(client(" , ").is_err(), "an empty list is refused");
     }
 
     #[tokio::test]

@@ -25,7 +25,8 @@ pub struct Config {
     #[command(flatten)]
     pub secret: SecretArgs,
 
-    /// Base URL of chat-api, where send/read/typing frames are forwarded.
+    /// Base URL of chat-api, where send/read/typing frames are forwarded; several replicas as a
+    /// comma-separated list (requests are spread over them and fail over).
     #[arg(long, env = "CHAT_API_URL", default_value = "http://127.0.0.1:8080")]
     pub api_url: String,
 

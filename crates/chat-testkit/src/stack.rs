@@ -25,6 +25,8 @@ const PORT_ATTEMPTS: usize = 3;
 pub struct StackOptions {
     /// Number of gateway processes (node ids `gw1`, `gw2`, ...).
     pub gateways: usize,
+    /// Number of chat-api replicas (at least one); the gateways get all of their URLs.
+    pub apis: usize,
     /// `CHAT_PRESENCE_TTL_MS` for the gateways (their default is 30000).
     pub presence_ttl_ms: Option<u64>,
     /// `CHAT_AUTH_TIMEOUT_MS` for the gateways (their default is 5000).
@@ -52,6 +54,7 @@ impl Default for StackOptions {
     fn default() -> Self {
         StackOptions {
             gateways: 1,
+            apis: 1,
             presence_ttl_ms: None,
             auth_timeout_ms: None,
             api_env: Vec::new(),
@@ -80,8 +83,11 @@ impl StackOptions {
 /// and drops the database; the process logs are kept (and their tails printed) when the test
 /// panicked.
 pub struct Stack {
-    api: Proc,
-    api_addr: SocketAddr,
+    /// The chat-api replicas; in embedded mode, the one process.
+    apis: Vec<Proc>,
+    api_addrs: Vec<SocketAddr>,
+    /// How the api replicas are started (`None` in embedded mode), for restarts.
+    api_spec: Option<Spec>,
     gateways: Vec<Proc>,
     gateway_addrs: Vec<SocketAddr>,
     prefix: String,
@@ -104,7 +110,7 @@ pub struct Stack {
 impl std::fmt::Debug for Stack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stack")
-            .field("api", &self.api_addr)
+            .field("apis", &self.api_addrs)
             .field("gateways", &self.gateway_addrs)
             .field("prefix", &self.prefix)
             .field("db", &self.db.as_ref().map(TestDb::name))
@@ -146,6 +152,7 @@ fn random_hex(bytes: usize) -> String {
 }
 
 /// One process to start: its name, binary and environment (without `CHAT_LISTEN`).
+#[derive(Clone)]
 struct Spec {
     name: String,
     binary: PathBuf,
@@ -155,10 +162,22 @@ struct Spec {
 impl Spec {
     fn spawn(&self, log_dir: &Path) -> anyhow::Result<(Proc, SocketAddr)> {
         let addr = free_addr()?;
+        Ok((self.spawn_at(addr, log_dir)?, addr))
+    }
+
+    fn spawn_at(&self, addr: SocketAddr, log_dir: &Path) -> anyhow::Result<Proc> {
         let mut env = self.env.clone();
         env.push(("CHAT_LISTEN".into(), addr.to_string()));
-        let proc = Proc::spawn(&self.name, &self.binary, &env, log_dir)?;
-        Ok((proc, addr))
+        Proc::spawn(&self.name, &self.binary, &env, log_dir)
+    }
+
+    /// Replica `n` (0-based) of this spec: the first keeps the name, the others get `-2`, `-3`...
+    fn replica(&self, n: usize) -> Spec {
+        let mut spec = self.clone();
+        if n > 0 {
+            spec.name = format!("{}-{}", self.name, n + 1);
+        }
+        spec
     }
 }
 
@@ -325,12 +344,19 @@ impl Stack {
             binary: api_bin,
             env: api_env,
         };
-        let (api, api_addr) = start_ready(&api_spec, &log_dir).await?;
+        let mut apis = Vec::new();
+        let mut api_addrs = Vec::new();
+        for n in 0..options.apis.max(1) {
+            let (api, api_addr) = start_ready(&api_spec.replica(n), &log_dir).await?;
+            apis.push(api);
+            api_addrs.push(api_addr);
+        }
+        let api_urls: Vec<String> = api_addrs.iter().map(|a| format!("http://{a}")).collect();
 
         let specs: Vec<Spec> = (1..=options.gateways)
             .map(|n| {
                 let mut env = common.clone();
-                env.push(("CHAT_API_URL".into(), format!("http://{api_addr}")));
+                env.push(("CHAT_API_URL".into(), api_urls.join(",")));
                 env.push(("CHAT_NODE_ID".into(), format!("gw{n}")));
                 if let Some(ttl) = options.presence_ttl_ms {
                     env.push(("CHAT_PRESENCE_TTL_MS".into(), ttl.to_string()));
@@ -365,8 +391,9 @@ impl Stack {
             worker_addrs.push(addr);
         }
         Ok(Stack {
-            api,
-            api_addr,
+            apis,
+            api_addrs,
+            api_spec: Some(api_spec),
             gateways,
             gateway_addrs,
             prefix,
@@ -446,8 +473,9 @@ impl Stack {
             match ready {
                 Ok(()) => {
                     return Ok(Stack {
-                        api: proc,
-                        api_addr,
+                        apis: vec![proc],
+                        api_addrs: vec![api_addr],
+                        api_spec: None,
                         gateways: Vec::new(),
                         gateway_addrs,
                         prefix,
@@ -534,9 +562,65 @@ impl Stack {
             .unwrap_or_default()
     }
 
-    /// `http://127.0.0.1:PORT` of chat-api.
+    /// `http://127.0.0.1:PORT` of chat-api (the first replica).
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        self.api_url_of(0)
+    }
+
+    /// `http://127.0.0.1:PORT` of every chat-api replica.
+    pub fn api_urls(&self) -> Vec<String> {
+        (0..self.api_addrs.len())
+            .map(|i| self.api_url_of(i))
+            .collect()
+    }
+
+    /// Number of chat-api replicas started.
+    pub fn api_count(&self) -> usize {
+        self.api_addrs.len()
+    }
+
+    /// `http://127.0.0.1:PORT` of chat-api replica `i` (0-based).
+    pub fn api_url_of(&self, i: usize) -> String {
+        let addr = self.api_addrs.get(i).unwrap_or_else(|| {
+            panic!(
+                "api {i} does not exist (stack has {})",
+                self.api_addrs.len()
+            )
+        });
+        format!("http://{addr}")
+    }
+
+    fn api_mut(&mut self, i: usize) -> &mut Proc {
+        assert!(!self.is_embedded(), "embedded mode has no api replicas");
+        let n = self.apis.len();
+        self.apis
+            .get_mut(i)
+            .unwrap_or_else(|| panic!("api {i} does not exist (stack has {n})"))
+    }
+
+    /// SIGKILLs chat-api replica `i` (a crash: no cleanup on its side).
+    pub fn kill_api(&mut self, i: usize) {
+        self.api_mut(i).kill();
+    }
+
+    /// Starts chat-api replica `i` again on its address (after [`Stack::kill_api`]) and waits
+    /// until it is ready.
+    pub async fn restart_api(&mut self, i: usize) -> anyhow::Result<()> {
+        let spec = self
+            .api_spec
+            .as_ref()
+            .context("embedded mode has no api replicas")?
+            .replica(i);
+        // A log of its own: the killed process's log stays as it was.
+        let spec = Spec {
+            name: format!("{}-restarted", spec.name),
+            ..spec
+        };
+        let addr = self.api_addrs[i];
+        let mut proc = spec.spawn_at(addr, &self.log_dir)?;
+        wait_ready(&mut proc, addr).await?;
+        *self.api_mut(i) = proc;
+        Ok(())
     }
 
     /// An HTTP client for chat-api without a token.
@@ -597,12 +681,13 @@ impl Stack {
 
     /// SIGTERMs chat-api and waits for it to exit (panics if it does not within 10 s).
     pub async fn terminate_api(&mut self) -> ExitStatus {
-        terminate(&mut self.api).await
+        // In embedded mode, the one process.
+        terminate(&mut self.apis[0]).await
     }
 
     /// Panics (with the log tail) if a process of the stack is no longer running.
     pub fn assert_running(&mut self) {
-        for proc in std::iter::once(&mut self.api)
+        for proc in (self.apis.iter_mut())
             .chain(self.gateways.iter_mut())
             .chain(self.workers.iter_mut().filter(|w| !w.known_exited()))
         {
@@ -695,7 +780,7 @@ impl Stack {
 
     /// The last `lines` lines of every process's log, for failure messages.
     pub fn log_tails(&self, lines: usize) -> String {
-        std::iter::once(&self.api)
+        (self.apis.iter())
             .chain(self.gateways.iter())
             .chain(self.workers.iter())
             .map(|p| {
@@ -746,7 +831,9 @@ impl Drop for Stack {
         for proc in self.gateways.iter_mut().chain(self.workers.iter_mut()) {
             proc.kill();
         }
-        self.api.kill();
+        for api in &mut self.apis {
+            api.kill();
+        }
         let Some(redis) = self.redis.clone() else {
             self.remove_logs(panicking);
             return;
