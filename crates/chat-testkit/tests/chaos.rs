@@ -1,11 +1,14 @@
-//! The chaos suite: real processes (chat-api, 3 gateways, MariaDB through a cuttable proxy, a
-//! private redis-server) and simulated clients that reconnect with backoff and resume from
+//! The chaos suite: real processes (two chat-api replicas, 3 gateways, MariaDB through a cuttable
+//! proxy, a private redis-server) and simulated clients that reconnect with backoff and resume from
 //! their cursor, while the suite in turn
 //!
 //! 1. SIGKILLs a gateway (and starts it again),
 //! 2. kills Redis and starts it again (empty: nothing is persisted),
 //! 3. cuts chat-api's MySQL connections for 10 s,
-//! 4. SIGTERMs a gateway (graceful drain, close 1012; started again).
+//! 4. SIGTERMs a gateway (graceful drain, close 1012; started again),
+//! 5. SIGKILLs a chat-api replica under traffic (and starts it again): the gateways fail over to
+//!    the other replica, REST senders retry, and what the dead replica committed without
+//!    publishing is announced by the other one.
 //!
 //! Traffic runs before, during and after every fault: new messages, and edits and deletions of a
 //! share of them. At the end, once nothing moves for 5 s, every client resumes once more; then
@@ -29,11 +32,12 @@ use chat_testkit::chaos::{
 };
 use chat_testkit::{ApiClient, Stack, StackOptions, TestUser, id_of};
 
-const FAULTS: [&str; 4] = [
+const FAULTS: [&str; 5] = [
     "kill9_gateway",
     "redis_restart",
     "mysql_cut_10s",
     "sigterm_gateway",
+    "kill9_api",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,6 +62,7 @@ async fn chaos_suite() {
     let gateway_env = vec![("CHAT_DRAIN_SECS".to_string(), "2".to_string())];
     let mut stack = Stack::start(StackOptions {
         gateways: 3,
+        apis: 2,
         proxy_mysql: true,
         redis: Some(redis.target()),
         gateway_env: gateway_env.clone(),
@@ -66,8 +71,8 @@ async fn chaos_suite() {
     .await;
     let mut pool = GatewayPool::new(&stack, &redis.target(), &gateway_env);
     log(&format!(
-        "stack up: api {} gateways {:?} redis {} logs {}",
-        stack.api_url(),
+        "stack up: apis {:?} gateways {:?} redis {} logs {}",
+        stack.api_urls(),
         pool.urls(),
         redis.url(),
         stack.log_dir().display()
@@ -112,27 +117,40 @@ async fn chaos_suite() {
         log(&format!("phase {fault}: traffic before the fault"));
         run_for(&shared, config.before, &log).await;
         let started = Instant::now();
-        match k {
-            0 => {
+        match *fault {
+            "kill9_gateway" => {
                 log("fault: SIGKILL gateway gw1");
                 stack.kill_gateway(0);
                 run_for(&shared, Duration::from_secs(3), &log).await;
                 let url = pool.restart(0).await.expect("restart gw1");
                 log(&format!("gw1 restarted at {url}"));
             }
-            1 => {
+            "redis_restart" => {
                 log("fault: SIGKILL redis-server");
                 redis.kill();
                 run_for(&shared, Duration::from_secs(2), &log).await;
                 redis.restart().await.expect("restart redis-server");
                 log("redis-server restarted (empty)");
             }
-            2 => {
+            "mysql_cut_10s" => {
                 log("fault: chat-api's MySQL connections cut for 10 s");
                 stack.mysql_proxy().set_down(true);
                 run_for(&shared, Duration::from_secs(10), &log).await;
                 stack.mysql_proxy().set_down(false);
                 log("MySQL reachable again");
+            }
+            "kill9_api" => {
+                log("fault: SIGKILL chat-api replica 1 (of 2)");
+                stack.kill_api(0);
+                run_for(&shared, Duration::from_secs(3), &log).await;
+                stack
+                    .restart_api(0)
+                    .await
+                    .expect("restart chat-api replica 1");
+                log(&format!(
+                    "chat-api replica 1 restarted at {}",
+                    stack.api_url()
+                ));
             }
             _ => {
                 log("fault: SIGTERM gateway gw2 (drain 2 s)");

@@ -52,7 +52,7 @@ impl GatewayPool {
             ("CHAT_LOG_FORMAT".to_string(), "text".to_string()),
             ("RUST_LOG".to_string(), rust_log),
             ("RUST_BACKTRACE".to_string(), "1".to_string()),
-            ("CHAT_API_URL".to_string(), stack.api_url()),
+            ("CHAT_API_URL".to_string(), stack.api_urls().join(",")),
         ];
         env.extend(gateway_env.iter().cloned());
         GatewayPool {
