@@ -502,7 +502,12 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
         api = (api_storm, "storm");
     }
     let (amin, amax) = hpa(api.0, p.zones);
-    let api_rss = au.base_rss_mib.value + if messages > 0.0 { au.sending_rss_mib.value } else { 0.0 };
+    let api_rss = au.base_rss_mib.value
+        + if messages > 0.0 {
+            au.sending_rss_mib.value
+        } else {
+            0.0
+        };
     let api_tier = Tier {
         cores: api_cores,
         replicas: api.0,
