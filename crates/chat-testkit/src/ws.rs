@@ -372,6 +372,22 @@ impl WsClient {
         }
     }
 
+    /// The next `new_message` event's `(seq, client_msg_id)` within `within`, skipping other
+    /// events; `None` when none came in time.
+    pub async fn next_new_message(&mut self, within: Duration) -> Option<(u64, String)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let frame = self
+                .recv_json_opt(deadline.saturating_duration_since(Instant::now()))
+                .await?;
+            if frame["type"] == json!("new_message") {
+                let message = &frame["message"];
+                let client_msg_id = message["client_msg_id"].as_str().unwrap_or_default();
+                return Some((crate::id_of(message, "seq"), client_msg_id.to_string()));
+            }
+        }
+    }
+
     /// The next frame as JSON; panics on timeout, end of connection or a bad frame.
     pub async fn recv_json(&mut self, timeout: Duration) -> Value {
         match self.recv_json_opt(timeout).await {

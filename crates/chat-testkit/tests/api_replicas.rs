@@ -6,21 +6,6 @@ use std::time::{Duration, Instant};
 
 use chat_testkit::{CommitTrap, Stack, StackOptions, WsClient, id_of, json};
 
-/// The next `new_message` event's `(seq, client_msg_id)`, skipping other events.
-async fn next_message(ws: &mut WsClient, within: Duration) -> Option<(u64, String)> {
-    let deadline = Instant::now() + within;
-    loop {
-        let frame = ws
-            .recv_json_opt(deadline.saturating_duration_since(Instant::now()))
-            .await?;
-        if frame["type"] == json!("new_message") {
-            let message = &frame["message"];
-            let client_msg_id = message["client_msg_id"].as_str().unwrap_or_default();
-            return Some((id_of(message, "seq"), client_msg_id.to_string()));
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_whose_replica_died_before_publishing_is_announced_by_the_other() {
     let mut stack = Stack::start(StackOptions {
@@ -39,7 +24,7 @@ async fn a_message_whose_replica_died_before_publishing_is_announced_by_the_othe
     let sent = first.as_user(&alice).send_text(chat, "a1", "a1").await;
     assert_eq!(id_of(&sent, "seq"), 1);
     assert_eq!(
-        next_message(&mut bob_ws, Duration::from_secs(10)).await,
+        bob_ws.next_new_message(Duration::from_secs(10)).await,
         Some((1, "a1".into()))
     );
 
@@ -58,7 +43,7 @@ async fn a_message_whose_replica_died_before_publishing_is_announced_by_the_othe
     let killed = Instant::now();
 
     assert_eq!(
-        next_message(&mut bob_ws, Duration::from_secs(10)).await,
+        bob_ws.next_new_message(Duration::from_secs(10)).await,
         Some((2, "a2".into())),
         "the surviving replica announces the dead one's message"
     );
@@ -77,7 +62,7 @@ async fn a_message_whose_replica_died_before_publishing_is_announced_by_the_othe
     assert_eq!(status, 200);
     second.as_user(&alice).send_text(chat, "a3", "a3").await;
     assert_eq!(
-        next_message(&mut bob_ws, Duration::from_secs(10)).await,
+        bob_ws.next_new_message(Duration::from_secs(10)).await,
         Some((3, "a3".into())),
         "no second copy of a2"
     );
@@ -121,7 +106,7 @@ async fn gateways_keep_forwarding_while_one_replica_is_down() {
     }
     let mut received = Vec::new();
     while received.len() < expected.len() {
-        match next_message(&mut bob_ws, Duration::from_secs(10)).await {
+        match bob_ws.next_new_message(Duration::from_secs(10)).await {
             Some((_, client_msg_id)) => received.push(client_msg_id),
             None => break,
         }

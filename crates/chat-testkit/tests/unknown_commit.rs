@@ -4,7 +4,7 @@
 //! database answers. Offline recipients get its push then, once. A proxy in front of MySQL
 //! breaks the connection at a chosen COMMIT.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat_testkit::{
     CommitTrap, PushReceiver, QUIET, Stack, StackOptions, WsClient, assert_status, id_of, json,
@@ -20,25 +20,10 @@ async fn stack() -> Stack {
     .await
 }
 
-/// The next `new_message` event's `(seq, client_msg_id)`, skipping other events.
-async fn next_message(ws: &mut WsClient, within: Duration) -> Option<(u64, String)> {
-    let deadline = Instant::now() + within;
-    loop {
-        let frame = ws
-            .recv_json_opt(deadline.saturating_duration_since(Instant::now()))
-            .await?;
-        if frame["type"] == json!("new_message") {
-            let message = &frame["message"];
-            let client_msg_id = message["client_msg_id"].as_str().unwrap_or_default();
-            return Some((id_of(message, "seq"), client_msg_id.to_string()));
-        }
-    }
-}
-
 /// Every `new_message` until none comes for 3 s.
 async fn messages_until_quiet(ws: &mut WsClient) -> Vec<(u64, String)> {
     let mut seen = Vec::new();
-    while let Some(message) = next_message(ws, Duration::from_secs(3)).await {
+    while let Some(message) = ws.next_new_message(Duration::from_secs(3)).await {
         seen.push(message);
     }
     seen
@@ -72,10 +57,7 @@ async fn a_stored_message_whose_commit_answer_was_lost_is_announced_once() {
     let mut bob_ws = WsClient::authed(&stack.gateway_ws_url(0), &bob.token).await;
 
     assert_eq!(post_text(&as_alice, chat, "m1").await, 201);
-    assert_eq!(
-        next_message(&mut bob_ws, LIVE).await,
-        Some((1, "m1".into()))
-    );
+    assert_eq!(bob_ws.next_new_message(LIVE).await, Some((1, "m1".into())));
 
     stack.mysql_proxy().arm_commit_trap(CommitTrap::LoseReply);
     assert_eq!(
@@ -89,7 +71,7 @@ async fn a_stored_message_whose_commit_answer_was_lost_is_announced_once() {
     );
     // Nobody retries and nobody else sends: chat-api announces it on its own.
     assert_eq!(
-        next_message(&mut bob_ws, LIVE).await,
+        bob_ws.next_new_message(LIVE).await,
         Some((2, "m2".into())),
         "the stored message reaches the connected recipient"
     );
@@ -98,7 +80,7 @@ async fn a_stored_message_whose_commit_answer_was_lost_is_announced_once() {
     assert_eq!(post_text(&as_alice, chat, "m2").await, 200);
     assert_eq!(post_text(&as_alice, chat, "m3").await, 201);
     assert_eq!(
-        next_message(&mut bob_ws, LIVE).await,
+        bob_ws.next_new_message(LIVE).await,
         Some((3, "m3".into())),
         "no second copy of m2 before m3"
     );
