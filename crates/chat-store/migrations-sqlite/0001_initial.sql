@@ -1,4 +1,4 @@
--- SQLite twin of migrations/0001_initial.sql (the embedded single-process mode, issue 8): the same
+-- SQLite twin of migrations/0001_initial.sql (the embedded single-process mode): the same
 -- tables, columns, keys and indexes. Types map as BIGINT -> INTEGER, VARCHAR/TEXT -> TEXT,
 -- VARBINARY -> BLOB (compared byte by byte, like VARBINARY), TINYINT(1) -> INTEGER 0/1 and
 -- DATETIME(3) -> TEXT 'YYYY-MM-DD HH:MM:SS.mmm' in UTC (the store always writes three fraction

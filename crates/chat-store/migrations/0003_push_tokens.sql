@@ -1,4 +1,4 @@
--- Device push tokens (issue 9): what chat-api reads when it queues a push notification for a
+-- Device push tokens: what chat-api reads when it queues a push notification for a
 -- recipient with no open socket. A token belongs to one user at a time: registering it for
 -- another user (a shared device that changed accounts) moves it.
 CREATE TABLE push_tokens (

@@ -1,4 +1,4 @@
--- Uploaded files (issue 9). The bytes live in object storage under object_key; the row holds
+-- Uploaded files. The bytes live in object storage under object_key; the row holds
 -- what clients see. A message references one by messages.attachment_id; the index serves the
 -- "is this attachment in a chat I am a member of" check of downloads.
 CREATE TABLE attachments (

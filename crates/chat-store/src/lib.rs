@@ -19,6 +19,8 @@
 //! - `mysql` and `sqlite`: one folder per backend, with what each does its own way (connecting,
 //!   migrations, sending, presence).
 //! - `error`: [`StoreError`], split by what the caller should tell its client.
+//! - `revisions`: migrations reworded in comments after they shipped, so that databases migrated
+//!   with the old text still start.
 //! - `padded`: `IN` lists padded to a few lengths, so that statements stay cached.
 //!
 //! Every function takes the acting user where access matters and answers `NotFound` for chats the
@@ -35,6 +37,7 @@ mod mysql;
 mod padded;
 mod push;
 mod receipts;
+mod revisions;
 mod sqlite;
 mod sync;
 mod users;

@@ -25,7 +25,7 @@ use crate::messages::{Announce, NewMessage, SendOutcome};
 use crate::users::Seen;
 use crate::{Result, StoreError};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// An idle connection is pinged before it is handed out only past this: sqlx pings every one by
 /// default, one round trip more on every query, and a send batch is a handful of round trips in a
@@ -59,6 +59,33 @@ pub(crate) struct MySqlBackend {
 }
 
 impl MySqlBackend {
+    /// Records the current checksum of each migration revised in comments only
+    /// (`crate::revisions`) where the shipped one is recorded.
+    async fn move_revised_checksums(&self) -> Result<()> {
+        let migrated: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if migrated == 0 {
+            return Ok(());
+        }
+        for (version, shipped, current) in
+            crate::revisions::checksum_moves(&MIGRATOR, crate::revisions::MYSQL)
+        {
+            sqlx::query(
+                "UPDATE _sqlx_migrations SET checksum = ? WHERE version = ? AND checksum = ?",
+            )
+            .bind(current)
+            .bind(version)
+            .bind(shipped)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
         let options: MySqlConnectOptions = url.parse().map_err(StoreError::from)?;
         let pool = MySqlPoolOptions::new()
@@ -89,6 +116,7 @@ impl Backend for MySqlBackend {
     }
 
     async fn migrate(&self) -> Result<()> {
+        self.move_revised_checksums().await?;
         MIGRATOR
             .run(&self.pool)
             .await

@@ -41,7 +41,7 @@ use crate::messages::{Announce, NewMessage, SendOutcome};
 use crate::users::Seen;
 use crate::{Result, StoreError};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-sqlite");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-sqlite");
 
 /// How many per-chat send locks there are; chats share them by `chat_id % SEND_LOCKS`. Sharing
 /// only makes two chats' publishes wait for each other now and then, and keeps the memory fixed.
@@ -69,6 +69,32 @@ pub(crate) struct SqliteBackend {
 }
 
 impl SqliteBackend {
+    /// Records the current checksum of each migration revised in comments only
+    /// (`crate::revisions`) where the shipped one is recorded.
+    async fn move_revised_checksums(&self) -> Result<()> {
+        let migrated: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&self.writer)
+        .await?;
+        if migrated == 0 {
+            return Ok(());
+        }
+        for (version, shipped, current) in
+            crate::revisions::checksum_moves(&MIGRATOR, crate::revisions::SQLITE)
+        {
+            sqlx::query(
+                "UPDATE _sqlx_migrations SET checksum = ? WHERE version = ? AND checksum = ?",
+            )
+            .bind(current)
+            .bind(version)
+            .bind(shipped)
+            .execute(&self.writer)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Opens the pools lazily; creates the database file's directory now (SQLite creates the file
     /// but not its directory).
     pub(crate) fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
@@ -120,6 +146,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn migrate(&self) -> Result<()> {
+        self.move_revised_checksums().await?;
         MIGRATOR
             .run(&self.writer)
             .await

@@ -1,0 +1,136 @@
+//! A database migrated with a migration's text as it first shipped still starts after that text
+//! was reworded in comments (`revisions` in the crate), and one migrated with any other text
+//! still fails, as sqlx intends.
+
+mod common;
+
+use chat_store::{Store, StoreError};
+use common::{Cleanup, TestStore};
+use sqlx::Connection;
+
+/// The SHA-384 recorded for SQLite migration 1 and MySQL migration 3 before their header
+/// comments were reworded (the same values as `src/revisions.rs`, written out again here so that
+/// a change there is a visible change here).
+const SQLITE_1_SHIPPED: &str = "55bc986acc6be70595fe7dcf4a50e7b2652f7baa43baa1b53491ffaab89f051b07ffb43ab00fd5c3a61c9adfef794b07";
+const MYSQL_3_SHIPPED: &str = "65e1ad4f8d01d7b7a962c39670736ce4b8d09ff3901c6c6a3213dabe8d9a0b30550ec60535851162d74832f92da6e3c8";
+
+fn bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[tokio::test]
+async fn sqlite_migrated_with_the_shipped_text_starts_and_a_foreign_text_does_not() {
+    let db = TestStore::sqlite().await;
+    let Cleanup::Dir(dir) = &db.cleanup else {
+        unreachable!("a sqlite store")
+    };
+    let path = dir.join("data").join("chat.db");
+    let url = format!("sqlite://{}", path.display());
+    db.store.close().await;
+
+    // Sets the recorded checksum of migration 1 (when given) and reads it back.
+    let checksum = |set: Option<Vec<u8>>| {
+        let url = url.clone();
+        async move {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
+            if let Some(set) = set {
+                sqlx::query("UPDATE _sqlx_migrations SET checksum = ? WHERE version = 1")
+                    .bind(set)
+                    .execute(&mut conn)
+                    .await
+                    .expect("set the recorded checksum");
+            }
+            let current: Vec<u8> =
+                sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations WHERE version = 1")
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("read it back");
+            conn.close().await.expect("close");
+            current
+        }
+    };
+
+    let current = checksum(None).await;
+    assert_ne!(current, bytes(SQLITE_1_SHIPPED), "the file was reworded");
+    checksum(Some(bytes(SQLITE_1_SHIPPED))).await;
+    let reopened = Store::connect_lazy(&url, 2).expect("url");
+    reopened
+        .migrate()
+        .await
+        .expect("a database migrated with the shipped text starts");
+    reopened.close().await;
+    assert_eq!(
+        checksum(None).await,
+        current,
+        "the record moved to the current text"
+    );
+
+    // Some other text than the shipped one: sqlx's refusal stands.
+    checksum(Some(vec![7; 48])).await;
+    let reopened = Store::connect_lazy(&url, 2).expect("url");
+    let refused = reopened.migrate().await;
+    assert!(
+        matches!(refused, Err(StoreError::Migration(_))),
+        "a foreign checksum is refused: {refused:?}"
+    );
+    reopened.close().await;
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn mysql_migrated_with_the_shipped_text_starts_and_a_foreign_text_does_not() {
+    let db = TestStore::mysql().await;
+    let Cleanup::MySql { admin_url, name } = &db.cleanup else {
+        unreachable!("a mysql store")
+    };
+    let url = format!("{admin_url}/{name}");
+    // Sets the recorded checksum of migration 3 (when given) and reads it back.
+    let checksum = |set: Option<Vec<u8>>| {
+        let url = url.clone();
+        async move {
+            let mut conn = sqlx::MySqlConnection::connect(&url).await.expect("connect");
+            if let Some(set) = set {
+                sqlx::query("UPDATE _sqlx_migrations SET checksum = ? WHERE version = 3")
+                    .bind(set)
+                    .execute(&mut conn)
+                    .await
+                    .expect("set the recorded checksum");
+            }
+            let current: Vec<u8> =
+                sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations WHERE version = 3")
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("read it back");
+            conn.close().await.expect("close");
+            current
+        }
+    };
+
+    let current = checksum(None).await;
+    assert_ne!(current, bytes(MYSQL_3_SHIPPED), "the file was reworded");
+    checksum(Some(bytes(MYSQL_3_SHIPPED))).await;
+    let again = Store::connect_lazy(&url, 2).expect("url");
+    again
+        .migrate()
+        .await
+        .expect("a database migrated with the shipped text starts");
+    again.close().await;
+    assert_eq!(
+        checksum(None).await,
+        current,
+        "the record moved to the current text"
+    );
+
+    checksum(Some(vec![7; 48])).await;
+    let again = Store::connect_lazy(&url, 2).expect("url");
+    let refused = again.migrate().await;
+    assert!(
+        matches!(refused, Err(StoreError::Migration(_))),
+        "a foreign checksum is refused: {refused:?}"
+    );
+    again.close().await;
+    db.finish().await;
+}
