@@ -162,7 +162,7 @@ if [ "$driver" = k6 ]; then
 else
   # chat-load reads the NAME=VALUE knobs from the environment (exported above).
   driver_cmd=("$bin/chat-load" "${script%.js}" --vus "$vus" --users-file "$absdir/raw/users.json"
-    --ws-urls "$WS_URLS" --results-dir "$absdir" ${gateway_pids:+--gateway-pids "$gateway_pids"})
+    --ws-urls "$WS_URLS" --api-url "$API_URL" --results-dir "$absdir" ${gateway_pids:+--gateway-pids "$gateway_pids"})
   driver_version="chat-load: $("$bin/chat-load" --version 2>/dev/null) ($bin)"
 fi
 {

@@ -88,6 +88,11 @@ pub struct Args {
     #[arg(long, env = "GATEWAY_PIDS", value_delimiter = ',')]
     pub gateway_pids: Vec<u32>,
 
+    /// chat-api's base URL (storm: its `/metrics` is read at the kill and after the reconnects,
+    /// to count the sync requests the storm cost; none: not counted).
+    #[arg(long, env = "API_URL")]
+    pub api_url: Option<String>,
+
     /// Where summary.json, summary.txt, report.json and raw/metrics.json go (none: stdout only).
     #[arg(long, env = "RESULTS_DIR")]
     pub results_dir: Option<PathBuf>,

@@ -15,11 +15,14 @@ use crate::args::{Args, KillSignal, Scenario};
 use crate::ctx::load_users;
 use crate::metrics::{Tick, cpu_seconds, name, rss_kib};
 use crate::plan::{self, Timing};
+use crate::probe;
 use crate::report::{self, RunFacts};
 use crate::ws::Target;
 
 /// How long the workers get to read the users file and get ready before time zero.
 const READY_MS: u64 = 2000;
+/// storm: how long after the last dropped client's jitter the services' counters are read again.
+const STORM_PROBE_GRACE_S: f64 = 8.0;
 
 pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let timing = Timing::resolve(&args)?;
@@ -145,6 +148,13 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     }
     .map(|s| t0 + Duration::from_secs_f64(s.max(0.0)));
     let mut killed: Option<String> = None;
+    // storm: the services' counters at the kill, read again once every dropped client has had
+    // its jitter and a few seconds to resume (before the final replays, which sync too).
+    let probe_at = kill_at.map(|k| {
+        let after = k + Duration::from_secs_f64(args.reconnect_jitter_s + STORM_PROBE_GRACE_S);
+        after.min(t0 + Duration::from_secs_f64(timing.end))
+    });
+    let mut counters_at_kill: Option<probe::Counters> = None;
     let mut facts = RunFacts {
         workers,
         gateway_rss_before_kib: rss_before,
@@ -162,7 +172,15 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     while done.iter().any(|d| !d) {
         let now = Instant::now();
         if kill_at.is_some_and(|k| k <= now) && killed.is_none() {
+            counters_at_kill = Some(probe::read(args.api_url.as_deref(), &args.ws_urls));
             killed = Some(kill_gateway(&args));
+        }
+        if probe_at.is_some_and(|p| p <= now)
+            && facts.storm_counters.is_none()
+            && let Some(before) = &counters_at_kill
+        {
+            let after = probe::read(args.api_url.as_deref(), &args.ws_urls);
+            facts.storm_counters = Some(after.since(before));
         }
         let wait = next_second
             .saturating_duration_since(now)

@@ -13,7 +13,8 @@
 //! - [`worker`]: a worker process (one thread) running its share, reporting a [`metrics::Tick`]
 //!   every second on stdout;
 //! - [`coordinator`]: starts the workers, aggregates ([`aggregate`]), prints progress, kills the
-//!   storm's gateway, and writes the k6-compatible results ([`report`]).
+//!   storm's gateway, and writes the k6-compatible results ([`report`]);
+//! - [`probe`]: the services' own counters around the storm (sync requests, replays by source).
 
 pub mod aggregate;
 pub mod args;
@@ -23,6 +24,7 @@ pub mod ctx;
 pub mod frames;
 pub mod metrics;
 pub mod plan;
+pub mod probe;
 pub mod report;
 pub mod scenario;
 pub mod worker;

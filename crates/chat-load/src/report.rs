@@ -40,6 +40,8 @@ pub struct RunFacts {
     pub gateway_rss_at_peak_kib: Option<u64>,
     pub gateway_sockets_at_peak: u64,
     pub killed_gateway: Option<String>,
+    /// storm: the services' counters from the kill to the end of the reconnects.
+    pub storm_counters: Option<crate::probe::Counters>,
 }
 
 pub struct Report {
@@ -297,6 +299,10 @@ pub fn build(args: &Args, timing: &Timing, agg: &Aggregate, facts: &RunFacts) ->
         "ws_errors": agg.count(name::ERRORS),
         "closed_unexpected": agg.count(name::CLOSED_UNEXPECTED),
         "killed_gateway": facts.killed_gateway,
+        "storm_sync_requests": facts.storm_counters.as_ref().map(|c| c.sync_requests),
+        "storm_replays_by_source": facts.storm_counters.as_ref().map(|c| {
+            c.replays.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>()
+        }),
         "gateway_rss_per_socket_bytes": rss_per_socket(facts),
         "driver_cpu_s": facts.driver_cpu_s,
         "driver_cpu_ms_per_session": per_session,
@@ -343,6 +349,25 @@ pub fn build(args: &Args, timing: &Timing, agg: &Aggregate, facts: &RunFacts) ->
             "  {:<24} {}",
             "delivery, stayed, live",
             describe(&t)
+        ));
+    }
+    if let Some(c) = &facts.storm_counters {
+        let dropped = agg.count(name::DROPPED);
+        let replays: Vec<String> = c.replays.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        lines.push(format!(
+            "  {:<24} {} chat-api sync requests ({:.2} per dropped socket); gateway replays: {}",
+            "storm resumes",
+            c.sync_requests,
+            if dropped > 0.0 {
+                c.sync_requests / dropped
+            } else {
+                0.0
+            },
+            if replays.is_empty() {
+                "not counted".to_string()
+            } else {
+                replays.join(", ")
+            },
         ));
     }
     for (n, t, v) in agg.tagged() {

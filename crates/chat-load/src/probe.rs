@@ -1,0 +1,142 @@
+//! The services' own counters around a storm: how many sync requests chat-api served and where
+//! the gateways took their replays from (`chat_gateway_replays_total{source}`) between a gateway's
+//! kill and the end of the reconnects, read from their `/metrics` pages with `curl` (as the kill
+//! itself is a `kill` command: the coordinator is a plain thread, and one read at each end does not
+//! need an HTTP client in the driver).
+
+use std::process::Command;
+
+/// The counters read from every service at one moment.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Counters {
+    /// chat-api: `GET /v1/sync` requests served, any status.
+    pub sync_requests: f64,
+    /// The gateways' replays by source (`log`, `api`), in first-seen order.
+    pub replays: Vec<(String, f64)>,
+}
+
+impl Counters {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        let replays = self
+            .replays
+            .iter()
+            .map(|(source, n)| {
+                let before = earlier
+                    .replays
+                    .iter()
+                    .find(|(s, _)| s == source)
+                    .map_or(0.0, |(_, b)| *b);
+                (source.clone(), (n - before).max(0.0))
+            })
+            .collect();
+        Counters {
+            sync_requests: (self.sync_requests - earlier.sync_requests).max(0.0),
+            replays,
+        }
+    }
+}
+
+/// Reads chat-api's page (when `api_url` is set) and every reachable gateway's.
+pub fn read(api_url: Option<&str>, ws_urls: &[String]) -> Counters {
+    let mut counters = Counters::default();
+    if let Some(page) = api_url.and_then(|u| page(&format!("{}/metrics", u.trim_end_matches('/'))))
+    {
+        counters.sync_requests = sum(
+            &page,
+            "chat_api_http_requests_total",
+            &[("route", "/v1/sync")],
+        );
+    }
+    for ws in ws_urls {
+        let Some(page) = page(&metrics_url(ws)) else {
+            continue; // the killed one
+        };
+        for (source, n) in by_label(&page, "chat_gateway_replays_total", "source") {
+            match counters.replays.iter_mut().find(|(s, _)| *s == source) {
+                Some((_, total)) => *total += n,
+                None => counters.replays.push((source, n)),
+            }
+        }
+    }
+    counters
+}
+
+/// A gateway's metrics page from its WebSocket URL (`ws://host:port/ws` → `http://host:port/metrics`).
+pub fn metrics_url(ws_url: &str) -> String {
+    let rest = ws_url
+        .strip_prefix("ws://")
+        .or_else(|| ws_url.strip_prefix("wss://"))
+        .unwrap_or(ws_url);
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("http://{host}/metrics")
+}
+
+fn page(url: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-fs", "--max-time", "2", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The sum of a counter's series whose labels include every `(name, value)` in `labels`.
+pub fn sum(page: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    series(page, metric)
+        .filter(|(l, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// A counter's totals by the value of one label.
+pub fn by_label(page: &str, metric: &str, label: &str) -> Vec<(String, f64)> {
+    let mut totals: Vec<(String, f64)> = Vec::new();
+    for (labels, v) in series(page, metric) {
+        let Some((_, key)) = labels.iter().find(|(k, _)| k == label) else {
+            continue;
+        };
+        match totals.iter_mut().find(|(k, _)| k == key) {
+            Some((_, t)) => *t += v,
+            None => totals.push((key.clone(), v)),
+        }
+    }
+    totals
+}
+
+/// The samples of one metric in Prometheus text: each series' labels and value.
+fn series<'a>(
+    page: &'a str,
+    metric: &'a str,
+) -> impl Iterator<Item = (Vec<(String, String)>, f64)> + 'a {
+    page.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(metric)?;
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(inner) => {
+                let (labels, value) = inner.rsplit_once('}')?;
+                (parse_labels(labels), value)
+            }
+            None if rest.starts_with(' ') => (Vec::new(), rest),
+            None => return None, // another metric with this one's name as a prefix
+        };
+        let value = value.split_whitespace().next()?.parse().ok()?;
+        Some((labels, value))
+    })
+}
+
+fn parse_labels(text: &str) -> Vec<(String, String)> {
+    text.split("\",")
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
