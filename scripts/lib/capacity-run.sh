@@ -4,8 +4,12 @@
 #   - a private redis-server and a private mariadbd, each on a free port with its data in a
 #     temporary directory (CAPACITY_PRIVATE=0: the shared servers on :6379 and :3306), so that
 #     the Redis and MariaDB CPU sampled is this run's alone and not other engineers' tests';
-#     the private MariaDB has the shared one's settings that matter here (utf8mb4, a 128 MiB
-#     buffer pool, durable commits: innodb_flush_log_at_trx_commit=1);
+#     the private MariaDB has utf8mb4 and durable commits (innodb_flush_log_at_trx_commit=1) like
+#     the shared one, and the memory a database serving this load would be given: a 1 GiB
+#     buffer pool and a 512 MiB redo log (CAPACITY_DB_BUFFER_POOL, CAPACITY_DB_REDO_LOG). With
+#     the shared one's 128 MiB pool, a 100,000-socket run sending one message a socket a minute
+#     stalled its database after about six minutes, 570,000 messages in: more rows and index
+#     pages than that pool holds (docs/performance.md, 100,000 sockets);
 #   - the stack on ports of its own (LT_API_PORT 18380, gateways from 18381) unless set.
 #
 #   capacity_run SCENARIO VUS [NAME=VALUE ...]   sets CAPACITY_DIR to the results folder
@@ -31,7 +35,9 @@ capacity_private_start() {
   mariadbd --no-defaults --datadir="$d/mysql" --port="$mport" --bind-address=127.0.0.1 \
     --socket="$d/mysql.sock" --pid-file="$d/mysql.pid" --log-error="$d/mysql.err" \
     --user="$(id -un)" --skip-name-resolve --character-set-server=utf8mb4 \
-    --collation-server=utf8mb4_general_ci --innodb-buffer-pool-size=128M \
+    --collation-server=utf8mb4_general_ci \
+    --innodb-buffer-pool-size="${CAPACITY_DB_BUFFER_POOL:-1G}" \
+    --innodb-log-file-size="${CAPACITY_DB_REDO_LOG:-512M}" \
     --innodb-flush-log-at-trx-commit=1 --max-connections=500 &
   capacity_private_pids+=($!)
   local i
