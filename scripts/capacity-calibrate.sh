@@ -24,16 +24,8 @@ if [ "${LT_NO_BUILD:-0}" != 1 ]; then
   cargo build --release -q -p chat-api -p chat-gateway -p chat-provision -p chat-load -p chat-bench >&2
 fi
 source scripts/lib/capacity-run.sh
-floor() {
-  local out f
-  out=$("$bin/chat-write-floor" --sockets 999)
-  echo "$out" >&2
-  f=$(sed -n 's/.*(\([0-9.]*\) µs each.*/\1/p' <<<"$out" | tail -1)
-  [ -n "$f" ] || { echo "capacity-calibrate: no figure from chat-write-floor" >&2; exit 2; }
-  echo "$f"
-}
 # The floor before and after the runs: the VM's speed may change while they run.
-floor_before=$(floor)
+floor_before=$(capacity_floor) || exit 2
 {
   capacity_run connect "$size" RAMP1_S=20 HOLD1_S=10 RAMP2_S=10 HOLD2_S=40
   connect_a=$CAPACITY_DIR
@@ -46,6 +38,6 @@ floor_before=$(floor)
   capacity_run chat "$size" RAMP_S=10 HOLD_S=60 SEND_EVERY_S=20 GROUP_SIZE=10 GROUP_SEND_EVERY_S=10
   groups=$CAPACITY_DIR
 } >&2
-floor_after=$(floor)
+floor_after=$(capacity_floor) || exit 2
 python3 loadtest/lib/capacity.py solve "$connect_a" "$connect_b" "$pairs_a" "$pairs_b" "$groups" \
   "$floor_before" "$floor_after" "$(date -u +%Y-%m-%d)"

@@ -13,6 +13,11 @@
 # after the prediction. Exit status: 0 when every compared figure is within 25%, 1 otherwise, 2
 # on a usage error or a failed run. The prediction is saved in the results folder
 # (prediction.json, prediction.txt) beside the run's own files.
+#
+# The unit costs are CPU time of the calibration's VM, whose speed drifts by up to 2x within a
+# day: the socket-write floor is measured before and after the run, and the predicted CPU is
+# scaled by the run's floor (their mean) over the calibration's (floor_write_us in the table)
+# before it is compared; the unscaled error is printed beside it. FLOOR_SCALE=0 compares unscaled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +34,7 @@ done
 
 bin=$(scripts/lib/target-dir.sh)/release
 if [ "${LT_NO_BUILD:-0}" != 1 ]; then
-  cargo build --release -q -p chat-capacity -p chat-api -p chat-gateway -p chat-provision -p chat-load
+  cargo build --release -q -p chat-capacity -p chat-api -p chat-gateway -p chat-provision -p chat-load -p chat-bench
 fi
 [ -x "$bin/chat-capacity" ] || { echo "no $bin/chat-capacity: build it or unset LT_NO_BUILD" >&2; exit 2; }
 
@@ -41,9 +46,17 @@ echo "== predicted: $scenario, $vus sockets over ${GATEWAYS:-2} gateways (units:
 [ "${PREDICT_ONLY:-0}" = 1 ] && exit 0
 
 source scripts/lib/capacity-run.sh
+floor_before=$(capacity_floor) || exit 2
 LT_NO_BUILD=1 capacity_run "$scenario" "$vus" "$@" || exit 2
+floor_after=$(capacity_floor) || exit 2
 cp "$pred" "$CAPACITY_DIR/prediction.json"
 mv "$pred.txt" "$CAPACITY_DIR/prediction.txt"
+printf 'write_floor_before_us %s\nwrite_floor_after_us %s\n' "$floor_before" "$floor_after" >"$CAPACITY_DIR/floors.txt"
+calibration_floor=$(sed -n 's/^floor_write_us *= *\([0-9.]*\).*/\1/p' "${CAPACITY_UNITS:-docs/capacity-units.toml}")
+scale=()
+if [ "${FLOOR_SCALE:-1}" = 1 ]; then
+  scale=(--floor-us "$(python3 -c "print(($floor_before + $floor_after) / 2)")" --calibration-floor-us "$calibration_floor")
+fi
 echo
 echo "== predicted vs measured"
-python3 loadtest/lib/capacity.py compare "$CAPACITY_DIR/prediction.json" "$CAPACITY_DIR" | tee "$CAPACITY_DIR/capacity-check.txt"
+python3 loadtest/lib/capacity.py compare "$CAPACITY_DIR/prediction.json" "$CAPACITY_DIR" "${scale[@]}" | tee "$CAPACITY_DIR/capacity-check.txt"

@@ -5,7 +5,10 @@ usage: capacity.py measure DIR                       what a run did and what eac
        capacity.py solve CONNECT_A CONNECT_B PAIRS_A PAIRS_B GROUPS FLOOR_BEFORE_US FLOOR_AFTER_US DATE
                                                      unit costs from five calibration runs, as the
                                                      TOML of docs/capacity-units.toml (stdout)
-       capacity.py compare PREDICTION.json DIR        predicted vs measured per process, % error;
+       capacity.py compare PREDICTION.json DIR [--floor-us F --calibration-floor-us C]
+                                                     predicted vs measured per process, % error,
+                                                     the predicted CPU scaled by F / C (the write
+                                                     floors of the run and of the calibration);
                                                      exit 1 when a compared figure is off by > 25%
 
 A run's counts: sessions (report.json sessions_authenticated), messages (msgs_acked), deliveries
@@ -17,6 +20,7 @@ RSS is the peak before the final replays (chat), whose burst is reported apart.
 """
 import csv
 import json
+import math
 import os
 import re
 import sys
@@ -102,6 +106,27 @@ def measure(d):
     }
 
 
+# Below this many sockets a gateway the idle cost is taken at this many (chat-capacity units.rs).
+MIN_DENSITY = 100.0
+
+
+def weighted_socket_s(d, n_ref, alpha):
+    """The gateways' socket-seconds, each weighted by the idle cost's fall with its density:
+    sum over gateways of the integral of s(t) * (max(s(t), MIN_DENSITY) / n_ref) ** -alpha, from
+    each gateway's open fds above its first sample (as measure() counts socket-seconds)."""
+    rows = rows_of(d)
+    total_w = 0.0
+    for c in rows[0]:
+        if not re.fullmatch(r"gw\d+_fds", c):
+            continue
+        s = series(rows, c)
+        base = s[0][1]
+        w = lambda n: 0.0 if n <= 0 else n * (max(n, MIN_DENSITY) / n_ref) ** -alpha
+        for (ta, a), (tb, b) in zip(s, s[1:]):
+            total_w += (w(a - base) + w(b - base)) / 2 * (tb - ta)
+    return total_w
+
+
 def hold_rate(rows, name, t_from, t_to):
     used, span = cpu_used(rows, name, t_from, t_to)
     return used / span if span > 0 else 0.0
@@ -148,25 +173,44 @@ def nnls(rows, ys):
     return [0.0] * len(rows[0])
 
 
+def last_hold(d, m):
+    """The last hold of a connect run: (from, to) in resources.csv's clock, its edges left out."""
+    rows = rows_of(d)
+    k = m["knobs"]
+    r1, h1, r2, h2 = (float(k.get(x, dflt)) for x, dflt in (("RAMP1_S", 60), ("HOLD1_S", 60), ("RAMP2_S", 30), ("HOLD2_S", 60)))
+    t0 = float(rows[0]["t"])
+    return rows, (t0 + r1 + h1 + r2 + 6, t0 + r1 + h1 + r2 + h2 - 2)
+
+
+def idle_share(m, name, u):
+    """What a run's idle sockets cost `name` (CPU-s): density-weighted for the gateways."""
+    if name == "gw":
+        return u["gw.socket"] * weighted_socket_s(m["dir"], u["gw.density_ref"], u["gw.density_exp"])
+    return u.get(f"{name}.socket", 0.0) * m["counts"]["socket_seconds"]
+
+
 def solve(dirs):
     ca, cb, pa, pb, g = (measure(d) for d in dirs)
-    rows_b = rows_of(dirs[1])
-    kb = cb["knobs"]
-    r1, h1, r2, h2 = (float(kb.get(x, dflt)) for x, dflt in (("RAMP1_S", 60), ("HOLD1_S", 60), ("RAMP2_S", 30), ("HOLD2_S", 60)))
-    t0 = float(rows_b[0]["t"])
-    hold = (t0 + r1 + h1 + r2 + 6, t0 + r1 + h1 + r2 + h2 - 2)
     ngw = len(gw_names(cb))
     u = {}
     # Idle: the last hold's rate over its sockets (gateways, Redis: pings and presence refresh).
+    rows_b, hold = last_hold(dirs[1], cb)
     for name in ("gw", "redis"):
         names = gw_names(cb) if name == "gw" else [name]
         u[f"{name}.socket"] = sum(hold_rate(rows_b, n, *hold) for n in names) / cb["vus"]
+    # A gateway's idle cost a socket falls as it holds more (the pings share wake-ups): the two
+    # connect runs' last holds, at a third of the sockets and at all of them, give the exponent
+    # of cost ~ sockets^-exponent.
+    rows_a, hold_a = last_hold(dirs[0], ca)
+    idle_a = sum(hold_rate(rows_a, n, *hold_a) for n in gw_names(ca)) / ca["vus"]
+    n_a, n_b = ca["vus"] / ngw, cb["vus"] / ngw
+    exp = math.log(idle_a / u["gw.socket"]) / math.log(n_b / n_a) if idle_a > 0 and u["gw.socket"] > 0 and n_b > n_a else 0.0
+    u["gw.density_exp"], u["gw.density_ref"] = min(max(exp, 0.0), 0.9), n_b
     # Sessions: two connect runs, the same ramps, different sizes: per session and per second
     # of arrivals (for the gateways, the tier's total; per process below).
     for name in ("gw", "api", "mariadb", "redis"):
-        idle = u.get(f"{name}.socket", 0.0)
         eq = [(m["counts"]["sessions"], m["counts"]["arrival_s"]) for m in (ca, cb)]
-        ys = [total(m, name) - idle * m["counts"]["socket_seconds"] for m in (ca, cb)]
+        ys = [total(m, name) - idle_share(m, name, u) for m in (ca, cb)]
         u[f"{name}.session"], u[f"{name}.arrivals"] = nnls(eq, ys)
     # Final replays: each chat run's CPU after its sending window, less its idle share.
     for name in ("api", "mariadb"):
@@ -181,12 +225,13 @@ def solve(dirs):
         for m in (pa, pb, g):
             k = m["counts"]
             left = total(m, name) - u[f"{name}.session"] * k["sessions"] - u[f"{name}.arrivals"] * k["arrival_s"] \
-                - u.get(f"{name}.socket", 0.0) * k["socket_seconds"] - u.get(f"{name}.resume", 0.0) * k["resumes"]
+                - idle_share(m, name, u) - u.get(f"{name}.resume", 0.0) * k["resumes"]
             eq.append((k["messages"], k["deliveries"], k["sending_s"]))
             ys.append(left)
         u[f"{name}.message"], u[f"{name}.delivery"], u[f"{name}.sending"] = nnls(eq, ys)
     for key in list(u):
-        u[key] *= 1e6
+        if key not in ("gw.density_exp", "gw.density_ref"):
+            u[key] *= 1e6
     u["gw.arrivals"] /= ngw
     u["gw.sending"] /= ngw
     # Memory: a gateway's RSS against its sockets (the two connect runs: slope and intercept),
@@ -238,6 +283,7 @@ def cmd_solve(argv):
     chat_unsaturated = f"{cmds[2]} and {cmds[4]}: the mean of the two (loadtest/lib/capacity.py solve)"
     floor = f"write {float(floor_before):.2f} µs before the runs, {float(floor_after):.2f} µs after (chat-write-floor --sockets 999)"
     nofloor = "none: memory does not depend on the VM's speed"
+    nofloor_density = "none: a count of the run"
     size = int(measure(dirs[0])["vus"])
     out = ["# Unit costs of the capacity model (docs/capacity.md). Written by scripts/capacity-calibrate.sh",
            f"# {size} from five chat-load runs and the socket-write floor before and after them; edit by hand",
@@ -256,6 +302,8 @@ def cmd_solve(argv):
         ("gateway", "arrivals_us_per_s", u["gw.arrivals"], "µs CPU per second", "gateway: " + arrivals, conn, floor),
         ("gateway", "sending_us_per_s", u["gw.sending"], "µs CPU per second", "gateway: " + sending, chat, floor),
         ("gateway", "socket_us_per_s", u["gw.socket"], "µs CPU per socket-second", "gateway: an idle authenticated socket (pings, presence refresh), the last hold's rate", cmds[1], floor),
+        ("gateway", "socket_density_ref", u["gw.density_ref"], "sockets a gateway", "gateway: the sockets each gateway held when socket_us_per_s was measured", cmds[1], nofloor_density),
+        ("gateway", "socket_density_exponent", u["gw.density_exp"], "exponent", "gateway: idle CPU a socket ~ (sockets a gateway)^-exponent, from the two connect runs' last holds (a third of the sockets, and all)", conn, floor),
         ("gateway", "send_us", u["gw.message"], "µs CPU per message sent", "gateway: a send frame read, forwarded to chat-api, acked", chat, floor),
         ("gateway", "delivery_us", u["gw.delivery"], "µs CPU per delivery", "gateway: one Redis message read and one event written to a socket", chat, floor),
         ("gateway", "redis_share", 0.15, "share of delivery_us",
@@ -304,17 +352,25 @@ def cmd_solve(argv):
 
 
 def cmd_compare(argv):
-    pred_path, d = argv
+    pred_path, d = argv[:2]
+    opts = dict(zip(argv[2::2], argv[3::2]))
     pred = json.load(open(pred_path))
     m = measure(d)
     print(f"run: {d}")
+    # CPU time is the calibration VM's: scale it by this run's floor over the calibration's.
+    scale = 1.0
+    if "--floor-us" in opts and "--calibration-floor-us" in opts:
+        scale = float(opts["--floor-us"]) / float(opts["--calibration-floor-us"])
+        print(f"CPU scaled by the write floor: {float(opts['--floor-us']):.2f} µs in this run / "
+              f"{float(opts['--calibration-floor-us']):.2f} µs in the calibration = {scale:.3f} "
+              f"(raw: the unscaled prediction's error)")
     pc, mc = pred["counts"], m["counts"]
     print(f"{'count':<16} {'predicted':>12} {'measured':>12} {'error':>8}")
     for k in ("sessions", "socket_seconds", "messages", "deliveries", "resumes", "arrival_s", "sending_s"):
         e = (pc[k] - mc[k]) / mc[k] * 100 if mc[k] else 0.0
         print(f"{k:<16} {pc[k]:>12.0f} {mc[k]:>12.0f} {e:>+7.1f}%")
     print()
-    print(f"{'process':<10} {'CPU-s pred':>10} {'meas':>8} {'error':>8}   {'RSS MiB pred':>12} {'meas':>8} {'error':>8}   (RSS: the peak before the final replays)")
+    print(f"{'process':<10} {'CPU-s pred':>10} {'meas':>8} {'error':>8} {'raw':>8}   {'RSS MiB pred':>12} {'meas':>8} {'error':>8}   (RSS: the peak before the final replays)")
     bad = []
     for p in pred["processes"]:
         name = p["process"]
@@ -322,8 +378,10 @@ def cmd_compare(argv):
         if not got:
             print(f"{name:<10} {p['cpu_s']:>10.2f} {'-':>8} (not sampled)")
             continue
-        ce = (p["cpu_s"] - got["cpu_s"]) / got["cpu_s"] * 100 if got["cpu_s"] else float("inf")
-        line = f"{name:<10} {p['cpu_s']:>10.2f} {got['cpu_s']:>8.2f} {ce:>+7.1f}%"
+        cpu = p["cpu_s"] * scale
+        ce = (cpu - got["cpu_s"]) / got["cpu_s"] * 100 if got["cpu_s"] else float("inf")
+        raw = (p["cpu_s"] - got["cpu_s"]) / got["cpu_s"] * 100 if got["cpu_s"] else float("inf")
+        line = f"{name:<10} {cpu:>10.2f} {got['cpu_s']:>8.2f} {ce:>+7.1f}% {raw:>+7.1f}%"
         # A process that used under a CPU-second is below the sampler's resolution for a verdict.
         if got["cpu_s"] >= 1.0 and abs(ce) > LIMIT * 100:
             bad.append(f"{name} CPU")
@@ -350,7 +408,7 @@ def main(argv):
     if len(argv) == 9 and argv[0] == "solve":
         cmd_solve(argv[1:])
         return 0
-    if len(argv) == 3 and argv[0] == "compare":
+    if len(argv) in (3, 7) and argv[0] == "compare":
         return cmd_compare(argv[1:])
     print(__doc__, file=sys.stderr)
     return 2

@@ -15,6 +15,16 @@
 #   capacity_run SCENARIO VUS [NAME=VALUE ...]   sets CAPACITY_DIR to the results folder
 # Binaries: LT_NO_BUILD=1 skips the release build, as for loadtest/run.sh.
 
+# The socket-write floor now (µs a write, chat-write-floor --sockets 999); its output to stderr.
+capacity_floor() {
+  local out f
+  out=$("$(scripts/lib/target-dir.sh)/release/chat-write-floor" --sockets 999)
+  echo "$out" >&2
+  f=$(sed -n 's/.*(\([0-9.]*\) µs each.*/\1/p' <<<"$out" | tail -1)
+  [ -n "$f" ] || { echo "capacity: no figure from chat-write-floor" >&2; return 1; }
+  echo "$f"
+}
+
 capacity_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }

@@ -3,7 +3,8 @@
 //! publishes, final replays) follow from the scenario's shape as chat-load plans it (its
 //! defaults are repeated here), and each process's CPU-seconds and peak RSS from the units:
 //! per thing counted, plus per second of each process while sessions arrive (the ramps) and
-//! while messages flow (the sending window). The RSS predicted is the peak before the final
+//! while messages flow (the sending window); a gateway's idle sockets at the cost of its
+//! density at each moment of the ramps. The RSS predicted is the peak before the final
 //! replays, whose burst is a reconnect storm of its own (docs/capacity.md).
 //! `scripts/capacity-check.sh` prints this prediction, runs the driver and compares.
 
@@ -168,12 +169,57 @@ pub fn counts(s: &Shape) -> Result<Counts, ShapeError> {
     })
 }
 
+/// The sockets open over the run: `(seconds, from, to)` stages, linear within each, as
+/// chat-load ramps them (what `counts` integrates into socket-seconds).
+fn socket_stages(s: &Shape) -> Vec<(f64, f64, f64)> {
+    let v = s.vus;
+    match s.scenario {
+        Scenario::Connect => {
+            let plateau = (v * 2.0 / 3.0).round().max(1.0);
+            vec![
+                (s.ramp1_s, 0.0, plateau),
+                (s.hold1_s, plateau, plateau),
+                (s.ramp2_s, plateau, v),
+                (s.hold2_s, v, v),
+            ]
+        }
+        Scenario::Chat => {
+            let tail = if s.final_sync {
+                s.final_spread_s / 2.0 + 1.0
+            } else {
+                0.0
+            };
+            vec![(s.ramp_s, 0.0, v), (s.hold_s + tail, v, v)]
+        }
+    }
+}
+
+/// The gateways' idle CPU (µs, all of them): each socket-second at the cost of its gateway's
+/// density then (`Gateway::socket_us_per_s_at`), sockets spread evenly.
+fn gateway_idle_us(g: &crate::units::Gateway, s: &Shape) -> f64 {
+    const STEPS: usize = 200;
+    let n = s.gateways as f64;
+    socket_stages(s)
+        .into_iter()
+        .filter(|(secs, _, _)| *secs > 0.0)
+        .map(|(secs, from, to)| {
+            let dt = secs / STEPS as f64;
+            (0..STEPS)
+                .map(|i| {
+                    let sockets = from + (to - from) * (i as f64 + 0.5) / STEPS as f64;
+                    sockets * g.socket_us_per_s_at(sockets / n) * dt
+                })
+                .sum::<f64>()
+        })
+        .sum()
+}
+
 pub fn predict(units: &Units, s: &Shape) -> Result<Prediction, ShapeError> {
     let c = counts(s)?;
     let (g, a, m, r) = (&units.gateway, &units.api, &units.mysql, &units.redis);
     let s_us = 1e-6;
     let gw_total = (c.sessions * g.session_us.value
-        + c.socket_seconds * g.socket_us_per_s.value
+        + gateway_idle_us(g, s)
         + c.messages * g.send_us.value
         + c.deliveries * g.delivery_us.value)
         * s_us;

@@ -406,7 +406,7 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
         let share = gu.redis_share.value;
         // Every pod has sessions arriving and messages flowing all the time.
         gw_cores = cores(
-            sockets * gu.socket_us_per_s.value
+            sockets * gu.socket_us_per_s_at(sockets / gateways)
                 + sessions * gu.session_us.value
                 + messages * gu.send_us.value
                 + deliveries * d * (1.0 - share)

@@ -55,8 +55,15 @@ pub struct Gateway {
     /// CPU per second of one process while messages flow, whatever their rate: the send batches
     /// and wake-ups that amortize over more messages as the rate grows.
     pub sending_us_per_s: Unit,
-    /// CPU per open socket per second with nothing sent (pings, presence refresh).
+    /// CPU per open socket per second with nothing sent (pings, presence refresh), at
+    /// `socket_density_ref` sockets a gateway.
     pub socket_us_per_s: Unit,
+    /// The sockets a gateway held when `socket_us_per_s` was measured.
+    pub socket_density_ref: Unit,
+    /// How the idle cost of a socket falls as a gateway holds more of them (their pings and
+    /// pongs share the runtime's wake-ups): at n sockets a gateway it is `socket_us_per_s` ×
+    /// (n / `socket_density_ref`)^−exponent. Fitted from the calibration's two connect runs.
+    pub socket_density_exponent: Unit,
     /// CPU per `send` frame: read, forward to chat-api, write the ack.
     pub send_us: Unit,
     /// CPU per event written to a socket, its Redis message included (one per delivery when
@@ -71,6 +78,19 @@ pub struct Gateway {
     pub socket_idle_bytes: Unit,
     /// RSS per message a second sent through the gateway (requests and frames in flight).
     pub msg_rate_bytes: Unit,
+}
+
+/// Below this many sockets a gateway, the idle cost per socket is taken at this many: the power
+/// law is fitted between a few thousand and tens of thousands, and grows without bound towards 0.
+const MIN_DENSITY: f64 = 100.0;
+
+impl Gateway {
+    /// CPU per socket-second of an idle socket on a gateway holding `sockets` of them.
+    pub fn socket_us_per_s_at(&self, sockets: f64) -> f64 {
+        let n = sockets.max(MIN_DENSITY);
+        self.socket_us_per_s.value
+            * (n / self.socket_density_ref.value).powf(-self.socket_density_exponent.value)
+    }
 }
 
 /// chat-api.
@@ -188,6 +208,11 @@ impl Units {
             ("gateway.arrivals_us_per_s", &g.arrivals_us_per_s),
             ("gateway.sending_us_per_s", &g.sending_us_per_s),
             ("gateway.socket_us_per_s", &g.socket_us_per_s),
+            ("gateway.socket_density_ref", &g.socket_density_ref),
+            (
+                "gateway.socket_density_exponent",
+                &g.socket_density_exponent,
+            ),
             ("gateway.send_us", &g.send_us),
             ("gateway.delivery_us", &g.delivery_us),
             ("gateway.redis_share", &g.redis_share),
@@ -235,6 +260,15 @@ impl Units {
                     "names no command: every unit says what measured it",
                 ));
             }
+        }
+        if self.gateway.socket_density_ref.value <= 0.0 {
+            return Err(bad("gateway.socket_density_ref", "must be positive"));
+        }
+        if self.gateway.socket_density_exponent.value >= 1.0 {
+            return Err(bad(
+                "gateway.socket_density_exponent",
+                "must be below 1 (a gateway's idle CPU grows with its sockets)",
+            ));
         }
         if self.gateway.redis_share.value > 1.0 {
             return Err(bad("gateway.redis_share", "is a share: at most 1"));

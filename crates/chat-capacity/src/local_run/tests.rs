@@ -38,6 +38,7 @@ fn a_prediction_splits_the_gateway_share_evenly_and_adds_memory_per_socket() {
     let mut u = Units::parse(BUILT_IN).expect("table");
     u.gateway.session_us.value = 100.0;
     u.gateway.socket_us_per_s.value = 1.0;
+    u.gateway.socket_density_exponent.value = 0.0;
     u.gateway.send_us.value = 0.0;
     u.gateway.delivery_us.value = 0.0;
     u.gateway.arrivals_us_per_s.value = 1000.0;
@@ -86,4 +87,31 @@ fn impossible_shapes_are_refused() {
         .is_err()
     );
     assert!(counts(&Shape { gateways: 0, ..s }).is_err());
+}
+
+#[test]
+fn idle_cost_follows_each_gateways_density_over_the_ramps() {
+    let mut u = Units::parse(BUILT_IN).expect("table");
+    u.gateway.socket_us_per_s.value = 2.0;
+    u.gateway.socket_density_ref.value = 1_000.0;
+    u.gateway.socket_density_exponent.value = 0.0;
+    for scenario in [Scenario::Connect, Scenario::Chat] {
+        let s = Shape::defaults(scenario, 12_000.0, 4);
+        let flat = gateway_idle_us(&u.gateway, &s);
+        let socket_seconds = counts(&s).expect("counts").socket_seconds;
+        // With no fall, the integral is the socket-seconds that counts() gives, at 2 µs.
+        assert!(
+            (flat - 2.0 * socket_seconds).abs() < 1e-6 * flat,
+            "{scenario:?}: {flat} vs {}",
+            2.0 * socket_seconds
+        );
+        let mut dense = u.clone();
+        dense.gateway.socket_density_exponent.value = 0.3;
+        let falling = gateway_idle_us(&dense.gateway, &s);
+        // 3,000 a gateway at the peak: at most 3^-0.3 of the flat cost there, more while ramping.
+        assert!(
+            falling < flat && falling > flat * 3f64.powf(-0.3),
+            "{scenario:?}"
+        );
+    }
 }

@@ -23,6 +23,8 @@ fn flat_units(cpu: f64) -> Units {
     ] {
         unit.value = cpu;
     }
+    // A flat idle cost, whatever a gateway holds.
+    u.gateway.socket_density_exponent.value = 0.0;
     for unit in [
         &mut u.gateway.arrivals_us_per_s,
         &mut u.gateway.sending_us_per_s,
@@ -291,4 +293,25 @@ fn bad_workloads_are_refused_by_name() {
         ..Policy::default()
     };
     assert!(plan(&u, &one_to_one(1.0), &one_zone).is_err());
+}
+
+#[test]
+fn denser_gateways_pay_less_a_socket_when_idle() {
+    let mut u = flat_units(0.0);
+    u.gateway.socket_us_per_s.value = 4.0;
+    u.gateway.socket_density_ref.value = 1_000.0;
+    let flat = plan(&u, &one_to_one(1_000_000.0), &Policy::default()).expect("plan");
+    u.gateway.socket_density_exponent.value = 0.5;
+    let dense = plan(&u, &one_to_one(1_000_000.0), &Policy::default()).expect("plan");
+    let per_pod = flat.load.sockets / dense.gateway.replicas as f64;
+    assert!(
+        per_pod > 1_000.0,
+        "the plan packs more than the reference a pod"
+    );
+    let want = flat.gateway.cores * (per_pod / 1_000.0).powf(-0.5);
+    assert!(
+        (dense.gateway.cores - want).abs() < 1e-9,
+        "{} vs {want}",
+        dense.gateway.cores
+    );
 }

@@ -11,7 +11,7 @@ fn the_built_in_table_parses_and_every_unit_names_its_command() {
             "{name} says nothing of its floor"
         );
     }
-    assert_eq!(u.all().len(), 33);
+    assert_eq!(u.all().len(), 35);
 }
 
 #[test]
@@ -74,4 +74,30 @@ fn the_frame_overhead_matches_the_wire_encoding() {
         (unit - overhead).abs() <= overhead * 0.05,
         "table says {unit}, the encoding gives {overhead}"
     );
+}
+
+#[test]
+fn idle_cost_per_socket_falls_with_density_and_is_bounded_near_zero() {
+    let mut u = Units::built_in().expect("table");
+    u.gateway.socket_us_per_s.value = 4.0;
+    u.gateway.socket_density_ref.value = 3000.0;
+    u.gateway.socket_density_exponent.value = 0.5;
+    let g = &u.gateway;
+    assert!((g.socket_us_per_s_at(3000.0) - 4.0).abs() < 1e-12);
+    assert!((g.socket_us_per_s_at(12_000.0) - 2.0).abs() < 1e-12);
+    assert_eq!(g.socket_us_per_s_at(1.0), g.socket_us_per_s_at(100.0));
+    u.gateway.socket_density_exponent.value = 0.0;
+    assert_eq!(u.gateway.socket_us_per_s_at(50_000.0), 4.0);
+}
+
+#[test]
+fn a_density_exponent_of_one_or_more_is_refused() {
+    let start = BUILT_IN
+        .find("[gateway.socket_density_exponent]\nvalue = ")
+        .expect("entry");
+    let value = start + "[gateway.socket_density_exponent]\nvalue = ".len();
+    let end = BUILT_IN[value..].find('\n').expect("eol") + value;
+    let text = format!("{}1.2{}", &BUILT_IN[..value], &BUILT_IN[end..]);
+    let err = Units::parse(&text).expect_err("exponent");
+    assert!(err.to_string().contains("socket_density_exponent"), "{err}");
 }
