@@ -1,12 +1,14 @@
 //! chat-api's configuration: every flag has an environment twin.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use chat_auth::SecretArgs;
 use chat_bus::RedisArgs;
 use chat_ops::{LogFormat, RuntimeArgs};
 use clap::Parser;
 
+use crate::admission::{ClassLimits, Limits};
 use crate::storage::StorageArgs;
 
 #[derive(Debug, Clone, Parser)]
@@ -47,6 +49,40 @@ pub struct Config {
         value_parser = clap::value_parser!(u16).range(1..=64)
     )]
     pub send_writers: u16,
+
+    /// Sync-class requests (GET /v1/sync, message history) running at once [default: half of
+    /// the pool connections the send writers leave, at least 1]; 0 removes the limit. More
+    /// wait in a queue; see docs/architecture.md, "Admission".
+    #[arg(long, env = "CHAT_SYNC_CONCURRENCY")]
+    pub sync_concurrency: Option<usize>,
+
+    /// Sync-class requests that may wait for a turn; beyond, 503 with Retry-After at once.
+    #[arg(long, env = "CHAT_SYNC_QUEUE", default_value_t = 1024)]
+    pub sync_queue: usize,
+
+    /// How long a sync-class request waits for a turn before it gets 503 with Retry-After, in
+    /// milliseconds.
+    #[arg(long, env = "CHAT_SYNC_WAIT_MS", default_value_t = 5_000)]
+    pub sync_wait_ms: u64,
+
+    /// Write-class requests (sends, edits, deletes, read and delivered marks, the gateways'
+    /// presence and delivered batches) running at once [default: 4 × CHAT_DB_MAX_CONNECTIONS];
+    /// 0 removes the limit.
+    #[arg(long, env = "CHAT_WRITE_CONCURRENCY")]
+    pub write_concurrency: Option<usize>,
+
+    /// Write-class requests that may wait for a turn; beyond, 503 with Retry-After at once.
+    #[arg(long, env = "CHAT_WRITE_QUEUE", default_value_t = 4096)]
+    pub write_queue: usize,
+
+    /// How long a write-class request waits for a turn before it gets 503 with Retry-After, in
+    /// milliseconds (below the gateway's 15 s request timeout).
+    #[arg(long, env = "CHAT_WRITE_WAIT_MS", default_value_t = 10_000)]
+    pub write_wait_ms: u64,
+
+    /// The Retry-After (seconds, at least 1) of a request refused by admission.
+    #[arg(long, env = "CHAT_ADMISSION_RETRY_AFTER_SECS", default_value_t = 1)]
+    pub admission_retry_after_secs: u64,
 
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "CHAT_JWT_TTL_SECS", default_value_t = 86_400)]
@@ -92,4 +128,29 @@ pub struct Config {
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+impl Config {
+    /// The admission gates' settings, the unset concurrencies sized from the database pool.
+    pub(crate) fn admission(&self) -> Limits {
+        let pool = usize::try_from(self.db_max_connections).unwrap_or(usize::MAX);
+        let left_by_writers = pool.saturating_sub(usize::from(self.send_writers));
+        Limits {
+            sync: ClassLimits {
+                concurrency: self
+                    .sync_concurrency
+                    .unwrap_or_else(|| (left_by_writers / 2).max(1)),
+                queue: self.sync_queue,
+                wait: Duration::from_millis(self.sync_wait_ms),
+            },
+            write: ClassLimits {
+                concurrency: self
+                    .write_concurrency
+                    .unwrap_or_else(|| pool.saturating_mul(4).max(1)),
+                queue: self.write_queue,
+                wait: Duration::from_millis(self.write_wait_ms),
+            },
+            retry_after: Duration::from_secs(self.admission_retry_after_secs.max(1)),
+        }
+    }
 }

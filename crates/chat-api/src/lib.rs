@@ -2,6 +2,7 @@
 //! events to the per-user Redis channels after each commit. The library is the service itself;
 //! the `chat-api` binary and the embedded single-process mode (chat-embedded) both run [`serve`].
 
+mod admission;
 mod announce;
 mod config;
 mod error;
@@ -66,6 +67,7 @@ pub async fn serve(
         attachments_dir = %config.storage.attachments_dir.display(),
         attachments_max_bytes = config.storage.attachments_max_bytes,
         jwt_alg = ?config.secret.jwt_alg,
+        admission = ?config.admission(),
         "starting chat-api"
     );
 
@@ -105,7 +107,8 @@ pub async fn serve(
     let web = routes::WebConfig {
         ws_url: config.web_ws_url.clone(),
     };
-    let app = routes::router(state, metrics, web)
+    let admission = admission::Admission::new(&config.admission());
+    let app = routes::router(state, metrics, web, &admission)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

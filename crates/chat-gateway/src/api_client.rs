@@ -9,6 +9,13 @@
 //! `client_msg_id`) and read and delivered watermarks (which only move forward). A replica that
 //! refused a connection is tried last for `DOWN_FOR`.
 //!
+//! Sync and history pages are paced (crate::pacing): at most `CHAT_REPLAY_CONCURRENCY` in flight
+//! from this node, and a 503 is asked again after its `Retry-After` with jitter until the
+//! replay deadline. A send, read, edit or delete that chat-api's admission refused (503 with
+//! `Retry-After`: refused before its handler ran, so nothing was done) is tried again the same
+//! way within `pacing::WRITE_RETRY_BUDGET`; other 503s (the database or Redis unreachable) go
+//! back to the client as before.
+//!
 //! A plain hyper client rather than reqwest: every frame a client sends goes through here, and
 //! chat-api is a plain-HTTP neighbour, so redirects, proxies, URL parsing and TLS buy nothing
 //! (docs/performance.md has the profile and the measured difference).
@@ -26,7 +33,7 @@ use chat_proto::{
     SyncPage,
 };
 use http_body_util::{BodyExt, Full};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::http::uri::{Authority, Scheme};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
@@ -35,6 +42,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Serialize;
 
 use crate::metrics::GatewayMetrics;
+use crate::pacing::{self, Pacing};
 
 /// How long one exchange with chat-api may take, body included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -97,6 +105,15 @@ impl Upstream {
     }
 }
 
+/// chat-api's whole answer to one request.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    body: Bytes,
+    /// `Retry-After` in seconds, when the answer carries one.
+    retry_after: Option<Duration>,
+}
+
 /// What chat-api answered to a forwarded frame.
 #[derive(Debug)]
 pub enum ApiReply {
@@ -114,6 +131,8 @@ pub struct ApiClient {
     credential: InternalCredential,
     node: String,
     metrics: GatewayMetrics,
+    /// The limit on this node's sync and history pages in flight.
+    pacing: Pacing,
 }
 
 /// How this gateway proves itself to chat-api's internal endpoints.
@@ -148,6 +167,8 @@ enum ExchangeError {
     Timeout(Duration),
     #[error("no chat-api replica to ask")]
     NoReplica,
+    #[error("no turn to ask chat-api within {0:?}")]
+    NoTurn(Duration),
 }
 
 impl ApiClient {
@@ -158,6 +179,7 @@ impl ApiClient {
         credential: InternalCredential,
         node: String,
         metrics: GatewayMetrics,
+        pacing: Pacing,
     ) -> anyhow::Result<Arc<Self>> {
         let upstreams = base
             .split(',')
@@ -183,6 +205,7 @@ impl ApiClient {
             credential,
             node,
             metrics,
+            pacing,
         }))
     }
 
@@ -257,19 +280,11 @@ impl ApiClient {
             .append_pair("limit", "500")
             .finish();
         let started = Instant::now();
-        let answer = self
-            .exchange(
-                Method::GET,
-                &format!("/v1/sync?{query}"),
-                bearer(token),
-                None,
-                Replay::Safe,
-            )
-            .await;
+        let answer = self.paced_get(token, &format!("/v1/sync?{query}")).await;
         self.metrics
             .api_request_seconds
             .record(started.elapsed().as_secs_f64());
-        let (status, body) = answer.map_err(|e| {
+        let Answer { status, body, .. } = answer.map_err(|e| {
             tracing::warn!(error = %e, "chat-api sync failed");
             (
                 ErrorCode::Unavailable,
@@ -298,8 +313,8 @@ impl ApiClient {
             has_more: bool,
         }
         let path = format!("/v1/chats/{chat_id}/messages?after_seq={after_seq}&limit=100");
-        let (status, body) = self
-            .exchange(Method::GET, &path, bearer(token), None, Replay::Safe)
+        let Answer { status, body, .. } = self
+            .paced_get(token, &path)
             .await
             .map_err(|e| e.to_string())?;
         if !status.is_success() {
@@ -339,11 +354,35 @@ impl ApiClient {
                 };
             }
         };
-        let answer = self
-            .exchange(method, path, bearer(token), body, replay)
-            .await;
+        let authorization = bearer(token);
+        let until = started + pacing::WRITE_RETRY_BUDGET;
+        let mut jitter = pacing::jitter();
+        let answer = loop {
+            let answer = self
+                .exchange(
+                    method.clone(),
+                    path,
+                    authorization.clone(),
+                    body.clone(),
+                    replay,
+                )
+                .await;
+            // Only a refusal by admission (it carries Retry-After): nothing ran.
+            let refused_after = match &answer {
+                Ok(answer) if answer.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    answer.retry_after
+                }
+                _ => None,
+            };
+            let wait = refused_after.and_then(|after| {
+                pacing::retry_wait(Some(after), &mut jitter, Instant::now(), until)
+            });
+            let Some(wait) = wait else { break answer };
+            metrics::counter!("chat_gateway_api_retries_total", "kind" => "write").increment(1);
+            tokio::time::sleep(wait).await;
+        };
         let reply = match answer {
-            Ok((status, body)) => read_reply(status, &body),
+            Ok(answer) => read_reply(answer.status, &answer.body),
             Err(e) => {
                 tracing::warn!(error = %e, path, "chat-api request failed");
                 ApiReply::Failed {
@@ -396,7 +435,11 @@ impl ApiClient {
             ),
         };
         let body = serde_json::to_vec(body).map_err(|e| failed(&e))?;
-        let (status, answer) = self
+        let Answer {
+            status,
+            body: answer,
+            ..
+        } = self
             .exchange_with(
                 Method::POST,
                 path,
@@ -413,6 +456,33 @@ impl ApiClient {
         }
     }
 
+    /// A GET of a sync or history page: waits for a turn (crate::pacing), and after a 503 asks
+    /// again, after its Retry-After plus jitter, until the pacing's deadline.
+    async fn paced_get(&self, token: &str, path: &str) -> Result<Answer, ExchangeError> {
+        let until = Instant::now() + self.pacing.deadline();
+        let authorization = bearer(token);
+        let mut jitter = pacing::jitter();
+        loop {
+            let answer = {
+                let Some(_turn) = self.pacing.turn(until).await else {
+                    return Err(ExchangeError::NoTurn(self.pacing.deadline()));
+                };
+                self.exchange(Method::GET, path, authorization.clone(), None, Replay::Safe)
+                    .await?
+            };
+            if answer.status != StatusCode::SERVICE_UNAVAILABLE {
+                return Ok(answer);
+            }
+            let Some(wait) =
+                pacing::retry_wait(answer.retry_after, &mut jitter, Instant::now(), until)
+            else {
+                return Ok(answer);
+            };
+            metrics::counter!("chat_gateway_api_retries_total", "kind" => "replay").increment(1);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     async fn exchange(
         &self,
         method: Method,
@@ -420,7 +490,7 @@ impl ApiClient {
         authorization: HeaderValue,
         body: Option<Bytes>,
         replay: Replay,
-    ) -> Result<(StatusCode, Bytes), ExchangeError> {
+    ) -> Result<Answer, ExchangeError> {
         self.exchange_with(method, path, (AUTHORIZATION, authorization), body, replay)
             .await
     }
@@ -434,7 +504,7 @@ impl ApiClient {
         header: (hyper::header::HeaderName, HeaderValue),
         body: Option<Bytes>,
         replay: Replay,
-    ) -> Result<(StatusCode, Bytes), ExchangeError> {
+    ) -> Result<Answer, ExchangeError> {
         let count = self.upstreams.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed) % count;
         let now = Instant::now();
@@ -451,10 +521,10 @@ impl ApiClient {
                 .exchange_once(upstream, method.clone(), path, header.clone(), body.clone())
                 .await;
             let next_may_answer = match &outcome {
-                Ok((status, _)) => {
+                Ok(answer) => {
                     replay == Replay::Safe
                         && matches!(
-                            *status,
+                            answer.status,
                             StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
                         )
                 }
@@ -480,7 +550,7 @@ impl ApiClient {
         path: &str,
         (name, value): (hyper::header::HeaderName, HeaderValue),
         body: Option<Bytes>,
-    ) -> Result<(StatusCode, Bytes), ExchangeError> {
+    ) -> Result<Answer, ExchangeError> {
         let uri = Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(upstream.authority.clone())
@@ -497,8 +567,18 @@ impl ApiClient {
         let exchange = async {
             let response = self.http.request(request).await?;
             let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|secs| secs.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             let body = response.into_body().collect().await?.to_bytes();
-            Ok((status, body))
+            Ok(Answer {
+                status,
+                body,
+                retry_after,
+            })
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
@@ -548,6 +628,7 @@ pub(crate) mod tests {
             InternalCredential::Key("k".into()),
             "gw-test".into(),
             GatewayMetrics::register(),
+            Pacing::new(4, Duration::from_secs(5)),
         )
     }
 
@@ -721,6 +802,114 @@ pub(crate) mod tests {
             assert!(request.starts_with("POST /v1/chats/7/typing"), "{request}");
         }
         assert!(client(" , ").is_err(), "an empty list is refused");
+    }
+
+    /// A status line followed by `retry-after: <secs>` (the scripted server writes the status
+    /// verbatim into the head).
+    fn unavailable_with_retry_after(secs: u64) -> String {
+        format!("503 Service Unavailable\r\nretry-after: {secs}")
+    }
+
+    const ADMISSION_REFUSAL: &str =
+        r#"{"error":{"code":"unavailable","message":"too many sync requests in progress"}}"#;
+
+    #[tokio::test]
+    async fn a_sync_refused_by_admission_is_asked_again_after_retry_after() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let (base, mut served) = serve({
+            let asked = asked.clone();
+            move |_| {
+                if asked.fetch_add(1, Ordering::SeqCst) < 2 {
+                    (unavailable_with_retry_after(0), ADMISSION_REFUSAL.into())
+                } else {
+                    (
+                        "200 OK".into(),
+                        r#"{"events":[],"cursor":"c9","has_more":false}"#.into(),
+                    )
+                }
+            }
+        })
+        .await;
+        let page = client(&base)
+            .expect("client")
+            .sync("t", "c1")
+            .await
+            .expect("the third attempt is answered");
+        assert_eq!(page.cursor, "c9");
+        assert_eq!(asked.load(Ordering::SeqCst), 3);
+        for _ in 0..3 {
+            let request = served.recv().await.expect("served");
+            assert!(request.starts_with("GET /v1/sync?since=c1&"), "{request}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sync_refused_until_the_deadline_fails_as_unavailable() {
+        let (base, _served) =
+            serve(|_| (unavailable_with_retry_after(1), ADMISSION_REFUSAL.into())).await;
+        let api = ApiClient::new(
+            &base,
+            InternalCredential::Key("k".into()),
+            "gw-test".into(),
+            GatewayMetrics::register(),
+            Pacing::new(1, Duration::from_millis(500)),
+        )
+        .expect("client");
+        let started = Instant::now();
+        match api.sync("t", "c1").await {
+            Err((code, _)) => assert_eq!(code, ErrorCode::Unavailable),
+            Ok(page) => panic!("expected unavailable, got {page:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no retry starts past the deadline"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_send_refused_by_admission_is_retried_and_other_503s_are_not() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let (base, _served) = serve({
+            let asked = asked.clone();
+            move |_| {
+                if asked.fetch_add(1, Ordering::SeqCst) == 0 {
+                    (unavailable_with_retry_after(0), ADMISSION_REFUSAL.into())
+                } else {
+                    ("204 No Content".into(), String::new())
+                }
+            }
+        })
+        .await;
+        let reply = client(&base).expect("client").mark_read("t", 1, 5).await;
+        assert!(matches!(reply, ApiReply::Done(None)), "{reply:?}");
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+
+        // Without Retry-After (the database is unreachable) the client hears of it at once.
+        let asked = Arc::new(AtomicUsize::new(0));
+        let (base, _served) = serve({
+            let asked = asked.clone();
+            move |_| {
+                asked.fetch_add(1, Ordering::SeqCst);
+                (
+                    "503 Service Unavailable".into(),
+                    r#"{"error":{"code":"unavailable","message":"the database is unavailable"}}"#
+                        .into(),
+                )
+            }
+        })
+        .await;
+        let reply = client(&base).expect("client").mark_read("t", 1, 5).await;
+        assert!(
+            matches!(
+                reply,
+                ApiReply::Failed {
+                    code: ErrorCode::Unavailable,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

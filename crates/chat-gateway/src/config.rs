@@ -30,6 +30,21 @@ pub struct Config {
     #[arg(long, env = "CHAT_API_URL", default_value = "http://127.0.0.1:8080")]
     pub api_url: String,
 
+    /// Sync and history pages this node asks chat-api for at once (a reconnect storm's resumes
+    /// wait their turn here instead of flooding chat-api); 1-4096.
+    #[arg(
+        long,
+        env = "CHAT_REPLAY_CONCURRENCY",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u16).range(1..=4096)
+    )]
+    pub replay_concurrency: u16,
+
+    /// How long one sync or history page may take, its wait for a turn and its retries after a
+    /// 503 included, in milliseconds; beyond, the client gets an `unavailable` error frame.
+    #[arg(long, env = "CHAT_REPLAY_DEADLINE_MS", default_value_t = 30_000)]
+    pub replay_deadline_ms: u64,
+
     /// This node's id in the presence registry (default: hostname plus a random suffix).
     #[arg(long, env = "CHAT_NODE_ID")]
     pub node_id: Option<String>,
@@ -143,6 +158,13 @@ impl Config {
 
     pub fn presence_ttl(&self) -> Duration {
         Duration::from_millis(self.presence_ttl_ms.max(300))
+    }
+
+    pub fn pacing(&self) -> crate::pacing::Pacing {
+        crate::pacing::Pacing::new(
+            usize::from(self.replay_concurrency),
+            Duration::from_millis(self.replay_deadline_ms),
+        )
     }
 
     pub fn drain_window(&self) -> Duration {

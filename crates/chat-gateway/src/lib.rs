@@ -12,6 +12,7 @@ mod http;
 mod hub;
 mod limits;
 mod metrics;
+mod pacing;
 mod registry;
 mod socket;
 
@@ -106,6 +107,7 @@ pub async fn run(
         credential,
         node_id.clone(),
         metrics.clone(),
+        config.pacing(),
     )?;
     let (news_tx, news_rx) = tokio::sync::mpsc::unbounded_channel();
     let groups = Arc::new(groups::GroupRoutes::default());

@@ -1,5 +1,6 @@
 //! The router: every endpoint of the contract, the embedded web client, JSON fallbacks for
-//! unknown paths and methods, the body limit, CORS, and request metrics.
+//! unknown paths and methods, the body limit, CORS, request metrics, and which admission class
+//! (crate::admission) each heavy read and each write goes through.
 
 mod attachments;
 mod auth;
@@ -20,18 +21,28 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::admission::{self, Admission};
 use crate::error::ApiError;
 use crate::state::AppState;
 
 const BODY_LIMIT: usize = 1 << 20;
 
-pub fn router(state: AppState, metrics: PrometheusHandle, web: WebConfig) -> Router {
+pub fn router(
+    state: AppState,
+    metrics: PrometheusHandle,
+    web: WebConfig,
+    admission: &Admission,
+) -> Router {
+    // Per handler rather than per path: one path serves a heavy read and a write.
+    let sync_class = middleware::from_fn_with_state(admission.sync.clone(), admission::admit);
+    let write_class = middleware::from_fn_with_state(admission.write.clone(), admission::admit);
     let v1 = Router::new()
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
@@ -59,16 +70,24 @@ pub fn router(state: AppState, metrics: PrometheusHandle, web: WebConfig) -> Rou
         )
         .route(
             "/chats/{id}/messages",
-            post(messages::send).get(messages::list),
+            post(messages::send.layer(write_class.clone()))
+                .get(messages::list.layer(sync_class.clone())),
         )
-        .route("/chats/{id}/read", post(messages::read))
-        .route("/chats/{id}/delivered", post(receipts::delivered))
+        .route(
+            "/chats/{id}/read",
+            post(messages::read.layer(write_class.clone())),
+        )
+        .route(
+            "/chats/{id}/delivered",
+            post(receipts::delivered.layer(write_class.clone())),
+        )
         .route(
             "/chats/{id}/messages/{message_id}",
-            axum::routing::patch(receipts::edit).delete(receipts::delete),
+            axum::routing::patch(receipts::edit.layer(write_class.clone()))
+                .delete(receipts::delete.layer(write_class.clone())),
         )
         .route("/chats/{id}/typing", post(messages::typing))
-        .route("/sync", get(sync::sync))
+        .route("/sync", get(sync::sync.layer(sync_class)))
         // The upload counts bytes itself (its own, larger limit); the 1 MiB limit would also
         // stop a multipart upload.
         .route(
@@ -82,15 +101,18 @@ pub fn router(state: AppState, metrics: PrometheusHandle, web: WebConfig) -> Rou
         ));
     Router::new()
         .nest("/v1", v1)
-        .route("/internal/v1/presence", post(internal::presence))
+        .route(
+            "/internal/v1/presence",
+            post(internal::presence.layer(write_class.clone())),
+        )
         .route(
             "/internal/v1/presence/batch",
-            post(internal::presence_batch),
+            post(internal::presence_batch.layer(write_class.clone())),
         )
         .route("/internal/v1/memberships", post(internal::memberships))
         .route(
             "/internal/v1/delivered/batch",
-            post(receipts::delivered_batch),
+            post(receipts::delivered_batch.layer(write_class)),
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
