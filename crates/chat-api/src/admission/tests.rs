@@ -147,3 +147,26 @@ async fn a_refused_request_gets_503_unavailable_with_retry_after_and_its_handler
         "only the admitted request ran"
     );
 }
+
+#[test]
+fn the_default_turns_come_from_the_database_pool() {
+    use clap::Parser;
+    let parse = |args: &[&str]| {
+        crate::Config::try_parse_from(
+            ["chat-api", "--database-url", "mysql://root@127.0.0.1/x"]
+                .iter()
+                .chain(args),
+        )
+        .expect("valid flags")
+        .admission()
+    };
+    let limits = parse(&[]);
+    // 32 connections, one kept by the send writer: half of the 31 others.
+    assert_eq!(limits.sync.concurrency, 15);
+    assert_eq!(limits.write.concurrency, 128);
+    assert_eq!(limits.retry_after, Duration::from_secs(1));
+    let small = parse(&["--db-max-connections", "2", "--send-writers", "1"]);
+    assert_eq!(small.sync.concurrency, 1, "never no turn at all");
+    let set = parse(&["--sync-concurrency", "0", "--write-concurrency", "7"]);
+    assert_eq!((set.sync.concurrency, set.write.concurrency), (0, 7));
+}
