@@ -19,6 +19,7 @@ use bytes::Bytes;
 use chat_proto::PushJob;
 use tokio::sync::mpsc;
 
+use crate::recent::RecentLogConfig;
 use crate::{
     Bucket, BusMessage, ChatId, DeadLetter, Delivery, PushStats, Result, Topic, UserId, Verdict,
 };
@@ -26,7 +27,7 @@ use crate::{
 /// Everything a bus does; implemented by `redis::RedisBus` and `memory::MemoryBus`.
 #[async_trait]
 pub(crate) trait Backend:
-    PresenceBackend + LimitsBackend + JobsBackend + AnnounceBackend + Send + Sync
+    PresenceBackend + LimitsBackend + JobsBackend + AnnounceBackend + RecentLogBackend + Send + Sync
 {
     /// For logs: `standalone`, `cluster` or `memory`.
     fn name(&self) -> &'static str;
@@ -186,4 +187,27 @@ pub(crate) trait AnnounceBackend {
     async fn pending_chats(&self, replica: &str) -> Result<Vec<u64>>;
 
     async fn forget_replica(&self, replica: &str) -> Result<()>;
+}
+
+/// The recent-event log of each channel (see `recent.rs` for what a log covers).
+#[async_trait]
+pub(crate) trait RecentLogBackend {
+    /// For each topic (not empty): appends `payload` (event time `at_ms`) to its log, trims the
+    /// log to `config`'s bounds at `now_ms`, then publishes `payload` on its channel; each
+    /// topic's three steps at once, so no subscriber gets an envelope its log does not hold.
+    async fn publish_logged(
+        &self,
+        topics: &[Topic],
+        payload: &Bytes,
+        at_ms: i64,
+        now_ms: i64,
+        config: RecentLogConfig,
+    ) -> Result<()>;
+
+    /// Raises each topic's complete-from to `floor_ms` (where the topic has a log).
+    async fn invalidate_recent(&self, topics: &[Topic], floor_ms: i64) -> Result<()>;
+
+    /// The entries of every topic scored `from_ms` or later; `None` if any topic's log does
+    /// not cover everything from `from_ms` on.
+    async fn recent(&self, topics: &[Topic], from_ms: i64) -> Result<Option<Vec<Bytes>>>;
 }

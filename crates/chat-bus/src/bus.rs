@@ -1,7 +1,7 @@
 //! [`Bus`], the handle every service holds: a cheap clone of one backend. Each method checks
 //! what no backend needs to see (nothing to do, a disabled limit), records the bus metrics and
 //! hands the rest to the backend. The methods of each concern are in that concern's file
-//! (`presence.rs`, `limits.rs`, `jobs.rs`, `announce.rs`); here are pub/sub and revocation.
+//! (`presence.rs`, `limits.rs`, `jobs.rs`, `announce.rs`, `recent.rs`); here are pub/sub and revocation.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,8 @@ use crate::{BusConfig, BusMessage, ChatId, Result, Subscriber, UserId};
 #[derive(Clone)]
 pub struct Bus {
     pub(crate) backend: Arc<dyn Backend>,
+    /// The recent-event log's bounds (`recent.rs`).
+    pub(crate) recent: crate::RecentLogConfig,
 }
 
 impl Bus {
@@ -26,6 +28,7 @@ impl Bus {
     pub fn new(config: &BusConfig) -> Result<Self> {
         Ok(Self {
             backend: Arc::new(RedisBus::new(config)?),
+            recent: config.recent_log,
         })
     }
 
@@ -36,7 +39,14 @@ impl Bus {
     pub fn memory(prefix: &str) -> Self {
         Self {
             backend: Arc::new(MemoryBus::new(prefix)),
+            recent: crate::RecentLogConfig::default(),
         }
+    }
+
+    /// This bus with other bounds for the recent-event log (the embedded mode's flags).
+    pub fn with_recent_log(mut self, recent: crate::RecentLogConfig) -> Self {
+        self.recent = recent;
+        self
     }
 
     /// What is behind this bus, for logs: `standalone`, `cluster` (Redis) or `memory`.

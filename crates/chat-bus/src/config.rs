@@ -1,8 +1,12 @@
-//! The Redis configuration every binary shares: `REDIS_URL`, `REDIS_MODE`, `CHAT_REDIS_PREFIX`.
+//! The Redis configuration every binary shares: `REDIS_URL`, `REDIS_MODE`, `CHAT_REDIS_PREFIX`,
+//! and the bounds of the recent-event log (`CHAT_RECENT_LOG_SECS`, `CHAT_RECENT_LOG_MAX`, see
+//! `crate::recent`), which chat-api writes and gateways read, so both take them from here.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::Bus;
+use crate::recent::RecentLogConfig;
 
 /// How to reach Redis (`REDIS_MODE`). The in-memory bus is not a mode: it is made with
 /// [`Bus::memory`] and shared by cloning, never from configuration.
@@ -40,6 +44,16 @@ pub struct RedisArgs {
     /// Namespace of every Redis key and channel.
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat")]
     pub redis_prefix: String,
+
+    /// How long each channel's recent-event log keeps an event (seconds): resumes from a
+    /// cursor younger than this are answered from Redis instead of the database. 0 turns the
+    /// log off (chat-api stops writing it, gateways stop reading it).
+    #[arg(long, env = "CHAT_RECENT_LOG_SECS", default_value_t = 120)]
+    pub recent_log_secs: u64,
+
+    /// How many events each channel's recent-event log keeps at most (the oldest go first).
+    #[arg(long, env = "CHAT_RECENT_LOG_MAX", default_value_t = 1000)]
+    pub recent_log_max: u32,
 }
 
 impl RedisArgs {
@@ -59,6 +73,15 @@ impl RedisArgs {
 
     pub fn bus_config(&self) -> BusConfig {
         BusConfig::new(self.redis_mode, &self.redis_url, &self.redis_prefix)
+            .with_recent_log(self.recent_log())
+    }
+
+    /// The recent-event log's bounds, for a bus made otherwise (the embedded mode's memory bus).
+    pub fn recent_log(&self) -> RecentLogConfig {
+        RecentLogConfig {
+            window: Duration::from_secs(self.recent_log_secs),
+            max_len: self.recent_log_max,
+        }
     }
 }
 
@@ -68,6 +91,8 @@ pub struct BusConfig {
     /// One URL in standalone mode; the seed nodes in cluster mode.
     pub urls: Vec<String>,
     pub prefix: String,
+    /// The bounds of the recent-event log (defaults: 120 s, 1,000 events per channel).
+    pub recent_log: RecentLogConfig,
 }
 
 impl BusConfig {
@@ -82,7 +107,13 @@ impl BusConfig {
                 .map(String::from)
                 .collect(),
             prefix: prefix.to_string(),
+            recent_log: RecentLogConfig::default(),
         }
+    }
+
+    pub fn with_recent_log(mut self, recent_log: RecentLogConfig) -> Self {
+        self.recent_log = recent_log;
+        self
     }
 }
 
@@ -95,6 +126,8 @@ mod tests {
             redis_url: url.into(),
             redis_mode: mode,
             redis_prefix: "chat".into(),
+            recent_log_secs: 120,
+            recent_log_max: 1000,
         }
     }
 

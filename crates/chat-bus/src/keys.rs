@@ -56,6 +56,37 @@ impl Keys {
         (partition == chat % CHAT_PARTITIONS).then_some(Topic::Chat(chat))
     }
 
+    /// `P:log:u:{42}` / `P:log:c:{p7}:71`: the recent-event log of a topic's channel (a sorted
+    /// set of envelopes scored by event time), with the channel's hash tag so that the log, its
+    /// bookkeeping and the channel share a slot.
+    pub fn recent_log(&self, topic: Topic) -> String {
+        match topic {
+            Topic::User(user) => format!("{}:log:u:{{{user}}}", self.prefix),
+            Topic::Chat(chat) => {
+                format!(
+                    "{}:log:c:{{p{}}}:{chat}",
+                    self.prefix,
+                    chat % CHAT_PARTITIONS
+                )
+            }
+        }
+    }
+
+    /// `P:logm:u:{42}` / `P:logm:c:{p7}:71`: what the log of a topic's channel covers (a hash:
+    /// `from`, complete from that ms on; `last`, the highest score or write time it saw).
+    pub fn recent_meta(&self, topic: Topic) -> String {
+        match topic {
+            Topic::User(user) => format!("{}:logm:u:{{{user}}}", self.prefix),
+            Topic::Chat(chat) => {
+                format!(
+                    "{}:logm:c:{{p{}}}:{chat}",
+                    self.prefix,
+                    chat % CHAT_PARTITIONS
+                )
+            }
+        }
+    }
+
     /// `P:subscriber`: the client name of a gateway's subscription connection (CLIENT LIST).
     pub fn subscriber_name(&self) -> String {
         format!("{}:subscriber", self.prefix)
@@ -175,5 +206,7 @@ mod tests {
         assert_eq!(keys.push_jobs(), "t1:{push}:jobs");
         assert_eq!(keys.push_dead(), "t1:{push}:dead");
         assert_eq!(keys.push_done("m1-u2-t0"), "t1:push:done:m1-u2-t0");
+        assert_eq!(keys.recent_log(Topic::User(42)), "t1:log:u:{42}");
+        assert_eq!(keys.recent_meta(Topic::Chat(71)), "t1:logm:c:{p7}:71");
     }
 }

@@ -19,8 +19,9 @@
 //!
 //! Components:
 //! - `bus`: [`Bus`], the handle; pub/sub and revocation. The methods of the other concerns are
-//!   in `presence`, `limits`, `jobs` ([`PushConsumer`]) and `announce`, with their public
-//!   types; `subscriber` is a gateway's [`Subscriber`].
+//!   in `presence`, `limits`, `jobs` ([`PushConsumer`]), `announce` and `recent` (the
+//!   recent-event log resumes read instead of the database), with their public types;
+//!   `subscriber` is a gateway's [`Subscriber`].
 //! - `backend`: the contract, one trait per concern.
 //! - `config`: [`RedisArgs`], [`BusConfig`], [`RedisMode`].
 //! - `keys`: the name of every key and channel.
@@ -40,6 +41,7 @@ mod keys;
 mod limits;
 mod memory;
 mod presence;
+mod recent;
 mod redis;
 mod subscriber;
 
@@ -48,6 +50,7 @@ pub use config::{BusConfig, RedisArgs, RedisMode};
 pub use jobs::{DeadLetter, Delivery, PUSH_GROUP, PushConsumer, PushStats};
 pub use keys::{CHAT_PARTITIONS, Keys};
 pub use limits::{Bucket, Verdict};
+pub use recent::{RecentLogConfig, SKEW_MS as RECENT_LOG_SKEW_MS};
 pub use subscriber::{BusMessage, Subscriber};
 
 pub type UserId = u64;

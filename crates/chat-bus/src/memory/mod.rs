@@ -5,7 +5,8 @@
 //! Each submodule mirrors one module of `redis/` and the data structure Redis keeps for it:
 //! pub/sub channels of users and group chats ([`pubsub`]), the presence sorted sets ([`presence`]), the abuse-limit and
 //! revocation keys ([`limits`]), the push job stream with its consumer group ([`jobs`]) and the
-//! announce watermarks and replicas' pending sends ([`announce`]).
+//! announce watermarks and replicas' pending sends ([`announce`]) and the channels' recent-event
+//! logs ([`recent`]).
 //! Expiry follows Redis: a key stops existing once its deadline passes, whether or not anything
 //! swept it yet. Time is [`tokio::time::Instant`], so tests can pause and advance it.
 //!
@@ -18,6 +19,7 @@ mod jobs;
 mod limits;
 mod presence;
 mod pubsub;
+mod recent;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -47,6 +49,7 @@ pub(crate) struct MemoryBus {
     /// Shared with the consumers' readers.
     jobs: Arc<jobs::Jobs>,
     announce: announce::Announce,
+    recent: parking_lot::Mutex<crate::recent::Logs>,
 }
 
 impl MemoryBus {
@@ -58,6 +61,7 @@ impl MemoryBus {
             limits: limits::Limits::new(),
             jobs: Arc::new(jobs::Jobs::default()),
             announce: announce::Announce::default(),
+            recent: parking_lot::Mutex::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub(crate) mod announce;
 pub(crate) mod jobs;
 pub(crate) mod limits;
 pub(crate) mod presence;
+pub(crate) mod recent;
 pub(crate) mod subscriber;
 
 use std::sync::Arc;

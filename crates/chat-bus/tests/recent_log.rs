@@ -1,0 +1,161 @@
+//! The recent-event log through the public API, on memory, standalone Redis
+//! (`CHAT_TEST_REDIS_URL`) and the local test cluster (`CHAT_TEST_CLUSTER_URL`; `make cluster`):
+//! a logged publish still reaches subscribers, and a read answers "covered from here" exactly
+//! (a new log, a count trim, an invalidation). The coverage rules in detail are unit-tested on
+//! the memory model (`src/recent/tests.rs`), which the Redis scripts follow.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chat_bus::{
+    Bus, BusConfig, BusError, BusMessage, RECENT_LOG_SKEW_MS, RecentLogConfig, RedisMode, Topic,
+};
+
+type TestResult = Result<(), BusError>;
+
+const BOUNDS: RecentLogConfig = RecentLogConfig {
+    window: Duration::from_secs(120),
+    max_len: 3,
+};
+
+fn bus(mode: RedisMode, url: &str) -> Bus {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let prefix = format!("t{}-{nanos}", std::process::id());
+    Bus::new(&BusConfig::new(mode, url, &prefix).with_recent_log(BOUNDS))
+        .expect("a bus from the test's configuration")
+}
+
+fn standalone() -> Bus {
+    let url =
+        std::env::var("CHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    bus(RedisMode::Standalone, &url)
+}
+
+fn cluster() -> Bus {
+    let seeds = std::env::var("CHAT_TEST_CLUSTER_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:7000,redis://127.0.0.1:7001".into());
+    bus(RedisMode::Cluster, &seeds)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn event(n: u32) -> Bytes {
+    Bytes::from(format!("event {n}"))
+}
+
+fn sorted(mut entries: Vec<Bytes>) -> Vec<Bytes> {
+    entries.sort();
+    entries
+}
+
+async fn coverage_is_exact(bus: Bus) -> TestResult {
+    bus.ping().await?;
+    let (subscriber, mut rx) = bus.subscriber().await?;
+    subscriber
+        .subscribe_topics(&[Topic::User(1), Topic::Chat(71)])
+        .await?;
+    let t0 = now_ms();
+    assert_eq!(bus.recent_events(1, &[], t0).await?, None, "no log yet");
+
+    // A new log covers from its first write plus the clock allowance.
+    let at = t0 + RECENT_LOG_SKEW_MS + 1_000;
+    bus.publish_logged_to_users(&[1], &event(1), at).await?;
+    bus.publish_logged_to_chat(71, &event(2), at).await?;
+    assert_eq!(bus.recent_events(1, &[71], t0).await?, None);
+    let from = at - 500;
+    assert_eq!(
+        bus.recent_events(1, &[71], from).await?.map(sorted),
+        Some(vec![event(1), event(2)])
+    );
+    assert_eq!(
+        bus.recent_events(1, &[72], from).await?,
+        None,
+        "chat 72 has no log"
+    );
+
+    // The logged publishes reached the subscriber too.
+    for expected in [
+        BusMessage::Payload {
+            user: 1,
+            payload: event(1),
+        },
+        BusMessage::ChatPayload {
+            chat: 71,
+            payload: event(2),
+        },
+    ] {
+        let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        assert_eq!(got.ok().flatten(), Some(expected));
+    }
+
+    // A count trim: four events in a log of three drop the first; the log is complete only
+    // above its score.
+    for n in 3..=5 {
+        bus.publish_logged_to_users(&[1], &event(n), at + i64::from(n) - 2)
+            .await?;
+    }
+    assert_eq!(bus.recent_events(1, &[], from).await?, None);
+    assert_eq!(bus.recent_events(1, &[], at).await?, None);
+    assert_eq!(
+        bus.recent_events(1, &[], at + 1).await?,
+        Some(vec![event(3), event(4), event(5)])
+    );
+    assert_eq!(
+        bus.recent_events(1, &[], at + 3).await?,
+        Some(vec![event(5)])
+    );
+
+    // An invalidation (a publish that failed) makes the log incomplete before now plus the
+    // allowance.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    bus.invalidate_recent(&[Topic::Chat(71)]).await?;
+    assert_eq!(bus.recent_events(1, &[71], at + 3).await?, None);
+    let later = now_ms() + RECENT_LOG_SKEW_MS + 100;
+    assert_eq!(
+        bus.recent_events(1, &[71], later).await?,
+        Some(vec![]),
+        "nothing logged that late"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn memory_coverage_is_exact() -> TestResult {
+    coverage_is_exact(Bus::memory("t").with_recent_log(BOUNDS)).await
+}
+
+#[tokio::test]
+async fn standalone_coverage_is_exact() -> TestResult {
+    coverage_is_exact(standalone()).await
+}
+
+#[tokio::test]
+async fn cluster_coverage_is_exact() -> TestResult {
+    coverage_is_exact(cluster()).await
+}
+
+#[tokio::test]
+async fn a_disabled_log_covers_nothing_and_still_publishes() -> TestResult {
+    let bus = Bus::memory("t").with_recent_log(RecentLogConfig {
+        window: Duration::ZERO,
+        max_len: 1000,
+    });
+    let (subscriber, mut rx) = bus.subscriber().await?;
+    subscriber.subscribe_many(&[1]).await?;
+    bus.publish_logged_to_users(&[1], &event(1), now_ms())
+        .await?;
+    assert_eq!(
+        rx.recv().await,
+        Some(BusMessage::Payload {
+            user: 1,
+            payload: event(1)
+        })
+    );
+    assert_eq!(bus.recent_events(1, &[], 0).await?, None);
+    Ok(())
+}
