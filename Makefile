@@ -59,7 +59,7 @@ test-cluster: cluster build ## End-to-end suite with REDIS_MODE=cluster
 # one that cuts Redis under a gateway. Not listed: suites built on several processes or on MySQL/
 # Redis themselves (chaos, cluster*, drain, resilience, retry_across_gateways, worker_push).
 EMBEDDED_SUITE := api_auth api_chats api_messages api_users_contacts api_web attachments concurrency \
-	e2e_fanout embedded group_membership ordering presence receipts resume security_auth security_limits security_ws ws_gateway ws_limits
+	e2e_fanout embedded group_membership ordering presence receipts resume resume_log security_auth security_limits security_ws ws_gateway ws_limits
 test-embedded: build ## API/WS end-to-end suite against chat-embedded (SQLite + in-memory bus)
 	CHAT_TEST_STACK=embedded $(CARGO) test --workspace $(addprefix --test ,$(EMBEDDED_SUITE)) -- \
 	  --test-threads=$(TEST_THREADS) --skip graceful_gateway_shutdown_moves_presence_correctly \

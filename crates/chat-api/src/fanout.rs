@@ -9,6 +9,10 @@
 //! chat's next event, and a `member_added` also goes to the added user's channel, so that the
 //! gateway holding the user subscribes to the chat.
 //!
+//! The events a sync returns (`new_message`, `message_updated`, `message_delivered`,
+//! `message_read`) also go into the recent-event log of each channel they are published on, in
+//! the same command, scored by the time their cursor is made from (`crate::recent_log`).
+//!
 //! A chat's kind never changes, so it is looked up once and remembered (a bounded map, cleared
 //! when full). Should the lookup fail, the event goes to every member's channel: slower, never
 //! lost.
@@ -40,21 +44,31 @@ impl AppState {
         event: ServerEvent,
         skip: Option<u64>,
     ) {
+        let logged_at = crate::recent_log::sync_time_ms(&event);
         if self.is_group(chat_id).await == Some(true) {
             let body = BusBody::ChatEvent {
                 chat_id,
                 skip,
                 event,
             };
-            self.publish_to_chat(chat_id, body).await;
+            match logged_at {
+                Some(at_ms) => self.publish_to_chat_logged(chat_id, body, at_ms).await,
+                None => self.publish_to_chat(chat_id, body).await,
+            }
             return;
         }
-        match skip {
+        let others: Vec<u64>;
+        let recipients = match skip {
             Some(skipped) => {
-                let others: Vec<u64> = members.iter().copied().filter(|&m| m != skipped).collect();
-                self.publish(&others, BusBody::Event(event)).await;
+                others = members.iter().copied().filter(|&m| m != skipped).collect();
+                &others[..]
             }
-            None => self.publish(members, BusBody::Event(event)).await,
+            None => members,
+        };
+        let body = BusBody::Event(event);
+        match logged_at {
+            Some(at_ms) => self.publish_logged(recipients, body, at_ms).await,
+            None => self.publish(recipients, body).await,
         }
     }
 

@@ -9,6 +9,7 @@ mod error;
 mod extract;
 mod fanout;
 mod push;
+mod recent_log;
 mod routes;
 mod state;
 mod storage;

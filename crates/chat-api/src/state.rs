@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chat_auth::TokenKeys;
-use chat_bus::Bus;
+use chat_bus::{Bus, Topic};
 use chat_proto::BusEnvelope;
 use chat_proto::codec::BusBody;
 use chat_store::Store;
@@ -84,6 +84,39 @@ impl AppState {
         if let Err(e) = self.bus.publish_to_chat(chat_id, &payload).await {
             metrics::counter!("chat_bus_publish_failures_total").increment(1);
             tracing::warn!(error = %e, chat_id, "publishing a chat's event failed");
+        }
+    }
+
+    /// [`AppState::publish`] of an event a sync returns, which happened at `at_ms` (the ms its
+    /// cursor is made from): it also goes into each user's recent-event log, in the same
+    /// command as its publish. After a failure the logs are marked incomplete
+    /// (`crate::recent_log`), so a resume cannot take them for complete without it.
+    pub async fn publish_logged(&self, users: &[u64], body: BusBody, at_ms: i64) {
+        let payload = BusEnvelope::new(body).encode();
+        if let Err(e) = self
+            .bus
+            .publish_logged_to_users(users, &payload, at_ms)
+            .await
+        {
+            metrics::counter!("chat_bus_publish_failures_total").increment(1);
+            tracing::warn!(error = %e, recipients = users.len(), "publishing an event failed");
+            let topics = users.iter().map(|&user| Topic::User(user)).collect();
+            crate::recent_log::invalidate_after_failure(self, topics);
+        }
+    }
+
+    /// [`AppState::publish_to_chat`] of an event a sync returns, logged like
+    /// [`AppState::publish_logged`].
+    pub async fn publish_to_chat_logged(&self, chat_id: u64, body: BusBody, at_ms: i64) {
+        let payload = BusEnvelope::new(body).encode();
+        if let Err(e) = self
+            .bus
+            .publish_logged_to_chat(chat_id, &payload, at_ms)
+            .await
+        {
+            metrics::counter!("chat_bus_publish_failures_total").increment(1);
+            tracing::warn!(error = %e, chat_id, "publishing a chat's event failed");
+            crate::recent_log::invalidate_after_failure(self, vec![Topic::Chat(chat_id)]);
         }
     }
 }

@@ -47,6 +47,15 @@ struct Config {
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat")]
     redis_prefix: String,
 
+    /// How long the bus's recent-event log keeps an event per channel (seconds; 0: off), as
+    /// in the Redis topology: resumes from a younger cursor are served from it.
+    #[arg(long, env = "CHAT_RECENT_LOG_SECS", default_value_t = 120)]
+    recent_log_secs: u64,
+
+    /// How many events the recent-event log keeps per channel at most.
+    #[arg(long, env = "CHAT_RECENT_LOG_MAX", default_value_t = 1000)]
+    recent_log_max: u32,
+
     #[command(flatten)]
     secret: SecretArgs,
 
@@ -70,7 +79,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // One key ring for every service: with --dev the random secret must be the same one.
     let keys = config.secret.keys()?;
     let store = Store::connect_lazy(&config.database_url, 8).context("DATABASE_URL")?;
-    let bus = Bus::memory(&config.redis_prefix);
+    let bus = Bus::memory(&config.redis_prefix).with_recent_log(chat_bus::RecentLogConfig {
+        window: std::time::Duration::from_secs(config.recent_log_secs),
+        max_len: config.recent_log_max,
+    });
     tracing::info!(
         api_listen = %config.api_listen,
         ws_listen = ?config.ws_listen,

@@ -43,6 +43,7 @@ pub async fn run(
                 }
                 Some(BusMessage::Disconnected) => {
                     gateway.subscriptions_up.store(false, Ordering::Release);
+                    gateway.log_trusted_from_ms.store(i64::MAX, Ordering::Release);
                     metrics.bus_up.set(0.0);
                     tracing::warn!("redis subscription connection lost; resubscribing");
                     hub.registry().resubscribe();
@@ -52,6 +53,10 @@ pub async fn run(
             Some(news) = news.recv() => match news {
                 RegistryNews::Restored => {
                     gateway.subscriptions_up.store(true, Ordering::Release);
+                    let now_ms = chrono::Utc::now().timestamp_millis();
+                    gateway
+                        .log_trusted_from_ms
+                        .store(now_ms + chat_bus::RECENT_LOG_SKEW_MS, Ordering::Release);
                     broadcast_resync(hub, metrics);
                     // Logouts published while the subscription was down never reached this node.
                     tokio::spawn(close_revoked_sessions(gateway.clone()));

@@ -94,6 +94,12 @@ impl GroupRoutes {
         self.routes.read().by_user.contains_key(&user)
     }
 
+    /// The user's groups, if known here (a resume from the log reads their channels).
+    pub fn chats_of(&self, user: UserId) -> Option<Vec<ChatId>> {
+        let routes = self.routes.read();
+        Some(routes.by_user.get(&user)?.iter().copied().collect())
+    }
+
     /// Whether the chat's events already reach the user.
     pub fn routes(&self, chat: ChatId, user: UserId) -> bool {
         self.routes

@@ -17,7 +17,7 @@ mod registry;
 mod socket;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_auth::TokenKeys;
@@ -50,6 +50,10 @@ pub struct Gateway {
     pub draining: AtomicBool,
     /// False from a subscription disconnect until every subscription is back.
     pub subscriptions_up: AtomicBool,
+    /// Resumes are served from the bus's recent-event log only for cursors from this ms on:
+    /// set when a lost subscription is back (what Redis lost meanwhile may include the log),
+    /// `i64::MAX` while it is down (`socket::recent`).
+    pub log_trusted_from_ms: AtomicI64,
     pub next_conn_id: AtomicU64,
     pub ip_limiter: Arc<limits::IpLimiter>,
     /// `CHAT_ALLOWED_ORIGINS`, normalized.
@@ -137,6 +141,7 @@ pub async fn run(
         prometheus,
         draining: AtomicBool::new(false),
         subscriptions_up: AtomicBool::new(true),
+        log_trusted_from_ms: AtomicI64::new(i64::MIN),
         next_conn_id: AtomicU64::new(1),
     });
     let registry_stop = CancellationToken::new();

@@ -105,6 +105,44 @@ pub enum ServerEvent {
     },
 }
 
+impl ServerEvent {
+    /// For the events a sync returns, where a sync puts them: the time it reads them by (ms,
+    /// the instant their cursor is made from), then messages, their updates, deliveries and
+    /// reads of one instant in that order, then by message id or by chat and user (chat-store's
+    /// `SyncEvent::order_key`). `None` for the other kinds (presence, typing, …).
+    pub fn sync_order(&self) -> Option<(i64, u8, Id, Id)> {
+        match self {
+            Self::NewMessage { message, .. } => {
+                Some((message.created_at.timestamp_millis(), 0, message.id, 0))
+            }
+            Self::MessageUpdated { message, .. } => {
+                let at = message.updated_at().unwrap_or(message.created_at);
+                Some((at.timestamp_millis(), 1, message.id, 0))
+            }
+            // Their cursor is `Cursor::after_event(at)`.
+            Self::MessageDelivered {
+                chat_id,
+                user_id,
+                cursor,
+                ..
+            } => Some((receipt_ms(cursor)?, 2, *chat_id, *user_id)),
+            Self::MessageRead {
+                chat_id,
+                user_id,
+                cursor,
+                ..
+            } => Some((receipt_ms(cursor)?, 3, *chat_id, *user_id)),
+            _ => None,
+        }
+    }
+}
+
+/// The time of a receipt from its cursor (which lies `OVERLAP_MS` before it).
+fn receipt_ms(cursor: &str) -> Option<i64> {
+    let cursor = crate::Cursor::parse(cursor, i64::MAX).ok()?;
+    Some(cursor.from_ms.saturating_add(crate::cursor::OVERLAP_MS))
+}
+
 /// One delivered watermark move a gateway forwards for a user of one of its sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveredMove {

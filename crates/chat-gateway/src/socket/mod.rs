@@ -6,6 +6,7 @@
 
 mod assembler;
 pub mod outbox;
+mod recent;
 mod requests;
 pub mod writer;
 
@@ -528,6 +529,8 @@ impl Socket {
 
     fn context(&self, identity: &Identity) -> SocketContext {
         SocketContext {
+            gateway: self.gateway.clone(),
+            user_id: identity.user_id,
             abuse_strikes: self.gateway.config.ws_abuse_strikes,
             api: self.gateway.api.clone(),
             token: identity.token.clone(),

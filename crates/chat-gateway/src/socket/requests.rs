@@ -6,13 +6,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chat_proto::cursor::OVERLAP_MS;
 use chat_proto::{
-    EditMessageRequest, ErrorCode, Reply, RequestId, SendMessageRequest, ServerEvent, WireFormat,
+    Cursor, EditMessageRequest, ErrorCode, Reply, RequestId, SendMessageRequest, ServerEvent,
+    WireFormat,
 };
 use parking_lot::Mutex;
 
 use super::outbox::Outbox;
 use super::writer::{Control, EventKey, OutEvent, data_opcode};
+use crate::Gateway;
 use crate::api_client::{ApiClient, ApiReply};
 use crate::hub::{CloseSignal, close_code};
 
@@ -52,6 +55,8 @@ pub enum Request {
 
 /// What a request worker needs from its socket.
 pub struct SocketContext {
+    pub gateway: Arc<Gateway>,
+    pub user_id: u64,
     /// Consecutive `rate_limited` answers to sends before the socket is closed with 1008.
     pub abuse_strikes: u32,
     pub api: Arc<ApiClient>,
@@ -217,9 +222,37 @@ async fn run(context: &SocketContext, request: Request) -> Outcome {
     }
 }
 
-/// Sends the socket every event since the cursor, page by page, as `Replayed` frames (the writer
-/// holds live events meanwhile), then `synced`. A refused cursor gets an error frame instead.
+/// Sends the socket every event since the cursor as `Replayed` frames (the writer holds live
+/// events meanwhile), then `synced`: from the bus's recent-event log when it covers the cursor
+/// (`super::recent`), otherwise from chat-api's sync, page by page. A refused cursor gets an
+/// error frame instead.
 pub async fn replay(context: &SocketContext, since: &str) {
+    // Taken before reading, like `/v1/sync` does: `synced` never claims more than was read.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    if let Ok(cursor) = Cursor::parse(since, now_ms)
+        && let Some(events) =
+            super::recent::events_since(&context.gateway, context.user_id, cursor.from_ms).await
+    {
+        metrics::counter!("chat_gateway_replays_total", "source" => "log").increment(1);
+        for event in &events {
+            let replayed = Control::Replayed(OutEvent {
+                bytes: context.format.encode(event),
+                key: EventKey::of(event),
+            });
+            if context.outbox.send_control(replayed).await.is_err() {
+                return;
+            }
+        }
+        // The rule of `/v1/sync` when it is caught up.
+        let cursor = Cursor::at((now_ms - OVERLAP_MS).max(cursor.from_ms));
+        let synced = ServerEvent::Synced {
+            cursor: cursor.to_string(),
+        };
+        let frame = Control::Frame(data_opcode(context.format), context.format.encode(&synced));
+        let _ = context.outbox.send_control(frame).await;
+        return;
+    }
+    metrics::counter!("chat_gateway_replays_total", "source" => "api").increment(1);
     let mut cursor = since.to_string();
     loop {
         let page = match context.api.sync(&context.token, &cursor).await {

@@ -1,0 +1,78 @@
+//! chat-api's side of the recent-event log (`chat_bus`'s `recent` module): which events go into
+//! it and at what time, and what happens when a publish fails.
+//!
+//! The events a sync returns are logged, scored by the time a sync orders them by
+//! (`chat_store::SyncEvent::at`, the ms their cursor is made from). Gateways serve resumes from
+//! the log only where it is complete, so an event left out of it must not go unnoticed: a
+//! publish that failed may have left its event out of the log (while the database has it), so
+//! the channels' logs are marked incomplete up to now, retried until that lands or until the
+//! event has aged out of any window a log could still cover (then no covered read can reach back
+//! to it anyway).
+
+use std::time::Duration;
+
+use chat_bus::{RECENT_LOG_SKEW_MS, Topic};
+use chat_ops::Backoff;
+use chat_proto::ServerEvent;
+
+use crate::state::AppState;
+
+/// How the invalidation after a failed publish is retried.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+
+/// The time a sync orders this event by, in ms, if a sync returns events of its kind.
+pub(crate) fn sync_time_ms(event: &ServerEvent) -> Option<i64> {
+    event.sync_order().map(|(at_ms, ..)| at_ms)
+}
+
+/// Marks the topics' logs incomplete up to now, off the caller's path, retrying while Redis
+/// does not answer for as long as the missing event could be inside a log's window.
+pub(crate) fn invalidate_after_failure(state: &AppState, topics: Vec<Topic>) {
+    if !state.bus.recent_log().enabled() {
+        return;
+    }
+    let bus = state.bus.clone();
+    let give_up = tokio::time::Instant::now()
+        + bus.recent_log().window
+        + Duration::from_millis(2 * RECENT_LOG_SKEW_MS as u64);
+    tokio::spawn(async move {
+        let mut waits = RETRY.delays();
+        loop {
+            match bus.invalidate_recent(&topics).await {
+                Ok(()) => return,
+                Err(e) if tokio::time::Instant::now() >= give_up => {
+                    tracing::warn!(error = %e, "gave up marking recent-event logs incomplete; the event has aged out of them");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "marking recent-event logs incomplete failed")
+                }
+            }
+            tokio::time::sleep(waits.next_delay()).await;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_proto::{Cursor, ServerEvent};
+
+    use super::sync_time_ms;
+
+    #[test]
+    fn receipts_are_logged_at_the_time_their_cursor_is_made_from() {
+        let at = 1_700_000_123_456;
+        let read = ServerEvent::MessageRead {
+            chat_id: 1,
+            user_id: 2,
+            up_to_seq: 3,
+            cursor: Cursor::after_event(at).to_string(),
+        };
+        assert_eq!(sync_time_ms(&read), Some(at));
+        let typing = ServerEvent::Typing {
+            chat_id: 1,
+            user_id: 2,
+        };
+        assert_eq!(sync_time_ms(&typing), None);
+    }
+}

@@ -1,0 +1,92 @@
+//! A resume served from the bus's recent-event log instead of chat-api's `/v1/sync` (four join
+//! queries on the database per resume; thousands at once when a gateway dies and its clients
+//! come back here).
+//!
+//! The log holds, per channel, the envelopes of the events a sync returns, and answers only
+//! when it holds every one of them since the cursor (`chat_bus`'s `recent` module). A user's
+//! events are on the user's channel (private chats) and on the channels of the user's groups,
+//! which this node learned when the user's first socket opened here (`groups`). What the log
+//! gives is filtered as live routing would filter it (an event whose `skip` is the user is not
+//! theirs; a group the user is no longer in is not replayed) and put in a sync's order.
+//!
+//! This node trusts the log only for cursors from its last resubscription on: the loss of its
+//! subscription may be a Redis restart or failover that lost recent writes, logs included.
+//! Anything else (no log, trimmed, a Redis error) makes the caller fall back to chat-api.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use chat_proto::{BusBody, BusEnvelope, ServerEvent};
+
+use super::writer::EventKey;
+use crate::Gateway;
+
+/// The events of `user`'s chats from `from_ms` on, in sync order, if the log covers them all.
+pub(super) async fn events_since(
+    gateway: &Gateway,
+    user: u64,
+    from_ms: i64,
+) -> Option<Vec<ServerEvent>> {
+    let trusted = || from_ms >= gateway.log_trusted_from_ms.load(Ordering::Acquire);
+    if !trusted() {
+        return None;
+    }
+    let chats = gateway.groups.chats_of(user)?;
+    let entries = match gateway.bus.recent_events(user, &chats, from_ms).await {
+        Ok(Some(entries)) => entries,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::debug!(error = %e, user, "reading the recent-event log failed");
+            return None;
+        }
+    };
+    // The subscription may have been lost while the log was read.
+    if !trusted() {
+        return None;
+    }
+    Some(select(entries, user, from_ms, |chat| {
+        gateway.groups.routes(chat, user)
+    }))
+}
+
+/// The user's events among the logged envelopes: decoded, filtered like live routing, from
+/// `from_ms` on, in sync order, each once.
+pub(super) fn select(
+    entries: Vec<Bytes>,
+    user: u64,
+    from_ms: i64,
+    in_group: impl Fn(u64) -> bool,
+) -> Vec<ServerEvent> {
+    let mut events: Vec<_> = entries
+        .iter()
+        .filter_map(|bytes| {
+            let event = match BusEnvelope::decode(bytes).ok()?.body {
+                BusBody::Event(event) => event,
+                BusBody::ChatEvent {
+                    chat_id,
+                    skip,
+                    event,
+                } => {
+                    if skip == Some(user) || !in_group(chat_id) {
+                        return None;
+                    }
+                    event
+                }
+                _ => return None,
+            };
+            let order = event.sync_order()?;
+            (order.0 >= from_ms).then_some((order, event))
+        })
+        .collect();
+    events.sort_by_key(|(order, _)| *order);
+    let mut seen = HashSet::new();
+    events
+        .into_iter()
+        .filter(|(_, event)| seen.insert(EventKey::of(event)))
+        .map(|(_, event)| event)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+//! Resumes served from the bus's recent-event log instead of chat-api's `/v1/sync`: a recent
+//! cursor is replayed from the log (the gateway counts `chat_gateway_replays_total{source="log"}`)
+//! with exactly the events a sync gives for the same cursor; a cursor older than the log, or a
+//! log trimmed by count, falls back to the api; a group the user left is not replayed.
+//!
+//! A channel's log covers events from a few seconds after its first write on (the clock
+//! allowance of `chat_bus`'s `recent` module), so each test first puts an event on every
+//! channel it resumes and waits that long.
+
+use std::time::Duration;
+
+use chat_testkit::{
+    Auth, Format, QUIET, Stack, StackOptions, TestUser, Value, WAIT, WsClient, assert_status,
+    id_of, json,
+};
+
+/// Longer than the log's clock allowance (`RECENT_LOG_SKEW_MS`, 5 s).
+const SETTLE: Duration = Duration::from_millis(5_500);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// `chat_gateway_replays_total{source=...}` of gateway 0.
+async fn replays(stack: &Stack, source: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", stack.gateway_http_url(0)))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let series = format!("chat_gateway_replays_total{{source=\"{source}\"}}");
+    text.lines()
+        .find(|l| l.starts_with(&series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// Connects `user` with `?since=cursor` and reads the replay up to `synced`.
+async fn resume(stack: &Stack, user: &TestUser, cursor: &str) -> (WsClient, Vec<Value>, Value) {
+    let url = format!("{}?since={cursor}", stack.gateway_ws_url(0));
+    let mut ws = WsClient::connect(&url, Auth::Query(&user.token), Format::Json)
+        .await
+        .expect("connect");
+    assert_eq!(ws.recv_json(WAIT).await["type"], json!("auth_ok"));
+    let mut replayed = Vec::new();
+    loop {
+        let frame = ws.recv_json(WAIT).await;
+        match frame["type"].as_str() {
+            Some("synced") => return (ws, replayed, frame),
+            Some("presence" | "typing") => {}
+            _ => replayed.push(frame),
+        }
+    }
+}
+
+/// Every event of `GET /v1/sync` from `cursor`, all pages.
+async fn sync_events(stack: &Stack, user: &TestUser, cursor: &str) -> Vec<Value> {
+    let api = stack.api().as_user(user);
+    let mut cursor = cursor.to_string();
+    let mut events = Vec::new();
+    loop {
+        let resp = api.get(&format!("/v1/sync?since={cursor}")).await;
+        assert_status(&resp, 200, "sync");
+        events.extend(resp.1["events"].as_array().cloned().unwrap_or_default());
+        cursor = resp.1["cursor"].as_str().expect("cursor").to_string();
+        if resp.1["has_more"] != json!(true) {
+            return events;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recent_cursor_is_replayed_from_the_log_as_sync_gives_it() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let api = stack.api();
+    let (a, b, c) = (
+        api.new_user("la").await,
+        api.new_user("lb").await,
+        api.new_user("lc").await,
+    );
+    let alice = api.as_user(&a);
+    let bob = api.as_user(&b);
+    let carol = api.as_user(&c);
+    let private = id_of(&alice.private_chat(b.id).await, "id");
+    let group = id_of(&alice.group_chat("log", &[b.id, c.id]).await, "id");
+    let p0 = alice.send_text(private, "p0", "before").await;
+    let g0 = carol.send_text(group, "g0", "before").await;
+    tokio::time::sleep(SETTLE).await;
+
+    // Bob is away from here on.
+    let cursor = format!("c{}", now_ms());
+    alice.send_text(private, "p1", "private").await;
+    carol.send_text(group, "g1", "group").await;
+    let edited = alice
+        .patch(
+            &format!("/v1/chats/{private}/messages/{}", id_of(&p0, "id")),
+            &json!({"text": "edited"}),
+        )
+        .await;
+    assert_status(&edited, 200, "edit");
+    let deleted = carol
+        .delete(&format!("/v1/chats/{group}/messages/{}", id_of(&g0, "id")))
+        .await;
+    assert_status(&deleted, 204, "delete");
+    for (who, chat, seq) in [(&bob, private, 2), (&alice, group, 2)] {
+        let read = who
+            .post(
+                &format!("/v1/chats/{chat}/read"),
+                &json!({"up_to_seq": seq}),
+            )
+            .await;
+        assert_status(&read, 204, "read");
+    }
+    assert_status(
+        &carol.post_empty(&format!("/v1/chats/{group}/typing")).await,
+        204,
+        "typing",
+    );
+
+    let (mut ws, replayed, synced) = resume(&stack, &b, &cursor).await;
+    assert_eq!(replays(&stack, "log").await, 1.0, "served from the log");
+    assert_eq!(replays(&stack, "api").await, 0.0);
+    let expected = sync_events(&stack, &b, &cursor).await;
+    assert_eq!(
+        expected.len(),
+        6,
+        "two messages, two updates, two reads: {expected:?}"
+    );
+    assert_eq!(replayed, expected, "the log replays what sync gives");
+    let synced_ms: u64 = synced["cursor"]
+        .as_str()
+        .and_then(|c| c.strip_prefix('c'))
+        .and_then(|c| c.parse().ok())
+        .expect("synced cursor");
+    assert!(
+        synced_ms + 10_000 > now_ms(),
+        "synced points near now: {synced}"
+    );
+
+    // Live after the replay, nothing repeated.
+    alice.send_text(private, "p2", "live").await;
+    let live = ws.recv_until("new_message", WAIT).await;
+    assert_eq!(id_of(&live["message"], "seq"), 3);
+    ws.expect_no_frame_of_type("new_message", QUIET).await;
+
+    // The resume frame goes through the log too.
+    ws.send_json(&json!({"type": "resume", "since": cursor}))
+        .await;
+    loop {
+        if ws.recv_json(WAIT).await["type"] == json!("synced") {
+            break;
+        }
+    }
+    assert_eq!(replays(&stack, "log").await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_cursor_or_a_trimmed_log_falls_back_to_the_api() {
+    let stack = Stack::start(StackOptions {
+        api_env: vec![("CHAT_RECENT_LOG_MAX".into(), "3".into())],
+        ..StackOptions::default()
+    })
+    .await;
+    let api = stack.api();
+    let (a, b) = (api.new_user("ta").await, api.new_user("tb").await);
+    let alice = api.as_user(&a);
+    let private = id_of(&alice.private_chat(b.id).await, "id");
+    alice.send_text(private, "t0", "before").await;
+    tokio::time::sleep(SETTLE).await;
+
+    // Within the log's bounds: served from it.
+    let cursor = format!("c{}", now_ms());
+    alice.send_text(private, "t1", "one").await;
+    let (ws, replayed, _) = resume(&stack, &b, &cursor).await;
+    ws.close().await;
+    assert_eq!(replays(&stack, "log").await, 1.0);
+    assert_eq!(replayed.len(), 1);
+
+    // Four more events in a log of three: the first is trimmed, the cursor is no longer covered.
+    for i in 2..=5 {
+        alice.send_text(private, &format!("t{i}"), "more").await;
+    }
+    let (ws, replayed, _) = resume(&stack, &b, &cursor).await;
+    ws.close().await;
+    assert_eq!(
+        replays(&stack, "api").await,
+        1.0,
+        "a trimmed log is not used"
+    );
+    let seqs: Vec<u64> = replayed
+        .iter()
+        .map(|e| id_of(&e["message"], "seq"))
+        .collect();
+    assert_eq!(seqs, vec![2, 3, 4, 5, 6], "the api replays everything");
+
+    // Older than the log.
+    let (ws, replayed, _) = resume(&stack, &b, "c0").await;
+    ws.close().await;
+    assert_eq!(replays(&stack, "api").await, 2.0);
+    assert_eq!(replayed.len(), 6);
+    assert_eq!(replays(&stack, "log").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_the_user_left_is_not_replayed() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let api = stack.api();
+    let (a, b) = (api.new_user("ga").await, api.new_user("gb").await);
+    let alice = api.as_user(&a);
+    let private = id_of(&alice.private_chat(b.id).await, "id");
+    let group = id_of(&alice.group_chat("left", &[b.id]).await, "id");
+    alice.send_text(private, "q0", "before").await;
+    alice.send_text(group, "h0", "before").await;
+    tokio::time::sleep(SETTLE).await;
+
+    let cursor = format!("c{}", now_ms());
+    alice.send_text(group, "h1", "while a member").await;
+    let removed = alice
+        .delete(&format!("/v1/chats/{group}/members/{}", b.id))
+        .await;
+    assert!(removed.0 == 204 || removed.0 == 200, "remove: {removed:?}");
+    alice.send_text(group, "h2", "after").await;
+    alice.send_text(private, "q1", "private").await;
+
+    let (_ws, replayed, _) = resume(&stack, &b, &cursor).await;
+    assert_eq!(replays(&stack, "log").await, 1.0);
+    let chats: Vec<u64> = replayed
+        .iter()
+        .map(|e| id_of(&e["message"], "chat_id"))
+        .collect();
+    assert_eq!(chats, vec![private], "only the private chat: {replayed:?}");
+    assert_eq!(replayed, sync_events(&stack, &b, &cursor).await);
+}
