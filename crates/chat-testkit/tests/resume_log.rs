@@ -121,6 +121,15 @@ async fn a_recent_cursor_is_replayed_from_the_log_as_sync_gives_it() {
         204,
         "typing",
     );
+    let mut alice_ws = WsClient::authed(&stack.gateway_ws_url(0), &a.token).await;
+    let ack = alice_ws
+        .request(
+            &json!({"type": "delivered", "id": "d1", "chat_id": group, "up_to_seq": 2}),
+            WAIT,
+        )
+        .await;
+    assert_eq!(ack["type"], json!("ack"), "{ack}");
+    alice_ws.close().await;
 
     let (mut ws, replayed, synced) = resume(&stack, &b, &cursor).await;
     assert_eq!(replays(&stack, "log").await, 1.0, "served from the log");
@@ -235,4 +244,52 @@ async fn a_group_the_user_left_is_not_replayed() {
         .collect();
     assert_eq!(chats, vec![private], "only the private chat: {replayed:?}");
     assert_eq!(replayed, sync_events(&stack, &b, &cursor).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_from_the_log_while_messages_flow_has_no_gap_and_no_repeat() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let api = stack.api();
+    let (a, b) = (api.new_user("fa").await, api.new_user("fb").await);
+    let alice = api.as_user(&a);
+    let private = id_of(&alice.private_chat(b.id).await, "id");
+    alice.send_text(private, "x0", "before").await;
+    tokio::time::sleep(SETTLE).await;
+
+    let cursor = format!("c{}", now_ms());
+    let total = 60u64;
+    let sender = tokio::spawn(async move {
+        for i in 1..=total {
+            alice.send_text(private, &format!("x{i}"), "flow").await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut ws, replayed, _) = resume(&stack, &b, &cursor).await;
+    let mut seen: Vec<u64> = replayed
+        .iter()
+        .map(|e| id_of(&e["message"], "seq"))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while (seen.len() as u64) < total && tokio::time::Instant::now() < deadline {
+        if let Some(frame) = ws.recv_json_opt(Duration::from_secs(2)).await
+            && frame["type"] == json!("new_message")
+        {
+            seen.push(id_of(&frame["message"], "seq"));
+        }
+    }
+    sender.await.expect("sender");
+    let extra = ws.collect_for(QUIET).await;
+    seen.extend(
+        extra
+            .iter()
+            .filter(|f| f["type"] == json!("new_message"))
+            .map(|f| id_of(&f["message"], "seq")),
+    );
+    assert_eq!(replays(&stack, "log").await, 1.0, "served from the log");
+    let expected: Vec<u64> = (2..=total + 1).collect();
+    assert_eq!(
+        seen, expected,
+        "every message exactly once, in order, across the seam"
+    );
 }
