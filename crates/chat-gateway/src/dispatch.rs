@@ -10,6 +10,12 @@
 //! local user again, and when the registry reports the subscriptions live, every local socket
 //! gets a `resync` event, because whatever was published in between never reached this node, and
 //! the sessions held here are checked against the revocation list for logouts it missed.
+//!
+//! It takes every bus message waiting (up to [`BATCH`]) per wake-up, queues all their events,
+//! and only then wakes the writers of the sockets that got any, once each (`hub::Wakes`): a
+//! socket with several of the batch's events is written to once, and no writer runs on the
+//! other worker thread while the batch is still being routed to it. Each socket's events stay in
+//! the order of the bus, so per-chat order holds.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -20,10 +26,42 @@ use chat_proto::{BusBody, BusEnvelope, Cursor, ServerEvent};
 use tokio::sync::mpsc;
 
 use crate::Gateway;
-use crate::hub::{ConnHandle, EncodedEvent, Hub, close_code};
+use crate::hub::{ConnHandle, EncodedEvent, Hub, Wakes, close_code};
 use crate::metrics::GatewayMetrics;
 use crate::registry::RegistryNews;
 use crate::socket::writer::{Control, EventKey, OutEvent, data_opcode};
+
+/// Bus messages taken per wake-up: enough for a whole read of the subscription connection (a
+/// send batch of chat-api's publishes), few enough that the first sockets' writers are not held
+/// back long.
+const BATCH: usize = 256;
+
+/// What routing a batch of bus messages owes once it is done.
+#[derive(Default)]
+struct Batch {
+    /// Writers of the sockets that got events.
+    wakes: Wakes,
+    /// Events queued, for the delivered counter.
+    sent: usize,
+    /// When the batch was taken, for the delivery latency histogram.
+    now_ms: i64,
+}
+
+impl Batch {
+    /// Records a delivery latency once per event, for every socket that got it.
+    fn delivered(&mut self, metrics: &GatewayMetrics, published_at_ms: i64, sockets: usize) {
+        if sockets > 0 {
+            self.sent += sockets;
+            let waited = (self.now_ms - published_at_ms).max(0) as f64 / 1000.0;
+            metrics.delivery_seconds.record_many(waited, sockets);
+        }
+    }
+
+    fn finish(&mut self, hub: &Hub) {
+        self.wakes.wake_all();
+        hub.count_delivered(std::mem::take(&mut self.sent));
+    }
+}
 
 pub async fn run(
     mut messages: mpsc::UnboundedReceiver<BusMessage>,
@@ -32,23 +70,33 @@ pub async fn run(
 ) {
     let (hub, metrics) = (&gateway.hub, &gateway.metrics);
     let mut last = None;
+    let mut taken = Vec::with_capacity(BATCH);
+    let mut batch = Batch::default();
     loop {
         tokio::select! {
-            message = messages.recv() => match message {
-                Some(BusMessage::Payload { user, payload }) => {
-                    dispatch(&gateway, &mut last, user, payload)
+            count = messages.recv_many(&mut taken, BATCH) => {
+                if count == 0 {
+                    return;
                 }
-                Some(BusMessage::ChatPayload { chat, payload }) => {
-                    dispatch_chat(&gateway, chat, &payload)
+                batch.now_ms = chrono::Utc::now().timestamp_millis();
+                for message in taken.drain(..) {
+                    match message {
+                        BusMessage::Payload { user, payload } => {
+                            dispatch(&gateway, &mut last, user, payload, &mut batch)
+                        }
+                        BusMessage::ChatPayload { chat, payload } => {
+                            dispatch_chat(&gateway, chat, &payload, &mut batch)
+                        }
+                        BusMessage::Disconnected => {
+                            gateway.subscriptions_up.store(false, Ordering::Release);
+                            gateway.log_trusted_from_ms.store(i64::MAX, Ordering::Release);
+                            metrics.bus_up.set(0.0);
+                            tracing::warn!("redis subscription connection lost; resubscribing");
+                            hub.registry().resubscribe();
+                        }
+                    }
                 }
-                Some(BusMessage::Disconnected) => {
-                    gateway.subscriptions_up.store(false, Ordering::Release);
-                    gateway.log_trusted_from_ms.store(i64::MAX, Ordering::Release);
-                    metrics.bus_up.set(0.0);
-                    tracing::warn!("redis subscription connection lost; resubscribing");
-                    hub.registry().resubscribe();
-                }
-                None => return,
+                batch.finish(hub);
             },
             Some(news) = news.recv() => match news {
                 RegistryNews::Restored => {
@@ -117,10 +165,16 @@ struct LastEvent {
     event: EncodedEvent,
 }
 
-fn dispatch(gateway: &Gateway, last: &mut Option<LastEvent>, user: u64, payload: Bytes) {
+fn dispatch(
+    gateway: &Gateway,
+    last: &mut Option<LastEvent>,
+    user: u64,
+    payload: Bytes,
+    batch: &mut Batch,
+) {
     let (hub, metrics) = (&gateway.hub, &gateway.metrics);
     if let Some(last) = last.as_mut().filter(|last| last.payload == payload) {
-        deliver(hub, metrics, user, last);
+        deliver(hub, metrics, user, last, batch);
         return;
     }
     match BusEnvelope::decode(&payload) {
@@ -133,7 +187,7 @@ fn dispatch(gateway: &Gateway, last: &mut Option<LastEvent>, user: u64, payload:
                 published_at_ms,
                 event: EncodedEvent::new(event),
             };
-            deliver(hub, metrics, user, last.insert(event));
+            deliver(hub, metrics, user, last.insert(event), batch);
         }
         Ok(BusEnvelope {
             body: BusBody::SessionRevoked { jti },
@@ -163,7 +217,7 @@ fn dispatch(gateway: &Gateway, last: &mut Option<LastEvent>, user: u64, payload:
                     published_at_ms,
                     event: EncodedEvent::new(event),
                 };
-                deliver(hub, metrics, user, &mut event);
+                deliver(hub, metrics, user, &mut event, batch);
             }
         }
         Err(e) => tracing::warn!(error = %e, user, "undecodable bus payload dropped"),
@@ -172,7 +226,7 @@ fn dispatch(gateway: &Gateway, last: &mut Option<LastEvent>, user: u64, payload:
 
 /// A payload from a group chat's channel: an event for its local members, or a membership
 /// notice applied before the chat's next event.
-fn dispatch_chat(gateway: &Gateway, chat: u64, payload: &[u8]) {
+fn dispatch_chat(gateway: &Gateway, chat: u64, payload: &[u8], batch: &mut Batch) {
     let (hub, metrics, groups) = (&gateway.hub, &gateway.metrics, &gateway.groups);
     match BusEnvelope::decode(payload) {
         Ok(BusEnvelope {
@@ -184,15 +238,14 @@ fn dispatch_chat(gateway: &Gateway, chat: u64, payload: &[u8]) {
                 _ => None,
             };
             let mut event = EncodedEvent::new(event);
-            let waited_ms = chrono::Utc::now().timestamp_millis() - published_at_ms;
-            let waited = waited_ms.max(0) as f64 / 1000.0;
+            let mut sockets = 0;
             groups.for_each_member(chat, |user, after_seq| {
                 if skip == Some(user) || seq.is_some_and(|seq| seq <= after_seq) {
                     return;
                 }
-                hub.deliver(user, &mut event);
-                metrics.delivery_seconds.record(waited);
+                sockets += hub.deliver(user, &mut event, &mut batch.wakes);
             });
+            batch.delivered(metrics, published_at_ms, sockets);
         }
         Ok(BusEnvelope {
             body: BusBody::MemberAdded {
@@ -275,10 +328,13 @@ async fn replay_chat(gateway: Arc<Gateway>, socket: ConnHandle, chat: u64, mut a
     let _ = socket.outbox.send_control(Control::Activate).await;
 }
 
-fn deliver(hub: &Hub, metrics: &GatewayMetrics, user: u64, last: &mut LastEvent) {
-    hub.deliver(user, &mut last.event);
-    let waited_ms = chrono::Utc::now().timestamp_millis() - last.published_at_ms;
-    metrics
-        .delivery_seconds
-        .record(waited_ms.max(0) as f64 / 1000.0);
+fn deliver(
+    hub: &Hub,
+    metrics: &GatewayMetrics,
+    user: u64,
+    last: &mut LastEvent,
+    batch: &mut Batch,
+) {
+    let sockets = hub.deliver(user, &mut last.event, &mut batch.wakes);
+    batch.delivered(metrics, last.published_at_ms, sockets);
 }

@@ -1,6 +1,10 @@
 //! The hub: which sockets on this node belong to which user. It owns that map (nobody else locks
 //! it), hands each event's encoded bytes to every local socket of a user without blocking, and
 //! tells the registry when a user's first local socket opens or last one closes.
+//!
+//! Deliveries queue the event and leave the writer's wake-up to a [`Wakes`] that the caller
+//! flushes once it has queued a batch: a socket that gets several events from one read of the
+//! bus is woken, and written to, once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -110,6 +114,19 @@ impl EncodedEvent {
     }
 }
 
+/// The writers owed a wake-up for events queued since the last [`Wakes::wake_all`], each
+/// listed once (an outbox asks for a wake-up only when its queue was empty).
+#[derive(Default)]
+pub struct Wakes(Vec<std::sync::Arc<Outbox>>);
+
+impl Wakes {
+    pub fn wake_all(&mut self) {
+        for outbox in self.0.drain(..) {
+            outbox.wake();
+        }
+    }
+}
+
 const SHARDS: usize = 64;
 
 pub struct Hub {
@@ -168,35 +185,50 @@ impl Hub {
         }
     }
 
-    /// Queues an event on every local socket of the user. A full queue closes that socket with
-    /// 4008 rather than slowing anyone else down.
-    pub fn deliver(&self, user: UserId, event: &mut EncodedEvent) {
+    /// Queues an event on every local socket of the user, leaving their writers to `wakes`;
+    /// returns how many sockets got it. A full queue closes that socket with 4008 rather than
+    /// slowing anyone else down.
+    pub fn deliver(&self, user: UserId, event: &mut EncodedEvent, wakes: &mut Wakes) -> usize {
         let shard = self.shard(user);
         let Some(conns) = shard.get(&user) else {
-            return;
+            return 0;
         };
+        let mut sent = 0;
         for conn in conns {
-            self.offer(conn, event.for_format(conn.format));
+            sent += usize::from(self.offer(conn, event.for_format(conn.format), wakes));
         }
+        sent
     }
 
     /// Queues an event on every local socket; returns how many sockets got it.
     pub fn broadcast(&self, event: &mut EncodedEvent) -> usize {
         let mut sent = 0;
+        let mut wakes = Wakes::default();
         for index in 0..SHARDS {
             let shard = self.shard(index as u64);
             for conn in shard.values().flatten() {
-                sent += usize::from(self.offer(conn, event.for_format(conn.format)));
+                sent += usize::from(self.offer(conn, event.for_format(conn.format), &mut wakes));
             }
+            wakes.wake_all();
         }
+        self.metrics.events_delivered.increment(sent as u64);
         sent
     }
 
-    /// Queues bytes on one socket without waiting; a full queue closes it with 4008.
-    fn offer(&self, conn: &ConnHandle, event: OutEvent) -> bool {
-        match conn.outbox.offer_event(event) {
-            Ok(()) => {
-                self.metrics.events_delivered.increment(1);
+    /// Counts deliveries made with [`Hub::deliver`] (once a batch: the counter is shared by
+    /// every thread).
+    pub fn count_delivered(&self, sent: usize) {
+        self.metrics.events_delivered.increment(sent as u64);
+    }
+
+    /// Queues bytes on one socket without waiting; a full queue closes it with 4008. The
+    /// delivered counter is the caller's.
+    fn offer(&self, conn: &ConnHandle, event: OutEvent, wakes: &mut Wakes) -> bool {
+        match conn.outbox.offer_event_deferred(event) {
+            Ok(wake) => {
+                if wake {
+                    wakes.0.push(conn.outbox.clone());
+                }
                 true
             }
             Err(Refused::Full) => {

@@ -5,7 +5,14 @@
 //! 5 KB per socket for the two, and most sockets sit idle with nothing queued. Here an idle
 //! socket's queues are two empty `VecDeque`s behind one mutex, and their capacity is given back
 //! when a burst has drained. Producers never wait on the mutex for long: every critical section
-//! is a push or a pop.
+//! is a push, a pop, or the writer taking a batch of events (a copy of each into its buffer).
+//!
+//! The writer is woken only when an event lands in an empty queue: a queue that already holds
+//! events has a wake-up outstanding, or a writer still taking them, since the writer takes events
+//! until the queue is empty (or its batch is full, and then it goes on without waiting). The
+//! dispatcher queues every event of a batch of bus messages first and wakes each writer once
+//! afterwards (`offer_event_deferred`, `wake`), so a socket with several events in the batch
+//! costs one wake-up and one write, not one per event.
 
 use std::collections::VecDeque;
 
@@ -103,19 +110,32 @@ impl Outbox {
     }
 
     /// Queues a live event without waiting.
+    #[cfg(test)]
     pub fn offer_event(&self, event: OutEvent) -> Result<(), Refused> {
-        {
-            let mut queues = self.lock();
-            if queues.closed {
-                return Err(Refused::Closed);
-            }
-            if queues.events.len() >= self.event_bound {
-                return Err(Refused::Full);
-            }
-            queues.events.push_back(event);
+        if self.offer_event_deferred(event)? {
+            self.wake();
         }
-        self.queued.notify_one();
         Ok(())
+    }
+
+    /// Queues a live event without waiting and without waking the writer; `true` when the
+    /// caller must [`Outbox::wake`] it once done queueing (the queue was empty).
+    pub fn offer_event_deferred(&self, event: OutEvent) -> Result<bool, Refused> {
+        let mut queues = self.lock();
+        if queues.closed {
+            return Err(Refused::Closed);
+        }
+        if queues.events.len() >= self.event_bound {
+            return Err(Refused::Full);
+        }
+        let was_empty = queues.events.is_empty();
+        queues.events.push_back(event);
+        Ok(was_empty)
+    }
+
+    /// Wakes the writer for events queued with [`Outbox::offer_event_deferred`].
+    pub fn wake(&self) {
+        self.queued.notify_one();
     }
 
     /// Waits until something may have been queued since the writer last looked.
@@ -138,11 +158,30 @@ impl Outbox {
     }
 
     /// The oldest live event, if any.
+    #[cfg(test)]
     pub fn take_event(&self) -> Option<OutEvent> {
         let mut queues = self.lock();
         let taken = queues.events.pop_front();
         shrink_when_drained(&mut queues.events, KEEP_EVENT_SLOTS);
         taken
+    }
+
+    /// Hands queued live events to `each`, oldest first, under one lock, until the queue is
+    /// empty, `each` returns false (the batch is full), or a control frame is queued (it goes
+    /// first: a `Pause` must stop live events at once). True when the queue was left empty.
+    pub fn take_events(&self, mut each: impl FnMut(OutEvent) -> bool) -> bool {
+        let mut queues = self.lock();
+        while queues.control.is_empty() {
+            let Some(event) = queues.events.pop_front() else {
+                break;
+            };
+            if !each(event) {
+                break;
+            }
+        }
+        let empty = queues.events.is_empty();
+        shrink_when_drained(&mut queues.events, KEEP_EVENT_SLOTS);
+        empty
     }
 
     /// The writer is gone: refuse everything from now on and free what is queued.
@@ -199,6 +238,50 @@ mod tests {
             .map(|e| e.bytes)
             .collect();
         assert_eq!(rest, vec![Bytes::from("2"), Bytes::from("3")]);
+    }
+
+    #[test]
+    fn only_an_event_into_an_empty_queue_asks_for_a_wake_up() {
+        let outbox = Outbox::new(4, 4);
+        assert_eq!(outbox.offer_event_deferred(event(1)), Ok(true));
+        assert_eq!(outbox.offer_event_deferred(event(2)), Ok(false));
+        assert!(
+            outbox.take_events(|_| true),
+            "both taken, the queue is empty"
+        );
+        assert_eq!(outbox.offer_event_deferred(event(3)), Ok(true));
+    }
+
+    #[test]
+    fn taking_events_stops_for_a_control_frame_and_a_full_batch() {
+        let outbox = Outbox::new(4, 8);
+        for n in 1..=4 {
+            assert_eq!(outbox.offer_event(event(n)), Ok(()));
+        }
+        let mut seqs = Vec::new();
+        let key = |e: &OutEvent| match e.key {
+            EventKey::Message { seq, .. } => seq,
+            _ => 0,
+        };
+        // A full batch after the second event.
+        assert!(!outbox.take_events(|e| {
+            seqs.push(key(&e));
+            seqs.len() < 2
+        }));
+        assert_eq!(seqs, vec![1, 2]);
+        // A control frame queued meanwhile goes before the rest of the events.
+        assert_eq!(outbox.try_control(frame("pause")), Ok(()));
+        assert!(!outbox.take_events(|e| {
+            seqs.push(key(&e));
+            true
+        }));
+        assert_eq!(seqs, vec![1, 2]);
+        assert!(outbox.take_control().is_some());
+        assert!(outbox.take_events(|e| {
+            seqs.push(key(&e));
+            true
+        }));
+        assert_eq!(seqs, vec![1, 2, 3, 4]);
     }
 
     #[test]

@@ -156,6 +156,12 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     pub async fn run(mut self) {
         let start = tokio::time::Instant::now() + self.ping_every;
         let mut ping = tokio::time::interval_at(start, self.ping_every);
+        // One wait for the close request for the writer's whole life, not one per wake-up: each
+        // new wait registers with the token and deregisters when dropped.
+        let signal = self.signal.clone();
+        let close_requested = signal.requested();
+        tokio::pin!(close_requested);
+        let mut close_seen = false;
         let mut more_ready = false;
         while !self.finished {
             // A batch that stopped at its size limit left work queued: no need to wait.
@@ -163,7 +169,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 tokio::select! {
                     biased;
                     () = self.outbox.wait_queued() => {}
-                    () = self.signal.requested() => {}
+                    () = &mut close_requested, if !close_seen => close_seen = true,
                     _ = ping.tick() => push_frame(&mut self.batch, OpCode::Ping, &[]),
                 }
             }
@@ -228,11 +234,12 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     /// a requested close, then live events (once active). True when it stopped at the size limit
     /// with work possibly left.
     fn fill_batch(&mut self) -> bool {
+        let outbox = Arc::clone(&self.outbox);
         while !self.finished {
             if self.batch.len() >= BATCH_BYTES {
                 return true;
             }
-            if let Some(control) = self.outbox.take_control() {
+            if let Some(control) = outbox.take_control() {
                 self.take_control(control);
                 continue;
             }
@@ -243,9 +250,19 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             if !self.active {
                 break;
             }
-            match self.outbox.take_event() {
-                Some(event) => self.push_live(event),
-                None => break,
+            // Every queued event under one lock; it stops early for a control frame, which the
+            // next round takes first.
+            let mut full = false;
+            let drained = outbox.take_events(|event| {
+                self.push_live(event);
+                full = self.batch.len() >= BATCH_BYTES;
+                !full
+            });
+            if full {
+                return true;
+            }
+            if drained {
+                break;
             }
         }
         false
