@@ -9,13 +9,18 @@
 # chat-fanout also reads INFO on every Redis server before and after the sends: the PUBLISH and
 # SPUBLISH calls per message (a group's message should cost one per gateway holding members, not
 # one per member) and the Redis CPU per message.
+# FANOUT_MODES (default "standalone cluster") and FANOUT_SIZES (default "0 <small>"; 0 is the
+# one group) pick a part of the matrix, e.g. to alternate two builds on one shape:
+#   CARGO_TARGET_DIR=/tmp/old BENCH_NO_BUILD=1 FANOUT_MODES=cluster FANOUT_SIZES=10 scripts/bench-fanout.sh 999 200
+# FANOUT_CONCURRENCY replaces the requests in flight and FANOUT_ARGS adds flags to chat-fanout,
+# e.g. FANOUT_ARGS="--rate 2000" for latency at a paced rate instead of the closed loop's queue.
 # Usage: scripts/bench-fanout.sh [receivers] [messages per chat] [members of a small chat]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)"
 small=${3:-10}
-for mode in standalone cluster; do
-  for size in 0 "$small"; do
+for mode in ${FANOUT_MODES:-standalone cluster}; do
+  for size in ${FANOUT_SIZES:-0 $small}; do
     if [ "$size" = 0 ]; then echo "== REDIS_MODE=$mode, one group"; else echo "== REDIS_MODE=$mode, groups of $size"; fi
     (
       export REDIS_MODE=$mode
@@ -31,8 +36,8 @@ for mode in standalone cluster; do
       fi
       "$bench_bin/chat-fanout" --api-url http://127.0.0.1:18180 \
         --ws ws://127.0.0.1:18181/ws,ws://127.0.0.1:18183/ws --receivers "${1:-200}" --messages "${2:-300}" \
-        --chat-size "$size" --concurrency "$([ "$size" = 0 ] && echo 4 || echo 256)" --gateway-pids "${bench_pids[1]},${bench_pids[2]}" \
-        --redis "$redis_nodes"
+        --chat-size "$size" --concurrency "${FANOUT_CONCURRENCY:-$([ "$size" = 0 ] && echo 4 || echo 256)}" \
+        --gateway-pids "${bench_pids[1]},${bench_pids[2]}" --redis "$redis_nodes" ${FANOUT_ARGS:-}
     )
   done
 done

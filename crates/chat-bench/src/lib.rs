@@ -85,7 +85,23 @@ pub async fn send_concurrently(
     concurrency: usize,
     body: impl Fn(usize) -> Value + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    send_paced(api, token, chats, sent_at, concurrency, None, body).await
+}
+
+/// [`send_concurrently`], with message `i` not sent before `i * interval` from the start when
+/// an interval is given: an open-loop rate, so that latency is measured at a load the stack
+/// keeps up with instead of in the queue a closed loop of `concurrency` requests builds.
+pub async fn send_paced(
+    api: Arc<Api>,
+    token: &str,
+    chats: &[u64],
+    sent_at: Arc<Vec<OnceLock<Instant>>>,
+    concurrency: usize,
+    interval: Option<Duration>,
+    body: impl Fn(usize) -> Value + Send + Sync + 'static,
+) -> anyhow::Result<()> {
     anyhow::ensure!(!chats.is_empty(), "no chat to send to");
+    let start = tokio::time::Instant::now();
     let total = sent_at.len();
     let chats: Arc<[u64]> = chats.into();
     let next = Arc::new(AtomicUsize::new(0));
@@ -100,6 +116,10 @@ pub async fn send_concurrently(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
                     return anyhow::Ok(());
+                }
+                if let Some(interval) = interval {
+                    let offset = interval.mul_f64(i as f64);
+                    tokio::time::sleep_until(start + offset).await;
                 }
                 let chat_id = chats[i % chats.len()];
                 let _ = sent_at[i].set(Instant::now());
@@ -159,15 +179,23 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 /// CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat`.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    cpu_seconds_in(&format!("/proc/{pid}/stat"))
+    let (user, system) = cpu_split(pid)?;
+    Ok(user + system)
+}
+
+/// CPU time process `pid` has used so far in user mode and in the kernel: a gateway's write
+/// syscalls (and the loopback receiver's TCP work inside them) are its system time.
+pub fn cpu_split(pid: u32) -> anyhow::Result<(f64, f64)> {
+    cpu_times_in(&format!("/proc/{pid}/stat"))
 }
 
 /// CPU time (user + system) the calling thread has used so far.
 pub fn thread_cpu_seconds() -> anyhow::Result<f64> {
-    cpu_seconds_in("/proc/thread-self/stat")
+    let (user, system) = cpu_times_in("/proc/thread-self/stat")?;
+    Ok(user + system)
 }
 
-fn cpu_seconds_in(stat_path: &str) -> anyhow::Result<f64> {
+fn cpu_times_in(stat_path: &str) -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string(stat_path)
         .with_context(|| format!("reading {stat_path} (is the process running?)"))?;
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
@@ -185,7 +213,7 @@ fn cpu_seconds_in(stat_path: &str) -> anyhow::Result<f64> {
     };
     // /proc reports in USER_HZ ticks, 100 per second on every Linux architecture we build for.
     const USER_HZ: f64 = 100.0;
-    Ok((ticks(11)? + ticks(12)?) / USER_HZ)
+    Ok((ticks(11)? / USER_HZ, ticks(12)? / USER_HZ))
 }
 
 /// Percentile (0–100) of sorted samples, nearest-rank.

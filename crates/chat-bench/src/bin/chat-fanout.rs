@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chat_bench::{Api, RedisStats, connect, cpu_seconds, next_json, percentile, send_concurrently};
+use chat_bench::{Api, RedisStats, connect, cpu_split, next_json, percentile, send_paced};
 use clap::Parser;
 use serde_json::json;
 
@@ -36,6 +36,10 @@ struct Args {
     /// Requests in flight from the sender.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Messages a second, paced (open loop), with at most `concurrency` in flight; 0: as fast
+    /// as `concurrency` allows (closed loop, where the latency is the queue it builds).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Gateway process ids: prints deliveries per gateway CPU-second (user + system time the
     /// gateways spent between the first send and the last delivery).
     #[arg(long, value_delimiter = ',')]
@@ -128,8 +132,18 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
 
-    let gateway_cpu =
-        || -> anyhow::Result<f64> { args.gateway_pids.iter().map(|pid| cpu_seconds(*pid)).sum() };
+    // User and system time of every gateway, and of this process (the receivers' client).
+    let cpu = || -> anyhow::Result<[f64; 3]> {
+        let mut times = [0.0; 3];
+        for pid in &args.gateway_pids {
+            let (user, system) = cpu_split(*pid)?;
+            times[0] += user;
+            times[1] += system;
+        }
+        let (user, system) = cpu_split(std::process::id())?;
+        times[2] = user + system;
+        Ok(times)
+    };
     let (settle_frames, settle_time) =
         wait_for_quiet(&frames_seen, Duration::from_millis(args.quiet_ms)).await?;
     println!(
@@ -138,15 +152,17 @@ async fn main() -> anyhow::Result<()> {
         args.quiet_ms,
         settle_time.as_secs_f64()
     );
-    let cpu_before = gateway_cpu()?;
+    let cpu_before = cpu()?;
     let redis_before = RedisStats::read(&args.redis).await?;
     let started = Instant::now();
-    send_concurrently(
+    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    send_paced(
         api.clone(),
         &sender.token,
         &chats,
         sent_at.clone(),
         args.concurrency,
+        interval,
         |i| json!({"client_msg_id": format!("fan-{i}"), "text": i.to_string()}),
     )
     .await?;
@@ -159,19 +175,26 @@ async fn main() -> anyhow::Result<()> {
         finished = finished.max(last);
         duplicates += repeated;
     }
-    let cpu_used = gateway_cpu()? - cpu_before;
+    let cpu_after = cpu()?;
+    let [user, system, client] = [0, 1, 2].map(|i| cpu_after[i] - cpu_before[i]);
+    let cpu_used = user + system;
     let redis_used = RedisStats::read(&args.redis).await?.since(redis_before);
     latencies.sort();
     let expected = args.messages * args.receivers;
     let elapsed = finished - started;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "fan-out: {} messages x {} receivers over {} gateways, sender concurrency {}, {} chat(s) \
+        "fan-out: {} messages x {} receivers over {} gateways, sender concurrency {}{}, {} chat(s) \
          of {} members",
         args.messages,
         args.receivers,
         gateways.len(),
         args.concurrency,
+        if args.rate > 0.0 {
+            format!(" at {} messages/s", args.rate)
+        } else {
+            String::new()
+        },
         chat_count,
         per_chat + 1
     );
@@ -189,11 +212,16 @@ async fn main() -> anyhow::Result<()> {
     );
     if !args.gateway_pids.is_empty() {
         println!(
-            "gateway CPU: {cpu_used:.2} s over {} gateways = {:.0} deliveries per gateway CPU-second",
+            "gateway CPU: {cpu_used:.2} s (user {user:.2}, system {system:.2}) over {} gateways = \
+             {:.0} deliveries per gateway CPU-second",
             args.gateway_pids.len(),
             latencies.len() as f64 / cpu_used.max(0.01)
         );
     }
+    println!(
+        "bench client CPU (the receivers and the sender): {client:.2} s = {:.0}% of one core",
+        100.0 * client / elapsed.as_secs_f64().max(0.001)
+    );
     if !args.redis.is_empty() {
         // Presence and receipts publish too: what is left per message is an upper bound on
         // the message's own publishes.
