@@ -25,7 +25,9 @@
 //!
 //! A publish that failed (Redis unreachable) may have left an event out of its log: chat-api
 //! then raises the log's `from` past that moment ([`Bus::invalidate_recent`]), retrying for as
-//! long as the event could still be inside the window. Gateways add one rule of their own: after
+//! long as the event could still be inside the window; and a read never reaches back further
+//! than the window (the reader's clock), so once chat-api stops retrying no read can need that
+//! event. chat-api and gateways must therefore agree on the window. Gateways add one rule of their own: after
 //! their subscription was lost and restored (a restart or failover that may have lost writes),
 //! they trust the log only for cursors from the reconnection on.
 //!
@@ -136,14 +138,15 @@ impl Bus {
 
     /// Every logged envelope (as published) of the user's channel and of these group chats'
     /// channels with an event time at or after `from_ms`, in no particular order; `None` when
-    /// any of those logs does not cover everything since `from_ms` (or the log is off).
+    /// any of those logs does not cover everything since `from_ms`, when `from_ms` is older than
+    /// the window (see the module docs: what a failed publish left out), or the log is off.
     pub async fn recent_events(
         &self,
         user: UserId,
         chats: &[ChatId],
         from_ms: i64,
     ) -> Result<Option<Vec<Bytes>>> {
-        if !self.recent.enabled() {
+        if !self.recent.enabled() || from_ms < now_ms().saturating_sub(self.recent.window_ms()) {
             return Ok(None);
         }
         let topics: Vec<Topic> = std::iter::once(Topic::User(user))
