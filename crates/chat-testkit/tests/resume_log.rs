@@ -1,7 +1,9 @@
 //! Resumes served from the bus's recent-event log instead of chat-api's `/v1/sync`: a recent
 //! cursor is replayed from the log (the gateway counts `chat_gateway_replays_total{source="log"}`)
 //! with exactly the events a sync gives for the same cursor; a cursor older than the log, or a
-//! log trimmed by count, falls back to the api; a group the user left is not replayed.
+//! log trimmed by count, falls back to the api; a group the user left is not replayed; after
+//! its subscription was lost, a gateway trusts the log only from the reconnection on (a private
+//! Redis; skipped by `make test-embedded`).
 //!
 //! A channel's log covers events from a few seconds after its first write on (the clock
 //! allowance of `chat_bus`'s `recent` module), so each test first puts an event on every
@@ -291,5 +293,71 @@ async fn resuming_from_the_log_while_messages_flow_has_no_gap_and_no_repeat() {
     assert_eq!(
         seen, expected,
         "every message exactly once, in order, across the seam"
+    );
+}
+
+/// Sends a `resume` frame and reads up to its `synced`.
+async fn resume_frame(ws: &mut WsClient, cursor: &str) {
+    ws.send_json(&json!({"type": "resume", "since": cursor}))
+        .await;
+    ws.recv_until("synced", WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_its_subscription_is_back_a_gateway_trusts_the_log_only_from_then() {
+    // A private Redis, so dropping its pub/sub connections touches no one else's test.
+    let redis = chat_testkit::chaos::PrivateRedis::start()
+        .await
+        .expect("private redis-server");
+    let stack = Stack::start(StackOptions {
+        redis: Some(redis.target()),
+        ..StackOptions::default()
+    })
+    .await;
+    let api = stack.api();
+    let (a, b) = (api.new_user("sa").await, api.new_user("sb").await);
+    let alice = api.as_user(&a);
+    let private = id_of(&alice.private_chat(b.id).await, "id");
+    alice.send_text(private, "s0", "before").await;
+    tokio::time::sleep(SETTLE).await;
+    let before = format!("c{}", now_ms());
+    alice.send_text(private, "s1", "one").await;
+    let (mut ws, _) = WsClient::connect_ok(
+        &stack.gateway_ws_url(0),
+        Auth::Header(&b.token),
+        Format::Json,
+    )
+    .await;
+    resume_frame(&mut ws, &before).await;
+    assert_eq!(replays(&stack, "log").await, 1.0, "trusted before the drop");
+
+    let mut conn = chat_testkit::redis_target::connect(&redis.url())
+        .await
+        .expect("redis");
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT KILL");
+    ws.recv_until("resync", Duration::from_secs(10)).await;
+    let back = now_ms();
+    resume_frame(&mut ws, &before).await;
+    assert_eq!(
+        replays(&stack, "api").await,
+        1.0,
+        "not trusted from before the drop"
+    );
+
+    // From the reconnection (plus the clock allowance) on, the log serves again.
+    tokio::time::sleep(SETTLE).await;
+    let after = format!("c{}", back + 5_100);
+    alice.send_text(private, "s2", "two").await;
+    resume_frame(&mut ws, &after).await;
+    assert_eq!(
+        replays(&stack, "log").await,
+        2.0,
+        "trusted again after the drop"
     );
 }
