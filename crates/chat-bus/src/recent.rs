@@ -13,21 +13,26 @@
 //! the database), never a partial list. What the log covers is kept beside it (the meta hash,
 //! `Keys::recent_meta`):
 //!
-//! - `from`: complete from this ms on. A new meta (the channel's first write, or the first
-//!   after Redis lost its data: the meta is gone with the rest) starts at the write's time plus
-//!   [`SKEW_MS`], since envelopes published before it, to a Redis that has since lost them, have
-//!   event times up to the clock difference past it. Trimming raises it: by age to the cut-off,
-//!   by count to just above the highest score trimmed.
+//! - `from`: complete from this ms on. A channel with no meta has had nothing logged since the
+//!   store started (Redis's start, from its uptime; the memory bus's creation) or for
+//!   [`META_TTL`], whichever is shorter: its log is complete, and empty, from then plus
+//!   [`SKEW_MS`] (envelopes published before the start, to a Redis that has since lost them,
+//!   have event times up to the clock difference past it). A new meta starts there too, so a
+//!   new chat's first events are served from the log. This assumes every publisher writes the
+//!   log: when it is first turned on, gateways read it only a window after the last chat-api
+//!   without it stopped. Trimming raises `from`: by age to the cut-off, by count to just above
+//!   the highest score trimmed.
 //! - `last`: the highest score or write time the log saw. The entries expire `window` after
 //!   the last write; once they are gone, nothing at or below `last` is there, so the log is
 //!   complete from `last + 1` only.
-//! - The meta lives a week after the last write; without it nothing is covered.
+//! - The meta lives a week after the last write; without it, the store-start rule above.
 //!
 //! A publish that failed (Redis unreachable) may have left an event out of its log: chat-api
-//! then raises the log's `from` past that moment ([`Bus::invalidate_recent`]), retrying for as
-//! long as the event could still be inside the window; and a read never reaches back further
-//! than the window (the reader's clock), so once chat-api stops retrying no read can need that
-//! event. chat-api and gateways must therefore agree on the window. Gateways add one rule of their own: after
+//! then raises the log's `from` past that moment ([`Bus::invalidate_recent`], which writes a
+//! meta if there is none), retrying for as long as the event could still be inside the window;
+//! and a read never reaches back further than the window (the reader's clock), so once chat-api
+//! stops retrying no read can need that event. chat-api and gateways must therefore agree on the
+//! window. Gateways add one rule of their own: after
 //! their subscription was lost and restored (a restart or failover that may have lost writes),
 //! they trust the log only for cursors from the reconnection on.
 //!
@@ -164,10 +169,38 @@ pub(crate) fn now_ms() -> i64 {
 
 /// The recent-event logs of the memory backend, and the model of the Redis scripts: the same
 /// fields (`entries` is the sorted set, `from`/`last` the meta hash), the same steps.
-#[derive(Default)]
 pub(crate) struct Logs {
     logs: HashMap<Topic, ChannelLog>,
     sweep_above: usize,
+    /// When the store started (wall-clock ms): nothing logged before it is kept.
+    started_ms: i64,
+    /// Monotonic twin of `started_ms`, for the metas' expiry.
+    started: Instant,
+}
+
+impl Logs {
+    /// Logs of a store that started at `started_ms`.
+    pub(crate) fn started_at(started_ms: i64) -> Self {
+        Self {
+            logs: HashMap::new(),
+            sweep_above: 0,
+            started_ms,
+            started: Instant::now(),
+        }
+    }
+
+    /// Where a channel with no meta is complete from at `now_ms`: the store's start, or a meta
+    /// lifetime ago once the store has lived that long (a meta outlives its channel's last
+    /// write by that much), plus the clock allowance; never later than now plus the allowance.
+    fn unwritten_from(&self, now_ms: i64) -> i64 {
+        let since = if self.started.elapsed() < META_TTL {
+            self.started_ms
+        } else {
+            let meta_ttl = i64::try_from(META_TTL.as_millis()).unwrap_or(i64::MAX);
+            self.started_ms.max(now_ms.saturating_sub(meta_ttl))
+        };
+        since.min(now_ms).saturating_add(SKEW_MS)
+    }
 }
 
 struct ChannelLog {
@@ -209,15 +242,16 @@ impl Logs {
     ) {
         let now = Instant::now();
         let window = config.window_ms();
+        let fresh_from = self.unwritten_from(now_ms);
         let log = self
             .logs
             .entry(topic)
             .and_modify(|log| {
                 if !log.live(now) {
-                    *log = ChannelLog::new(now_ms);
+                    *log = ChannelLog::new(fresh_from);
                 }
             })
-            .or_insert_with(|| ChannelLog::new(now_ms));
+            .or_insert_with(|| ChannelLog::new(fresh_from));
         if now_ms >= log.entries_expire {
             log.from = log.complete_from(now_ms);
             log.entries.clear();
@@ -245,22 +279,30 @@ impl Logs {
         self.sweep(now);
     }
 
-    /// Raises the topic's `from` to `floor_ms` (nothing to do without a meta: nothing is covered).
-    pub(crate) fn invalidate(&mut self, topic: Topic, floor_ms: i64) {
-        if let Some(log) = self.logs.get_mut(&topic)
-            && log.live(Instant::now())
-        {
-            log.from = log.from.max(floor_ms);
-        }
+    /// Raises the topic's `from` to `floor_ms`, writing a meta if there is none (a channel with
+    /// no meta counts as complete from the store's start).
+    pub(crate) fn invalidate(&mut self, topic: Topic, floor_ms: i64, now_ms: i64) {
+        let now = Instant::now();
+        let fresh_from = self.unwritten_from(now_ms);
+        let log = self
+            .logs
+            .entry(topic)
+            .and_modify(|log| {
+                if !log.live(now) {
+                    *log = ChannelLog::new(fresh_from);
+                }
+            })
+            .or_insert_with(|| ChannelLog::new(fresh_from));
+        log.from = log.from.max(floor_ms);
+        log.meta_expires = now + META_TTL;
     }
 
     /// The topic's entries scored `from_ms` or later, or `None` if the log does not cover all
     /// of them.
     pub(crate) fn read(&self, topic: Topic, from_ms: i64, now_ms: i64) -> Option<Vec<Bytes>> {
-        let log = self
-            .logs
-            .get(&topic)
-            .filter(|log| log.live(Instant::now()))?;
+        let Some(log) = self.logs.get(&topic).filter(|log| log.live(Instant::now())) else {
+            return (from_ms >= self.unwritten_from(now_ms)).then(Vec::new);
+        };
         if from_ms < log.complete_from(now_ms) {
             return None;
         }
@@ -286,10 +328,11 @@ impl Logs {
 }
 
 impl ChannelLog {
-    fn new(now_ms: i64) -> Self {
+    /// A new meta, complete from `from` (`Logs::unwritten_from`).
+    fn new(from: i64) -> Self {
         Self {
             entries: Vec::new(),
-            from: now_ms.saturating_add(SKEW_MS),
+            from,
             last: 0,
             entries_expire: i64::MAX,
             meta_expires: Instant::now() + META_TTL,

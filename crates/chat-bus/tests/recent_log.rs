@@ -1,7 +1,7 @@
 //! The recent-event log through the public API, on memory, standalone Redis
 //! (`CHAT_TEST_REDIS_URL`) and the local test cluster (`CHAT_TEST_CLUSTER_URL`; `make cluster`):
 //! a logged publish still reaches subscribers, and a read answers "covered from here" exactly
-//! (a new log, a count trim, an invalidation). The coverage rules in detail are unit-tested on
+//! (a channel never written, a new log, a count trim, an invalidation). The coverage rules in detail are unit-tested on
 //! the memory model (`src/recent/tests.rs`), which the Redis scripts follow.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,20 +53,54 @@ fn sorted(mut entries: Vec<Bytes>) -> Vec<Bytes> {
     entries
 }
 
-async fn coverage_is_exact(bus: Bus) -> TestResult {
+/// Waits until the Redis servers behind these URLs have been up for longer than the clock
+/// allowance (a cluster started a moment ago), so that logs count as complete from before now.
+async fn wait_until_up_longer_than_the_allowance(urls: &[&str]) {
+    let needed = RECENT_LOG_SKEW_MS / 1000 + 2;
+    for url in urls {
+        let client = redis::Client::open(*url).expect("a redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("Redis at {url} is reachable: {e}"));
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .expect("INFO server");
+        let up: i64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("an uptime in INFO");
+        if up < needed {
+            tokio::time::sleep(Duration::from_secs((needed - up) as u64)).await;
+        }
+    }
+}
+
+/// `old_store`: the store (Redis, or the memory bus) started more than the clock allowance ago,
+/// so a channel never written is complete from before now; a memory bus created for the test
+/// is not.
+async fn coverage_is_exact(bus: Bus, old_store: bool) -> TestResult {
     bus.ping().await?;
     let (subscriber, mut rx) = bus.subscriber().await?;
     subscriber
         .subscribe_topics(&[Topic::User(1), Topic::Chat(71)])
         .await?;
     let t0 = now_ms();
-    assert_eq!(bus.recent_events(1, &[], t0).await?, None, "no log yet");
+    // A channel never written: complete, and empty, from the store's start plus the allowance.
+    let never_written = bus.recent_events(1, &[], t0).await?;
+    assert_eq!(never_written, old_store.then(Vec::new), "no log yet");
 
-    // A new log covers from its first write plus the clock allowance.
+    // A new log starts there too: its first events are served for earlier cursors.
     let at = t0 + RECENT_LOG_SKEW_MS + 1_000;
     bus.publish_logged_to_users(&[1], &event(1), at).await?;
     bus.publish_logged_to_chat(71, &event(2), at).await?;
-    assert_eq!(bus.recent_events(1, &[71], t0).await?, None);
+    assert_eq!(
+        bus.recent_events(1, &[71], t0).await?.map(sorted),
+        old_store.then(|| vec![event(1), event(2)])
+    );
     let from = at - 500;
     assert_eq!(
         bus.recent_events(1, &[71], from).await?.map(sorted),
@@ -74,8 +108,8 @@ async fn coverage_is_exact(bus: Bus) -> TestResult {
     );
     assert_eq!(
         bus.recent_events(1, &[72], from).await?,
-        None,
-        "chat 72 has no log"
+        Some(vec![event(1)]),
+        "chat 72 has no log: nothing of it since the store started"
     );
 
     // The logged publishes reached the subscriber too.
@@ -121,22 +155,38 @@ async fn coverage_is_exact(bus: Bus) -> TestResult {
         Some(vec![]),
         "nothing logged that late"
     );
+    // Invalidating a channel never written gives it a meta that covers only from then on.
+    bus.invalidate_recent(&[Topic::Chat(73)]).await?;
+    assert_eq!(bus.recent_events(1, &[73], at + 3).await?, None);
+    assert_eq!(
+        bus.recent_events(1, &[73], later).await?,
+        Some(vec![]),
+        "a never-written channel after its invalidation"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn memory_coverage_is_exact() -> TestResult {
-    coverage_is_exact(Bus::memory("t").with_recent_log(BOUNDS)).await
+    coverage_is_exact(Bus::memory("t").with_recent_log(BOUNDS), false).await
 }
 
 #[tokio::test]
 async fn standalone_coverage_is_exact() -> TestResult {
-    coverage_is_exact(standalone()).await
+    let url =
+        std::env::var("CHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    wait_until_up_longer_than_the_allowance(&[&url]).await;
+    coverage_is_exact(standalone(), true).await
 }
 
 #[tokio::test]
 async fn cluster_coverage_is_exact() -> TestResult {
-    coverage_is_exact(cluster()).await
+    let nodes: Vec<String> = (7000..=7005)
+        .map(|port| format!("redis://127.0.0.1:{port}"))
+        .collect();
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    wait_until_up_longer_than_the_allowance(&nodes).await;
+    coverage_is_exact(cluster(), true).await
 }
 
 #[tokio::test]

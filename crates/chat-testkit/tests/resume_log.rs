@@ -5,9 +5,9 @@
 //! its subscription was lost, a gateway trusts the log only from the reconnection on (a private
 //! Redis; skipped by `make test-embedded`).
 //!
-//! A channel's log covers events from a few seconds after its first write on (the clock
-//! allowance of `chat_bus`'s `recent` module), so each test first puts an event on every
-//! channel it resumes and waits that long.
+//! A channel's log covers events from a few seconds after the store started on (the clock
+//! allowance of `chat_bus`'s `recent` module); the tests wait that long where the store may
+//! have just started (the embedded process's memory bus).
 
 use std::time::Duration;
 
@@ -215,6 +215,45 @@ async fn an_old_cursor_or_a_trimmed_log_falls_back_to_the_api() {
     assert_eq!(replays(&stack, "api").await, 2.0);
     assert_eq!(replayed.len(), 6);
     assert_eq!(replays(&stack, "log").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_chats_first_messages_are_replayed_from_the_log() {
+    let stack = Stack::start(StackOptions::default()).await;
+    // The store (Redis, or the embedded process's memory bus) up for longer than the clock
+    // allowance: a channel never written counts as complete from its start plus the allowance.
+    tokio::time::sleep(SETTLE).await;
+    let api = stack.api();
+    let (a, b, c) = (
+        api.new_user("na").await,
+        api.new_user("nb").await,
+        api.new_user("nc").await,
+    );
+    let alice = api.as_user(&a);
+    let cursor = format!("c{}", now_ms());
+    let private = id_of(&alice.private_chat(b.id).await, "id");
+    let group = id_of(&alice.group_chat("new", &[b.id, c.id]).await, "id");
+    alice.send_text(private, "n1", "first").await;
+    alice.send_text(group, "n2", "first in the group").await;
+
+    let (ws, replayed, _) = resume(&stack, &b, &cursor).await;
+    ws.close().await;
+    assert_eq!(
+        (replays(&stack, "log").await, replays(&stack, "api").await),
+        (1.0, 0.0),
+        "channels first written after the cursor are served from the log"
+    );
+    let texts: Vec<&str> = replayed
+        .iter()
+        .filter_map(|e| e["message"]["text"].as_str())
+        .collect();
+    assert_eq!(texts, vec!["first", "first in the group"]);
+    let synced = sync_events(&stack, &b, &cursor).await;
+    let synced: Vec<&str> = synced
+        .iter()
+        .filter_map(|e| e["message"]["text"].as_str())
+        .collect();
+    assert_eq!(synced, texts, "what /v1/sync gives for the same cursor");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

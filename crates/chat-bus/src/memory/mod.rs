@@ -61,7 +61,9 @@ impl MemoryBus {
             limits: limits::Limits::new(),
             jobs: Arc::new(jobs::Jobs::default()),
             announce: announce::Announce::default(),
-            recent: parking_lot::Mutex::default(),
+            recent: parking_lot::Mutex::new(crate::recent::Logs::started_at(
+                crate::recent::now_ms(),
+            )),
         }
     }
 }

@@ -36,8 +36,9 @@ impl RecentLogBackend for MemoryBus {
 
     async fn invalidate_recent(&self, topics: &[Topic], floor_ms: i64) -> Result<()> {
         let mut logs = self.recent.lock();
+        let now = now_ms();
         for &topic in topics {
-            logs.invalidate(topic, floor_ms);
+            logs.invalidate(topic, floor_ms, now);
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ fn entry(n: i64) -> Bytes {
 
 #[test]
 fn a_new_log_covers_from_its_first_write_plus_the_clock_allowance() {
-    let mut logs = Logs::default();
+    let mut logs = Logs::started_at(T);
     assert_eq!(logs.read(ME, T, T), None, "no log: not covered");
     logs.write(ME, &entry(1), T, T, config(120, 10));
     assert_eq!(
@@ -44,15 +44,35 @@ fn a_new_log_covers_from_its_first_write_plus_the_clock_allowance() {
         Some(vec![entry(2)])
     );
     assert_eq!(
-        logs.read(Topic::Chat(42), T + SKEW_MS, T),
+        logs.read(Topic::Chat(42), T + SKEW_MS - 1, T),
         None,
-        "another topic"
+        "another topic, before the store's start plus the allowance"
+    );
+}
+
+#[test]
+fn a_channel_never_written_is_complete_and_empty_from_the_store_start() {
+    let logs = Logs::started_at(T);
+    let later = T + 60_000;
+    assert_eq!(logs.read(ME, T + SKEW_MS - 1, later), None);
+    assert_eq!(logs.read(ME, T + SKEW_MS, later), Some(vec![]));
+}
+
+#[test]
+fn a_new_channels_first_events_are_served_for_cursors_since_the_store_start() {
+    let mut logs = Logs::started_at(T - 60_000);
+    logs.write(ME, &entry(1), T, T, config(120, 10));
+    assert_eq!(logs.read(ME, T - 30_000, T + 1), Some(vec![entry(1)]));
+    assert_eq!(
+        logs.read(ME, T - 60_000 + SKEW_MS - 1, T + 1),
+        None,
+        "before the store started (plus the allowance)"
     );
 }
 
 #[test]
 fn count_trims_raise_complete_from_above_the_trimmed() {
-    let mut logs = Logs::default();
+    let mut logs = Logs::started_at(T);
     let start = T + SKEW_MS;
     logs.write(ME, &entry(0), T, T, config(120, 3));
     for n in 1..=5 {
@@ -69,7 +89,7 @@ fn count_trims_raise_complete_from_above_the_trimmed() {
 
 #[test]
 fn age_trims_raise_complete_from_to_the_cut_off() {
-    let mut logs = Logs::default();
+    let mut logs = Logs::started_at(T);
     let start = T + SKEW_MS;
     logs.write(ME, &entry(0), T, T, config(120, 100));
     logs.write(ME, &entry(1), start, start, config(120, 100));
@@ -89,7 +109,7 @@ fn age_trims_raise_complete_from_to_the_cut_off() {
 
 #[test]
 fn expired_entries_leave_coverage_from_the_last_write_on() {
-    let mut logs = Logs::default();
+    let mut logs = Logs::started_at(T);
     let start = T + SKEW_MS;
     logs.write(ME, &entry(0), T, T, config(120, 100));
     logs.write(ME, &entry(1), start + 50, start + 40, config(120, 100));
@@ -106,25 +126,29 @@ fn expired_entries_leave_coverage_from_the_last_write_on() {
 }
 
 #[test]
-fn invalidation_raises_complete_from_and_needs_a_log() {
-    let mut logs = Logs::default();
+fn invalidation_raises_complete_from_and_writes_a_meta() {
+    let mut logs = Logs::started_at(T);
     let start = T + SKEW_MS;
     logs.write(ME, &entry(0), T, T, config(120, 100));
     logs.write(ME, &entry(1), start + 10, start + 10, config(120, 100));
-    logs.invalidate(ME, start + 1_000);
+    logs.invalidate(ME, start + 1_000, start + 20);
     assert_eq!(logs.read(ME, start, start + 20), None);
     assert_eq!(logs.read(ME, start + 1_000, start + 20), Some(vec![]));
     // Never lowered.
-    logs.invalidate(ME, start);
+    logs.invalidate(ME, start, start + 20);
     assert_eq!(logs.read(ME, start + 999, start + 20), None);
+    // A channel never written gets a meta: without one it would count as complete from the
+    // store's start.
     let other = Topic::Chat(7);
-    logs.invalidate(other, start);
-    assert_eq!(logs.read(other, start, start), None);
+    assert_eq!(logs.read(other, start, start + 20), Some(vec![]));
+    logs.invalidate(other, start + 500, start + 20);
+    assert_eq!(logs.read(other, start, start + 20), None);
+    assert_eq!(logs.read(other, start + 500, start + 20), Some(vec![]));
 }
 
 #[test]
 fn entries_come_in_score_order_and_once() {
-    let mut logs = Logs::default();
+    let mut logs = Logs::started_at(T);
     let start = T + SKEW_MS;
     logs.write(ME, &entry(0), T, T, config(120, 100));
     logs.write(ME, &entry(2), start + 20, start + 20, config(120, 100));
