@@ -19,6 +19,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_LISTEN", default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
 
+    /// Accept queue of the listening socket (capped by the kernel's net.core.somaxconn): room for
+    /// the reconnects of a dead gateway's clients arriving within their jitter.
+    #[arg(long, env = "CHAT_LISTEN_BACKLOG", default_value_t = crate::listener::DEFAULT_BACKLOG)]
+    pub listen_backlog: u32,
+
     #[command(flatten)]
     pub redis: RedisArgs,
 

@@ -11,6 +11,7 @@ mod groups;
 mod http;
 mod hub;
 mod limits;
+pub mod listener;
 mod metrics;
 mod pacing;
 mod registry;

@@ -16,8 +16,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let prometheus = chat_ops::install_metrics()?;
     let keys = config.secret.keys()?;
     let bus = Bus::new(&config.redis.bus_config())?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = chat_gateway::listener::bind(config.listen, config.listen_backlog)
         .with_context(|| format!("binding {}", config.listen))?;
     let shutdown = chat_ops::cancel_on_shutdown_signal();
     let parts = GatewayParts {
