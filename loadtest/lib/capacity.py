@@ -6,8 +6,9 @@ usage: capacity.py measure DIR                       what a run did and what eac
                                                      unit costs from five calibration runs, as the
                                                      TOML of docs/capacity-units.toml (stdout)
        capacity.py compare PREDICTION.json DIR [--floor-us F --calibration-floor-us C]
-                                                     predicted vs measured per process, % error,
-                                                     the predicted CPU scaled by F / C (the write
+                                                     predicted vs measured per process, % error
+                                                     (and, for information, the error with the
+                                                     predicted CPU scaled by F / C, the write
                                                      floors of the run and of the calibration);
                                                      exit 1 when a compared figure is off by > 25%
 
@@ -361,16 +362,17 @@ def cmd_compare(argv):
     scale = 1.0
     if "--floor-us" in opts and "--calibration-floor-us" in opts:
         scale = float(opts["--floor-us"]) / float(opts["--calibration-floor-us"])
-        print(f"CPU scaled by the write floor: {float(opts['--floor-us']):.2f} µs in this run / "
+        print(f"for information, the error with CPU scaled by the write floor: "
+              f"{float(opts['--floor-us']):.2f} µs in this run / "
               f"{float(opts['--calibration-floor-us']):.2f} µs in the calibration = {scale:.3f} "
-              f"(raw: the unscaled prediction's error)")
+              f"(the verdict is on the unscaled error)")
     pc, mc = pred["counts"], m["counts"]
     print(f"{'count':<16} {'predicted':>12} {'measured':>12} {'error':>8}")
     for k in ("sessions", "socket_seconds", "messages", "deliveries", "resumes", "arrival_s", "sending_s"):
         e = (pc[k] - mc[k]) / mc[k] * 100 if mc[k] else 0.0
         print(f"{k:<16} {pc[k]:>12.0f} {mc[k]:>12.0f} {e:>+7.1f}%")
     print()
-    print(f"{'process':<10} {'CPU-s pred':>10} {'meas':>8} {'error':>8} {'raw':>8}   {'RSS MiB pred':>12} {'meas':>8} {'error':>8}   (RSS: the peak before the final replays)")
+    print(f"{'process':<10} {'CPU-s pred':>10} {'meas':>8} {'error':>8} {'scaled':>8}   {'RSS MiB pred':>12} {'meas':>8} {'error':>8}   (RSS: the peak before the final replays)")
     bad = []
     for p in pred["processes"]:
         name = p["process"]
@@ -378,10 +380,10 @@ def cmd_compare(argv):
         if not got:
             print(f"{name:<10} {p['cpu_s']:>10.2f} {'-':>8} (not sampled)")
             continue
-        cpu = p["cpu_s"] * scale
-        ce = (cpu - got["cpu_s"]) / got["cpu_s"] * 100 if got["cpu_s"] else float("inf")
-        raw = (p["cpu_s"] - got["cpu_s"]) / got["cpu_s"] * 100 if got["cpu_s"] else float("inf")
-        line = f"{name:<10} {cpu:>10.2f} {got['cpu_s']:>8.2f} {ce:>+7.1f}% {raw:>+7.1f}%"
+        ce = (p["cpu_s"] - got["cpu_s"]) / got["cpu_s"] * 100 if got["cpu_s"] else float("inf")
+        scaled = (p["cpu_s"] * scale - got["cpu_s"]) / got["cpu_s"] * 100 if got["cpu_s"] else float("inf")
+        line = f"{name:<10} {p['cpu_s']:>10.2f} {got['cpu_s']:>8.2f} {ce:>+7.1f}%"
+        line += f" {scaled:>+7.1f}%" if scale != 1.0 else f" {'':>8}"
         # A process that used under a CPU-second is below the sampler's resolution for a verdict.
         if got["cpu_s"] >= 1.0 and abs(ce) > LIMIT * 100:
             bad.append(f"{name} CPU")
