@@ -21,62 +21,77 @@ fn bytes(hex: &str) -> Vec<u8> {
         .collect()
 }
 
-#[tokio::test]
-async fn sqlite_migrated_with_the_shipped_text_starts_and_a_foreign_text_does_not() {
-    let db = TestStore::sqlite().await;
-    let Cleanup::Dir(dir) = &db.cleanup else {
-        unreachable!("a sqlite store")
-    };
-    let path = dir.join("data").join("chat.db");
-    let url = format!("sqlite://{}", path.display());
-    db.store.close().await;
-
-    // Sets the recorded checksum of migration 1 (when given) and reads it back.
-    let checksum = |set: Option<Vec<u8>>| {
-        let url = url.clone();
-        async move {
-            let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
-            if let Some(set) = set {
-                sqlx::query("UPDATE _sqlx_migrations SET checksum = ? WHERE version = 1")
-                    .bind(set)
-                    .execute(&mut conn)
-                    .await
-                    .expect("set the recorded checksum");
+/// A closure that sets migration `$version`'s recorded checksum (when given) and reads it back,
+/// on a fresh `$conn` to `$url`.
+macro_rules! recorded_checksum {
+    ($conn:ty, $url:expr, $version:expr) => {
+        |set: Option<Vec<u8>>| {
+            let url = $url.clone();
+            async move {
+                let mut conn = <$conn>::connect(&url).await.expect("connect");
+                if let Some(set) = set {
+                    sqlx::query("UPDATE _sqlx_migrations SET checksum = ? WHERE version = ?")
+                        .bind(set)
+                        .bind($version)
+                        .execute(&mut conn)
+                        .await
+                        .expect("set the recorded checksum");
+                }
+                let current: Vec<u8> =
+                    sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations WHERE version = ?")
+                        .bind($version)
+                        .fetch_one(&mut conn)
+                        .await
+                        .expect("read it back");
+                conn.close().await.expect("close");
+                current
             }
-            let current: Vec<u8> =
-                sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations WHERE version = 1")
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect("read it back");
-            conn.close().await.expect("close");
-            current
         }
     };
+}
 
+/// What both backends are held to: the shipped checksum recorded, migrating starts and records
+/// the current one; a foreign one recorded, migrating is refused.
+async fn shipped_moves_and_foreign_is_refused<F, Fut>(url: &str, shipped: &str, checksum: F)
+where
+    F: Fn(Option<Vec<u8>>) -> Fut,
+    Fut: std::future::Future<Output = Vec<u8>>,
+{
     let current = checksum(None).await;
-    assert_ne!(current, bytes(SQLITE_1_SHIPPED), "the file was reworded");
-    checksum(Some(bytes(SQLITE_1_SHIPPED))).await;
-    let reopened = Store::connect_lazy(&url, 2).expect("url");
-    reopened
+    assert_ne!(current, bytes(shipped), "the file was reworded");
+    checksum(Some(bytes(shipped))).await;
+    let store = Store::connect_lazy(url, 2).expect("url");
+    store
         .migrate()
         .await
         .expect("a database migrated with the shipped text starts");
-    reopened.close().await;
+    store.close().await;
     assert_eq!(
         checksum(None).await,
         current,
         "the record moved to the current text"
     );
 
-    // Some other text than the shipped one: sqlx's refusal stands.
     checksum(Some(vec![7; 48])).await;
-    let reopened = Store::connect_lazy(&url, 2).expect("url");
-    let refused = reopened.migrate().await;
+    let store = Store::connect_lazy(url, 2).expect("url");
+    let refused = store.migrate().await;
     assert!(
         matches!(refused, Err(StoreError::Migration(_))),
         "a foreign checksum is refused: {refused:?}"
     );
-    reopened.close().await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_migrated_with_the_shipped_text_starts_and_a_foreign_text_does_not() {
+    let db = TestStore::sqlite().await;
+    let Cleanup::Dir(dir) = &db.cleanup else {
+        unreachable!("a sqlite store")
+    };
+    let url = format!("sqlite://{}", dir.join("data").join("chat.db").display());
+    db.store.close().await;
+    let checksum = recorded_checksum!(sqlx::SqliteConnection, url, 1_i64);
+    shipped_moves_and_foreign_is_refused(&url, SQLITE_1_SHIPPED, checksum).await;
     db.finish().await;
 }
 
@@ -87,50 +102,7 @@ async fn mysql_migrated_with_the_shipped_text_starts_and_a_foreign_text_does_not
         unreachable!("a mysql store")
     };
     let url = format!("{admin_url}/{name}");
-    // Sets the recorded checksum of migration 3 (when given) and reads it back.
-    let checksum = |set: Option<Vec<u8>>| {
-        let url = url.clone();
-        async move {
-            let mut conn = sqlx::MySqlConnection::connect(&url).await.expect("connect");
-            if let Some(set) = set {
-                sqlx::query("UPDATE _sqlx_migrations SET checksum = ? WHERE version = 3")
-                    .bind(set)
-                    .execute(&mut conn)
-                    .await
-                    .expect("set the recorded checksum");
-            }
-            let current: Vec<u8> =
-                sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations WHERE version = 3")
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect("read it back");
-            conn.close().await.expect("close");
-            current
-        }
-    };
-
-    let current = checksum(None).await;
-    assert_ne!(current, bytes(MYSQL_3_SHIPPED), "the file was reworded");
-    checksum(Some(bytes(MYSQL_3_SHIPPED))).await;
-    let again = Store::connect_lazy(&url, 2).expect("url");
-    again
-        .migrate()
-        .await
-        .expect("a database migrated with the shipped text starts");
-    again.close().await;
-    assert_eq!(
-        checksum(None).await,
-        current,
-        "the record moved to the current text"
-    );
-
-    checksum(Some(vec![7; 48])).await;
-    let again = Store::connect_lazy(&url, 2).expect("url");
-    let refused = again.migrate().await;
-    assert!(
-        matches!(refused, Err(StoreError::Migration(_))),
-        "a foreign checksum is refused: {refused:?}"
-    );
-    again.close().await;
+    let checksum = recorded_checksum!(sqlx::MySqlConnection, url, 3_i64);
+    shipped_moves_and_foreign_is_refused(&url, MYSQL_3_SHIPPED, checksum).await;
     db.finish().await;
 }
