@@ -242,16 +242,7 @@ impl Logs {
     ) {
         let now = Instant::now();
         let window = config.window_ms();
-        let fresh_from = self.unwritten_from(now_ms);
-        let log = self
-            .logs
-            .entry(topic)
-            .and_modify(|log| {
-                if !log.live(now) {
-                    *log = ChannelLog::new(fresh_from);
-                }
-            })
-            .or_insert_with(|| ChannelLog::new(fresh_from));
+        let log = self.live_meta(topic, now, now_ms);
         if now_ms >= log.entries_expire {
             log.from = log.complete_from(now_ms);
             log.entries.clear();
@@ -283,18 +274,23 @@ impl Logs {
     /// no meta counts as complete from the store's start).
     pub(crate) fn invalidate(&mut self, topic: Topic, floor_ms: i64, now_ms: i64) {
         let now = Instant::now();
+        let log = self.live_meta(topic, now, now_ms);
+        log.from = log.from.max(floor_ms);
+        log.meta_expires = now + META_TTL;
+    }
+
+    /// The topic's log, a new one (complete from `unwritten_from`) if it had none or its meta
+    /// expired: what a script's first `HGET` of the meta decides.
+    fn live_meta(&mut self, topic: Topic, now: Instant, now_ms: i64) -> &mut ChannelLog {
         let fresh_from = self.unwritten_from(now_ms);
-        let log = self
-            .logs
+        self.logs
             .entry(topic)
             .and_modify(|log| {
                 if !log.live(now) {
                     *log = ChannelLog::new(fresh_from);
                 }
             })
-            .or_insert_with(|| ChannelLog::new(fresh_from));
-        log.from = log.from.max(floor_ms);
-        log.meta_expires = now + META_TTL;
+            .or_insert_with(|| ChannelLog::new(fresh_from))
     }
 
     /// The topic's entries scored `from_ms` or later, or `None` if the log does not cover all
