@@ -239,7 +239,7 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
             }
         }
     };
-    // The books of this session.
+    // The books of this churn session (one socket, its messages and echoes).
     if !pending.is_empty() {
         ctx.count(name::UNACKED, pending.len() as f64);
     }
@@ -254,7 +254,7 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
     }
 }
 
-/// The message number in one of this session's client_msg_ids.
+/// The message number in one of this churn session's client_msg_ids.
 fn own_msg(cmid: &str, worker: usize, i: usize) -> Option<u32> {
     let mut parts = cmid.strip_prefix("ch-")?.split('-');
     let (w, s, m) = (parts.next()?, parts.next()?, parts.next()?);
