@@ -4,8 +4,10 @@
 //! defaults are repeated here), and each process's CPU-seconds and peak RSS from the units:
 //! per thing counted, plus per second of each process while sessions arrive (the ramps) and
 //! while messages flow (the sending window); a gateway's idle sockets at the cost of its
-//! density at each moment of the ramps. The RSS predicted is the peak before the final
-//! replays, whose burst is a reconnect storm of its own (docs/capacity.md).
+//! density at each moment of the ramps; Redis's idle sockets at their marginal cost, plus the
+//! process's own idle rate over the whole run (one Redis, whatever the gateways). The RSS
+//! predicted is the peak before the final replays, whose burst is a reconnect storm of its own
+//! (docs/capacity.md).
 //! `scripts/capacity-check.sh` prints this prediction, runs the driver and compares.
 
 use serde::Serialize;
@@ -90,6 +92,8 @@ pub struct Counts {
     pub arrival_s: f64,
     /// Seconds during which messages flow (the sending window).
     pub sending_s: f64,
+    /// Seconds from the first socket to the last replay: what a process's idle rate is paid over.
+    pub run_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +120,10 @@ pub fn counts(s: &Shape) -> Result<Counts, ShapeError> {
         return Err(ShapeError::Bad("GATEWAYS must be at least 1"));
     }
     let v = s.vus;
+    let run_s = socket_stages(s)
+        .iter()
+        .map(|(secs, _, _)| secs.max(0.0))
+        .sum();
     Ok(match s.scenario {
         Scenario::Connect => {
             let plateau = (v * 2.0 / 3.0).round().max(1.0);
@@ -132,6 +140,7 @@ pub fn counts(s: &Shape) -> Result<Counts, ShapeError> {
                 peak_sockets: v,
                 arrival_s: s.ramp1_s + s.ramp2_s,
                 sending_s: 0.0,
+                run_s,
             }
         }
         Scenario::Chat => {
@@ -164,6 +173,7 @@ pub fn counts(s: &Shape) -> Result<Counts, ShapeError> {
                 peak_sockets: v,
                 arrival_s: s.ramp_s,
                 sending_s: window,
+                run_s,
             }
         }
     })
@@ -274,7 +284,8 @@ pub fn predict(units: &Units, s: &Shape) -> Result<Prediction, ShapeError> {
         cpu_s: (c.messages * r.message_us.value
             + c.publishes * r.publish_us.value
             + c.sessions * r.session_us.value
-            + c.socket_seconds * r.socket_us_per_s.value)
+            + c.socket_seconds * r.socket_us_per_s.value
+            + c.run_s * r.idle_us_per_s.value)
             * s_us
             + active(r.arrivals_us_per_s.value, r.sending_us_per_s.value),
         rss_mib: None,

@@ -547,8 +547,11 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
             + sessions * ru.session_us.value
             + sockets * ru.socket_us_per_s.value,
     );
-    let per_shard = cores(ru.arrivals_us_per_s.value + ru.sending_us_per_s.value);
-    // Each shard carries its own overhead besides its share of the load.
+    // Each shard carries its own overhead besides its share of the load: its idle rate (which
+    // its sockets' refreshes share, so the more sockets a shard, the less each costs) and what
+    // it spends while sessions arrive and messages flow.
+    let per_shard =
+        cores(ru.idle_us_per_s.value + ru.arrivals_us_per_s.value + ru.sending_us_per_s.value);
     let shards = ceil_u32(redis_load / (p.target_util - per_shard).max(0.05)).max(1);
     let (mode, masters) = if shards == 1 {
         ("standalone", 1)

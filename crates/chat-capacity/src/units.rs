@@ -80,8 +80,9 @@ pub struct Gateway {
     pub msg_rate_bytes: Unit,
 }
 
-/// Below this many sockets a gateway, the idle cost per socket is taken at this many: the power
-/// law is fitted between a few thousand and tens of thousands, and grows without bound towards 0.
+/// Below this many sockets a gateway (or a Redis process), the idle cost per socket is taken at
+/// this many: both forms are fitted between a few thousand and tens of thousands, and grow without
+/// bound towards 0.
 const MIN_DENSITY: f64 = 100.0;
 
 impl Gateway {
@@ -156,8 +157,21 @@ pub struct Redis {
     /// CPU per second of one process while messages flow, whatever their rate: the send batches
     /// and wake-ups that amortize over more messages as the rate grows.
     pub sending_us_per_s: Unit,
-    /// CPU per open socket per second (presence refresh).
+    /// CPU per open socket per second (presence refresh): the marginal cost, what one more
+    /// socket adds.
     pub socket_us_per_s: Unit,
+    /// CPU per second of one process whatever it holds (its event loop and timers), which its
+    /// sockets share: the idle cost of a socket falls as a process holds more of them, towards
+    /// `socket_us_per_s`. Fitted with it from the calibration's two connect runs.
+    pub idle_us_per_s: Unit,
+}
+
+impl Redis {
+    /// CPU per socket-second of an idle socket on a Redis process holding `sockets` of them,
+    /// its share of the process's idle rate included.
+    pub fn socket_us_per_s_at(&self, sockets: f64) -> f64 {
+        self.socket_us_per_s.value + self.idle_us_per_s.value / sockets.max(MIN_DENSITY)
+    }
 }
 
 /// Bytes on the wire.
@@ -239,6 +253,7 @@ impl Units {
             ("redis.arrivals_us_per_s", &r.arrivals_us_per_s),
             ("redis.sending_us_per_s", &r.sending_us_per_s),
             ("redis.socket_us_per_s", &r.socket_us_per_s),
+            ("redis.idle_us_per_s", &r.idle_us_per_s),
             ("wire.frame_overhead_bytes", &w.frame_overhead_bytes),
             ("wire.packet_overhead_bytes", &w.packet_overhead_bytes),
             ("wire.ping_interval_s", &w.ping_interval_s),

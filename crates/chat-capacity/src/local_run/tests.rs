@@ -115,3 +115,38 @@ fn idle_cost_follows_each_gateways_density_over_the_ramps() {
         );
     }
 }
+
+#[test]
+fn redis_pays_its_idle_rate_over_the_whole_run_whatever_the_gateways() {
+    let mut u = Units::parse(BUILT_IN).expect("table");
+    u.redis.message_us.value = 0.0;
+    u.redis.publish_us.value = 0.0;
+    u.redis.session_us.value = 0.0;
+    u.redis.arrivals_us_per_s.value = 0.0;
+    u.redis.sending_us_per_s.value = 0.0;
+    u.redis.socket_us_per_s.value = 0.5;
+    u.redis.idle_us_per_s.value = 1_000.0;
+    let redis = |p: &Prediction| {
+        p.processes
+            .iter()
+            .find(|x| x.process == "redis")
+            .expect("redis")
+            .cpu_s
+    };
+    let s = Shape::defaults(Scenario::Connect, 3000.0, 2);
+    let c = counts(&s).expect("counts");
+    // 60 + 60 + 30 + 60 s.
+    assert_eq!(c.run_s, 210.0);
+    let want = (c.socket_seconds * 0.5 + 210.0 * 1_000.0) / 1e6;
+    let two = predict(&u, &s).expect("prediction");
+    let six = predict(&u, &Shape { gateways: 6, ..s }).expect("prediction");
+    assert!(
+        (redis(&two) - want).abs() < 1e-9,
+        "{} vs {want}",
+        redis(&two)
+    );
+    assert_eq!(redis(&two), redis(&six));
+    // A chat run's last stage lasts until the final replays are in.
+    let chat = counts(&Shape::defaults(Scenario::Chat, 3000.0, 2)).expect("counts");
+    assert_eq!(chat.run_s, 30.0 + 120.0 + 5.0 / 2.0 + 1.0);
+}

@@ -34,6 +34,7 @@ fn flat_units(cpu: f64) -> Units {
         &mut u.mysql.sending_us_per_s,
         &mut u.redis.arrivals_us_per_s,
         &mut u.redis.sending_us_per_s,
+        &mut u.redis.idle_us_per_s,
     ] {
         unit.value = 0.0;
     }
@@ -313,5 +314,55 @@ fn denser_gateways_pay_less_a_socket_when_idle() {
         (dense.gateway.cores - want).abs() < 1e-9,
         "{} vs {want}",
         dense.gateway.cores
+    );
+}
+
+#[test]
+fn a_redis_shard_shares_its_idle_rate_among_its_sockets() {
+    let mut u = flat_units(0.0);
+    u.redis.socket_us_per_s.value = 0.3;
+    u.redis.idle_us_per_s.value = 1_000.0;
+    let p = plan(&u, &one_to_one(1_000_000.0), &Policy::default()).expect("plan");
+    assert_eq!(p.redis.masters, 1);
+    // 500,000 sockets at 0.3 µs and one process's 1 ms a second.
+    assert!(
+        (p.redis.cores - (0.15 + 0.001)).abs() < 1e-12,
+        "{}",
+        p.redis.cores
+    );
+    let per_socket = p.redis.cores * 1e6 / p.load.sockets;
+    assert!((per_socket - u.redis.socket_us_per_s_at(p.load.sockets)).abs() < 1e-12);
+}
+
+#[test]
+fn the_built_in_redis_cores_for_a_million_fall_with_the_shared_idle_rate() {
+    // The flat cost a socket-second the model had before: the calibration's 6,000-socket hold's
+    // rate over its sockets, the process's idle rate included.
+    let u = Units::built_in().expect("table");
+    let mut flat = u.clone();
+    flat.redis.socket_us_per_s.value = u.redis.socket_us_per_s_at(6_000.0);
+    flat.redis.idle_us_per_s.value = 0.0;
+    let w = Workload {
+        users: 1_000_000.0 / 0.3,
+        online: 0.3,
+        msgs_per_user_hour: 30.0,
+        group_share: 0.1,
+        session_minutes: 30.0,
+        push_share: 0.8,
+        ..one_to_one(1.0)
+    };
+    let shared = plan(&u, &w, &Policy::default()).expect("plan");
+    let before = plan(&flat, &w, &Policy::default()).expect("plan");
+    assert_eq!(shared.redis.masters, before.redis.masters);
+    // A million sockets save the idle rate's share of 6,000 each, and each master pays it once.
+    let saved = (1e6 * u.redis.idle_us_per_s.value / 6_000.0
+        - before.redis.masters as f64 * u.redis.idle_us_per_s.value)
+        / 1e6;
+    assert!(saved > 0.1, "{saved}");
+    assert!(
+        (before.redis.cores - shared.redis.cores - saved).abs() < 1e-9,
+        "{} -> {}",
+        before.redis.cores,
+        shared.redis.cores
     );
 }

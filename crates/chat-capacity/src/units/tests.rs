@@ -11,7 +11,7 @@ fn the_built_in_table_parses_and_every_unit_names_its_command() {
             "{name} says nothing of its floor"
         );
     }
-    assert_eq!(u.all().len(), 35);
+    assert_eq!(u.all().len(), 36);
 }
 
 #[test]
@@ -100,4 +100,26 @@ fn a_density_exponent_of_one_or_more_is_refused() {
     let text = format!("{}1.2{}", &BUILT_IN[..value], &BUILT_IN[end..]);
     let err = Units::parse(&text).expect_err("exponent");
     assert!(err.to_string().contains("socket_density_exponent"), "{err}");
+}
+
+#[test]
+fn redis_idle_cost_per_socket_falls_with_density_towards_the_marginal_cost() {
+    let mut u = Units::built_in().expect("table");
+    u.redis.socket_us_per_s.value = 0.3;
+    u.redis.idle_us_per_s.value = 1_000.0;
+    let r = &u.redis;
+    assert!((r.socket_us_per_s_at(1_000.0) - 1.3).abs() < 1e-12);
+    assert!((r.socket_us_per_s_at(10_000.0) - 0.4).abs() < 1e-12);
+    assert!(r.socket_us_per_s_at(100_000.0) < r.socket_us_per_s_at(10_000.0));
+    assert!(r.socket_us_per_s_at(1e9) > 0.3);
+    assert_eq!(r.socket_us_per_s_at(0.0), r.socket_us_per_s_at(100.0));
+}
+
+#[test]
+fn the_built_in_redis_line_goes_through_the_calibration_holds() {
+    // C1's last hold: 2,000 sockets at 0.83 µs a socket-second; C2's: 6,000 at 0.50
+    // (loadtest/results/20261206T132853Z-connect-2000-chat-load and …133017Z-connect-6000…).
+    let r = Units::built_in().expect("table").redis;
+    assert!((r.socket_us_per_s_at(2_000.0) - 0.831).abs() < 0.01);
+    assert!((r.socket_us_per_s_at(6_000.0) - 0.497).abs() < 0.01);
 }
