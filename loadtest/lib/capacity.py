@@ -196,7 +196,7 @@ def solve(dirs):
     ca, cb, pa, pb, g = (measure(d) for d in dirs)
     ngw = len(gw_names(cb))
     u = {}
-    # Idle: the last hold's rate over its sockets (gateways, Redis: pings and presence refresh).
+    # Idle: the gateways' last hold's rate over its sockets (pings and presence refresh).
     rows_b, hold = last_hold(dirs[1], cb)
     u["gw.socket"] = sum(hold_rate(rows_b, n, *hold) for n in gw_names(cb)) / cb["vus"]
     rows_a, hold_a = last_hold(dirs[0], ca)

@@ -336,8 +336,8 @@ fn a_redis_shard_shares_its_idle_rate_among_its_sockets() {
 
 #[test]
 fn the_built_in_redis_cores_for_a_million_fall_with_the_shared_idle_rate() {
-    // The flat cost a socket-second the model had before: the calibration's 6,000-socket hold's
-    // rate over its sockets, the process's idle rate included.
+    // A flat cost a socket-second instead: the calibration's 6,000-socket hold's rate over its
+    // sockets, the process's idle rate included.
     let u = Units::built_in().expect("table");
     let mut flat = u.clone();
     flat.redis.socket_us_per_s.value = u.redis.socket_us_per_s_at(6_000.0);
