@@ -3,7 +3,8 @@
 # socket-write floor before and after five chat-load runs, and solves for each unit
 # (loadtest/lib/capacity.py solve):
 #   1-2. connect, SIZE and 3 x SIZE idle sockets over the same ramps: per session, per second of
-#        arrivals, per idle socket-second (the last hold's rate), RSS per idle socket;
+#        arrivals, per idle socket-second (the last hold's rate; for Redis, the line through both
+#        last holds: per socket and per process), RSS per idle socket;
 #   3-4. chat, SIZE users in pairs, one message every 4 s and every 1.5 s;
 #   5.   chat, SIZE users, groups of 10 every 10 s and pairs every 20 s:
 #        per message, per delivery, per second of sending (three runs, three unknowns), the final
