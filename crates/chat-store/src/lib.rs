@@ -64,11 +64,11 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[doc(hidden)]
 pub mod test_internals {
     pub use crate::mysql::chat_lock::chat_lock_name;
-    pub use crate::mysql::send_batch::QueuedMessage;
     pub use crate::mysql::send_batch::session::WriterSession;
     pub use crate::mysql::send_batch::statements::{
         BatchError, InsertFacts, RetryCause, insert_messages, write_batch,
     };
+    pub use crate::mysql::send_batch::{QueuedMessage, run_batch_of};
 }
 
 /// A handle on the database; cheap to clone (the backend and its pools are shared).

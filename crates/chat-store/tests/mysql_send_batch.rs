@@ -8,7 +8,7 @@
 use chat_proto::{Chat, Id, MessageKind};
 use chat_store::test_internals::{
     BatchError, InsertFacts, QueuedMessage, RetryCause, WriterSession, chat_lock_name,
-    insert_messages, write_batch,
+    insert_messages, run_batch_of, write_batch,
 };
 use chat_store::{NewMessage, Store};
 use sqlx::{Connection, MySqlConnection, MySqlPool};
@@ -262,6 +262,76 @@ async fn the_next_batch_releases_the_previous_batchs_locks() {
         .expect("commit");
     session.release().await;
     assert!(fixture.lock_is_free(other).await, "released when idle");
+    drop(session);
+    pool.close().await;
+    fixture.drop_database().await;
+}
+
+/// The session's own count of a status counter (`Com_commit`, `Com_rollback`).
+async fn session_count(session: &mut WriterSession, name: &str) -> u64 {
+    let conn = session
+        .connection()
+        .await
+        .expect("the session's connection");
+    let (_, value): (String, String) =
+        sqlx::query_as(&format!("SHOW SESSION STATUS LIKE '{name}'"))
+            .fetch_one(conn)
+            .await
+            .expect(name);
+    value.parse().expect("a count")
+}
+
+/// A client that lost its gateway resends what it had sent: a batch holding one such resend
+/// among new sends answers the resend with the first message and still stores the new ones
+/// together, in one commit, rather than one commit each.
+#[tokio::test]
+async fn a_resend_in_a_batch_leaves_the_rest_together() {
+    let fixture = Fixture::new("resend").await;
+    let (chat, alice, bob) = (fixture.chat.id, fixture.alice, fixture.chat_peer);
+    let pool = MySqlPool::connect(&fixture.url).await.expect("pool");
+    let mut session = WriterSession::new(pool.clone());
+
+    let first = run_batch_of(&mut session, vec![queued(chat, alice, "hi", "sent-before")]).await;
+    let first = first
+        .into_iter()
+        .next()
+        .expect("one answer")
+        .expect("stored");
+    assert!(first.created);
+
+    let mut batch: Vec<QueuedMessage> = (0..20)
+        .map(|i| queued(chat, bob, "new", &format!("new-{i}")))
+        .collect();
+    batch.insert(7, queued(chat, alice, "hi", "sent-before"));
+    let commits = session_count(&mut session, "Com_commit").await;
+    let outcomes = run_batch_of(&mut session, batch).await;
+    let commits = session_count(&mut session, "Com_commit").await - commits;
+
+    let outcomes: Vec<_> = outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every send answered"))
+        .collect();
+    assert!(!outcomes[7].created, "the resend is a repeat");
+    assert_eq!(
+        outcomes[7].message, first.message,
+        "answered with the first"
+    );
+    let mut seqs: Vec<u64> = outcomes
+        .iter()
+        .filter(|outcome| outcome.created)
+        .map(|outcome| outcome.message.seq)
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (2..=21).collect::<Vec<_>>(),
+        "the new sends, gap-free"
+    );
+    assert_eq!(commits, 1, "the new sends were stored together");
+    let mut fixture = fixture;
+    assert_eq!(fixture.last_seq().await, 21);
+
+    session.release().await;
     drop(session);
     pool.close().await;
     fixture.drop_database().await;

@@ -211,6 +211,35 @@ async fn write_batches(
     session.release().await;
 }
 
+/// Runs `messages` as one batch a writer took from its queue, with no publish, and returns each
+/// send's answer in order.
+#[cfg(feature = "test-internals")]
+pub async fn run_batch_of(
+    session: &mut WriterSession,
+    messages: Vec<QueuedMessage>,
+) -> Vec<Result<SendOutcome>> {
+    let mut answers = Vec::with_capacity(messages.len());
+    let batch = messages
+        .into_iter()
+        .map(|message| {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            let announce: Announce = Box::new(|_| Box::pin(async {}));
+            QueuedSend {
+                message,
+                announce,
+                reply,
+            }
+        })
+        .collect();
+    run_batch(session, batch).await;
+    let mut outcomes = Vec::with_capacity(answers.len());
+    for answer in answers {
+        outcomes.push(answer.await.unwrap_or(Err(StoreError::Busy("unanswered"))));
+    }
+    outcomes
+}
+
 enum Waited {
     Batch(Vec<QueuedSend>),
     /// The grace period passed with no send.
