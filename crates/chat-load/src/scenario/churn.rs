@@ -96,6 +96,11 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
         echo_due.iter().filter(|m| acked.contains(m)).count()
     };
 
+    // One timer for the session, moved when the next deadline moves: a new one for every pass
+    // of the loop would be put on and taken off the timer wheel for every frame read.
+    let mut armed = ctx.coarse(started + auth_limit);
+    let timer = sleep_until(armed);
+    tokio::pin!(timer);
     let closed_by_server = loop {
         // The next thing to do on a timer.
         let deadline = if !authed {
@@ -114,6 +119,11 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
             }
             d
         };
+        let deadline = ctx.coarse(deadline);
+        if deadline != armed {
+            armed = deadline;
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             ev = conn.recv() => match ev {
                 Event::Text(bytes) => {
@@ -197,7 +207,7 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
                     break true;
                 }
             },
-            _ = sleep_until(ctx.coarse(deadline)) => {
+            () = &mut timer => {
                 let now = Instant::now();
                 if !authed {
                     ctx.count_tagged(name::ERRORS, "kind=auth_timeout".into());
