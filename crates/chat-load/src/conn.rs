@@ -120,7 +120,11 @@ impl Conn {
     /// that the server closes the TCP connection first and the TIME_WAIT is on its side, not on
     /// the driver's source ports.
     pub async fn close(mut self, limit: Duration) {
-        if self.write(ws::OP_CLOSE, &1000u16.to_be_bytes()).await.is_err() {
+        if self
+            .write(ws::OP_CLOSE, &1000u16.to_be_bytes())
+            .await
+            .is_err()
+        {
             return;
         }
         let _ = tokio::time::timeout(limit, async {

@@ -2,6 +2,7 @@
 //! the worker's stdout: counter increments and trend samples under the k6 scripts' metric names
 //! (so plot.py and the summaries read them unchanged), tagged like theirs (`kind=socket,code=…`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -58,18 +59,24 @@ pub struct Tick {
 /// A worker's measurements since its last tick.
 #[derive(Debug, Default)]
 pub struct Recorder {
-    counters: HashMap<(&'static str, String), f64>,
+    /// Keyed by name and tags; most tags are constants, so they are borrowed, not allocated.
+    counters: HashMap<(&'static str, Cow<'static, str>), f64>,
     samples: HashMap<(&'static str, &'static str), Vec<f32>>,
 }
 
 impl Recorder {
     pub fn add(&mut self, name: &'static str, value: f64) {
-        *self.counters.entry((name, String::new())).or_default() += value;
+        *self.counters.entry((name, Cow::Borrowed(""))).or_default() += value;
     }
 
     /// A counter with tags, e.g. `("ws_errors", "kind=socket,code=reset")`.
-    pub fn add_tagged(&mut self, name: &'static str, tags: String, value: f64) {
-        *self.counters.entry((name, tags)).or_default() += value;
+    pub fn add_tagged(
+        &mut self,
+        name: &'static str,
+        tags: impl Into<Cow<'static, str>>,
+        value: f64,
+    ) {
+        *self.counters.entry((name, tags.into())).or_default() += value;
     }
 
     pub fn sample(&mut self, name: &'static str, tags: &'static str, ms: f64) {
@@ -86,7 +93,7 @@ impl Recorder {
                 .counters
                 .drain()
                 .filter(|(_, v)| *v != 0.0)
-                .map(|((n, t), v)| (n.to_string(), t, v))
+                .map(|((n, t), v)| (n.to_string(), t.into_owned(), v))
                 .collect(),
             samples: self
                 .samples

@@ -234,7 +234,14 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
         buf.reserve(header + len - buf.len());
         return Ok(None);
     }
-    let mask = masked.then(|| [buf[header - 4], buf[header - 3], buf[header - 2], buf[header - 1]]);
+    let mask = masked.then(|| {
+        [
+            buf[header - 4],
+            buf[header - 3],
+            buf[header - 2],
+            buf[header - 1],
+        ]
+    });
     buf.advance(header);
     let mut payload = buf.split_to(len);
     if let Some(mask) = mask {

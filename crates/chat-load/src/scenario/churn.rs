@@ -51,7 +51,7 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
     let idx = i % ctx.users.len();
     let user = &ctx.users[idx];
     let Some(chat) = user.pair_chat_id else {
-        ctx.count_tagged(name::ERRORS, "kind=no_pair_chat".into());
+        ctx.count_tagged(name::ERRORS, "kind=no_pair_chat");
         ctx.count(name::SESSIONS_FAILED, 1.0);
         return;
     };
@@ -77,7 +77,7 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
     if a.auth_via() == crate::args::AuthVia::Frame
         && conn.send(frames::auth(&user.token)).await.is_err()
     {
-        ctx.count_tagged(name::ERRORS, "kind=socket,code=write".into());
+        ctx.count_tagged(name::ERRORS, "kind=socket,code=write");
         ctx.count(name::SESSIONS_FAILED, 1.0);
         return;
     }
@@ -130,7 +130,7 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
                     let recv_us = now_us();
                     let Ok(f) = frames::parse(&bytes) else {
                         if !bytes.is_empty() {
-                            ctx.count_tagged(name::ERRORS, "kind=bad_frame".into());
+                            ctx.count_tagged(name::ERRORS, "kind=bad_frame");
                         }
                         continue;
                     };
@@ -210,7 +210,7 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
             () = &mut timer => {
                 let now = Instant::now();
                 if !authed {
-                    ctx.count_tagged(name::ERRORS, "kind=auth_timeout".into());
+                    ctx.count_tagged(name::ERRORS, "kind=auth_timeout");
                     ctx.count(name::SESSIONS_FAILED, 1.0);
                     break false;
                 }

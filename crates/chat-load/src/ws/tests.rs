@@ -140,9 +140,15 @@ fn malformed_frames_are_refused() {
     let mut opcode = BytesMut::from(&[0x83u8, 0][..]);
     assert_eq!(decode(&mut opcode).unwrap_err(), FrameError::Opcode(3));
     let mut fragmented_ping = BytesMut::from(&[0x09u8, 0][..]);
-    assert_eq!(decode(&mut fragmented_ping).unwrap_err(), FrameError::BadControl);
+    assert_eq!(
+        decode(&mut fragmented_ping).unwrap_err(),
+        FrameError::BadControl
+    );
     let mut huge = BytesMut::from(&[0x81u8, 127, 0, 0, 0, 0, 0, 0x10, 0, 0][..]);
-    assert_eq!(decode(&mut huge).unwrap_err(), FrameError::TooLarge(1 << 20));
+    assert_eq!(
+        decode(&mut huge).unwrap_err(),
+        FrameError::TooLarge(1 << 20)
+    );
 }
 
 /// Our frames, unmasked the way a server does, give back what was sent (all three lengths).
