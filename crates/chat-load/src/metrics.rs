@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -60,8 +61,8 @@ pub struct Tick {
 #[derive(Debug, Default)]
 pub struct Recorder {
     /// Keyed by name and tags; most tags are constants, so they are borrowed, not allocated.
-    counters: HashMap<(&'static str, Cow<'static, str>), f64>,
-    samples: HashMap<(&'static str, &'static str), Vec<f32>>,
+    counters: HashMap<(&'static str, Cow<'static, str>), f64, Fx>,
+    samples: HashMap<(&'static str, &'static str), Vec<f32>, Fx>,
 }
 
 impl Recorder {
@@ -102,6 +103,46 @@ impl Recorder {
                 .collect(),
             ..Tick::default()
         }
+    }
+}
+
+/// The recorder's maps are keyed by a few dozen short names the driver itself chose, counted
+/// several times per frame: SipHash's resistance to chosen keys buys nothing here and cost more
+/// than the counting, so they use the multiply-and-rotate hash of rustc's FxHasher.
+type Fx = BuildHasherDefault<FxHasher>;
+
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.add(u64::from(b));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }
 
