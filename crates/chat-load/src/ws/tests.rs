@@ -136,17 +136,23 @@ fn frames_are_decoded_whole_whatever_the_reads_cut() {
 #[test]
 fn malformed_frames_are_refused() {
     let mut reserved = BytesMut::from(&[0xC1u8, 0][..]);
-    assert_eq!(decode(&mut reserved).unwrap_err(), FrameError::Reserved);
+    assert_eq!(
+        decode(&mut reserved).expect_err("refused"),
+        FrameError::Reserved
+    );
     let mut opcode = BytesMut::from(&[0x83u8, 0][..]);
-    assert_eq!(decode(&mut opcode).unwrap_err(), FrameError::Opcode(3));
+    assert_eq!(
+        decode(&mut opcode).expect_err("refused"),
+        FrameError::Opcode(3)
+    );
     let mut fragmented_ping = BytesMut::from(&[0x09u8, 0][..]);
     assert_eq!(
-        decode(&mut fragmented_ping).unwrap_err(),
+        decode(&mut fragmented_ping).expect_err("refused"),
         FrameError::BadControl
     );
     let mut huge = BytesMut::from(&[0x81u8, 127, 0, 0, 0, 0, 0, 0x10, 0, 0][..]);
     assert_eq!(
-        decode(&mut huge).unwrap_err(),
+        decode(&mut huge).expect_err("refused"),
         FrameError::TooLarge(1 << 20)
     );
 }
