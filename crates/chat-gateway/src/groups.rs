@@ -18,6 +18,8 @@ use std::collections::{HashMap, HashSet};
 
 use parking_lot::RwLock;
 
+use crate::ids::IdMap;
+
 use crate::hub::UserId;
 
 pub type ChatId = u64;
@@ -33,7 +35,7 @@ pub struct GroupRoutes {
 #[derive(Default)]
 struct Routes {
     /// Per chat, its local members and the seq above which each gets its messages.
-    by_chat: HashMap<ChatId, HashMap<UserId, u64>>,
+    by_chat: IdMap<IdMap<u64>>,
     /// Per local user whose groups are known, those groups.
     by_user: HashMap<UserId, HashSet<ChatId>>,
 }

@@ -6,7 +6,6 @@
 //! has queued a batch: a socket that gets several events from one read of the bus is written to
 //! once, by the caller itself when the socket's writer is idle, else by the woken writer.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::Bytes;
@@ -14,6 +13,7 @@ use chat_proto::{ErrorCode, Reply, ServerEvent, WireFormat};
 use parking_lot::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
+use crate::ids::IdMap;
 use crate::metrics::GatewayMetrics;
 use crate::registry::RegistryHandle;
 use crate::socket::encode_reply;
@@ -142,7 +142,7 @@ impl Wakes {
 const SHARDS: usize = 64;
 
 pub struct Hub {
-    shards: Vec<Mutex<HashMap<UserId, Vec<ConnHandle>>>>,
+    shards: Vec<Mutex<IdMap<Vec<ConnHandle>>>>,
     registry: RegistryHandle,
     metrics: GatewayMetrics,
 }
@@ -150,13 +150,13 @@ pub struct Hub {
 impl Hub {
     pub fn new(registry: RegistryHandle, metrics: GatewayMetrics) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(IdMap::default())).collect(),
             registry,
             metrics,
         }
     }
 
-    fn shard(&self, user: UserId) -> MutexGuard<'_, HashMap<UserId, Vec<ConnHandle>>> {
+    fn shard(&self, user: UserId) -> MutexGuard<'_, IdMap<Vec<ConnHandle>>> {
         self.shards[(user % SHARDS as u64) as usize].lock()
     }
 

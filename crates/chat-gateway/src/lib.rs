@@ -10,6 +10,7 @@ mod dispatch;
 mod groups;
 mod http;
 mod hub;
+mod ids;
 mod limits;
 pub mod listener;
 mod metrics;
