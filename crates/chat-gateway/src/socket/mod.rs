@@ -89,12 +89,16 @@ pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketPar
     reader.set_max_message_size(gateway.config.max_frame_bytes + 1);
 
     let signal = Arc::new(CloseSignal::default());
-    let outbox = Arc::new(Outbox::with_socket(
-        CONTROL_QUEUE,
-        gateway.config.outbound_queue,
-        write_half.clone(),
-        data_opcode(params.format),
-    ));
+    let outbox = Arc::new(if gateway.config.direct_write {
+        Outbox::with_socket(
+            CONTROL_QUEUE,
+            gateway.config.outbound_queue,
+            write_half.clone(),
+            data_opcode(params.format),
+        )
+    } else {
+        Outbox::new(CONTROL_QUEUE, gateway.config.outbound_queue)
+    });
     let writer = Writer::new(
         write_half,
         params.format,

@@ -82,7 +82,6 @@ pub struct Outbox {
 
 impl Outbox {
     /// Queues whose events only the writer writes.
-    #[cfg(test)]
     pub fn new(control_bound: usize, event_bound: usize) -> Self {
         Self::build(control_bound, event_bound, None)
     }
