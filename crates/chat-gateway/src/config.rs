@@ -114,13 +114,6 @@ pub struct Config {
     #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
 
-    /// Whether the dispatcher writes live events to an idle socket itself instead of waking
-    /// the socket's writer task (`socket::outbox`). Off by default: it cut the gateways' CPU a
-    /// delivery in the fan-out bench, but under session churn deliveries waited seconds with it
-    /// (docs/performance.md, known limits).
-    #[arg(long, env = "CHAT_DIRECT_WRITE", default_value_t = false, action = clap::ArgAction::Set)]
-    pub direct_write: bool,
-
     /// Lifetime of this node's presence entries; heartbeats refresh them every third of it.
     #[arg(long, env = "CHAT_PRESENCE_TTL_MS", default_value_t = 30_000)]
     pub presence_ttl_ms: u64,

@@ -2,9 +2,9 @@
 //! it), hands each event's encoded bytes to every local socket of a user without blocking, and
 //! tells the registry when a user's first local socket opens or last one closes.
 //!
-//! Deliveries queue the event and leave the write to a [`Wakes`] that the caller flushes once it
-//! has queued a batch: a socket that gets several events from one read of the bus is written to
-//! once, by the caller itself when the socket's writer is idle, else by the woken writer.
+//! Deliveries queue the event and leave the writer's wake-up to a [`Wakes`] that the caller
+//! flushes once it has queued a batch: a socket that gets several events from one read of the
+//! bus is woken, and written to, once.
 
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -114,27 +114,15 @@ impl EncodedEvent {
     }
 }
 
-/// The sockets owed a write for events queued since the last [`Wakes::wake_all`], each listed
-/// once (an outbox asks for one only when its queue was empty).
+/// The writers owed a wake-up for events queued since the last [`Wakes::wake_all`], each
+/// listed once (an outbox asks for a wake-up only when its queue was empty).
 #[derive(Default)]
-pub struct Wakes {
-    outboxes: Vec<std::sync::Arc<Outbox>>,
-    /// Frames of one socket's direct write, reused from socket to socket.
-    scratch: Vec<u8>,
-}
-
-/// Keep a grown scratch buffer between batches only up to this size.
-const KEEP_SCRATCH_BYTES: usize = 16 * 1024;
+pub struct Wakes(Vec<std::sync::Arc<Outbox>>);
 
 impl Wakes {
-    /// Writes each socket's events from this thread when its writer is idle, else wakes the
-    /// writer (`Outbox::flush_direct`).
     pub fn wake_all(&mut self) {
-        for outbox in self.outboxes.drain(..) {
-            outbox.flush_direct(&mut self.scratch);
-        }
-        if self.scratch.capacity() > KEEP_SCRATCH_BYTES {
-            self.scratch = Vec::new();
+        for outbox in self.0.drain(..) {
+            outbox.wake();
         }
     }
 }
@@ -239,7 +227,7 @@ impl Hub {
         match conn.outbox.offer_event_deferred(event) {
             Ok(wake) => {
                 if wake {
-                    wakes.outboxes.push(conn.outbox.clone());
+                    wakes.0.push(conn.outbox.clone());
                 }
                 true
             }

@@ -1,10 +1,8 @@
 //! One WebSocket connection: authenticate, register with the hub, then read frames until the
 //! client leaves, idles out, breaks the protocol, or someone asks the socket to close.
 //!
-//! Each socket runs two tasks: this reader (which owns the read half) and a writer (which drains
-//! the outbound queues into the write half). The dispatcher may also write live events to the
-//! write half itself when the writer is idle (`outbox`). A third task, for chat-api calls,
-//! starts on demand.
+//! Each socket runs two tasks: this reader (which owns the read half) and a writer (which owns
+//! the write half and the outbound queues). A third, for chat-api calls, starts on demand.
 
 mod assembler;
 pub mod outbox;
@@ -24,7 +22,7 @@ use chat_proto::{
 };
 use fastwebsockets::upgrade::UpgradeFut;
 use fastwebsockets::{Frame, OpCode, Role, WebSocketError, WebSocketRead};
-use tokio::io::AsyncReadExt;
+use tokio::io::ReadHalf;
 use tokio::time::Instant;
 
 use self::assembler::{Assembler, CloseCause, Message};
@@ -55,8 +53,7 @@ pub struct SocketParams {
     pub ip_slot: Option<crate::limits::IpSlot>,
 }
 
-/// The socket's reading side: what hyper read past the upgrade request, then the stream.
-type Io = tokio::io::Chain<std::io::Cursor<Bytes>, tokio::net::tcp::OwnedReadHalf>;
+type Io = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
 
 /// Serves one upgraded connection to the end.
 pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketParams) {
@@ -67,21 +64,7 @@ pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketPar
             return;
         }
     };
-    // The raw TCP stream's owned halves instead of a split of hyper's boxed stream: no lock
-    // shared by the two halves on every read and write, and a write half the dispatcher can
-    // write to directly (`Outbox::flush_direct`).
-    let upgraded = ws.into_inner().into_inner();
-    let parts = match upgraded.downcast::<hyper_util::rt::TokioIo<tokio::net::TcpStream>>() {
-        Ok(parts) => parts,
-        Err(_) => {
-            tracing::error!("an upgraded connection is not a TCP stream; dropped");
-            return;
-        }
-    };
-    let (read_half, write_half) = parts.io.into_inner().into_split();
-    // Bytes the client sent right behind its upgrade request, already read by hyper.
-    let read_io = std::io::Cursor::new(parts.read_buf).chain(read_half);
-    let write_half = Arc::new(write_half);
+    let (read_io, write_io) = tokio::io::split(ws.into_inner());
     // The writer frames outbound data itself (batched), so only fastwebsockets' reading side is
     // used; the write half it pairs with is a sink.
     let (mut reader, _) =
@@ -89,18 +72,9 @@ pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketPar
     reader.set_max_message_size(gateway.config.max_frame_bytes + 1);
 
     let signal = Arc::new(CloseSignal::default());
-    let outbox = Arc::new(if gateway.config.direct_write {
-        Outbox::with_socket(
-            CONTROL_QUEUE,
-            gateway.config.outbound_queue,
-            write_half.clone(),
-            data_opcode(params.format),
-        )
-    } else {
-        Outbox::new(CONTROL_QUEUE, gateway.config.outbound_queue)
-    });
+    let outbox = Arc::new(Outbox::new(CONTROL_QUEUE, gateway.config.outbound_queue));
     let writer = Writer::new(
-        write_half,
+        write_io,
         params.format,
         outbox.clone(),
         signal.clone(),
@@ -168,7 +142,7 @@ const DELIVERED_IN_FLIGHT: usize = 64;
 impl Socket {
     async fn run(
         &mut self,
-        reader: &mut WebSocketRead<Io>,
+        reader: &mut WebSocketRead<ReadHalf<Io>>,
         token: Option<String>,
         since: Option<String>,
     ) {
@@ -251,7 +225,7 @@ impl Socket {
     /// and verifies it. On failure the client gets an error frame and close 4001.
     async fn authenticate(
         &mut self,
-        reader: &mut WebSocketRead<Io>,
+        reader: &mut WebSocketRead<ReadHalf<Io>>,
         token: Option<String>,
     ) -> Option<Identity> {
         let mut since = None;
@@ -322,7 +296,11 @@ impl Socket {
         self.signal.close(close);
     }
 
-    async fn read_until_closed(&mut self, reader: &mut WebSocketRead<Io>, identity: &Identity) {
+    async fn read_until_closed(
+        &mut self,
+        reader: &mut WebSocketRead<ReadHalf<Io>>,
+        identity: &Identity,
+    ) {
         let idle = self.gateway.config.idle_timeout();
         let mut deadline = Instant::now() + idle;
         let signal = self.signal.clone();
@@ -356,7 +334,10 @@ impl Socket {
 
     /// Reads the next whole message or control frame. Pings and close frames are answered
     /// through the writer (the library hands us those answers to send).
-    async fn next(&mut self, reader: &mut WebSocketRead<Io>) -> Result<Incoming, CloseCause> {
+    async fn next(
+        &mut self,
+        reader: &mut WebSocketRead<ReadHalf<Io>>,
+    ) -> Result<Incoming, CloseCause> {
         let outbox = self.outbox.clone();
         let mut answer = move |frame: Frame<'_>| {
             let sent = outbox.try_control(Control::Frame(

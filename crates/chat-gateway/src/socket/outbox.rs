@@ -13,25 +13,13 @@
 //! dispatcher queues every event of a batch of bus messages first and wakes each writer once
 //! afterwards (`offer_event_deferred`, `wake`), so a socket with several events in the batch
 //! costs one wake-up and one write, not one per event.
-//!
-//! Writing directly: at that wake-up, when the writer is idle (not writing, nothing but live
-//! events queued, events flowing: active and past any resume seam), the dispatcher takes the
-//! socket's events itself and makes the one write with a non-blocking `try_write`. The writer
-//! task is not woken at all, which is most of a delivery's user-space cost. A `writing` flag
-//! under the queues' lock gives the socket to one of them at a time, so frames never interleave
-//! and per-socket order holds. What the kernel does not take (a full send buffer) is left as
-//! `unsent` for the writer, which writes it before anything else and waits for the socket as it
-//! always did: a slow consumer still fills its bounded queue and is closed with 4008.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
-use fastwebsockets::OpCode;
 use parking_lot::{Mutex, MutexGuard};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
-use super::writer::{BATCH_BYTES, Control, OutEvent, push_frame};
+use super::writer::{Control, OutEvent};
 
 /// Why a frame or event was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,26 +40,10 @@ struct Queues {
     control: VecDeque<Control>,
     events: VecDeque<OutEvent>,
     closed: bool,
-    /// Someone (the writer, or the dispatcher writing directly) is writing to the socket.
-    writing: bool,
-    /// The writer would write live events as they come (active, no resume seam open), so the
-    /// dispatcher may write them itself.
-    live: bool,
-    /// The writer found the socket taken and waits to be woken when it is given back.
-    writer_blocked: bool,
-    /// The tail of a direct write the kernel did not take: it goes out before anything else.
-    unsent: Vec<u8>,
-}
-
-/// The socket's write half, for the dispatcher's direct writes.
-struct Direct {
-    socket: Arc<OwnedWriteHalf>,
-    opcode: OpCode,
 }
 
 pub struct Outbox {
     queues: Mutex<Queues>,
-    direct: Option<Direct>,
     control_bound: usize,
     event_bound: usize,
     /// Wakes the writer: something was queued.
@@ -81,26 +53,9 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Queues whose events only the writer writes.
     pub fn new(control_bound: usize, event_bound: usize) -> Self {
-        Self::build(control_bound, event_bound, None)
-    }
-
-    /// Queues for a socket whose live events the dispatcher may write itself, as frames of
-    /// `opcode`.
-    pub fn with_socket(
-        control_bound: usize,
-        event_bound: usize,
-        socket: Arc<OwnedWriteHalf>,
-        opcode: OpCode,
-    ) -> Self {
-        Self::build(control_bound, event_bound, Some(Direct { socket, opcode }))
-    }
-
-    fn build(control_bound: usize, event_bound: usize, direct: Option<Direct>) -> Self {
         Self {
             queues: Mutex::new(Queues::default()),
-            direct,
             control_bound: control_bound.max(1),
             event_bound: event_bound.max(1),
             queued: Notify::new(),
@@ -183,96 +138,6 @@ impl Outbox {
         self.queued.notify_one();
     }
 
-    /// Writes the queued live events to the socket from the caller's thread when the writer is
-    /// idle, else wakes the writer (see the module's notes). `scratch` is the caller's buffer,
-    /// reused across sockets.
-    pub fn flush_direct(&self, scratch: &mut Vec<u8>) {
-        let Some(direct) = &self.direct else {
-            self.wake();
-            return;
-        };
-        scratch.clear();
-        let more = {
-            let mut queues = self.lock();
-            if queues.writing
-                || !queues.live
-                || queues.closed
-                || !queues.control.is_empty()
-                || !queues.unsent.is_empty()
-            {
-                drop(queues);
-                self.wake();
-                return;
-            }
-            while scratch.len() < BATCH_BYTES {
-                let Some(event) = queues.events.pop_front() else {
-                    break;
-                };
-                push_frame(scratch, direct.opcode, &event.bytes);
-            }
-            shrink_when_drained(&mut queues.events, KEEP_EVENT_SLOTS);
-            if scratch.is_empty() {
-                return;
-            }
-            queues.writing = true;
-            !queues.events.is_empty()
-        };
-        // One attempt: a short write means the send buffer is full, and waiting for room is the
-        // writer's job. An error is left to the writer too, which meets it again and ends.
-        let written = loop {
-            match direct.socket.try_write(scratch) {
-                Ok(written) => break written,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break 0,
-            }
-        };
-        let mut queues = self.lock();
-        queues.writing = false;
-        if written < scratch.len() {
-            queues.unsent.extend_from_slice(&scratch[written..]);
-        }
-        let wake = more
-            || queues.writer_blocked
-            || !queues.unsent.is_empty()
-            || !queues.control.is_empty()
-            || !queues.events.is_empty();
-        if wake {
-            queues.writer_blocked = false;
-            drop(queues);
-            self.wake();
-        }
-    }
-
-    /// The writer takes the socket for a write; false when a direct write holds it (the writer
-    /// is woken when it is given back). A direct write's unsent tail is put in front of `batch`.
-    pub fn claim(&self, batch: &mut Vec<u8>) -> bool {
-        let mut queues = self.lock();
-        if queues.writing {
-            queues.writer_blocked = true;
-            return false;
-        }
-        queues.writing = true;
-        queues.writer_blocked = false;
-        if !queues.unsent.is_empty() {
-            let mut unsent = std::mem::take(&mut queues.unsent);
-            unsent.append(batch);
-            *batch = unsent;
-        }
-        true
-    }
-
-    /// The writer gives the socket back, saying whether live events may now be written directly
-    /// (`live`), or that nothing more may be written at all (`finished`: its close frame is
-    /// out, or the socket failed).
-    pub fn release(&self, live: bool, finished: bool) {
-        let mut queues = self.lock();
-        queues.writing = false;
-        queues.live = live && !finished;
-        if finished {
-            queues.closed = true;
-        }
-    }
-
     /// Waits until something may have been queued since the writer last looked.
     pub async fn wait_queued(&self) {
         self.queued.notified().await;
@@ -321,17 +186,15 @@ impl Outbox {
 
     /// The writer is gone: refuse everything from now on and free what is queued.
     pub fn close(&self) {
-        let (control, events, unsent) = {
+        let (control, events) = {
             let mut queues = self.lock();
             queues.closed = true;
-            queues.live = false;
             (
                 std::mem::take(&mut queues.control),
                 std::mem::take(&mut queues.events),
-                std::mem::take(&mut queues.unsent),
             )
         };
-        drop((control, events, unsent));
+        drop((control, events));
         self.drained.notify_waiters();
     }
 }
@@ -347,6 +210,8 @@ mod tests {
     use super::*;
     use crate::socket::writer::EventKey;
     use bytes::Bytes;
+    use fastwebsockets::OpCode;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn event(n: u64) -> OutEvent {
@@ -460,117 +325,6 @@ mod tests {
             "room frees the waiting sender"
         );
         assert!(matches!(outbox.take_control(), Some(Control::Frame(_, b)) if b == "b"));
-    }
-
-    /// A connected loopback pair: the write half of the accepted side, and the client side.
-    async fn socket_pair() -> (Arc<OwnedWriteHalf>, tokio::net::TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        // The socket stays open while its write half lives.
-        let (_, write) = server.into_split();
-        (Arc::new(write), client)
-    }
-
-    async fn read_exactly(client: &mut tokio::net::TcpStream, len: usize) -> Vec<u8> {
-        use tokio::io::AsyncReadExt;
-        let mut got = vec![0u8; len];
-        tokio::time::timeout(Duration::from_secs(2), client.read_exact(&mut got))
-            .await
-            .expect("in time")
-            .expect("read");
-        got
-    }
-
-    #[tokio::test]
-    async fn an_idle_live_socket_is_written_directly_without_waking_the_writer() {
-        let (socket, mut client) = socket_pair().await;
-        let outbox = Outbox::with_socket(4, 8, socket, OpCode::Text);
-        let mut scratch = Vec::new();
-        // Not live yet (the writer has not activated): the writer is woken instead.
-        assert_eq!(outbox.offer_event_deferred(event(1)), Ok(true));
-        outbox.flush_direct(&mut scratch);
-        assert_eq!(outbox.lock().events.len(), 1, "left for the writer");
-        assert!(outbox.claim(&mut Vec::new()));
-        assert!(outbox.take_events(|_| true));
-        outbox.release(true, false);
-        // Live and idle: both events go out in one write from here.
-        assert_eq!(outbox.offer_event_deferred(event(2)), Ok(true));
-        assert_eq!(outbox.offer_event_deferred(event(3)), Ok(false));
-        outbox.flush_direct(&mut scratch);
-        assert!(outbox.lock().events.is_empty());
-        assert_eq!(read_exactly(&mut client, 6).await, b"\x81\x012\x81\x013");
-        // A queued control frame goes first, so the writer gets the events too.
-        assert_eq!(outbox.try_control(frame("x")), Ok(()));
-        assert_eq!(outbox.offer_event_deferred(event(4)), Ok(true));
-        outbox.flush_direct(&mut scratch);
-        assert_eq!(outbox.lock().events.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn the_socket_is_written_by_one_side_at_a_time() {
-        let (socket, _client) = socket_pair().await;
-        let outbox = Outbox::with_socket(4, 8, socket, OpCode::Text);
-        let mut scratch = Vec::new();
-        assert!(outbox.claim(&mut Vec::new()));
-        outbox.release(true, false);
-        // The writer holds the socket: the dispatcher leaves the event queued.
-        assert!(outbox.claim(&mut Vec::new()));
-        assert_eq!(outbox.offer_event_deferred(event(1)), Ok(true));
-        outbox.flush_direct(&mut scratch);
-        assert_eq!(outbox.lock().events.len(), 1);
-        outbox.release(true, false);
-        // Once the writer finished (its close frame is out), nothing more is written or queued.
-        assert!(outbox.claim(&mut Vec::new()));
-        outbox.release(true, true);
-        assert_eq!(outbox.offer_event_deferred(event(2)), Err(Refused::Closed));
-    }
-
-    #[tokio::test]
-    async fn what_the_kernel_does_not_take_goes_to_the_writer_first() {
-        let (socket, mut client) = socket_pair().await;
-        let outbox = Outbox::with_socket(4, 4096, socket, OpCode::Binary);
-        assert!(outbox.claim(&mut Vec::new()));
-        outbox.release(true, false);
-        // Far more than loopback buffers hold while the client reads nothing.
-        let payload = Bytes::from(vec![7u8; 60_000]);
-        let mut sent = 0;
-        let mut scratch = Vec::new();
-        for n in 0..200 {
-            let event = OutEvent {
-                bytes: payload.clone(),
-                key: EventKey::Message { chat: 1, seq: n },
-            };
-            assert!(outbox.offer_event_deferred(event).is_ok());
-            outbox.flush_direct(&mut scratch);
-            sent += 60_004;
-            if !outbox.lock().unsent.is_empty() {
-                break;
-            }
-        }
-        let unsent = outbox.lock().unsent.len();
-        assert!(unsent > 0, "the send buffer filled up");
-        // The writer takes the tail before anything of its own, and the direct path waits.
-        let mut batch = b"ping".to_vec();
-        assert!(outbox.claim(&mut batch));
-        assert_eq!(batch.len(), unsent + 4);
-        assert!(batch.ends_with(b"ping"));
-        assert_eq!(outbox.lock().unsent.len(), 0);
-        let reader = tokio::spawn(async move {
-            read_exactly(&mut client, sent).await;
-        });
-        let socket = &outbox.direct.as_ref().expect("a socket").socket;
-        super::super::writer::write_all(socket, &batch[..unsent])
-            .await
-            .expect("written");
-        outbox.release(true, false);
-        tokio::time::timeout(Duration::from_secs(5), reader)
-            .await
-            .expect("in time")
-            .expect("every frame arrived whole");
     }
 
     #[tokio::test]

@@ -8,10 +8,6 @@
 //! Resuming: `Pause` holds live events back again, the replayed events arrive as control frames
 //! (`Replayed`, their keys remembered), and after `Activate` the held live events that the
 //! replay already covered are skipped for a short seam window: no gap and no repeat at the seam.
-//!
-//! The socket is shared with the dispatcher, which writes live events itself while this writer
-//! is idle (`outbox`): the writer claims the socket before each write and gives it back after,
-//! saying whether live events may go out without it (active, no seam open).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,10 +18,10 @@ use crate::hub::CloseSignal;
 use bytes::Bytes;
 use chat_proto::WireFormat;
 use fastwebsockets::{Frame, OpCode, Payload};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Stop adding frames to a batch beyond this size.
-pub const BATCH_BYTES: usize = 64 * 1024;
+const BATCH_BYTES: usize = 64 * 1024;
 /// Keep a grown buffer between batches only up to this size.
 const KEEP_BYTES: usize = 16 * 1024;
 
@@ -124,8 +120,8 @@ pub fn data_opcode(format: WireFormat) -> OpCode {
     }
 }
 
-pub struct Writer {
-    io: Arc<OwnedWriteHalf>,
+pub struct Writer<W> {
+    io: W,
     data_opcode: OpCode,
     outbox: Arc<Outbox>,
     signal: Arc<CloseSignal>,
@@ -136,9 +132,9 @@ pub struct Writer {
     batch: Vec<u8>,
 }
 
-impl Writer {
+impl<W: AsyncWrite + Unpin> Writer<W> {
     pub fn new(
-        io: Arc<OwnedWriteHalf>,
+        io: W,
         format: WireFormat,
         outbox: Arc<Outbox>,
         signal: Arc<CloseSignal>,
@@ -177,24 +173,13 @@ impl Writer {
                     _ = ping.tick() => push_frame(&mut self.batch, OpCode::Ping, &[]),
                 }
             }
-            // A direct write holds the socket: it wakes this writer when done.
-            if !self.outbox.claim(&mut self.batch) {
-                more_ready = false;
-                continue;
-            }
             more_ready = self.fill_batch();
-            let failed = self.flush_batch().await.is_err();
-            let live = self.active && self.seam.is_none();
-            self.outbox.release(live, self.finished || failed);
-            if failed {
+            if self.flush_batch().await.is_err() {
                 break;
             }
         }
         self.outbox.close();
-        // The write half is shared (the queues hold it for direct writes), so it is shut down
-        // here rather than by dropping it: the peer sees the end right after the close frame.
-        let stream: &tokio::net::TcpStream = (*self.io).as_ref();
-        let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+        let _ = self.io.shutdown().await;
     }
 
     fn take_control(&mut self, control: Control) {
@@ -298,27 +283,13 @@ impl Writer {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let result = write_all(&self.io, &self.batch).await;
+        let result = self.io.write_all(&self.batch).await;
         self.batch.clear();
         if self.batch.capacity() > KEEP_BYTES {
             self.batch = Vec::new();
         }
         result
     }
-}
-
-/// Writes all of `bytes`, waiting for room in the send buffer whenever it is full.
-pub(super) async fn write_all(io: &OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        match io.try_write(bytes) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(written) => bytes = &bytes[written..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => io.writable().await?,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Appends one unmasked, final frame (server frames are never masked).
