@@ -1,7 +1,6 @@
 //! What every socket task of a worker shares: the settings, the users, the gateways, the
 //! scenario's clock, and the recorder (a worker is one thread, so plain `Rc`/`RefCell`).
 
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -118,7 +117,7 @@ impl Ctx {
         self.rec.borrow_mut().add(name, v);
     }
 
-    pub fn count_tagged(&self, name: &'static str, tags: impl Into<Cow<'static, str>>) {
+    pub fn count_tagged(&self, name: &'static str, tags: String) {
         self.rec.borrow_mut().add_tagged(name, tags, 1.0);
     }
 

@@ -7,7 +7,7 @@
 //! - [`plan`]: the k6 executors' shapes (ramping VUs, ramping arrival rate), default durations,
 //!   and the split of users over gateways, source addresses and worker processes;
 //! - [`ws`] and [`conn`]: one WebSocket client socket (TCP from a chosen source address, the
-//!   upgrade, the frames) with a cancel-safe receive;
+//!   upgrade, fastwebsockets frames) with a cancel-safe receive;
 //! - [`frames`]: the protocol frames read and written;
 //! - [`scenario`]: churn, chat (and storm), connect, each one socket task per user or session;
 //! - [`worker`]: a worker process (one thread) running its share, reporting a [`metrics::Tick`]

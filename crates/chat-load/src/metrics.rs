@@ -2,9 +2,7 @@
 //! the worker's stdout: counter increments and trend samples under the k6 scripts' metric names
 //! (so plot.py and the summaries read them unchanged), tagged like theirs (`kind=socket,code=…`).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -60,24 +58,18 @@ pub struct Tick {
 /// A worker's measurements since its last tick.
 #[derive(Debug, Default)]
 pub struct Recorder {
-    /// Keyed by name and tags; most tags are constants, so they are borrowed, not allocated.
-    counters: HashMap<(&'static str, Cow<'static, str>), f64, Fx>,
-    samples: HashMap<(&'static str, &'static str), Vec<f32>, Fx>,
+    counters: HashMap<(&'static str, String), f64>,
+    samples: HashMap<(&'static str, &'static str), Vec<f32>>,
 }
 
 impl Recorder {
     pub fn add(&mut self, name: &'static str, value: f64) {
-        *self.counters.entry((name, Cow::Borrowed(""))).or_default() += value;
+        *self.counters.entry((name, String::new())).or_default() += value;
     }
 
     /// A counter with tags, e.g. `("ws_errors", "kind=socket,code=reset")`.
-    pub fn add_tagged(
-        &mut self,
-        name: &'static str,
-        tags: impl Into<Cow<'static, str>>,
-        value: f64,
-    ) {
-        *self.counters.entry((name, tags.into())).or_default() += value;
+    pub fn add_tagged(&mut self, name: &'static str, tags: String, value: f64) {
+        *self.counters.entry((name, tags)).or_default() += value;
     }
 
     pub fn sample(&mut self, name: &'static str, tags: &'static str, ms: f64) {
@@ -94,7 +86,7 @@ impl Recorder {
                 .counters
                 .drain()
                 .filter(|(_, v)| *v != 0.0)
-                .map(|((n, t), v)| (n.to_string(), t.into_owned(), v))
+                .map(|((n, t), v)| (n.to_string(), t, v))
                 .collect(),
             samples: self
                 .samples
@@ -103,46 +95,6 @@ impl Recorder {
                 .collect(),
             ..Tick::default()
         }
-    }
-}
-
-/// The recorder's maps are keyed by a few dozen short names the driver itself chose, counted
-/// several times per frame: SipHash's resistance to chosen keys buys nothing here and cost more
-/// than the counting, so they use the multiply-and-rotate hash of rustc's FxHasher.
-type Fx = BuildHasherDefault<FxHasher>;
-
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        for &b in chunks.remainder() {
-            self.add(u64::from(b));
-        }
-    }
-
-    fn write_u8(&mut self, b: u8) {
-        self.add(u64::from(b));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl FxHasher {
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }
 

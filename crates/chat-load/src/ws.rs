@@ -1,25 +1,29 @@
 //! One WebSocket client connection: TCP from a chosen source address, the HTTP/1.1 upgrade, and
-//! the few frames a client reads and writes, encoded and decoded here.
+//! fastwebsockets (the gateway's own WebSocket library) for the frames, split into a read half
+//! and a write half so a socket's task can write while a read is pending.
 //!
 //! The upgrade request is written and its answer parsed here (httparse for the response, the
 //! RFC 6455 accept-key check with sha1 + base64) rather than through hyper's client connection,
-//! which spawns a connection task and keeps hyper's buffers per socket, while a load driver
-//! opening 900 sockets a second, or holding 100,000, should spend as little of the machine as it
-//! can on itself. For the same reason the frames are not fastwebsockets': its read is not
-//! cancel-safe, so a socket task that waits on a read and a timer at once had to box a new read
-//! future for every frame, and its halves shut the socket down on drop (one more syscall a
-//! session). Here a frame is decoded from the front of the socket's own read buffer, so a read
-//! can be dropped and started again at no cost, and a client frame is encoded (masked) into one
-//! buffer and written with one syscall.
+//! which fastwebsockets' `handshake::client` uses: that spawns a connection task and keeps
+//! hyper's buffers per socket, while a load driver opening 900 sockets a second, or holding
+//! 100,000, should spend as little of the machine as it can on itself. The stream stays a plain
+//! `TcpStream`'s owned halves (no lock between them).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use base64::Engine;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketRead, WebSocketWrite};
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpSocket;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+pub type Reader = WebSocketRead<Prefixed>;
+pub type Writer = WebSocketWrite<OwnedWriteHalf>;
 
 /// A gateway's WebSocket endpoint, parsed once.
 #[derive(Debug, Clone)]
@@ -91,13 +95,12 @@ pub fn io_code(e: &io::Error) -> &'static str {
 }
 
 /// Opens a TCP connection from `source` and upgrades it; `query` (with its `?`, or empty) goes
-/// on the path. Returns the stream once the 101 arrived, with the bytes that came in behind the
-/// response (the first frames) as the start of its read buffer.
+/// on the path. Returns the halves once the 101 arrived.
 pub async fn connect(
     target: &Target,
     source: Ipv4Addr,
     query: &str,
-) -> Result<(TcpStream, BytesMut), ConnectError> {
+) -> Result<(Reader, Writer), ConnectError> {
     let socket = TcpSocket::new_v4()?;
     // Closed sockets' ports in TIME_WAIT may be bound again (loopback reuses them safely).
     socket.set_reuseaddr(true)?;
@@ -113,7 +116,7 @@ pub async fn connect(
     );
     stream.write_all(request.as_bytes()).await?;
 
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::with_capacity(1024);
     let header_len = loop {
         if stream.read_buf(&mut buf).await? == 0 {
             return Err(ConnectError::Io(io::ErrorKind::UnexpectedEof.into()));
@@ -137,19 +140,25 @@ pub async fn connect(
                 }
                 break len;
             }
-            Ok(httparse::Status::Partial) if buf.len() < 8192 => {
-                buf.reserve(READ_CHUNK);
-                continue;
-            }
+            Ok(httparse::Status::Partial) if buf.len() < 8192 => continue,
             Ok(httparse::Status::Partial) => {
                 return Err(ConnectError::Response("headers too long"));
             }
             Err(_) => return Err(ConnectError::Response("not HTTP")),
         }
     };
-    // Frames the gateway sent right behind the 101 (auth_ok with ?token=) are decoded first.
+    // Frames the gateway sent right behind the 101 (auth_ok with ?token=) are read first.
     buf.advance(header_len);
-    Ok((stream, buf))
+    let (read, write) = stream.into_split();
+    let prefixed = Prefixed {
+        prefix: buf.freeze(),
+        inner: read,
+    };
+    let (mut rd, wr) = fastwebsockets::after_handshake_split(prefixed, write, Role::Client);
+    rd.set_auto_pong(false);
+    rd.set_auto_close(false);
+    rd.set_max_message_size(1 << 20);
+    Ok((rd, wr))
 }
 
 /// RFC 6455: base64(SHA-1(key + GUID)).
@@ -160,121 +169,42 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// How much a read asks for at least: the gateway's frames are a few hundred bytes, and a
-/// socket's buffer is kept small because a worker may hold 18,000 of them.
-pub const READ_CHUNK: usize = 1024;
-
-/// Frames larger than this are a protocol error (the gateway sends nothing near it).
-pub const MAX_FRAME: usize = 1 << 20;
-
-pub const OP_CONTINUATION: u8 = 0x0;
-pub const OP_TEXT: u8 = 0x1;
-pub const OP_BINARY: u8 = 0x2;
-pub const OP_CLOSE: u8 = 0x8;
-pub const OP_PING: u8 = 0x9;
-pub const OP_PONG: u8 = 0xA;
-
-/// A frame decoded off the front of a read buffer. Fragments are not joined: the gateway sends
-/// each protocol frame whole in one frame.
-#[derive(Debug)]
+/// A frame read, owned, so the read half can move on.
 pub struct Incoming {
-    pub opcode: u8,
+    pub opcode: OpCode,
     pub payload: BytesMut,
 }
 
-/// What makes a server's byte stream not WebSocket frames.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
-    #[error("reserved bits set")]
-    Reserved,
-    #[error("unknown opcode {0:#x}")]
-    Opcode(u8),
-    #[error("a frame of {0} bytes")]
-    TooLarge(u64),
-    #[error("a fragmented or oversized control frame")]
-    BadControl,
-}
-
-/// The first whole frame in `buf`, taken off it; `None` while it is incomplete (and then `buf`
-/// has room reserved for the rest, so that the next read can complete it).
-pub fn decode(buf: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
-    let Some(&[b0, b1]) = buf.get(..2) else {
-        return Ok(None);
+/// Reads the next frame; takes and gives back the read half, so that the future can live across
+/// a socket task's `select!` loop (fastwebsockets' read is not cancel-safe).
+pub async fn next(mut rd: Reader) -> (Reader, Result<Incoming, WebSocketError>) {
+    let mut no_obligations = |_: Frame<'_>| async { Ok::<(), WebSocketError>(()) };
+    let result = match rd.read_frame(&mut no_obligations).await {
+        Ok(frame) => {
+            let opcode = frame.opcode;
+            let payload = match frame.payload {
+                Payload::Bytes(b) => b,
+                other => BytesMut::from(&other[..]),
+            };
+            Ok(Incoming { opcode, payload })
+        }
+        Err(e) => Err(e),
     };
-    if b0 & 0x70 != 0 {
-        return Err(FrameError::Reserved);
-    }
-    let fin = b0 & 0x80 != 0;
-    let opcode = b0 & 0x0F;
-    match opcode {
-        OP_CONTINUATION | OP_TEXT | OP_BINARY => {}
-        OP_CLOSE | OP_PING | OP_PONG if fin && b1 & 0x7F <= 125 => {}
-        OP_CLOSE | OP_PING | OP_PONG => return Err(FrameError::BadControl),
-        other => return Err(FrameError::Opcode(other)),
-    }
-    let masked = b1 & 0x80 != 0;
-    let (extra, len) = match b1 & 0x7F {
-        126 => match buf.get(2..4) {
-            Some(b) => (2, u64::from(u16::from_be_bytes([b[0], b[1]]))),
-            None => return Ok(None),
-        },
-        127 => match buf.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-            Some(b) => (8, u64::from_be_bytes(b)),
-            None => return Ok(None),
-        },
-        n => (0, u64::from(n)),
-    };
-    if len >= MAX_FRAME as u64 {
-        return Err(FrameError::TooLarge(len));
-    }
-    // Below MAX_FRAME, so it fits a usize.
-    let len = len as usize;
-    let header = 2 + extra + if masked { 4 } else { 0 };
-    if buf.len() < header + len {
-        buf.reserve(header + len - buf.len());
-        return Ok(None);
-    }
-    let mask = masked.then(|| {
-        [
-            buf[header - 4],
-            buf[header - 3],
-            buf[header - 2],
-            buf[header - 1],
-        ]
-    });
-    buf.advance(header);
-    let mut payload = buf.split_to(len);
-    if let Some(mask) = mask {
-        apply_mask(&mut payload, mask);
-    }
-    Ok(Some(Incoming { opcode, payload }))
+    (rd, result)
 }
 
-/// A client frame (FIN set, masked with `mask`) of `opcode` and `payload`, in `out` (cleared
-/// first).
-pub fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
-    out.clear();
-    out.push(0x80 | opcode);
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&mask);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    apply_mask(&mut out[start..], mask);
+pub async fn send_text(wr: &mut Writer, text: impl Into<Vec<u8>>) -> Result<(), WebSocketError> {
+    wr.write_frame(Frame::text(Payload::Owned(text.into())))
+        .await
 }
 
-fn apply_mask(bytes: &mut [u8], mask: [u8; 4]) {
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b ^= mask[i & 3];
-    }
+pub async fn pong(wr: &mut Writer, payload: BytesMut) -> Result<(), WebSocketError> {
+    wr.write_frame(Frame::pong(Payload::Owned(payload.to_vec())))
+        .await
+}
+
+pub async fn close(wr: &mut Writer) -> Result<(), WebSocketError> {
+    wr.write_frame(Frame::close(1000, b"")).await
 }
 
 /// The close code of a close frame's payload (1005 when it carries none).
@@ -283,6 +213,28 @@ pub fn close_code(payload: &[u8]) -> u16 {
         u16::from_be_bytes([payload[0], payload[1]])
     } else {
         1005
+    }
+}
+
+/// The read half, with the bytes that came in with the 101 response served first.
+pub struct Prefixed {
+    prefix: Bytes,
+    inner: OwnedReadHalf,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 

@@ -5,7 +5,7 @@ fn a_drained_recorder_starts_over_and_its_tick_round_trips() {
     let mut r = Recorder::default();
     r.add(name::AUTH_OK, 1.0);
     r.add(name::AUTH_OK, 2.0);
-    r.add_tagged(name::ERRORS, "kind=socket,code=reset", 1.0);
+    r.add_tagged(name::ERRORS, "kind=socket,code=reset".into(), 1.0);
     r.sample(name::DELIVERY, "path=echo", 1.5);
     let tick = r.drain();
     let line = serde_json::to_string(&tick).expect("json");

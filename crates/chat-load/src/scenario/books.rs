@@ -23,15 +23,6 @@ impl Book {
         }
     }
 
-    /// The `chat=` tag of this chat's counters.
-    pub fn tag(&self) -> &'static str {
-        if self.kind == "group" {
-            "chat=group"
-        } else {
-            "chat=pair"
-        }
-    }
-
     /// Marks `seq` seen; false when it was already.
     pub fn note(&mut self, seq: u64) -> bool {
         self.max = self.max.max(seq);

@@ -111,18 +111,6 @@ fn delivery_tags(group: bool, via: usize, storm: bool, dropped: bool) -> &'stati
     }
 }
 
-/// The last cursor seen, in the string kept from the last one (one allocation a client, not one
-/// a frame).
-fn keep_cursor(cursor: &mut Option<String>, c: &str) {
-    match cursor {
-        Some(s) => {
-            s.clear();
-            s.push_str(c);
-        }
-        None => *cursor = Some(c.to_string()),
-    }
-}
-
 const LIVE: usize = 0;
 const REPLAY: usize = 1;
 const FINAL: usize = 2;
@@ -198,7 +186,7 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
         let opened = Instant::now();
         let _active = ActiveGuard::new(&ctx.active);
         if a.auth_via() == AuthVia::Frame && conn.send(frames::auth(&user.token)).await.is_err() {
-            ctx.count_tagged(name::ERRORS, "kind=socket,code=write");
+            ctx.count_tagged(name::ERRORS, "kind=socket,code=write".into());
             continue 'sessions;
         }
         let mut replaying = since.is_some();
@@ -215,11 +203,6 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
         let mut ended_by_us = false;
         let mut end_seen = false;
 
-        // One timer for the session, moved when the next deadline moves: a new one for every
-        // pass of the loop would be put on and taken off the timer wheel for every frame read.
-        let mut armed = ctx.coarse(started + auth_limit);
-        let timer = sleep_until(armed);
-        tokio::pin!(timer);
         loop {
             let mut deadline = if authed {
                 Instant::now() + Duration::from_secs(3600)
@@ -249,18 +232,13 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                     }
                 }
             }
-            let deadline = ctx.coarse(deadline);
-            if deadline != armed {
-                armed = deadline;
-                timer.as_mut().reset(deadline);
-            }
             tokio::select! {
                 ev = conn.recv() => match ev {
                     Event::Text(bytes) => {
                         let recv_us = now_us();
                         let Ok(f) = frames::parse(&bytes) else {
                             if !bytes.is_empty() {
-                                ctx.count_tagged(name::ERRORS, "kind=bad_frame");
+                                ctx.count_tagged(name::ERRORS, "kind=bad_frame".into());
                             }
                             continue;
                         };
@@ -288,7 +266,7 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                             }
                             "new_message" => {
                                 if let Some(c) = f.cursor.as_deref() {
-                                    keep_cursor(&mut cursor, c);
+                                    cursor = Some(c.to_string());
                                 }
                                 let Some(m) = f.message else { continue };
                                 let Some(book) = books.iter_mut().find(|b| b.chat == m.chat_id) else { continue };
@@ -305,9 +283,9 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                                 }
                                 if m.sender_id != user.id {
                                     let group = book.kind == "group";
-                                    ctx.count_tagged(name::RECEIVED, book.tag());
+                                    ctx.count_tagged(name::RECEIVED, format!("chat={}", book.kind));
                                     if final_asked {
-                                        ctx.count_tagged(name::LATE, book.tag());
+                                        ctx.count_tagged(name::LATE, format!("chat={}", book.kind));
                                     }
                                     let via = if final_asked { FINAL } else if replaying { REPLAY } else { LIVE };
                                     if let Some(s) = m.sent_at_us() {
@@ -317,12 +295,12 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                             }
                             "message_read" => {
                                 if let Some(c) = f.cursor.as_deref() {
-                                    keep_cursor(&mut cursor, c);
+                                    cursor = Some(c.to_string());
                                 }
                             }
                             "synced" => {
                                 if let Some(c) = f.cursor.as_deref() {
-                                    keep_cursor(&mut cursor, c);
+                                    cursor = Some(c.to_string());
                                 }
                                 replaying = false;
                                 if let Some(d) = dropped_at.take() {
@@ -340,7 +318,7 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                                 ctx.count(name::ACKED, 1.0);
                                 ctx.sample(name::SEND_ACK, "", recv_us.saturating_sub(o.sent_us) as f64 / 1e3);
                                 if let Some(book) = books.iter_mut().find(|b| b.chat == o.chat) {
-                                    ctx.rec.borrow_mut().add_tagged(name::EXPECTED, book.tag(), (book.members.saturating_sub(1)) as f64);
+                                    ctx.rec.borrow_mut().add_tagged(name::EXPECTED, format!("chat={}", book.kind), (book.members.saturating_sub(1)) as f64);
                                     if let Some(m) = f.message {
                                         book.note_max(m.seq);
                                     }
@@ -395,10 +373,10 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                         continue 'sessions;
                     }
                 },
-                () = &mut timer => {
+                _ = sleep_until(ctx.coarse(deadline)) => {
                     let now = Instant::now();
                     if !authed {
-                        ctx.count_tagged(name::ERRORS, "kind=auth_timeout");
+                        ctx.count_tagged(name::ERRORS, "kind=auth_timeout".into());
                         for o in outbox.iter_mut() {
                             o.req = None;
                         }
@@ -428,7 +406,7 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                         req += 1;
                         let sent_us = now_us();
                         let cmid = format!("lt-{k}-{msg_no}");
-                        ctx.rec.borrow_mut().add_tagged(name::SENT, if kind == 0 { "chat=pair" } else { "chat=group" }, 1.0);
+                        ctx.rec.borrow_mut().add_tagged(name::SENT, format!("chat={}", if kind == 0 { "pair" } else { "group" }), 1.0);
                         let _ = conn.send(frames::send(&format!("r{req}"), chat, &cmid, sent_us)).await;
                         outbox.push(Out { chat, cmid, sent_us, attempts: 1, req: Some(req), retry_at: None });
                     }
@@ -473,7 +451,7 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                         ended_by_us = true;
                     }
                     if final_deadline.is_some_and(|d| d <= now) && !ended_by_us {
-                        ctx.count_tagged(name::ERRORS, "kind=final_sync_timeout");
+                        ctx.count_tagged(name::ERRORS, "kind=final_sync_timeout".into());
                         ended_by_us = true;
                     }
                     if ended_by_us {
@@ -491,9 +469,11 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
     }
     for b in &books {
         if b.gaps() > 0 {
-            ctx.rec
-                .borrow_mut()
-                .add_tagged(name::LOST, b.tag(), b.gaps() as f64);
+            ctx.rec.borrow_mut().add_tagged(
+                name::LOST,
+                format!("chat={}", b.kind),
+                b.gaps() as f64,
+            );
         }
     }
 }

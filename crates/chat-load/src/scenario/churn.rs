@@ -51,7 +51,7 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
     let idx = i % ctx.users.len();
     let user = &ctx.users[idx];
     let Some(chat) = user.pair_chat_id else {
-        ctx.count_tagged(name::ERRORS, "kind=no_pair_chat");
+        ctx.count_tagged(name::ERRORS, "kind=no_pair_chat".into());
         ctx.count(name::SESSIONS_FAILED, 1.0);
         return;
     };
@@ -77,7 +77,7 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
     if a.auth_via() == crate::args::AuthVia::Frame
         && conn.send(frames::auth(&user.token)).await.is_err()
     {
-        ctx.count_tagged(name::ERRORS, "kind=socket,code=write");
+        ctx.count_tagged(name::ERRORS, "kind=socket,code=write".into());
         ctx.count(name::SESSIONS_FAILED, 1.0);
         return;
     }
@@ -96,11 +96,6 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
         echo_due.iter().filter(|m| acked.contains(m)).count()
     };
 
-    // One timer for the session, moved when the next deadline moves: a new one for every pass
-    // of the loop would be put on and taken off the timer wheel for every frame read.
-    let mut armed = ctx.coarse(started + auth_limit);
-    let timer = sleep_until(armed);
-    tokio::pin!(timer);
     let closed_by_server = loop {
         // The next thing to do on a timer.
         let deadline = if !authed {
@@ -119,18 +114,13 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
             }
             d
         };
-        let deadline = ctx.coarse(deadline);
-        if deadline != armed {
-            armed = deadline;
-            timer.as_mut().reset(deadline);
-        }
         tokio::select! {
             ev = conn.recv() => match ev {
                 Event::Text(bytes) => {
                     let recv_us = now_us();
                     let Ok(f) = frames::parse(&bytes) else {
                         if !bytes.is_empty() {
-                            ctx.count_tagged(name::ERRORS, "kind=bad_frame");
+                            ctx.count_tagged(name::ERRORS, "kind=bad_frame".into());
                         }
                         continue;
                     };
@@ -207,10 +197,10 @@ async fn session(ctx: Rc<Ctx>, i: usize) {
                     break true;
                 }
             },
-            () = &mut timer => {
+            _ = sleep_until(ctx.coarse(deadline)) => {
                 let now = Instant::now();
                 if !authed {
-                    ctx.count_tagged(name::ERRORS, "kind=auth_timeout");
+                    ctx.count_tagged(name::ERRORS, "kind=auth_timeout".into());
                     ctx.count(name::SESSIONS_FAILED, 1.0);
                     break false;
                 }

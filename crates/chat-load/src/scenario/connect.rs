@@ -58,7 +58,7 @@ async fn vu(ctx: Rc<Ctx>, k: usize) {
         let opened = Instant::now();
         let _active = ActiveGuard::new(&ctx.active);
         if a.auth_via() == AuthVia::Frame && conn.send(frames::auth(&user.token)).await.is_err() {
-            ctx.count_tagged(name::ERRORS, "kind=socket,code=write");
+            ctx.count_tagged(name::ERRORS, "kind=socket,code=write".into());
             continue;
         }
         let mut authed = false;
@@ -77,7 +77,7 @@ async fn vu(ctx: Rc<Ctx>, k: usize) {
                     Event::Text(bytes) => {
                         let Ok(f) = frames::parse(&bytes) else {
                             if !bytes.is_empty() {
-                                ctx.count_tagged(name::ERRORS, "kind=bad_frame");
+                                ctx.count_tagged(name::ERRORS, "kind=bad_frame".into());
                             }
                             continue;
                         };
@@ -118,7 +118,7 @@ async fn vu(ctx: Rc<Ctx>, k: usize) {
                         return;
                     }
                     if !authed {
-                        ctx.count_tagged(name::ERRORS, "kind=auth_timeout");
+                        ctx.count_tagged(name::ERRORS, "kind=auth_timeout".into());
                         conn.close(Duration::from_secs(2)).await;
                         ctx.count(name::CLOSED, 1.0);
                         break;

@@ -1,5 +1,4 @@
 use super::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 #[test]
@@ -64,11 +63,12 @@ async fn one_shot_server(status: &'static str, with_frame: bool) -> SocketAddr {
 async fn a_frame_sent_with_the_101_is_read_first() {
     let addr = one_shot_server("101 Switching Protocols", true).await;
     let target = Target::parse(&format!("ws://{addr}/ws")).expect("target");
-    let (_stream, mut rest) = connect(&target, Ipv4Addr::LOCALHOST, "?token=t")
+    let (rd, _wr) = connect(&target, Ipv4Addr::LOCALHOST, "?token=t")
         .await
         .expect("upgrade");
-    let frame = decode(&mut rest).expect("a frame").expect("whole");
-    assert_eq!(frame.opcode, OP_TEXT);
+    let (_rd, frame) = next(rd).await;
+    let frame = frame.expect("frame");
+    assert_eq!(frame.opcode, OpCode::Text);
     let parsed = crate::frames::parse(&frame.payload).expect("json");
     assert_eq!(parsed.kind, "auth_ok");
 }
@@ -81,100 +81,4 @@ async fn a_refused_upgrade_reports_its_status() {
         Err(e) => assert_eq!(e.code(), "http_429"),
         Ok(_) => panic!("a 429 must not upgrade"),
     }
-}
-
-/// A server frame as the gateway writes it: FIN, unmasked.
-fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
-        n if n <= 0xFFFF => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(payload);
-    out
-}
-
-#[test]
-fn frames_are_decoded_whole_whatever_the_reads_cut() {
-    let long = vec![b'x'; 70_000];
-    let mut wire = server_frame(OP_TEXT, b"{}");
-    wire.extend(server_frame(OP_TEXT, &[b'y'; 300]));
-    wire.extend(server_frame(OP_BINARY, &long));
-    wire.extend(server_frame(OP_PING, b"p"));
-    wire.extend(server_frame(OP_CLOSE, &1001u16.to_be_bytes()));
-    for cut in [1, 2, 3, 7, 64, 1000, wire.len()] {
-        let mut buf = BytesMut::new();
-        let mut got = Vec::new();
-        for chunk in wire.chunks(cut) {
-            buf.extend_from_slice(chunk);
-            while let Some(f) = decode(&mut buf).expect("valid") {
-                got.push((f.opcode, f.payload.len()));
-            }
-        }
-        assert_eq!(
-            got,
-            [
-                (OP_TEXT, 2),
-                (OP_TEXT, 300),
-                (OP_BINARY, 70_000),
-                (OP_PING, 1),
-                (OP_CLOSE, 2)
-            ],
-            "cut {cut}"
-        );
-        assert!(buf.is_empty());
-    }
-}
-
-#[test]
-fn malformed_frames_are_refused() {
-    let mut reserved = BytesMut::from(&[0xC1u8, 0][..]);
-    assert_eq!(
-        decode(&mut reserved).expect_err("refused"),
-        FrameError::Reserved
-    );
-    let mut opcode = BytesMut::from(&[0x83u8, 0][..]);
-    assert_eq!(
-        decode(&mut opcode).expect_err("refused"),
-        FrameError::Opcode(3)
-    );
-    let mut fragmented_ping = BytesMut::from(&[0x09u8, 0][..]);
-    assert_eq!(
-        decode(&mut fragmented_ping).expect_err("refused"),
-        FrameError::BadControl
-    );
-    let mut huge = BytesMut::from(&[0x81u8, 127, 0, 0, 0, 0, 0, 0x10, 0, 0][..]);
-    assert_eq!(
-        decode(&mut huge).expect_err("refused"),
-        FrameError::TooLarge(1 << 20)
-    );
-}
-
-/// Our frames, unmasked the way a server does, give back what was sent (all three lengths).
-#[test]
-fn client_frames_are_masked_and_framed() {
-    for len in [0usize, 125, 126, 65_535, 65_536] {
-        let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        let mut out = Vec::new();
-        encode(&mut out, OP_TEXT, &payload, [1, 2, 3, 4]);
-        assert_eq!(out[0], 0x81);
-        assert_ne!(out[1] & 0x80, 0, "a client's frames are masked");
-        let mut buf = BytesMut::from(&out[..]);
-        let f = decode(&mut buf).expect("valid").expect("whole");
-        assert_eq!(f.opcode, OP_TEXT);
-        assert_eq!(&f.payload[..], &payload[..], "len {len}");
-    }
-}
-
-#[test]
-fn a_close_frame_without_a_code_is_1005() {
-    assert_eq!(close_code(&[]), 1005);
-    assert_eq!(close_code(&1008u16.to_be_bytes()), 1008);
 }
