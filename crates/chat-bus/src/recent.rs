@@ -336,5 +336,8 @@ impl ChannelLog {
     }
 }
 
+mod replay;
+pub use replay::replay;
+
 #[cfg(test)]
 mod tests;

@@ -13,13 +13,10 @@
 //! subscription may be a Redis restart or failover that lost recent writes, logs included.
 //! Anything else (no log, trimmed, a Redis error) makes the caller fall back to chat-api.
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use chat_proto::{BusBody, BusEnvelope, ServerEvent};
+use chat_proto::ServerEvent;
 
-use super::writer::EventKey;
 use crate::Gateway;
 
 /// The events of `user`'s chats from `from_ms` on, in sync order, if the log covers them all.
@@ -45,48 +42,7 @@ pub(super) async fn events_since(
     if !trusted() {
         return None;
     }
-    Some(select(entries, user, from_ms, |chat| {
+    Some(chat_bus::replay_recent(&entries, user, from_ms, |chat| {
         gateway.groups.routes(chat, user)
     }))
 }
-
-/// The user's events among the logged envelopes: decoded, filtered like live routing, from
-/// `from_ms` on, in sync order, each once.
-pub(super) fn select(
-    entries: Vec<Bytes>,
-    user: u64,
-    from_ms: i64,
-    in_group: impl Fn(u64) -> bool,
-) -> Vec<ServerEvent> {
-    let mut events: Vec<_> = entries
-        .iter()
-        .filter_map(|bytes| {
-            let event = match BusEnvelope::decode(bytes).ok()?.body {
-                BusBody::Event(event) => event,
-                BusBody::ChatEvent {
-                    chat_id,
-                    skip,
-                    event,
-                } => {
-                    if skip == Some(user) || !in_group(chat_id) {
-                        return None;
-                    }
-                    event
-                }
-                _ => return None,
-            };
-            let order = event.sync_order()?;
-            (order.0 >= from_ms).then_some((order, event))
-        })
-        .collect();
-    events.sort_by_key(|(order, _)| *order);
-    let mut seen = HashSet::new();
-    events
-        .into_iter()
-        .filter(|(_, event)| seen.insert(EventKey::of(event)))
-        .map(|(_, event)| event)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests;

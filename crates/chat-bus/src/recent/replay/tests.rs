@@ -1,9 +1,9 @@
-//! What a resume from the log replays: the user's events only, in sync order, each once.
+//! What a reader of the log replays: the user's events only, in sync order, each once.
 
 use bytes::Bytes;
 use chat_proto::{BusBody, BusEnvelope, Cursor, Message, MessageKind, ServerEvent};
 
-use super::select;
+use super::replay;
 
 const ME: u64 = 7;
 const T: i64 = 1_700_000_000_000;
@@ -73,7 +73,7 @@ fn replays_the_users_events_in_sync_order_once() {
             user_id: 1,
         }),
     ];
-    let events = select(entries, ME, T, |chat| chat == 20);
+    let events = replay(&entries, ME, T, |chat| chat == 20);
     assert_eq!(
         events,
         vec![
