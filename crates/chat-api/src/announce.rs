@@ -22,6 +22,16 @@
 //! resolver task closes the chat's gap once the database answers (or the chat's next send, or the
 //! sender's retry, does it first). A retry that finds its message stored closes the gap too.
 //!
+//! **Late publishes.** `GET /v1/sync` may be answered from the recent-event log, which holds only
+//! what was published, and its answer moves the client's cursor to a cursor's overlap before now.
+//! An event published later than that after its time would be behind the client's next cursor.
+//! So every write whose publish is overdue ([`OVERDUE_AFTER`] after it started: a slow commit) or
+//! unknown (the resolver) is registered on the bus (`Bus::mark_late`) until it is published, and
+//! the sweeper's view of those and of dead replicas ([`Announcer::log_sync_safe`]) keeps syncs on
+//! the database meanwhile. A dead replica's sends are published within `HEARTBEAT_TTL` plus a
+//! sweep, under the overlap; while its takeover runs, the dead replica is listed and syncs stay on
+//! the database too.
+//!
 //! Why not a transactional outbox: it writes a row per message in the send's transaction and
 //! deletes it after the publish, two more row writes per message on the database, the part of the
 //! system that saturates first (docs/performance.md). Here the database does no more work on the
@@ -35,7 +45,9 @@
 //! published.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_ops::Backoff;
@@ -57,6 +69,11 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 const HEARTBEAT_TTL: Duration = Duration::from_secs(2);
 /// Messages read from the database per page when closing a gap.
 const GAP_PAGE: u32 = 200;
+/// How long a write may run before its publish counts as late: with the sweeper's interval and
+/// a round trip, well inside a cursor's overlap (5 s).
+const OVERDUE_AFTER: Duration = Duration::from_secs(1);
+/// How long a late publish's entry lives at most (a resolver gives up after `RESOLVE_FOR`).
+const LATE_TTL: Duration = Duration::from_secs(RESOLVE_FOR.as_secs() + 60);
 /// The per-chat memory of this process's last publish is dropped past this many chats (it is a
 /// shortcut: a chat not in it costs one watermark read).
 const REMEMBERED_CHATS: usize = 100_000;
@@ -65,6 +82,13 @@ const REMEMBERED_CHATS: usize = 100_000;
 pub struct Announcer {
     replica: String,
     last_published: Mutex<HashMap<u64, u64>>,
+    /// Ids of this replica's late-publish entries.
+    late_ids: AtomicU64,
+    /// This replica's late publishes now (the bus's count reaches the sweeper a tick later).
+    late_here: AtomicI64,
+    /// Wall-clock ms of the last sweep that found no late publish and no dead replica; 0 when
+    /// the last sweep found one.
+    clear_at_ms: AtomicI64,
 }
 
 impl Default for Announcer {
@@ -78,7 +102,24 @@ impl Announcer {
         Self {
             replica: format!("{:016x}", rand::random::<u64>()),
             last_published: Mutex::new(HashMap::new()),
+            late_ids: AtomicU64::new(0),
+            late_here: AtomicI64::new(0),
+            clear_at_ms: AtomicI64::new(0),
         }
+    }
+
+    /// Whether a sync may be answered from the recent-event log at `now_ms`: no replica has a
+    /// late publish and none is dead, as of a sweep at most three intervals old (a sweep that
+    /// cannot reach Redis says nothing, and the log is then out of reach anyway).
+    pub(crate) fn log_sync_safe(&self, now_ms: i64) -> bool {
+        let fresh_ms = 3 * SWEEP_EVERY.as_millis() as i64;
+        self.late_here.load(Ordering::Acquire) == 0
+            && now_ms - self.clear_at_ms.load(Ordering::Acquire) <= fresh_ms
+    }
+
+    fn note_sweep(&self, clear: bool, now_ms: i64) {
+        self.clear_at_ms
+            .store(if clear { now_ms } else { 0 }, Ordering::Release);
     }
 
     fn last_published(&self, chat_id: u64) -> Option<u64> {
@@ -172,7 +213,74 @@ pub(crate) async fn announce(state: &AppState, outcome: &SendOutcome) {
 /// Keeps the send's mark and starts a resolver for its chat.
 pub(crate) fn record_unknown_commit(state: &AppState, chat_id: u64, send: KnownSend) {
     metrics::counter!("chat_messages_commit_unknown_total").increment(1);
-    tokio::spawn(resolve(state.clone(), chat_id, send));
+    let late = LateEntry::register(state);
+    let state = state.clone();
+    tokio::spawn(async move {
+        resolve(state, chat_id, send).await;
+        drop(late);
+    });
+}
+
+/// Runs a write that publishes after its commit; should it run past [`OVERDUE_AFTER`], its
+/// publish is registered as late until it finishes (or is dropped: a handler the client hung
+/// up on).
+pub(crate) async fn watched<F: Future>(state: AppState, work: F) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        biased;
+        done = &mut work => return done,
+        () = tokio::time::sleep(OVERDUE_AFTER) => {}
+    }
+    metrics::counter!("chat_writes_overdue_total").increment(1);
+    let _late = LateEntry::register(&state);
+    work.await
+}
+
+/// One registered late publish: counted here at once, on the bus off the caller's path;
+/// unregistered when dropped.
+struct LateEntry {
+    state: AppState,
+    id: u64,
+    registered: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LateEntry {
+    fn register(state: &AppState) -> Self {
+        let announcer = &state.announcer;
+        announcer.late_here.fetch_add(1, Ordering::AcqRel);
+        let id = announcer.late_ids.fetch_add(1, Ordering::Relaxed);
+        let bus_state = state.clone();
+        let registered = tokio::spawn(async move {
+            if let Err(e) = bus_state
+                .bus
+                .mark_late(&bus_state.announcer.replica, id, LATE_TTL)
+                .await
+            {
+                tracing::warn!(error = %e, "registering a late publish failed");
+            }
+        });
+        Self {
+            state: state.clone(),
+            id,
+            registered: Some(registered),
+        }
+    }
+}
+
+impl Drop for LateEntry {
+    /// Unregisters it once its registration landed (so the two cannot cross).
+    fn drop(&mut self) {
+        let (state, id, registered) = (self.state.clone(), self.id, self.registered.take());
+        tokio::spawn(async move {
+            if let Some(registered) = registered {
+                let _ = registered.await;
+            }
+            if let Err(e) = state.bus.clear_late(&state.announcer.replica, id).await {
+                tracing::warn!(error = %e, "unregistering a late publish failed; it expires");
+            }
+            state.announcer.late_here.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
 }
 
 /// Closes the chat's gap once the database answers, in case no retry and no other send in the
@@ -219,14 +327,23 @@ pub(crate) async fn sweep(state: AppState, shutdown: CancellationToken) {
             tracing::debug!(error = %e, "announce heartbeat failed");
             continue;
         }
-        let dead = match state.bus.dead_replicas().await {
+        let (dead, late) = tokio::join!(state.bus.dead_replicas(), state.bus.late_publishes());
+        let dead = match dead {
             Ok(dead) => dead,
             Err(e) => {
                 tracing::debug!(error = %e, "listing dead api replicas failed");
                 continue;
             }
         };
-        for replica in dead.iter().filter(|dead| *dead != replica) {
+        let others_dead: Vec<&String> = dead.iter().filter(|dead| *dead != replica).collect();
+        match late {
+            Ok(late) => state.announcer.note_sweep(
+                late == 0 && others_dead.is_empty(),
+                chrono::Utc::now().timestamp_millis(),
+            ),
+            Err(e) => tracing::debug!(error = %e, "counting late publishes failed"),
+        }
+        for replica in others_dead {
             take_over(&state, replica).await;
         }
     }
@@ -372,3 +489,6 @@ async fn publish_message(state: &AppState, members: &[u64], message: Message) {
     }
     state.announcer.remember(chat_id, seq);
 }
+
+#[cfg(test)]
+mod tests;

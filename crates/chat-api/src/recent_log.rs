@@ -8,12 +8,16 @@
 //! the channels' logs are marked incomplete up to now, retried until that lands or until the
 //! event has aged out of any window a log could still cover (then no covered read can reach back
 //! to it anyway).
+//!
+//! `GET /v1/sync` reads the log too ([`sync_page`]). Unlike a gateway's resume, which holds a
+//! live subscription, a sync's answer moves the client's cursor: it is given from the log only
+//! while nothing can be published late (`crate::announce`'s late publishes).
 
 use std::time::Duration;
 
 use chat_bus::{RECENT_LOG_SKEW_MS, Topic};
 use chat_ops::Backoff;
-use chat_proto::ServerEvent;
+use chat_proto::{Cursor, ServerEvent, SyncPage};
 
 use crate::state::AppState;
 
@@ -23,6 +27,61 @@ const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_s
 /// The time a sync orders this event by, in ms, if a sync returns events of its kind.
 pub(crate) fn sync_time_ms(event: &ServerEvent) -> Option<i64> {
     event.sync_order().map(|(at_ms, ..)| at_ms)
+}
+
+/// A sync of `user`'s events from `from_ms` answered from the log, or `None` (then the database
+/// answers): the log must cover every channel of the user from `from_ms` on, and no publish may
+/// be late. More than `limit` events end the page at a whole millisecond, as the database's
+/// pages do; a page that cannot (one millisecond holds more) is left to the database.
+pub(crate) async fn sync_page(
+    state: &AppState,
+    user: u64,
+    from_ms: i64,
+    limit: u32,
+    now_ms: i64,
+) -> Option<SyncPage> {
+    if !state.bus.recent_log().enabled() || !state.announcer.log_sync_safe(now_ms) {
+        return None;
+    }
+    let mut groups = match state.store.group_chats_of(&[user]).await {
+        Ok(mut groups) => groups.remove(&user).unwrap_or_default(),
+        Err(e) => {
+            tracing::debug!(error = %e, user, "reading the user's groups failed");
+            return None;
+        }
+    };
+    groups.sort_unstable();
+    let entries = match state.bus.recent_events(user, &groups, from_ms).await {
+        Ok(Some(entries)) => entries,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::debug!(error = %e, user, "reading the recent-event log failed");
+            return None;
+        }
+    };
+    let mut events = chat_bus::replay_recent(&entries, user, from_ms, |chat| {
+        groups.binary_search(&chat).is_ok()
+    });
+    let limit = limit as usize;
+    let more_from = match events.get(limit).and_then(ServerEvent::sync_order) {
+        Some((cut_ms, ..)) => {
+            events.retain(|event| event.sync_order().is_some_and(|(at, ..)| at < cut_ms));
+            if events.is_empty() {
+                return None;
+            }
+            Some(cut_ms)
+        }
+        None => None,
+    };
+    let cursor = match more_from {
+        Some(at) => Cursor::at(at),
+        None => crate::routes::sync::caught_up(from_ms, now_ms),
+    };
+    Some(SyncPage {
+        events,
+        cursor: cursor.to_string(),
+        has_more: more_from.is_some(),
+    })
 }
 
 /// Marks the topics' logs incomplete up to now, off the caller's path, retrying while Redis

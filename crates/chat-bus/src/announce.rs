@@ -8,6 +8,10 @@
 //!   stored" and "published". Marked before the send reaches the database, cleared after.
 //! - Each replica's heartbeat. A replica whose heartbeat lapsed is dead: another replica takes its
 //!   pending chats, fills each chat's gap under the chat's lock, and forgets it.
+//! - Late publishes: one entry per write whose event may reach its channels later than a
+//!   cursor's overlap after the event's time (its commit is slow, or its outcome unknown), until
+//!   it is published. While any is registered, a sync is not answered from the recent-event log,
+//!   which holds only what was published.
 //!
 //! chat-api's `announce` module holds the logic; here is only the shared state.
 
@@ -52,8 +56,26 @@ impl Bus {
         self.backend.pending_chats(replica).await
     }
 
-    /// Drops a dead replica's pending sends and its registration.
+    /// Drops a dead replica's pending sends, its late publishes and its registration.
     pub async fn forget_replica(&self, replica: &str) -> Result<()> {
         self.backend.forget_replica(replica).await
+    }
+
+    /// Registers write `id` of `replica` as a late publish, for `ttl` at most (should nothing
+    /// clear it: a replica that dies has its entries dropped when another one takes over).
+    pub async fn mark_late(&self, replica: &str, id: u64, ttl: Duration) -> Result<()> {
+        let until_ms = crate::recent::now_ms()
+            .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4));
+        self.backend.mark_late(replica, id, until_ms).await
+    }
+
+    /// Unregisters a late publish (it was published, or given up).
+    pub async fn clear_late(&self, replica: &str, id: u64) -> Result<()> {
+        self.backend.clear_late(replica, id).await
+    }
+
+    /// How many late publishes are registered, every replica's together.
+    pub async fn late_publishes(&self) -> Result<u64> {
+        self.backend.late_publishes(crate::recent::now_ms()).await
     }
 }

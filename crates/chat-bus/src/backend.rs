@@ -186,7 +186,15 @@ pub(crate) trait AnnounceBackend {
 
     async fn pending_chats(&self, replica: &str) -> Result<Vec<u64>>;
 
+    /// Also drops the replica's late publishes.
     async fn forget_replica(&self, replica: &str) -> Result<()>;
+
+    async fn mark_late(&self, replica: &str, id: u64, until_ms: i64) -> Result<()>;
+
+    async fn clear_late(&self, replica: &str, id: u64) -> Result<()>;
+
+    /// Drops the entries that expired by `now_ms`, and counts the rest.
+    async fn late_publishes(&self, now_ms: i64) -> Result<u64>;
 }
 
 /// The recent-event log of each channel (see `recent.rs` for what a log covers).

@@ -150,6 +150,12 @@ impl Keys {
         format!("{}:api:{{{replica}}}:alive", self.prefix)
     }
 
+    /// `P:api:late`: sorted set of `replica/id` → the ms it expires: writes of any replica whose
+    /// publish is overdue.
+    pub fn late_publishes(&self) -> String {
+        format!("{}:api:late", self.prefix)
+    }
+
     /// `P:api:replicas`: set of the api replicas that announce.
     pub fn replicas(&self) -> String {
         format!("{}:api:replicas", self.prefix)

@@ -1,8 +1,9 @@
 //! The recent-event log through the public API, on memory, standalone Redis
 //! (`CHAT_TEST_REDIS_URL`) and the local test cluster (`CHAT_TEST_CLUSTER_URL`; `make cluster`):
 //! a logged publish still reaches subscribers, and a read answers "covered from here" exactly
-//! (a channel never written, a new log, a count trim, an invalidation). The coverage rules in detail are unit-tested on
-//! the memory model (`src/recent/tests.rs`), which the Redis scripts follow.
+//! (a channel never written, a new log, a count trim, an invalidation); the late publishes that
+//! keep chat-api's syncs off the log are counted until cleared. The coverage rules in detail
+//! are unit-tested on the memory model (`src/recent/tests.rs`), which the Redis scripts follow.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -208,4 +209,46 @@ async fn a_disabled_log_covers_nothing_and_still_publishes() -> TestResult {
     );
     assert_eq!(bus.recent_events(1, &[], 0).await?, None);
     Ok(())
+}
+
+/// The late publishes that keep syncs off the log: counted across replicas until cleared, gone
+/// when they expire, and a forgotten (dead) replica's go with it.
+async fn late_publishes_are_counted_until_cleared(bus: Bus) -> TestResult {
+    assert_eq!(bus.late_publishes().await?, 0);
+    bus.mark_late("a", 1, Duration::from_secs(60)).await?;
+    bus.mark_late("a", 2, Duration::from_secs(60)).await?;
+    bus.mark_late("ab", 1, Duration::from_secs(60)).await?;
+    bus.mark_late("b", 1, Duration::from_millis(1)).await?;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        bus.late_publishes().await?,
+        3,
+        "b's entry expired; a's two and ab's one remain"
+    );
+    bus.clear_late("a", 1).await?;
+    assert_eq!(bus.late_publishes().await?, 2);
+    bus.forget_replica("a").await?;
+    assert_eq!(
+        bus.late_publishes().await?,
+        1,
+        "a's entries went with it, not ab's"
+    );
+    bus.clear_late("ab", 1).await?;
+    assert_eq!(bus.late_publishes().await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn memory_late_publishes_are_counted_until_cleared() -> TestResult {
+    late_publishes_are_counted_until_cleared(Bus::memory("t").with_recent_log(BOUNDS)).await
+}
+
+#[tokio::test]
+async fn standalone_late_publishes_are_counted_until_cleared() -> TestResult {
+    late_publishes_are_counted_until_cleared(standalone()).await
+}
+
+#[tokio::test]
+async fn cluster_late_publishes_are_counted_until_cleared() -> TestResult {
+    late_publishes_are_counted_until_cleared(cluster()).await
 }

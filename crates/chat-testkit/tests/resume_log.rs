@@ -1,9 +1,11 @@
-//! Resumes served from the bus's recent-event log instead of chat-api's `/v1/sync`: a recent
-//! cursor is replayed from the log (the gateway counts `chat_gateway_replays_total{source="log"}`)
-//! with exactly the events a sync gives for the same cursor; a cursor older than the log, or a
-//! log trimmed by count, falls back to the api; a group the user left is not replayed; after
-//! its subscription was lost, a gateway trusts the log only from the reconnection on (a private
-//! Redis; skipped by `make test-embedded`).
+//! Resumes and syncs served from the bus's recent-event log instead of the database: a recent
+//! cursor is replayed from the log (the gateway counts `chat_gateway_replays_total{source="log"}`,
+//! chat-api `chat_sync_total{source="log"}`) with exactly the events the database gives from
+//! that cursor; a cursor older than the log, or a log trimmed by count, falls back to the
+//! database; a group the user left is not replayed; after its subscription was lost, a gateway
+//! trusts the log only from the reconnection on (a private Redis; skipped by
+//! `make test-embedded`); while a write is late to publish, syncs stay on the database (MySQL's
+//! chat lock; skipped there too).
 //!
 //! A channel's log covers events from a few seconds after the store started on (the clock
 //! allowance of `chat_bus`'s `recent` module); the tests wait that long where the store may
@@ -40,6 +42,48 @@ async fn replays(stack: &Stack, source: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0)
+}
+
+/// `chat_sync_total{source=...}` of chat-api.
+async fn syncs(stack: &Stack, source: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", stack.api_url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let series = format!("chat_sync_total{{source=\"{source}\"}}");
+    text.lines()
+        .find(|l| l.starts_with(&series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// What the database gives from `cursor`: a sync from the beginning (older than any log),
+/// without the events before the cursor (an event's own cursor lies the overlap before it).
+async fn database_events_since(stack: &Stack, user: &TestUser, cursor: &str) -> Vec<Value> {
+    let since: i64 = cursor
+        .strip_prefix('c')
+        .and_then(|c| c.parse().ok())
+        .expect("a cursor");
+    let before = syncs(stack, "database").await;
+    let all = sync_events(stack, user, "c0").await;
+    assert!(
+        syncs(stack, "database").await > before,
+        "a sync from c0 is the database's"
+    );
+    all.into_iter()
+        .filter(|event| {
+            let at = event["cursor"]
+                .as_str()
+                .and_then(|c| c.strip_prefix('c'))
+                .and_then(|c| c.parse::<i64>().ok())
+                .expect("an event's cursor")
+                + 5_000;
+            at >= since
+        })
+        .collect()
 }
 
 /// Connects `user` with `?since=cursor` and reads the replay up to `synced`.
@@ -136,13 +180,19 @@ async fn a_recent_cursor_is_replayed_from_the_log_as_sync_gives_it() {
     let (mut ws, replayed, synced) = resume(&stack, &b, &cursor).await;
     assert_eq!(replays(&stack, "log").await, 1.0, "served from the log");
     assert_eq!(replays(&stack, "api").await, 0.0);
-    let expected = sync_events(&stack, &b, &cursor).await;
+    let expected = database_events_since(&stack, &b, &cursor).await;
     assert_eq!(
         expected.len(),
         6,
         "two messages, two updates, two reads: {expected:?}"
     );
-    assert_eq!(replayed, expected, "the log replays what sync gives");
+    assert_eq!(
+        replayed, expected,
+        "the log replays what the database gives"
+    );
+    let synced_from_log = sync_events(&stack, &b, &cursor).await;
+    assert_eq!(syncs(&stack, "log").await, 1.0, "the sync is the log's");
+    assert_eq!(synced_from_log, expected, "and gives the same");
     let synced_ms: u64 = synced["cursor"]
         .as_str()
         .and_then(|c| c.strip_prefix('c'))
@@ -249,11 +299,14 @@ async fn a_new_chats_first_messages_are_replayed_from_the_log() {
         .collect();
     assert_eq!(texts, vec!["first", "first in the group"]);
     let synced = sync_events(&stack, &b, &cursor).await;
+    assert_eq!(syncs(&stack, "log").await, 1.0, "the sync is the log's");
+    let from_database = database_events_since(&stack, &b, &cursor).await;
+    assert_eq!(synced, from_database, "the database gives the same");
     let synced: Vec<&str> = synced
         .iter()
         .filter_map(|e| e["message"]["text"].as_str())
         .collect();
-    assert_eq!(synced, texts, "what /v1/sync gives for the same cursor");
+    assert_eq!(synced, texts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,4 +452,121 @@ async fn after_its_subscription_is_back_a_gateway_trusts_the_log_only_from_then(
         2.0,
         "trusted again after the drop"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_pages_from_the_log_and_an_old_cursor_goes_to_the_database() {
+    let stack = Stack::start(StackOptions::default()).await;
+    tokio::time::sleep(SETTLE).await;
+    let api = stack.api();
+    let (a, b) = (api.new_user("sa").await, api.new_user("sb").await);
+    let alice = api.as_user(&a);
+    let bob = api.as_user(&b);
+    let private = id_of(&alice.private_chat(b.id).await, "id");
+    let cursor = format!("c{}", now_ms());
+    for i in 0..7 {
+        alice.send_text(private, &format!("s{i}"), "paged").await;
+        // Distinct milliseconds, so that every page can end at one.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let mut pages = 0;
+    let mut seqs = Vec::new();
+    let mut next = cursor.clone();
+    loop {
+        let page = bob.get(&format!("/v1/sync?since={next}&limit=3")).await;
+        assert_status(&page, 200, "sync");
+        pages += 1;
+        let events = page.1["events"].as_array().cloned().unwrap_or_default();
+        assert!(events.len() <= 3, "at most the limit: {}", page.1);
+        seqs.extend(events.iter().map(|e| id_of(&e["message"], "seq")));
+        next = page.1["cursor"].as_str().expect("cursor").to_string();
+        if page.1["has_more"] != json!(true) {
+            break;
+        }
+    }
+    assert_eq!(
+        seqs,
+        (1..=7).collect::<Vec<u64>>(),
+        "every message once, in order"
+    );
+    assert!(pages >= 3, "seven events in pages of three: {pages} pages");
+    assert_eq!(
+        syncs(&stack, "log").await,
+        pages as f64,
+        "every page from the log"
+    );
+    assert_eq!(syncs(&stack, "database").await, 0.0);
+
+    let from_database = database_events_since(&stack, &b, &cursor).await;
+    assert_eq!(from_database.len(), 7);
+    assert_eq!(
+        syncs(&stack, "database").await,
+        1.0,
+        "c0 is older than the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_write_is_late_to_publish_syncs_stay_on_the_database() {
+    let stack = Stack::start(StackOptions::default()).await;
+    tokio::time::sleep(SETTLE).await;
+    let api = stack.api();
+    let (a, b) = (api.new_user("wa").await, api.new_user("wb").await);
+    let alice = api.as_user(&a);
+    let bob = api.as_user(&b);
+    let private = id_of(&alice.private_chat(b.id).await, "id");
+    alice.send_text(private, "w0", "first").await;
+    let cursor = format!("c{}", now_ms());
+
+    // The chat's send lock (a MySQL named lock) held from outside: the next send waits for it.
+    let mut holder = stack.db().connect().await.expect("a database connection");
+    let lock = format!("SELECT GET_LOCK(LEFT(CONCAT(DATABASE(), '/chat/{private}'), 64), 5)");
+    let (granted,): (Option<i64>,) = sqlx::query_as(&lock)
+        .fetch_one(&mut holder)
+        .await
+        .expect("GET_LOCK");
+    assert_eq!(granted, Some(1), "the test holds the chat's lock");
+    let sender = {
+        let alice = stack.api().as_user(&a);
+        tokio::spawn(async move { alice.send_text(private, "w1", "late").await })
+    };
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let during = sync_events(&stack, &b, &cursor).await;
+    assert!(during.is_empty(), "nothing new is stored yet: {during:?}");
+    assert_eq!(
+        (syncs(&stack, "log").await, syncs(&stack, "database").await),
+        (0.0, 1.0),
+        "a write past its deadline keeps syncs on the database"
+    );
+
+    sqlx::query(&format!(
+        "DO RELEASE_LOCK(LEFT(CONCAT(DATABASE(), '/chat/{private}'), 64))"
+    ))
+    .execute(&mut holder)
+    .await
+    .expect("RELEASE_LOCK");
+    let late = sender.await.expect("the send");
+    assert_eq!(id_of(&late, "seq"), 2);
+    // Once the write is published and the replicas' sweep has seen it, syncs are the log's.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let page = bob.get(&format!("/v1/sync?since={cursor}")).await;
+        assert_status(&page, 200, "sync");
+        if syncs(&stack, "log").await >= 1.0 {
+            let seqs: Vec<u64> = page.1["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| id_of(&e["message"], "seq"))
+                .collect();
+            assert_eq!(seqs, vec![2], "the late write, from the log");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "syncs never went back to the log"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

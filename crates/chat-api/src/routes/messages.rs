@@ -82,10 +82,13 @@ pub async fn send(
     };
     // A task of its own: a client that hangs up must not cancel a send between its commit
     // and its publish (the chat stays locked for that span).
-    let outcome = tokio::spawn(store_and_publish(state, new))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(chat_not_found)?;
+    let outcome = tokio::spawn(crate::announce::watched(
+        state.clone(),
+        store_and_publish(state, new),
+    ))
+    .await
+    .map_err(|_| ApiError::internal())?
+    .map_err(chat_not_found)?;
     if !outcome.created {
         return Ok((
             StatusCode::OK,
@@ -250,22 +253,26 @@ pub async fn read(
     JsonBody(req): JsonBody<ReadRequest>,
 ) -> ApiResult<StatusCode> {
     let chat_id = parse_id(&id)?;
-    let outcome = state
-        .store
-        .mark_read(caller.id, chat_id, req.up_to_seq)
-        .await
-        .map_err(chat_not_found)?;
-    if let Some(up_to_seq) = outcome.moved_to {
-        let event = ServerEvent::MessageRead {
-            chat_id,
-            user_id: caller.id,
-            up_to_seq,
-            cursor: Cursor::after_event(outcome.read_at.timestamp_millis()).to_string(),
-        };
-        state
-            .publish_chat_event(chat_id, &outcome.member_ids, event, None)
-            .await;
-    }
+    let work = state.clone();
+    crate::announce::watched(state, async move {
+        let outcome = work
+            .store
+            .mark_read(caller.id, chat_id, req.up_to_seq)
+            .await
+            .map_err(chat_not_found)?;
+        if let Some(up_to_seq) = outcome.moved_to {
+            let event = ServerEvent::MessageRead {
+                chat_id,
+                user_id: caller.id,
+                up_to_seq,
+                cursor: Cursor::after_event(outcome.read_at.timestamp_millis()).to_string(),
+            };
+            work.publish_chat_event(chat_id, &outcome.member_ids, event, None)
+                .await;
+        }
+        Ok::<_, ApiError>(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

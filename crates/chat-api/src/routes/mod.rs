@@ -11,7 +11,7 @@ mod messages;
 mod ops;
 mod push_tokens;
 mod receipts;
-mod sync;
+pub(crate) mod sync;
 mod users;
 mod web;
 

@@ -34,7 +34,7 @@ pub async fn delivered(
             up_to_seq: req.up_to_seq,
         }],
     };
-    let mut answers = spawned(store_and_publish_delivered(state, batch)).await??;
+    let mut answers = spawned(state.clone(), store_and_publish_delivered(state, batch)).await??;
     match answers.pop() {
         Some(Ok(_)) => Ok(StatusCode::NO_CONTENT),
         Some(Err(StoreError::NotFound)) | None => Err(ApiError::not_found("chat")),
@@ -56,7 +56,7 @@ pub async fn delivered_batch(
             batch.moves.len()
         )));
     }
-    let answers = spawned(store_and_publish_delivered(state, batch)).await??;
+    let answers = spawned(state.clone(), store_and_publish_delivered(state, batch)).await??;
     let results = answers
         .into_iter()
         .map(|answer| DeliveredResult {
@@ -109,7 +109,7 @@ pub async fn edit(
 ) -> ApiResult<Json<MessageBody>> {
     let (chat_id, message_id) = (parse_id(&id)?, parse_id(&message_id)?);
     let text = valid_text(Some(&req.text))?.to_string();
-    let outcome = spawned(async move {
+    let outcome = spawned(state.clone(), async move {
         let outcome = state
             .store
             .edit_message(caller.id, chat_id, message_id, &text)
@@ -130,7 +130,7 @@ pub async fn delete(
     Path((id, message_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let (chat_id, message_id) = (parse_id(&id)?, parse_id(&message_id)?);
-    spawned(async move {
+    spawned(state.clone(), async move {
         let outcome = state
             .store
             .delete_message(caller.id, chat_id, message_id)
@@ -158,11 +158,15 @@ async fn publish_update(state: &AppState, outcome: &UpdateOutcome) {
         .await;
 }
 
-/// Runs the work in a task the client cannot cancel by hanging up.
+/// Runs the work in a task the client cannot cancel by hanging up, its publish watched for
+/// lateness (`crate::announce::watched`).
 async fn spawned<T: Send + 'static>(
+    state: AppState,
     work: impl std::future::Future<Output = T> + Send + 'static,
 ) -> ApiResult<T> {
-    tokio::spawn(work).await.map_err(|_| ApiError::internal())
+    tokio::spawn(crate::announce::watched(state, work))
+        .await
+        .map_err(|_| ApiError::internal())
 }
 
 fn message_not_found(err: StoreError) -> ApiError {

@@ -25,6 +25,8 @@ struct State {
     pending: HashMap<String, HashMap<u64, i64>>,
     /// Replica → heartbeat deadline.
     replicas: HashMap<String, Instant>,
+    /// (replica, id) → the wall-clock ms the late publish's entry expires.
+    late: HashMap<(String, u64), i64>,
 }
 
 #[async_trait]
@@ -100,6 +102,25 @@ impl AnnounceBackend for MemoryBus {
         let mut state = self.announce.state.lock();
         state.pending.remove(replica);
         state.replicas.remove(replica);
+        state.late.retain(|(of, _), _| of != replica);
         Ok(())
+    }
+
+    async fn mark_late(&self, replica: &str, id: u64, until_ms: i64) -> Result<()> {
+        let mut state = self.announce.state.lock();
+        state.late.insert((replica.to_string(), id), until_ms);
+        Ok(())
+    }
+
+    async fn clear_late(&self, replica: &str, id: u64) -> Result<()> {
+        let mut state = self.announce.state.lock();
+        state.late.remove(&(replica.to_string(), id));
+        Ok(())
+    }
+
+    async fn late_publishes(&self, now_ms: i64) -> Result<u64> {
+        let mut state = self.announce.state.lock();
+        state.late.retain(|_, until_ms| *until_ms > now_ms);
+        Ok(state.late.len() as u64)
     }
 }

@@ -1,7 +1,8 @@
 //! The announce bookkeeping in Redis (see `crate::announce`): `P:chat:{chat}:announced` (a
 //! number, kept a week), `P:api:{replica}:pending` (a hash chat → pending sends),
-//! `P:api:{replica}:alive` (a key with the heartbeat's TTL) and `P:api:replicas` (a set). Each
-//! command or script touches one slot.
+//! `P:api:{replica}:alive` (a key with the heartbeat's TTL), `P:api:replicas` (a set) and
+//! `P:api:late` (a sorted set of `replica/id` by expiry). Each command or script touches one
+//! slot.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -40,6 +41,18 @@ end
 return left
 ";
 
+/// Drops from the sorted set `KEYS[1]` every member that starts with `ARGV[1]`.
+const FORGET_LATE: &str = r"
+local prefix = ARGV[1]
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.sub(member, 1, #prefix) == prefix then
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+return 1
+";
+
+static FORGET_LATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_LATE));
 static ADVANCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADVANCE));
 static CLEAR_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLEAR));
 
@@ -129,6 +142,46 @@ impl AnnounceBackend for RedisBus {
         let mut register = redis::cmd("SREM");
         register.arg(self.keys.replicas()).arg(replica);
         let _: Vec<redis::Value> = self.run_all(&[pending, register]).await?;
+        let mut conn = self.conn().await?;
+        let _: i64 = FORGET_LATE_SCRIPT
+            .key(self.keys.late_publishes())
+            .arg(format!("{replica}/"))
+            .invoke_async(&mut conn)
+            .await?;
         Ok(())
+    }
+
+    async fn mark_late(&self, replica: &str, id: u64, until_ms: i64) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = conn
+            .zadd(
+                self.keys.late_publishes(),
+                format!("{replica}/{id}"),
+                until_ms,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_late(&self, replica: &str, id: u64) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = conn
+            .zrem(self.keys.late_publishes(), format!("{replica}/{id}"))
+            .await?;
+        Ok(())
+    }
+
+    async fn late_publishes(&self, now_ms: i64) -> Result<u64> {
+        let key = self.keys.late_publishes();
+        let mut conn = self.conn().await?;
+        let (_, count): (i64, u64) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now_ms)
+            .zcard(&key)
+            .query_async(&mut conn)
+            .await?;
+        Ok(count)
     }
 }
