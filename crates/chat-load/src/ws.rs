@@ -23,6 +23,39 @@ use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 pub type Reader = WebSocketRead<Prefixed>;
+
+/// `IP_BIND_ADDRESS_NO_PORT`: the bind to a source address leaves the port to `connect`, which
+/// may then share a port among different destinations. Without it every bound socket reserves a
+/// port of that address for itself: 100,000 sockets over eight addresses took 12,500 of each
+/// address's 28,000 ephemeral ports, the services' own connections on 127.0.0.1 (gateways to
+/// chat-api) ran out of them, and every connect searched a mostly taken range.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn defer_port_choice(socket: &TcpSocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let enable: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, a pointer to a c_int that outlives the call and its
+    // size: what setsockopt(2) reads for this option.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&enable as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn defer_port_choice(_: &TcpSocket) -> io::Result<()> {
+    Ok(())
+}
 pub type Writer = WebSocketWrite<OwnedWriteHalf>;
 
 /// A gateway's WebSocket endpoint, parsed once.
@@ -104,6 +137,7 @@ pub async fn connect(
     let socket = TcpSocket::new_v4()?;
     // Closed sockets' ports in TIME_WAIT may be bound again (loopback reuses them safely).
     socket.set_reuseaddr(true)?;
+    defer_port_choice(&socket)?;
     socket.bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))?;
     let mut stream = socket.connect(target.addr).await?;
     stream.set_nodelay(true)?;
