@@ -16,6 +16,12 @@
 //! way within `pacing::WRITE_RETRY_BUDGET`; other 503s (the database or Redis unreachable) go
 //! back to the client as before.
 //!
+//! Each replica gets at most `CHAT_API_CONNECTIONS` requests at a time from this node, and the
+//! pool keeps that many connections: requests beyond wait here for a turn. Without the bound a
+//! slow chat-api made the node open a connection for every request waiting on it (14,000 from
+//! six gateways in a 100,000-socket run), which costs chat-api an accept and a task each, and on
+//! one host runs the source ports out.
+//!
 //! A plain hyper client rather than reqwest: every frame a client sends goes through here, and
 //! chat-api is a plain-HTTP neighbour, so redirects, proxies, URL parsing and TLS buy nothing
 //! (docs/performance.md has the profile and the measured difference).
@@ -65,10 +71,12 @@ struct Upstream {
     base_path: String,
     /// Until when it goes last, after it refused a connection.
     down_until: Mutex<Option<Instant>>,
+    /// Turns to have a request out to it (`CHAT_API_CONNECTIONS`).
+    turns: tokio::sync::Semaphore,
 }
 
 impl Upstream {
-    fn parse(base: &str) -> anyhow::Result<Self> {
+    fn parse(base: &str, connections: usize) -> anyhow::Result<Self> {
         let uri: Uri = base
             .parse()
             .map_err(|e| anyhow::anyhow!("chat-api URL {base:?}: {e}"))?;
@@ -87,6 +95,7 @@ impl Upstream {
             authority: authority.clone(),
             base_path: uri.path().trim_end_matches('/').to_string(),
             down_until: Mutex::new(None),
+            turns: tokio::sync::Semaphore::new(connections.max(1)),
         })
     }
 
@@ -173,19 +182,20 @@ enum ExchangeError {
 
 impl ApiClient {
     /// `base` is chat-api's plain-HTTP base URL, such as `http://chat-api:8080`, or several
-    /// separated by commas (one per replica).
+    /// separated by commas (one per replica); `connections` bounds the requests out to each.
     pub fn new(
         base: &str,
         credential: InternalCredential,
         node: String,
         metrics: GatewayMetrics,
         pacing: Pacing,
+        connections: usize,
     ) -> anyhow::Result<Arc<Self>> {
         let upstreams = base
             .split(',')
             .map(str::trim)
             .filter(|one| !one.is_empty())
-            .map(Upstream::parse)
+            .map(|one| Upstream::parse(one, connections))
             .collect::<anyhow::Result<Vec<_>>>()?;
         if upstreams.is_empty() {
             anyhow::bail!("no chat-api URL given");
@@ -196,7 +206,7 @@ impl ApiClient {
         let http = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
+            .pool_max_idle_per_host(connections.max(1))
             .build(connector);
         Ok(Arc::new(Self {
             http,
@@ -565,6 +575,12 @@ impl ApiClient {
         }
         let request = request.body(Full::new(body.unwrap_or_default()))?;
         let exchange = async {
+            // Held until the whole answer is read, so the connection is back in the pool.
+            let _turn = upstream
+                .turns
+                .acquire()
+                .await
+                .map_err(|_| ExchangeError::NoReplica)?;
             let response = self.http.request(request).await?;
             let status = response.status();
             let retry_after = response
@@ -629,6 +645,7 @@ pub(crate) mod tests {
             "gw-test".into(),
             GatewayMetrics::register(),
             Pacing::new(4, Duration::from_secs(5)),
+            64,
         )
     }
 
@@ -684,6 +701,56 @@ pub(crate) mod tests {
             }
             assert!(n > 0, "the client hung up mid-request: {text}");
         }
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_connection_bound_wait_for_a_turn() {
+        use std::sync::atomic::AtomicUsize;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (open, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (open_, most_) = (open.clone(), most.clone());
+        // Answers each request on its connection 50 ms later, then closes it: a slow chat-api.
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (open, most) = (open_.clone(), most_.clone());
+                tokio::spawn(async move {
+                    let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    read_request(&mut socket).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    let response = "HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n";
+                    let _ = socket.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        let api = ApiClient::new(
+            &base,
+            InternalCredential::Key("k".into()),
+            "gw-test".into(),
+            GatewayMetrics::register(),
+            Pacing::new(4, Duration::from_secs(5)),
+            3,
+        )
+        .expect("client");
+        let reads: Vec<_> = (0..12)
+            .map(|seq| {
+                let api = api.clone();
+                tokio::spawn(async move { api.mark_read("t", 1, seq).await })
+            })
+            .collect();
+        for read in reads {
+            assert!(
+                matches!(read.await.expect("task"), ApiReply::Done(None)),
+                "every request is answered"
+            );
+        }
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            3,
+            "never more than the bound at once, and the bound used"
+        );
     }
 
     #[test]
@@ -853,6 +920,7 @@ pub(crate) mod tests {
             "gw-test".into(),
             GatewayMetrics::register(),
             Pacing::new(1, Duration::from_millis(500)),
+            64,
         )
         .expect("client");
         let started = Instant::now();

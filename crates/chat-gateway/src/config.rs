@@ -45,6 +45,16 @@ pub struct Config {
     )]
     pub replay_concurrency: u16,
 
+    /// Requests this node has out to each chat-api replica at once, and the keep-alive
+    /// connections it pools for them; more wait for a turn.
+    #[arg(
+        long,
+        env = "CHAT_API_CONNECTIONS",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u16).range(1..=4096)
+    )]
+    pub api_connections: u16,
+
     /// How long one sync or history page may take, its wait for a turn and its retries after a
     /// 503 included, in milliseconds; beyond, the client gets an `unavailable` error frame.
     #[arg(long, env = "CHAT_REPLAY_DEADLINE_MS", default_value_t = 30_000)]

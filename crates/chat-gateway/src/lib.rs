@@ -114,6 +114,7 @@ pub async fn run(
         node_id.clone(),
         metrics.clone(),
         config.pacing(),
+        usize::from(config.api_connections),
     )?;
     let (news_tx, news_rx) = tokio::sync::mpsc::unbounded_channel();
     let groups = Arc::new(groups::GroupRoutes::default());
