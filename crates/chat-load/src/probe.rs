@@ -1,6 +1,8 @@
-//! The services' own counters around a storm: how many sync requests chat-api served and where
-//! the gateways took their replays from (`chat_gateway_replays_total{source}`) between a gateway's
-//! kill and the end of the reconnects, read from their `/metrics` pages with `curl` (as the kill
+//! The services' own counters around a storm: how many sync requests chat-api served, where
+//! the gateways took their replays from (`chat_gateway_replays_total{source}`) and how long the
+//! gateways took to deliver (`chat_delivery_seconds`: publish → written to the socket, the
+//! services' share of a delivery without the driver's) between a gateway's kill and the end of
+//! the reconnects, read from their `/metrics` pages with `curl` (as the kill
 //! itself is a `kill` command: the coordinator is a plain thread, and one read at each end does not
 //! need an HTTP client in the driver).
 
@@ -13,6 +15,8 @@ pub struct Counters {
     pub sync_requests: f64,
     /// The gateways' replays by source (`log`, `api`), in first-seen order.
     pub replays: Vec<(String, f64)>,
+    /// Each reachable gateway's `chat_delivery_seconds` buckets: (metrics URL, [(le, count)]).
+    pub deliveries: Vec<(String, Vec<(f64, f64)>)>,
 }
 
 impl Counters {
@@ -30,10 +34,77 @@ impl Counters {
                 (source.clone(), (n - before).max(0.0))
             })
             .collect();
+        // Only gateways read both times: the killed one's buckets are gone after the kill.
+        let deliveries = self
+            .deliveries
+            .iter()
+            .filter_map(|(url, buckets)| {
+                let (_, before) = earlier.deliveries.iter().find(|(u, _)| u == url)?;
+                let diff = buckets
+                    .iter()
+                    .map(|&(le, n)| {
+                        let b = before
+                            .iter()
+                            .find(|(l, _)| *l == le)
+                            .map_or(0.0, |(_, b)| *b);
+                        (le, (n - b).max(0.0))
+                    })
+                    .collect();
+                Some((url.clone(), diff))
+            })
+            .collect();
         Counters {
             sync_requests: (self.sync_requests - earlier.sync_requests).max(0.0),
             replays,
+            deliveries,
         }
+    }
+
+    /// Deliveries counted by the gateways' histograms.
+    pub fn delivery_count(&self) -> f64 {
+        self.merged_deliveries().last().map_or(0.0, |(_, n)| *n)
+    }
+
+    /// The `q` quantile of the gateways' delivery time in ms, interpolated within its bucket as
+    /// Prometheus's `histogram_quantile` does; `None` with no deliveries.
+    pub fn delivery_quantile_ms(&self, q: f64) -> Option<f64> {
+        let buckets = self.merged_deliveries();
+        let total = buckets.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        let rank = q * total;
+        let mut lower = (0.0, 0.0);
+        for &(le, cumulative) in &buckets {
+            if cumulative >= rank {
+                if le.is_infinite() {
+                    return Some(lower.0 * 1000.0);
+                }
+                let share = if cumulative > lower.1 {
+                    (rank - lower.1) / (cumulative - lower.1)
+                } else {
+                    1.0
+                };
+                return Some((lower.0 + (le - lower.0) * share) * 1000.0);
+            }
+            lower = (le, cumulative);
+        }
+        None
+    }
+
+    /// Every gateway's cumulative buckets added up, by `le`.
+    fn merged_deliveries(&self) -> Vec<(f64, f64)> {
+        let mut merged: Vec<(f64, f64)> = Vec::new();
+        for (_, buckets) in &self.deliveries {
+            for &(le, n) in buckets {
+                match merged.iter_mut().find(|(l, _)| *l == le) {
+                    Some((_, total)) => *total += n,
+                    None => merged.push((le, n)),
+                }
+            }
+        }
+        merged.sort_by(|a, b| a.0.total_cmp(&b.0));
+        merged
     }
 }
 
@@ -49,9 +120,22 @@ pub fn read(api_url: Option<&str>, ws_urls: &[String]) -> Counters {
         );
     }
     for ws in ws_urls {
-        let Some(page) = page(&metrics_url(ws)) else {
+        let url = metrics_url(ws);
+        let Some(page) = page(&url) else {
             continue; // the killed one
         };
+        let buckets: Vec<(f64, f64)> = series(&page, "chat_delivery_seconds_bucket")
+            .filter_map(|(labels, n)| {
+                let (_, le) = labels.iter().find(|(k, _)| k == "le")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, n))
+            })
+            .collect();
+        counters.deliveries.push((url, buckets));
         for (source, n) in by_label(&page, "chat_gateway_replays_total", "source") {
             match counters.replays.iter_mut().find(|(s, _)| *s == source) {
                 Some((_, total)) => *total += n,

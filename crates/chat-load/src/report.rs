@@ -308,6 +308,13 @@ pub fn build(args: &Args, timing: &Timing, agg: &Aggregate, facts: &RunFacts) ->
         "driver_cpu_ms_per_session": per_session,
         "driver_peak_rss_mb": facts.driver_peak_rss_mb,
     });
+    let mut figures = figures;
+    figures["storm_gateway_delivery_p99_ms"] = json!(
+        facts
+            .storm_counters
+            .as_ref()
+            .and_then(|c| c.delivery_quantile_ms(0.99))
+    );
 
     // The text summary, in summary.js's layout.
     let mut lines = vec![format!(
@@ -368,6 +375,17 @@ pub fn build(args: &Args, timing: &Timing, agg: &Aggregate, facts: &RunFacts) ->
             } else {
                 replays.join(", ")
             },
+        ));
+        let ms = |q| {
+            c.delivery_quantile_ms(q)
+                .map_or("-".to_string(), |v| format!("{v:.1}"))
+        };
+        lines.push(format!(
+            "  {:<24} {} deliveries from the kill to the end of the reconnects, publish → socket write p50 {} / p99 {} ms (the surviving gateways' chat_delivery_seconds: the services without the driver)",
+            "storm, gateways' view",
+            c.delivery_count(),
+            ms(0.5),
+            ms(0.99),
         ));
     }
     for (n, t, v) in agg.tagged() {

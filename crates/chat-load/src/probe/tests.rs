@@ -38,10 +38,12 @@ fn differences_never_go_negative_and_keep_new_sources() {
     let before = Counters {
         sync_requests: 10.0,
         replays: vec![("api".into(), 5.0)],
+        ..Counters::default()
     };
     let after = Counters {
         sync_requests: 25.0,
         replays: vec![("api".into(), 4.0), ("log".into(), 7.0)],
+        ..Counters::default()
     };
     let d = after.since(&before);
     assert_eq!(d.sync_requests, 15.0);
@@ -55,4 +57,60 @@ fn a_gateway_metrics_page_from_its_websocket_url() {
         "http://127.0.0.1:8081/metrics"
     );
     assert_eq!(metrics_url("ws://gw:9000"), "http://gw:9000/metrics");
+}
+
+fn buckets(counts: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    counts.to_vec()
+}
+
+#[test]
+fn delivery_quantiles_come_from_the_surviving_gateways_buckets_since_the_kill() {
+    let inf = f64::INFINITY;
+    let before = Counters {
+        deliveries: vec![
+            (
+                "a".into(),
+                buckets(&[(0.01, 100.0), (0.1, 100.0), (inf, 100.0)]),
+            ),
+            (
+                "killed".into(),
+                buckets(&[(0.01, 50.0), (0.1, 50.0), (inf, 50.0)]),
+            ),
+        ],
+        ..Counters::default()
+    };
+    // 100 more on "a": 90 within 10 ms, 9 within 100 ms, 1 beyond.
+    let after = Counters {
+        deliveries: vec![(
+            "a".into(),
+            buckets(&[(0.01, 190.0), (0.1, 199.0), (inf, 200.0)]),
+        )],
+        ..Counters::default()
+    };
+    let d = after.since(&before);
+    assert_eq!(
+        d.delivery_count(),
+        100.0,
+        "the killed gateway's buckets are left out"
+    );
+    let p50 = d.delivery_quantile_ms(0.5).expect("p50");
+    assert!((p50 - 50.0 / 90.0 * 10.0).abs() < 1e-9, "{p50}");
+    let p95 = d.delivery_quantile_ms(0.95).expect("p95");
+    assert!((p95 - (10.0 + 90.0 * 5.0 / 9.0)).abs() < 1e-9, "{p95}");
+    assert_eq!(
+        d.delivery_quantile_ms(0.999),
+        Some(100.0),
+        "past the last finite bucket: its bound"
+    );
+    assert_eq!(Counters::default().delivery_quantile_ms(0.99), None);
+}
+
+#[test]
+fn reads_the_delivery_buckets_of_a_page() {
+    let page = "chat_delivery_seconds_bucket{le=\"0.005\"} 3\nchat_delivery_seconds_bucket{le=\"+Inf\"} 4\nchat_delivery_seconds_sum 0.1\n";
+    let buckets: Vec<(Vec<(String, String)>, f64)> =
+        series(page, "chat_delivery_seconds_bucket").collect();
+    assert_eq!(buckets.len(), 2);
+    assert_eq!(buckets[0].1, 3.0);
+    assert_eq!(buckets[1].0, vec![("le".to_string(), "+Inf".to_string())]);
 }
