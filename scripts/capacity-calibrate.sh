@@ -2,7 +2,7 @@
 # Measures the capacity model's unit costs (docs/capacity-units.toml) on this machine: the
 # socket-write floor before and after five chat-load runs, and solves for each unit
 # (loadtest/lib/capacity.py solve):
-#   1-2. connect, SIZE and 3 x SIZE idle sockets over the same ramps: per session, per second of
+#   1-2. connect, SIZE and 10 x SIZE idle sockets over the same ramps: per session, per second of
 #        arrivals, per idle socket-second (the last hold's rate; for Redis, the line through both
 #        last holds: per socket and per process), RSS per idle socket;
 #   3-4. chat, SIZE users in pairs, one message every 4 s and every 1.5 s;
@@ -30,7 +30,7 @@ floor_before=$(capacity_floor) || exit 2
 {
   capacity_run connect "$size" RAMP1_S=20 HOLD1_S=10 RAMP2_S=10 HOLD2_S=40
   connect_a=$CAPACITY_DIR
-  capacity_run connect $((3 * size)) RAMP1_S=20 HOLD1_S=10 RAMP2_S=10 HOLD2_S=40
+  capacity_run connect $((10 * size)) RAMP1_S=20 HOLD1_S=10 RAMP2_S=10 HOLD2_S=40
   connect_b=$CAPACITY_DIR
   capacity_run chat "$size" RAMP_S=10 HOLD_S=60 SEND_EVERY_S=4
   pairs_a=$CAPACITY_DIR

@@ -209,7 +209,7 @@ def solve(dirs):
         [(1.0, ca["vus"]), (1.0, cb["vus"])],
         [hold_rate(rows_a, "redis", *hold_a), hold_rate(rows_b, "redis", *hold)])
     # A gateway's idle cost a socket falls as it holds more (the pings share wake-ups): the two
-    # connect runs' last holds, at a third of the sockets and at all of them, give the exponent
+    # connect runs' last holds, at a tenth of the sockets and at all of them, give the exponent
     # of cost ~ sockets^-exponent.
     idle_a = sum(hold_rate(rows_a, n, *hold_a) for n in gw_names(ca)) / ca["vus"]
     n_a, n_b = ca["vus"] / ngw, cb["vus"] / ngw
@@ -257,18 +257,19 @@ def solve(dirs):
         ys.append(r - intercept - slope * n)
     gw_rate = sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
     api_base = max(m["processes"]["api"]["rss_peak_mib"] for m in (ca, cb))
-    # chat-api's RSS while messages flow does not follow the rate below saturation (checked runs
-    # at 350-1,500 msg/s peaked within a few MiB of each other), so it is one figure: the mean
-    # over the runs below saturation. pb drives chat-api to saturation on purpose (to part its
-    # per-message CPU from its per-second CPU); its RSS is requests queueing, which a plan's
-    # utilization target keeps away from.
-    api_sending = sum(max(m["processes"]["api"]["rss_peak_mib"] - api_base, 0.0) for m in (pa, g)) / 2
+    # chat-api's RSS while messages flow follows the rate (requests in flight and busy pool
+    # connections: rate x time in the process), through the three chat runs with no intercept.
+    xs, ys = [], []
+    for m in (pa, pb, g):
+        xs.append(m["counts"]["messages"] / m["counts"]["sending_s"])
+        ys.append(m["processes"]["api"]["rss_peak_mib"] - api_base)
+    api_rate = sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
     facts = {
         "gw_base_rss": intercept,
         "idle_bytes": slope * 1048576,
         "gw_rate_bytes": max(gw_rate, 0.0) * 1048576,
         "api_base_rss": api_base,
-        "api_sending_rss": api_sending,
+        "api_rate_bytes": max(api_rate, 0.0) * 1048576,
     }
     return u, facts
 
@@ -289,7 +290,6 @@ def cmd_solve(argv):
         cmds.append(f"DRIVER=chat-load {line} [loadtest/results/{os.path.basename(os.path.normpath(d))}]")
     conn = f"{cmds[0]} and {cmds[1]}, solved together (loadtest/lib/capacity.py solve)"
     chat = f"{cmds[2]}, {cmds[3]} and {cmds[4]}, solved together (loadtest/lib/capacity.py solve)"
-    chat_unsaturated = f"{cmds[2]} and {cmds[4]}: the mean of the two (loadtest/lib/capacity.py solve)"
     floor = f"write {float(floor_before):.2f} µs before the runs, {float(floor_after):.2f} µs after (chat-write-floor --sockets 999)"
     nofloor = "none: memory does not depend on the VM's speed"
     nofloor_density = "none: a count of the run"
@@ -312,7 +312,7 @@ def cmd_solve(argv):
         ("gateway", "sending_us_per_s", u["gw.sending"], "µs CPU per second", "gateway: " + sending, chat, floor),
         ("gateway", "socket_us_per_s", u["gw.socket"], "µs CPU per socket-second", "gateway: an idle authenticated socket (pings, presence refresh), the last hold's rate", cmds[1], floor),
         ("gateway", "socket_density_ref", u["gw.density_ref"], "sockets a gateway", "gateway: the sockets each gateway held when socket_us_per_s was measured", cmds[1], nofloor_density),
-        ("gateway", "socket_density_exponent", u["gw.density_exp"], "exponent", "gateway: idle CPU a socket ~ (sockets a gateway)^-exponent, from the two connect runs' last holds (a third of the sockets, and all)", conn, floor),
+        ("gateway", "socket_density_exponent", u["gw.density_exp"], "exponent", "gateway: idle CPU a socket ~ (sockets a gateway)^-exponent, from the two connect runs' last holds (a tenth of the sockets, and all)", conn, floor),
         ("gateway", "send_us", u["gw.message"], "µs CPU per message sent", "gateway: a send frame read, forwarded to chat-api, acked", chat, floor),
         ("gateway", "delivery_us", u["gw.delivery"], "µs CPU per delivery", "gateway: one Redis message read and one event written to a socket", chat, floor),
         ("gateway", "redis_share", 0.15, "share of delivery_us",
@@ -329,7 +329,7 @@ def cmd_solve(argv):
         ("api", "publish_us", u["api.delivery"], "µs CPU per publish", "chat-api: one member channel's PUBLISH", chat, floor),
         ("api", "resume_us", u["api.resume"], "µs CPU per replay", "chat-api: a socket's final replay from its cursor (the CPU after the sending window)", chat, floor),
         ("api", "base_rss_mib", facts["api_base_rss"], "MiB", "chat-api peak RSS with sockets connected, no messages", conn, nofloor),
-        ("api", "sending_rss_mib", facts["api_sending_rss"], "MiB", "chat-api RSS added while messages flow below saturation (send writer, busy pool connections; the peak before the final replays), whatever the rate", chat_unsaturated, nofloor),
+        ("api", "msg_rate_bytes", facts["api_rate_bytes"], "bytes per message/s", "chat-api RSS per message a second through it (requests in flight, busy pool connections; the peak before the final replays)", chat, nofloor),
         ("mysql", "message_us", u["mariadb.message"] + u["mariadb.delivery"] * 2, "µs CPU per message",
          "MariaDB: a message in the send batch (a pair's; the per-delivery share folded in at two members)", chat, floor),
         ("mysql", "session_us", u["mariadb.session"], "µs CPU per session", "MariaDB: the presence last_seen batches of a session", conn, floor),

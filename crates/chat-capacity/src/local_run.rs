@@ -247,12 +247,7 @@ pub fn predict(units: &Units, s: &Shape) -> Result<Prediction, ShapeError> {
     let gw_rss = g.base_rss_mib.value
         + (c.peak_sockets / n * g.socket_idle_bytes.value + rate / n * g.msg_rate_bytes.value)
             / mib;
-    let api_rss = a.base_rss_mib.value
-        + if rate > 0.0 {
-            a.sending_rss_mib.value
-        } else {
-            0.0
-        };
+    let api_rss = a.base_rss_mib.value + rate * a.msg_rate_bytes.value / mib;
     let mut processes = vec![ProcessPrediction {
         process: "api".into(),
         cpu_s: (c.sessions * a.session_us.value

@@ -502,12 +502,8 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
         api = (api_storm, "storm");
     }
     let (amin, amax) = hpa(api.0, p.zones);
-    let api_rss = au.base_rss_mib.value
-        + if messages > 0.0 {
-            au.sending_rss_mib.value
-        } else {
-            0.0
-        };
+    let api_rss =
+        au.base_rss_mib.value + messages / f64::from(api.0.max(1)) * au.msg_rate_bytes.value / MIB;
     let api_tier = Tier {
         cores: api_cores,
         replicas: api.0,

@@ -336,11 +336,11 @@ fn a_redis_shard_shares_its_idle_rate_among_its_sockets() {
 
 #[test]
 fn the_built_in_redis_cores_for_a_million_fall_with_the_shared_idle_rate() {
-    // A flat cost a socket-second instead: the calibration's 6,000-socket hold's rate over its
+    // A flat cost a socket-second instead: the calibration's 20,000-socket hold's rate over its
     // sockets, the process's idle rate included.
     let u = Units::built_in().expect("table");
     let mut flat = u.clone();
-    flat.redis.socket_us_per_s.value = u.redis.socket_us_per_s_at(6_000.0);
+    flat.redis.socket_us_per_s.value = u.redis.socket_us_per_s_at(20_000.0);
     flat.redis.idle_us_per_s.value = 0.0;
     let w = Workload {
         users: 1_000_000.0 / 0.3,
@@ -354,8 +354,8 @@ fn the_built_in_redis_cores_for_a_million_fall_with_the_shared_idle_rate() {
     let shared = plan(&u, &w, &Policy::default()).expect("plan");
     let before = plan(&flat, &w, &Policy::default()).expect("plan");
     assert_eq!(shared.redis.masters, before.redis.masters);
-    // A million sockets save the idle rate's share of 6,000 each, and each master pays it once.
-    let saved = (1e6 * u.redis.idle_us_per_s.value / 6_000.0
+    // A million sockets save the idle rate's share of 20,000 each, and each master pays it once.
+    let saved = (1e6 * u.redis.idle_us_per_s.value / 20_000.0
         - before.redis.masters as f64 * u.redis.idle_us_per_s.value)
         / 1e6;
     assert!(saved > 0.1, "{saved}");
