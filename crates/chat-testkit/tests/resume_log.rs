@@ -28,36 +28,31 @@ fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// `chat_gateway_replays_total{source=...}` of gateway 0.
-async fn replays(stack: &Stack, source: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", stack.gateway_http_url(0)))
+/// The value of one series on a `/metrics` page (0 when absent).
+async fn series_value(base: &str, series: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
         .await
         .expect("metrics")
         .text()
         .await
         .expect("metrics body");
-    let series = format!("chat_gateway_replays_total{{source=\"{source}\"}}");
     text.lines()
-        .find(|l| l.starts_with(&series))
+        .find(|l| l.starts_with(series))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0)
 }
 
+/// `chat_gateway_replays_total{source=...}` of gateway 0.
+async fn replays(stack: &Stack, source: &str) -> f64 {
+    let series = format!("chat_gateway_replays_total{{source=\"{source}\"}}");
+    series_value(&stack.gateway_http_url(0), &series).await
+}
+
 /// `chat_sync_total{source=...}` of chat-api.
 async fn syncs(stack: &Stack, source: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", stack.api_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
     let series = format!("chat_sync_total{{source=\"{source}\"}}");
-    text.lines()
-        .find(|l| l.starts_with(&series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
+    series_value(&stack.api_url(), &series).await
 }
 
 /// What the database gives from `cursor`: a sync from the beginning (older than any log),
