@@ -3,8 +3,10 @@
 
 usage: capacity.py measure DIR                       what a run did and what each process used (JSON)
        capacity.py solve CONNECT_A CONNECT_B PAIRS_A PAIRS_B GROUPS FLOOR_BEFORE_US FLOOR_AFTER_US DATE
-                                                     unit costs from five calibration runs, as the
-                                                     TOML of docs/capacity-units.toml (stdout)
+                                                     unit costs from the calibration runs, as the
+                                                     TOML of docs/capacity-units.toml (stdout);
+                                                     each of the five may name repeated runs of
+                                                     its shape, DIR,DIR,...
        capacity.py compare PREDICTION.json DIR [--floor-us F --calibration-floor-us C]
                                                      predicted vs measured per process, % error
                                                      (and, for information, the error with the
@@ -192,46 +194,56 @@ def idle_share(m, name, u):
         + u.get(f"{name}.idle", 0.0) * m["processes"].get(name, {}).get("span_s", 0.0)
 
 
-def solve(dirs):
-    ca, cb, pa, pb, g = (measure(d) for d in dirs)
-    ngw = len(gw_names(cb))
+def mean(xs):
+    xs = list(xs)
+    return sum(xs) / len(xs)
+
+
+def solve(connect_a, connect_b, pairs_a, pairs_b, groups):
+    """Unit costs from the calibration runs, each shape a list of repeated runs (the repeats are
+    averaged or solved together: a run's CPU moves by 15-30% from one run to the next of the
+    same shape)."""
+    cas, cbs = [measure(d) for d in connect_a], [measure(d) for d in connect_b]
+    chats = [measure(d) for d in pairs_a + pairs_b + groups]
+    conns = cas + cbs
+    ngw = len(gw_names(cbs[0]))
     u = {}
+    holds_a = [(m, *last_hold(m["dir"], m)) for m in cas]
+    holds_b = [(m, *last_hold(m["dir"], m)) for m in cbs]
     # Idle: the gateways' last hold's rate over its sockets (pings and presence refresh).
-    rows_b, hold = last_hold(dirs[1], cb)
-    u["gw.socket"] = sum(hold_rate(rows_b, n, *hold) for n in gw_names(cb)) / cb["vus"]
-    rows_a, hold_a = last_hold(dirs[0], ca)
+    u["gw.socket"] = mean(sum(hold_rate(rows, n, *hold) for n in gw_names(m)) / m["vus"] for m, rows, hold in holds_b)
     # Redis's idle cost a socket also falls as it holds more, but as a fixed rate shared, not as
     # a power: the refresh costs the same per user however the users are batched (a pipeline of
     # up to 1,000 each), and what does not grow with them is the process's own event loop and
-    # timers, which an idle redis-server spends with no client at all. The two last holds' rates
+    # timers, which an idle redis-server spends with no client at all. The last holds' rates
     # against their sockets give the slope (a socket) and the intercept (the process).
     u["redis.idle"], u["redis.socket"] = nnls(
-        [(1.0, ca["vus"]), (1.0, cb["vus"])],
-        [hold_rate(rows_a, "redis", *hold_a), hold_rate(rows_b, "redis", *hold)])
-    # A gateway's idle cost a socket falls as it holds more (the pings share wake-ups): the two
+        [(1.0, m["vus"]) for m, _, _ in holds_a + holds_b],
+        [hold_rate(rows, "redis", *hold) for _, rows, hold in holds_a + holds_b])
+    # A gateway's idle cost a socket falls as it holds more (the pings share wake-ups): the
     # connect runs' last holds, at a tenth of the sockets and at all of them, give the exponent
     # of cost ~ sockets^-exponent.
-    idle_a = sum(hold_rate(rows_a, n, *hold_a) for n in gw_names(ca)) / ca["vus"]
-    n_a, n_b = ca["vus"] / ngw, cb["vus"] / ngw
+    idle_a = mean(sum(hold_rate(rows, n, *hold) for n in gw_names(m)) / m["vus"] for m, rows, hold in holds_a)
+    n_a, n_b = cas[0]["vus"] / ngw, cbs[0]["vus"] / ngw
     exp = math.log(idle_a / u["gw.socket"]) / math.log(n_b / n_a) if idle_a > 0 and u["gw.socket"] > 0 and n_b > n_a else 0.0
     u["gw.density_exp"], u["gw.density_ref"] = min(max(exp, 0.0), 0.9), n_b
-    # Sessions: two connect runs, the same ramps, different sizes: per session and per second
-    # of arrivals (for the gateways, the tier's total; per process below).
+    # Sessions: the connect runs, the same ramps, two sizes: per session and per second of
+    # arrivals (for the gateways, the tier's total; per process below).
     for name in ("gw", "api", "mariadb", "redis"):
-        eq = [(m["counts"]["sessions"], m["counts"]["arrival_s"]) for m in (ca, cb)]
-        ys = [total(m, name) - idle_share(m, name, u) for m in (ca, cb)]
+        eq = [(m["counts"]["sessions"], m["counts"]["arrival_s"]) for m in conns]
+        ys = [total(m, name) - idle_share(m, name, u) for m in conns]
         u[f"{name}.session"], u[f"{name}.arrivals"] = nnls(eq, ys)
     # Final replays: each chat run's CPU after its sending window, less its idle share.
     for name in ("api", "mariadb"):
         vals = []
-        for m in (pa, pb, g):
+        for m in chats:
             vals.append(max(total(m, name, "tail_cpu_s"), 0.0) / max(m["counts"]["resumes"], 1.0))
         u[f"{name}.resume"] = sum(vals) / len(vals)
-    # Messages: three chat runs (two rates of pairs, one of groups): per message, per delivery
-    # and per second of sending.
+    # Messages: the chat runs (two rates of pairs, one of groups, each repeated): per message,
+    # per delivery and per second of sending, least squares over the runs.
     for name in ("gw", "api", "mariadb", "redis"):
         eq, ys = [], []
-        for m in (pa, pb, g):
+        for m in chats:
             k = m["counts"]
             left = total(m, name) - u[f"{name}.session"] * k["sessions"] - u[f"{name}.arrivals"] * k["arrival_s"] \
                 - idle_share(m, name, u) - u.get(f"{name}.resume", 0.0) * k["resumes"]
@@ -246,21 +258,23 @@ def solve(dirs):
     # Memory: a gateway's RSS against its sockets (the two connect runs: slope and intercept),
     # and what each message a second through it adds (the chat runs, before the final replays);
     # chat-api's RSS with no messages, and what each message a second adds.
-    per_gw = lambda m: (m["vus"] / ngw, gw_sum(m, "rss_peak_mib") / ngw)
-    (na, ra), (nb, rb) = per_gw(ca), per_gw(cb)
+    per_gw = lambda ms: (ms[0]["vus"] / ngw, mean(gw_sum(m, "rss_peak_mib") for m in ms) / ngw)
+    (na, ra), (nb, rb) = per_gw(cas), per_gw(cbs)
     slope = (rb - ra) / (nb - na)
     intercept = ra - slope * na
     xs, ys = [], []
-    for m in (pa, pb, g):
-        n, r = per_gw(m)
+    for m in chats:
+        n, r = per_gw([m])
         xs.append(m["counts"]["messages"] / m["counts"]["sending_s"] / ngw)
         ys.append(r - intercept - slope * n)
     gw_rate = sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
-    api_base = max(m["processes"]["api"]["rss_peak_mib"] for m in (ca, cb))
-    # chat-api's RSS while messages flow follows the rate (requests in flight and busy pool
-    # connections: rate x time in the process), through the three chat runs with no intercept.
+    # chat-api's peak RSS follows the connections the gateways opened to it (about 45 KB each),
+    # which follow the requests in flight at the run's busiest moment: rate x time in the
+    # process, and its bursts. The base is the connect runs' mean (no messages, a few
+    # connections); the rate's share comes through the chat runs with no intercept.
+    api_base = mean(m["processes"]["api"]["rss_peak_mib"] for m in conns)
     xs, ys = [], []
-    for m in (pa, pb, g):
+    for m in chats:
         xs.append(m["counts"]["messages"] / m["counts"]["sending_s"])
         ys.append(m["processes"]["api"]["rss_peak_mib"] - api_base)
     api_rate = sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
@@ -281,21 +295,25 @@ def toml_unit(section, name, value, unit, what, command, date, floor):
 
 
 def cmd_solve(argv):
-    dirs = argv[:5]
+    connect_a, connect_b, pairs_a, pairs_b, groups = (a.split(",") for a in argv[:5])
     floor_before, floor_after, date = argv[5:]
-    u, facts = solve(dirs)
-    cmds = []
-    for d in dirs:
-        line = open(os.path.join(d, "command.txt")).read().splitlines()[1].replace(".js ", " ", 1)
-        cmds.append(f"DRIVER=chat-load {line} [loadtest/results/{os.path.basename(os.path.normpath(d))}]")
+    u, facts = solve(connect_a, connect_b, pairs_a, pairs_b, groups)
+
+    def command(dirs):
+        """The command of a shape's runs (the same command each) and their folders."""
+        line = open(os.path.join(dirs[0], "command.txt")).read().splitlines()[1].replace(".js ", " ", 1)
+        folders = ", ".join(f"loadtest/results/{os.path.basename(os.path.normpath(d))}" for d in dirs)
+        times = "" if len(dirs) == 1 else f", {len(dirs)} runs"
+        return f"DRIVER=chat-load {line} [{folders}{times}]"
+    cmds = [command(runs) for runs in (connect_a, connect_b, pairs_a, pairs_b, groups)]
     conn = f"{cmds[0]} and {cmds[1]}, solved together (loadtest/lib/capacity.py solve)"
     chat = f"{cmds[2]}, {cmds[3]} and {cmds[4]}, solved together (loadtest/lib/capacity.py solve)"
     floor = f"write {float(floor_before):.2f} µs before the runs, {float(floor_after):.2f} µs after (chat-write-floor --sockets 999)"
     nofloor = "none: memory does not depend on the VM's speed"
     nofloor_density = "none: a count of the run"
-    size = int(measure(dirs[0])["vus"])
+    size = int(measure(connect_a[0])["vus"])
     out = ["# Unit costs of the capacity model (docs/capacity.md). Written by scripts/capacity-calibrate.sh",
-           f"# {size} from five chat-load runs and the socket-write floor before and after them; edit by hand",
+           f"# {size} from {sum(map(len, (connect_a, connect_b, pairs_a, pairs_b, groups)))} chat-load runs and the socket-write floor before and after them; edit by hand",
            "# only to record a figure measured by the command named beside it. CPU in µs of one core of this",
            "# machine; chat-capacity reads this file at build time (or --units FILE).",
            "",
