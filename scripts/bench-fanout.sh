@@ -8,7 +8,8 @@
 # the gateways idle between messages and the figure measures their wake-ups, not their work.
 # chat-fanout also reads INFO on every Redis server before and after the sends: the PUBLISH and
 # SPUBLISH calls per message (a group's message should cost one per gateway holding members, not
-# one per member) and the Redis CPU per message.
+# one per member) and the Redis CPU per message, and the gateways' own delivery time (publish ->
+# written to the socket, from their /metrics) beside what its receivers measure.
 # FANOUT_MODES (default "standalone cluster") and FANOUT_SIZES (default "0 <small>"; 0 is the
 # one group) pick a part of the matrix, e.g. to alternate two builds on one shape:
 #   CARGO_TARGET_DIR=/tmp/old BENCH_NO_BUILD=1 FANOUT_MODES=cluster FANOUT_SIZES=10 scripts/bench-fanout.sh 999 200

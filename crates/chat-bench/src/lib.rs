@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -152,13 +152,18 @@ pub async fn connect(ws_url: &str, token: &str) -> anyhow::Result<Socket> {
 
 /// The next JSON text frame.
 pub async fn next_json(socket: &mut Socket, limit: Duration) -> anyhow::Result<Value> {
+    Ok(serde_json::from_str(&next_text(socket, limit).await?)?)
+}
+
+/// The next text frame, unparsed: a reader of many frames parses only the fields it needs.
+pub async fn next_text(socket: &mut Socket, limit: Duration) -> anyhow::Result<Utf8Bytes> {
     loop {
         let frame = tokio::time::timeout(limit, socket.next())
             .await
             .context("timed out waiting for a frame")?
             .context("socket closed")??;
         match frame {
-            Message::Text(text) => return Ok(serde_json::from_str(&text)?),
+            Message::Text(text) => return Ok(text),
             Message::Close(close) => bail!("socket closed: {close:?}"),
             _ => continue,
         }

@@ -65,6 +65,22 @@ impl Counters {
         self.merged_deliveries().last().map_or(0.0, |(_, n)| *n)
     }
 
+    /// The share of the gateways' deliveries made within `ms` (exact when `ms` is one of the
+    /// histogram's bucket bounds); `None` with no deliveries.
+    pub fn delivery_share_within_ms(&self, ms: f64) -> Option<f64> {
+        let buckets = self.merged_deliveries();
+        let total = buckets.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        let within = buckets
+            .iter()
+            .take_while(|(le, _)| *le * 1000.0 <= ms * (1.0 + 1e-9))
+            .last()
+            .map_or(0.0, |(_, n)| *n);
+        Some(within / total)
+    }
+
     /// The `q` quantile of the gateways' delivery time in ms, interpolated within its bucket as
     /// Prometheus's `histogram_quantile` does; `None` with no deliveries.
     pub fn delivery_quantile_ms(&self, q: f64) -> Option<f64> {

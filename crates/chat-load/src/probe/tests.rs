@@ -103,6 +103,14 @@ fn delivery_quantiles_come_from_the_surviving_gateways_buckets_since_the_kill() 
         "past the last finite bucket: its bound"
     );
     assert_eq!(Counters::default().delivery_quantile_ms(0.99), None);
+    assert_eq!(d.delivery_share_within_ms(10.0), Some(0.9));
+    assert_eq!(d.delivery_share_within_ms(100.0), Some(0.99));
+    assert_eq!(
+        d.delivery_share_within_ms(5.0),
+        Some(0.0),
+        "below the first bucket"
+    );
+    assert_eq!(Counters::default().delivery_share_within_ms(50.0), None);
 }
 
 #[test]
