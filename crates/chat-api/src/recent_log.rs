@@ -51,17 +51,12 @@ pub(crate) async fn sync_page(
         }
     };
     groups.sort_unstable();
-    let entries = match state.bus.recent_events(user, &groups, from_ms).await {
-        Ok(Some(entries)) => entries,
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::debug!(error = %e, user, "reading the recent-event log failed");
-            return None;
-        }
-    };
-    let mut events = chat_bus::replay_recent(&entries, user, from_ms, |chat| {
-        groups.binary_search(&chat).is_ok()
-    });
+    let mut events = state
+        .bus
+        .replay_recent_events(user, &groups, from_ms, |chat| {
+            groups.binary_search(&chat).is_ok()
+        })
+        .await?;
     let limit = limit as usize;
     let more_from = match events.get(limit).and_then(ServerEvent::sync_order) {
         Some((cut_ms, ..)) => {

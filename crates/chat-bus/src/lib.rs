@@ -50,7 +50,7 @@ pub use config::{BusConfig, RedisArgs, RedisMode};
 pub use jobs::{DeadLetter, Delivery, PUSH_GROUP, PushConsumer, PushStats};
 pub use keys::{CHAT_PARTITIONS, Keys};
 pub use limits::{Bucket, Verdict};
-pub use recent::{RecentLogConfig, SKEW_MS as RECENT_LOG_SKEW_MS, replay as replay_recent};
+pub use recent::{RecentLogConfig, SKEW_MS as RECENT_LOG_SKEW_MS};
 pub use subscriber::{BusMessage, Subscriber};
 
 pub type UserId = u64;

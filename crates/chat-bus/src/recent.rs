@@ -43,6 +43,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chat_proto::ServerEvent;
 
 use crate::{Bus, ChatId, Result, Topic, UserId};
 
@@ -158,6 +159,27 @@ impl Bus {
             .chain(chats.iter().map(|&chat| Topic::Chat(chat)))
             .collect();
         self.backend.recent(&topics, from_ms).await
+    }
+
+    /// The user's events from `from_ms` on, as a sync from that cursor would return them, read
+    /// from the logs of their channel and of `chats` and replayed with [`replay`] (`in_group`:
+    /// whether a group's events are still the user's). `None` when the logs do not cover
+    /// `from_ms` or cannot be read: the caller asks the database instead.
+    pub async fn replay_recent_events(
+        &self,
+        user: UserId,
+        chats: &[ChatId],
+        from_ms: i64,
+        in_group: impl Fn(ChatId) -> bool,
+    ) -> Option<Vec<ServerEvent>> {
+        match self.recent_events(user, chats, from_ms).await {
+            Ok(Some(entries)) => Some(replay(&entries, user, from_ms, in_group)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, user, "reading the recent-event log failed");
+                None
+            }
+        }
     }
 }
 

@@ -30,19 +30,12 @@ pub(super) async fn events_since(
         return None;
     }
     let chats = gateway.groups.chats_of(user)?;
-    let entries = match gateway.bus.recent_events(user, &chats, from_ms).await {
-        Ok(Some(entries)) => entries,
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::debug!(error = %e, user, "reading the recent-event log failed");
-            return None;
-        }
-    };
+    let events = gateway
+        .bus
+        .replay_recent_events(user, &chats, from_ms, |chat| {
+            gateway.groups.routes(chat, user)
+        })
+        .await?;
     // The subscription may have been lost while the log was read.
-    if !trusted() {
-        return None;
-    }
-    Some(chat_bus::replay_recent(&entries, user, from_ms, |chat| {
-        gateway.groups.routes(chat, user)
-    }))
+    trusted().then_some(events)
 }
