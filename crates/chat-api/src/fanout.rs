@@ -44,7 +44,7 @@ impl AppState {
         event: ServerEvent,
         skip: Option<u64>,
     ) {
-        let logged_at = crate::recent_log::sync_time_ms(&event);
+        let logged_at = event.sync_time_ms();
         if self.is_group(chat_id).await == Some(true) {
             let body = BusBody::ChatEvent {
                 chat_id,

@@ -24,11 +24,6 @@ use crate::state::AppState;
 /// How the invalidation after a failed publish is retried.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 
-/// The time a sync orders this event by, in ms, if a sync returns events of its kind.
-pub(crate) fn sync_time_ms(event: &ServerEvent) -> Option<i64> {
-    event.sync_order().map(|(at_ms, ..)| at_ms)
-}
-
 /// A sync of `user`'s events from `from_ms` answered from the log, or `None` (then the database
 /// answers): the log must cover every channel of the user from `from_ms` on, and no publish may
 /// be late. More than `limit` events end the page at a whole millisecond, as the database's
@@ -58,9 +53,9 @@ pub(crate) async fn sync_page(
         })
         .await?;
     let limit = limit as usize;
-    let more_from = match events.get(limit).and_then(ServerEvent::sync_order) {
-        Some((cut_ms, ..)) => {
-            events.retain(|event| event.sync_order().is_some_and(|(at, ..)| at < cut_ms));
+    let more_from = match events.get(limit).and_then(ServerEvent::sync_time_ms) {
+        Some(cut_ms) => {
+            events.retain(|event| event.sync_time_ms().is_some_and(|at| at < cut_ms));
             if events.is_empty() {
                 return None;
             }
@@ -105,28 +100,4 @@ pub(crate) fn invalidate_after_failure(state: &AppState, topics: Vec<Topic>) {
             tokio::time::sleep(waits.next_delay()).await;
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use chat_proto::{Cursor, ServerEvent};
-
-    use super::sync_time_ms;
-
-    #[test]
-    fn receipts_are_logged_at_the_time_their_cursor_is_made_from() {
-        let at = 1_700_000_123_456;
-        let read = ServerEvent::MessageRead {
-            chat_id: 1,
-            user_id: 2,
-            up_to_seq: 3,
-            cursor: Cursor::after_event(at).to_string(),
-        };
-        assert_eq!(sync_time_ms(&read), Some(at));
-        let typing = ServerEvent::Typing {
-            chat_id: 1,
-            user_id: 2,
-        };
-        assert_eq!(sync_time_ms(&typing), None);
-    }
 }

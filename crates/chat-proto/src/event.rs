@@ -106,6 +106,13 @@ pub enum ServerEvent {
 }
 
 impl ServerEvent {
+    /// The time a sync reads this event by (ms, the instant its cursor is made from), for the
+    /// events a sync returns: the first key of [`Self::sync_order`], and the score the
+    /// recent-event log keeps it under.
+    pub fn sync_time_ms(&self) -> Option<i64> {
+        self.sync_order().map(|(at_ms, ..)| at_ms)
+    }
+
     /// For the events a sync returns, where a sync puts them: the time it reads them by (ms,
     /// the instant their cursor is made from), then messages, their updates, deliveries and
     /// reads of one instant in that order, then by message id or by chat and user (chat-store's
@@ -183,3 +190,6 @@ pub struct SyncPage {
     pub cursor: String,
     pub has_more: bool,
 }
+
+#[cfg(test)]
+mod tests;
