@@ -210,8 +210,11 @@ def solve(connect_a, connect_b, pairs_a, pairs_b, groups):
     u = {}
     holds_a = [(m, *last_hold(m["dir"], m)) for m in cas]
     holds_b = [(m, *last_hold(m["dir"], m)) for m in cbs]
+    # The gateways' CPU rate a socket in the last holds of one shape's runs, averaged.
+    gw_idle = lambda holds: mean(sum(hold_rate(rows, n, *hold) for n in gw_names(m)) / m["vus"]
+                                 for m, rows, hold in holds)
     # Idle: the gateways' last hold's rate over its sockets (pings and presence refresh).
-    u["gw.socket"] = mean(sum(hold_rate(rows, n, *hold) for n in gw_names(m)) / m["vus"] for m, rows, hold in holds_b)
+    u["gw.socket"] = gw_idle(holds_b)
     # Redis's idle cost a socket also falls as it holds more, but as a fixed rate shared, not as
     # a power: the refresh costs the same per user however the users are batched (a pipeline of
     # up to 1,000 each), and what does not grow with them is the process's own event loop and
@@ -223,7 +226,7 @@ def solve(connect_a, connect_b, pairs_a, pairs_b, groups):
     # A gateway's idle cost a socket falls as it holds more (the pings share wake-ups): the
     # connect runs' last holds, at a tenth of the sockets and at all of them, give the exponent
     # of cost ~ sockets^-exponent.
-    idle_a = mean(sum(hold_rate(rows, n, *hold) for n in gw_names(m)) / m["vus"] for m, rows, hold in holds_a)
+    idle_a = gw_idle(holds_a)
     n_a, n_b = cas[0]["vus"] / ngw, cbs[0]["vus"] / ngw
     exp = math.log(idle_a / u["gw.socket"]) / math.log(n_b / n_a) if idle_a > 0 and u["gw.socket"] > 0 and n_b > n_a else 0.0
     u["gw.density_exp"], u["gw.density_ref"] = min(max(exp, 0.0), 0.9), n_b
@@ -235,10 +238,8 @@ def solve(connect_a, connect_b, pairs_a, pairs_b, groups):
         u[f"{name}.session"], u[f"{name}.arrivals"] = nnls(eq, ys)
     # Final replays: each chat run's CPU after its sending window, less its idle share.
     for name in ("api", "mariadb"):
-        vals = []
-        for m in chats:
-            vals.append(max(total(m, name, "tail_cpu_s"), 0.0) / max(m["counts"]["resumes"], 1.0))
-        u[f"{name}.resume"] = sum(vals) / len(vals)
+        u[f"{name}.resume"] = mean(max(total(m, name, "tail_cpu_s"), 0.0) / max(m["counts"]["resumes"], 1.0)
+                                   for m in chats)
     # Messages: the chat runs (two rates of pairs, one of groups, each repeated): per message,
     # per delivery and per second of sending, least squares over the runs.
     for name in ("gw", "api", "mariadb", "redis"):
