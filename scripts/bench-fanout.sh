@@ -3,9 +3,11 @@
 # release stack per run (scripts/bench-stack.sh), first one group of every receiver, then the
 # same receivers in many small groups that the messages go to in turn; then the machine's floor
 # for the same socket count (chat-write-floor: one small write per loopback socket, nothing
-# else), which bounds what a gateway can reach here. Small groups cost chat-api one write per nine
-# deliveries instead of one per receiver, so their sender keeps 256 requests in flight: with 4,
-# the gateways idle between messages and the figure measures their wake-ups, not their work.
+# else), which bounds what a gateway can reach here, and the same in bursts of half a small
+# group with pauses between them, as a gateway writes a small group's messages. Small groups
+# cost chat-api one write per nine deliveries instead of one per receiver, so their sender
+# keeps 256 requests in flight: with 4, the gateways idle between messages and the figure
+# measures their wake-ups, not their work.
 # chat-fanout also reads INFO on every Redis server before and after the sends: the PUBLISH and
 # SPUBLISH calls per message (a group's message should cost one per gateway holding members, not
 # one per member) and the Redis CPU per message, and the gateways' own delivery time (publish ->
@@ -44,3 +46,7 @@ for mode in ${FANOUT_MODES:-standalone cluster}; do
 done
 echo "== floor"
 "$(scripts/lib/target-dir.sh)/release/chat-write-floor" --sockets "${1:-200}"
+# A gateway's share of a small group's message is a burst of about half the group's writes to
+# clients that sleep in between; on loopback each burst wakes them inside its sends.
+echo "== floor, bursts of $((small / 2)) writes with pauses"
+"$(scripts/lib/target-dir.sh)/release/chat-write-floor" --sockets "${1:-200}" --burst $((small / 2)) --writes 200000

@@ -2,7 +2,8 @@
 # Sourced by the benchmark scripts: starts a release stack (chat-api on :18180, gateways on
 # :18181 and :18183) against a fresh database and Redis prefix, and tears it down on exit.
 # Honors REDIS_MODE/REDIS_URL (cluster: the local cluster is started first), CARGO_TARGET_DIR, and
-# BENCH_NO_BUILD=1 (run the release binaries as they are, e.g. to compare two builds).
+# BENCH_NO_BUILD=1 (run the release binaries as they are, e.g. to compare two builds), and
+# GATEWAY_WORKER_THREADS (the gateways' runtime threads alone, CHAT_WORKER_THREADS for them).
 # Sets bench_bin, the directory of the release binaries, for the scripts that source it.
 
 bench_bin=$(scripts/lib/target-dir.sh)/release
@@ -29,8 +30,10 @@ bench_stack_start() {
   bench_pids=()
   trap bench_stack_stop EXIT
   CHAT_LISTEN=127.0.0.1:18180 "$bench_bin/chat-api" >"$bench_logs/api.log" 2>&1 & bench_pids+=($!)
-  CHAT_LISTEN=127.0.0.1:18181 CHAT_NODE_ID=bench-gw1 "$bench_bin/chat-gateway" >"$bench_logs/gw1.log" 2>&1 & bench_pids+=($!)
-  CHAT_LISTEN=127.0.0.1:18183 CHAT_NODE_ID=bench-gw2 "$bench_bin/chat-gateway" >"$bench_logs/gw2.log" 2>&1 & bench_pids+=($!)
+  local gateway_env=()
+  [ -z "${GATEWAY_WORKER_THREADS:-}" ] || gateway_env=(CHAT_WORKER_THREADS="$GATEWAY_WORKER_THREADS")
+  env "${gateway_env[@]}" CHAT_LISTEN=127.0.0.1:18181 CHAT_NODE_ID=bench-gw1 "$bench_bin/chat-gateway" >"$bench_logs/gw1.log" 2>&1 & bench_pids+=($!)
+  env "${gateway_env[@]}" CHAT_LISTEN=127.0.0.1:18183 CHAT_NODE_ID=bench-gw2 "$bench_bin/chat-gateway" >"$bench_logs/gw2.log" 2>&1 & bench_pids+=($!)
   for port in 18180 18181 18183; do
     for _ in $(seq 1 100); do
       curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break

@@ -28,6 +28,14 @@ struct Args {
     /// Writes in all.
     #[arg(long, default_value_t = 1_000_000)]
     writes: usize,
+    /// Writes per burst, with a pause after each that lets the draining thread fall asleep
+    /// (0: no pauses). A gateway delivering to small groups wakes sleeping clients: on loopback
+    /// that wake-up is part of its `send`, and a writer that never pauses rarely pays it.
+    #[arg(long, default_value_t = 0)]
+    burst: usize,
+    /// The pause after each burst, in microseconds (not counted: only the writer's CPU is).
+    #[arg(long, default_value_t = 200)]
+    pause_us: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,10 +48,14 @@ fn main() -> anyhow::Result<()> {
     let cpu_before = thread_cpu_seconds()?;
     let started = Instant::now();
     // `&TcpStream` is a writer too, so the sockets can be cycled through by shared reference.
+    let pause = std::time::Duration::from_micros(args.pause_us);
     for (written, mut socket) in (0..args.writes).zip(writers.iter().cycle()) {
         socket
             .write_all(&frame)
             .with_context(|| format!("write {written}"))?;
+        if args.burst > 0 && (written + 1) % args.burst == 0 {
+            std::thread::sleep(pause);
+        }
     }
     let elapsed = started.elapsed();
     let cpu = thread_cpu_seconds()? - cpu_before;
@@ -58,10 +70,18 @@ fn main() -> anyhow::Result<()> {
         args.writes * args.frame_bytes
     );
     println!(
-        "write floor: {} writes of {} bytes over {} loopback sockets (TCP_NODELAY) in {:.2} s",
+        "write floor: {} writes of {} bytes over {} loopback sockets (TCP_NODELAY){} in {:.2} s",
         args.writes,
         args.frame_bytes,
         args.sockets,
+        if args.burst > 0 {
+            format!(
+                ", bursts of {} with {} µs pauses",
+                args.burst, args.pause_us
+            )
+        } else {
+            String::new()
+        },
         elapsed.as_secs_f64()
     );
     println!(
