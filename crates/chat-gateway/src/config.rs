@@ -76,11 +76,6 @@ pub struct Config {
     #[arg(long, env = "CHAT_PING_INTERVAL_SECS", default_value_t = 20)]
     pub ping_interval_secs: u64,
 
-    /// Milliseconds a busy socket's next write waits for more events to share it (0: none). A
-    /// socket last written to longer ago than this writes at once; replies wait too.
-    #[arg(long, env = "CHAT_WRITE_DELAY_MS", default_value_t = 0)]
-    pub write_delay_ms: u64,
-
     /// Largest accepted client message, in bytes (close 1008 beyond).
     #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 65_536)]
     pub max_frame_bytes: usize,
@@ -156,10 +151,6 @@ impl Config {
 
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs.max(1))
-    }
-
-    pub fn write_delay(&self) -> Duration {
-        Duration::from_millis(self.write_delay_ms)
     }
 
     pub fn ip_limits(&self) -> crate::limits::IpLimits {

@@ -79,8 +79,7 @@ pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketPar
         outbox.clone(),
         signal.clone(),
         gateway.config.ping_interval(),
-    )
-    .with_write_delay(gateway.config.write_delay());
+    );
     let mut writer = tokio::spawn(writer.run());
 
     let mut socket = Socket {

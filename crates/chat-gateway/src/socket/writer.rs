@@ -126,8 +126,6 @@ pub struct Writer<W> {
     outbox: Arc<Outbox>,
     signal: Arc<CloseSignal>,
     ping_every: Duration,
-    /// How long a busy socket's next write waits for more events (zero: never).
-    write_delay: Duration,
     active: bool,
     seam: Option<Seam>,
     finished: bool,
@@ -148,19 +146,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             outbox,
             signal,
             ping_every,
-            write_delay: Duration::ZERO,
             active: false,
             seam: None,
             finished: false,
             batch: Vec::new(),
         }
-    }
-
-    /// Lets a socket written to within `delay` wait out the rest of it before its next write,
-    /// so that the events arriving meanwhile share one write; an idle socket writes at once.
-    pub fn with_write_delay(mut self, delay: Duration) -> Self {
-        self.write_delay = delay;
-        self
     }
 
     pub async fn run(mut self) {
@@ -173,8 +163,6 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         tokio::pin!(close_requested);
         let mut close_seen = false;
         let mut more_ready = false;
-        // Set only with a write delay.
-        let mut last_write: Option<tokio::time::Instant> = None;
         while !self.finished {
             // A batch that stopped at its size limit left work queued: no need to wait.
             if !more_ready {
@@ -185,23 +173,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     _ = ping.tick() => push_frame(&mut self.batch, OpCode::Ping, &[]),
                 }
             }
-            if let Some(due) = last_write
-                .map(|at| at + self.write_delay)
-                .filter(|due| *due > tokio::time::Instant::now())
-            {
-                tokio::select! {
-                    biased;
-                    () = &mut close_requested, if !close_seen => close_seen = true,
-                    () = tokio::time::sleep_until(due) => {}
-                }
-            }
             more_ready = self.fill_batch();
-            let wrote = !self.batch.is_empty();
             if self.flush_batch().await.is_err() {
                 break;
-            }
-            if wrote && !self.write_delay.is_zero() {
-                last_write = Some(tokio::time::Instant::now());
             }
         }
         self.outbox.close();
