@@ -47,6 +47,6 @@ done
 echo "== floor"
 "$(scripts/lib/target-dir.sh)/release/chat-write-floor" --sockets "${1:-200}"
 # A gateway's share of a small group's message is a burst of about half the group's writes to
-# clients that sleep in between; on loopback each burst wakes them inside its sends.
+# clients that sleep in between, and the gateway sleeps between its bursts too.
 echo "== floor, bursts of $((small / 2)) writes with pauses"
 "$(scripts/lib/target-dir.sh)/release/chat-write-floor" --sockets "${1:-200}" --burst $((small / 2)) --writes 200000

@@ -29,8 +29,9 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     writes: usize,
     /// Writes per burst, with a pause after each that lets the draining thread fall asleep
-    /// (0: no pauses). A gateway delivering to small groups wakes sleeping clients: on loopback
-    /// that wake-up is part of its `send`, and a writer that never pauses rarely pays it.
+    /// (0: no pauses). A gateway delivering to small groups writes a few sockets between its
+    /// own sleeps, to clients that sleep too: it pays its wake-ups, the clients' (on loopback,
+    /// inside its `send`) and colder caches, which a writer that never pauses rarely does.
     #[arg(long, default_value_t = 0)]
     burst: usize,
     /// The pause after each burst, in microseconds (not counted: only the writer's CPU is).
