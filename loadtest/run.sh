@@ -246,7 +246,7 @@ for p in $stack_pids; do
     gw*) n=${name#gw}; url=$(echo "$WS_URLS" | cut -d, -f"$n" | sed 's#^ws://#http://#; s#/ws$##') ;;
     *) continue ;;
   esac
-  curl -fs "$url/metrics" 2>/dev/null | grep -E '^chat_' | head -300 >"$dir/logs/$name-metrics.txt" || true
+  curl -fs "$url/metrics" 2>/dev/null | grep -E '^chat_' | head -2000 >"$dir/logs/$name-metrics.txt" || true
 done
 if [ "$driver" = k6 ]; then
   sed -n '/^== /,$p' "$log"

@@ -517,3 +517,35 @@ async fn typing_endpoint() {
     let resp = api.post_empty(&format!("/v1/chats/{chat}/typing")).await;
     assert_error(&resp, 401, "unauthorized", "typing without a token");
 }
+
+/// The send writer's histograms count what it did: three sends, each waited once and stored in
+/// a transaction that published, in at most three batches.
+#[tokio::test]
+async fn send_writer_histograms_count_the_sends() {
+    let stack = stack().await;
+    let api = stack.api();
+    let (a, _b, chat) = pair(&api).await;
+    let as_a = api.as_user(&a);
+    let path = format!("/v1/chats/{chat}/messages");
+    for n in 0..3 {
+        let cmid = unique_client_msg_id(&format!("hist{n}"));
+        let resp = as_a
+            .post(&path, &json!({"client_msg_id": cmid, "text": "counted"}))
+            .await;
+        assert_status(&resp, 201, "send");
+    }
+    let resp = api.get("/metrics").await;
+    assert_status(&resp, 200, "metrics");
+    let text = resp.1.as_str().unwrap_or_default().to_string();
+    let count = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing from chat-api's /metrics:\n{text}"))
+    };
+    assert_eq!(count("chat_api_send_wait_seconds_count"), 3.0);
+    let batches = count("chat_api_send_transaction_seconds_count");
+    assert!((1.0..=3.0).contains(&batches), "{batches} transactions");
+    assert_eq!(count("chat_api_send_publish_seconds_count"), batches);
+    assert_eq!(count("chat_api_send_batch_sends_count"), batches);
+    assert!(count("chat_api_send_transaction_seconds_sum") > 0.0);
+}

@@ -9,6 +9,7 @@
 //! few hundred commits in a row, and the process's sends waited seconds behind them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
 
 use chat_proto::{Id, Message};
 use sqlx::MySql;
@@ -40,6 +41,12 @@ enum Tried {
 
 /// Stores, announces and answers a batch.
 pub(super) async fn run_batch(session: &mut WriterSession, batch: Vec<QueuedSend>) {
+    let now = Instant::now();
+    let waited = metrics::histogram!("chat_api_send_wait_seconds");
+    for send in &batch {
+        waited.record(now.saturating_duration_since(send.queued_at));
+    }
+    metrics::histogram!("chat_api_send_batch_sends").record(batch.len() as f64);
     let (mut batch, repeats) = split_repeats(batch);
     let mut alone = Vec::new();
     for round in 0..=TOGETHER_AGAIN {
@@ -100,6 +107,7 @@ async fn store_batch(session: &mut WriterSession, batch: Vec<QueuedSend>) -> Tri
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let began = Instant::now();
     let granted = match session.begin(&chats).await {
         Ok(granted) => granted,
         Err(e) => {
@@ -118,6 +126,9 @@ async fn store_batch(session: &mut WriterSession, batch: Vec<QueuedSend>) -> Tri
     let messages: Vec<&QueuedMessage> = batch.iter().map(|send| &send.message).collect();
     match write_batch(session, &messages).await {
         Ok(outcomes) => {
+            let committed = Instant::now();
+            metrics::histogram!("chat_api_send_transaction_seconds")
+                .record(committed.duration_since(began));
             let mut by_chat: BTreeMap<Id, Vec<(Announce, SendOutcome)>> = BTreeMap::new();
             let mut replies = Vec::with_capacity(outcomes.len());
             for (send, outcome) in batch.into_iter().zip(outcomes) {
@@ -132,6 +143,7 @@ async fn store_batch(session: &mut WriterSession, batch: Vec<QueuedSend>) -> Tri
             // Published under the locks, so the chat's order holds across replicas; the
             // locks go with the next batch's first statement, or when the writer goes idle.
             announce_in_order(by_chat).await;
+            metrics::histogram!("chat_api_send_publish_seconds").record(committed.elapsed());
             for (reply, outcome) in replies {
                 let _ = reply.send(outcome);
             }

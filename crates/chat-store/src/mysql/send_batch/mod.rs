@@ -29,7 +29,7 @@ pub(crate) mod statements;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chat_proto::{Attachment, Id, MessageKind};
 use sqlx::MySqlPool;
@@ -108,6 +108,8 @@ struct QueuedSend {
     pub(super) message: QueuedMessage,
     pub(super) announce: Announce,
     pub(super) reply: oneshot::Sender<Result<SendOutcome>>,
+    /// When it was queued, for the wait histogram.
+    pub(super) queued_at: Instant,
 }
 
 impl QueuedSend {
@@ -175,6 +177,7 @@ impl SendBatcher {
             message: QueuedMessage::new(new),
             announce,
             reply,
+            queued_at: Instant::now(),
         };
         let writer = (new.chat_id % self.queues.len() as u64) as usize;
         self.queues[writer]
@@ -229,6 +232,7 @@ pub async fn run_batch_of(
                 message,
                 announce,
                 reply,
+                queued_at: Instant::now(),
             }
         })
         .collect();
