@@ -29,7 +29,7 @@ use crate::Gateway;
 use crate::hub::{ConnHandle, EncodedEvent, Hub, Wakes, close_code};
 use crate::metrics::GatewayMetrics;
 use crate::registry::RegistryNews;
-use crate::socket::writer::{Control, EventKey, OutEvent, data_opcode};
+use crate::socket::writer::{Control, OutEvent, data_opcode};
 
 /// Bus messages taken per wake-up: enough for a whole read of the subscription connection (a
 /// send batch of chat-api's publishes), few enough that the first sockets' writers are not held
@@ -41,20 +41,13 @@ const BATCH: usize = 256;
 struct Batch {
     /// Writers of the sockets that got events.
     wakes: Wakes,
-    /// Events queued, for the delivered counter.
+    /// Events queued, for the delivered counter (each socket's writer times its own write).
     sent: usize,
-    /// When the batch was taken, for the delivery latency histogram.
-    now_ms: i64,
 }
 
 impl Batch {
-    /// Records a delivery latency once per event, for every socket that got it.
-    fn delivered(&mut self, metrics: &GatewayMetrics, published_at_ms: i64, sockets: usize) {
-        if sockets > 0 {
-            self.sent += sockets;
-            let waited = (self.now_ms - published_at_ms).max(0) as f64 / 1000.0;
-            metrics.delivery_seconds.record_many(waited, sockets);
-        }
+    fn delivered(&mut self, sockets: usize) {
+        self.sent += sockets;
     }
 
     fn finish(&mut self, hub: &Hub) {
@@ -78,7 +71,6 @@ pub async fn run(
                 if count == 0 {
                     return;
                 }
-                batch.now_ms = chrono::Utc::now().timestamp_millis();
                 for message in taken.drain(..) {
                     match message {
                         BusMessage::Payload { user, payload } => {
@@ -161,7 +153,6 @@ fn broadcast_resync(hub: &Hub, metrics: &GatewayMetrics) {
 /// wire format however many of its members are connected here.
 struct LastEvent {
     payload: Bytes,
-    published_at_ms: i64,
     event: EncodedEvent,
 }
 
@@ -172,9 +163,9 @@ fn dispatch(
     payload: Bytes,
     batch: &mut Batch,
 ) {
-    let (hub, metrics) = (&gateway.hub, &gateway.metrics);
+    let hub = &gateway.hub;
     if let Some(last) = last.as_mut().filter(|last| last.payload == payload) {
-        deliver(hub, metrics, user, last, batch);
+        deliver(hub, user, last, batch);
         return;
     }
     match BusEnvelope::decode(&payload) {
@@ -184,10 +175,9 @@ fn dispatch(
         }) => {
             let event = LastEvent {
                 payload,
-                published_at_ms,
-                event: EncodedEvent::new(event),
+                event: EncodedEvent::published(event, published_at_ms),
             };
-            deliver(hub, metrics, user, last.insert(event), batch);
+            deliver(hub, user, last.insert(event), batch);
         }
         Ok(BusEnvelope {
             body: BusBody::SessionRevoked { jti },
@@ -214,10 +204,9 @@ fn dispatch(
             if skip != Some(user) {
                 let mut event = LastEvent {
                     payload,
-                    published_at_ms,
-                    event: EncodedEvent::new(event),
+                    event: EncodedEvent::published(event, published_at_ms),
                 };
-                deliver(hub, metrics, user, &mut event, batch);
+                deliver(hub, user, &mut event, batch);
             }
         }
         Err(e) => tracing::warn!(error = %e, user, "undecodable bus payload dropped"),
@@ -227,7 +216,7 @@ fn dispatch(
 /// A payload from a group chat's channel: an event for its local members, or a membership
 /// notice applied before the chat's next event.
 fn dispatch_chat(gateway: &Gateway, chat: u64, payload: &[u8], batch: &mut Batch) {
-    let (hub, metrics, groups) = (&gateway.hub, &gateway.metrics, &gateway.groups);
+    let (hub, groups) = (&gateway.hub, &gateway.groups);
     match BusEnvelope::decode(payload) {
         Ok(BusEnvelope {
             published_at_ms,
@@ -237,7 +226,7 @@ fn dispatch_chat(gateway: &Gateway, chat: u64, payload: &[u8], batch: &mut Batch
                 ServerEvent::NewMessage { message, .. } => Some(message.seq),
                 _ => None,
             };
-            let mut event = EncodedEvent::new(event);
+            let mut event = EncodedEvent::published(event, published_at_ms);
             let mut sockets = 0;
             groups.for_each_member(chat, |user, after_seq| {
                 if skip == Some(user) || seq.is_some_and(|seq| seq <= after_seq) {
@@ -245,7 +234,7 @@ fn dispatch_chat(gateway: &Gateway, chat: u64, payload: &[u8], batch: &mut Batch
                 }
                 sockets += hub.deliver(user, &mut event, &mut batch.wakes);
             });
-            batch.delivered(metrics, published_at_ms, sockets);
+            batch.delivered(sockets);
         }
         Ok(BusEnvelope {
             body: BusBody::MemberAdded {
@@ -300,10 +289,7 @@ async fn replay_chat(gateway: Arc<Gateway>, socket: ConnHandle, chat: u64, mut a
                             .to_string(),
                         message,
                     };
-                    let replayed = Control::Replayed(OutEvent {
-                        bytes: socket.format.encode(&event),
-                        key: EventKey::of(&event),
-                    });
+                    let replayed = Control::Replayed(OutEvent::replayed(socket.format, &event));
                     if socket.outbox.send_control(replayed).await.is_err() {
                         return;
                     }
@@ -328,13 +314,7 @@ async fn replay_chat(gateway: Arc<Gateway>, socket: ConnHandle, chat: u64, mut a
     let _ = socket.outbox.send_control(Control::Activate).await;
 }
 
-fn deliver(
-    hub: &Hub,
-    metrics: &GatewayMetrics,
-    user: u64,
-    last: &mut LastEvent,
-    batch: &mut Batch,
-) {
+fn deliver(hub: &Hub, user: u64, last: &mut LastEvent, batch: &mut Batch) {
     let sockets = hub.deliver(user, &mut last.event, &mut batch.wakes);
-    batch.delivered(metrics, last.published_at_ms, sockets);
+    batch.delivered(sockets);
 }

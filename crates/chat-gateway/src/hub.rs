@@ -85,17 +85,28 @@ pub struct ConnHandle {
 pub struct EncodedEvent {
     event: ServerEvent,
     key: EventKey,
+    published_at_ms: Option<i64>,
     json: Option<Bytes>,
     msgpack: Option<Bytes>,
 }
 
 impl EncodedEvent {
+    /// An event of this node's own (`resync`), not timed.
     pub fn new(event: ServerEvent) -> Self {
         Self {
             key: EventKey::of(&event),
             event,
+            published_at_ms: None,
             json: None,
             msgpack: None,
+        }
+    }
+
+    /// An event from the bus, timed from its publish to each socket's write.
+    pub fn published(event: ServerEvent, published_at_ms: i64) -> Self {
+        Self {
+            published_at_ms: Some(published_at_ms),
+            ..Self::new(event)
         }
     }
 
@@ -110,6 +121,7 @@ impl EncodedEvent {
         OutEvent {
             bytes,
             key: self.key,
+            published_at_ms: self.published_at_ms,
         }
     }
 }

@@ -79,6 +79,7 @@ pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketPar
         outbox.clone(),
         signal.clone(),
         gateway.config.ping_interval(),
+        gateway.metrics.delivery_seconds.clone(),
     );
     let mut writer = tokio::spawn(writer.run());
 

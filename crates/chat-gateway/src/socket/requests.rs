@@ -14,7 +14,7 @@ use chat_proto::{
 use parking_lot::Mutex;
 
 use super::outbox::Outbox;
-use super::writer::{Control, EventKey, OutEvent, data_opcode};
+use super::writer::{Control, OutEvent, data_opcode};
 use crate::Gateway;
 use crate::api_client::{ApiClient, ApiReply};
 use crate::hub::{CloseSignal, close_code};
@@ -235,10 +235,7 @@ pub async fn replay(context: &SocketContext, since: &str) {
     {
         metrics::counter!("chat_gateway_replays_total", "source" => "log").increment(1);
         for event in &events {
-            let replayed = Control::Replayed(OutEvent {
-                bytes: context.format.encode(event),
-                key: EventKey::of(event),
-            });
+            let replayed = Control::Replayed(OutEvent::replayed(context.format, event));
             if context.outbox.send_control(replayed).await.is_err() {
                 return;
             }
@@ -263,10 +260,7 @@ pub async fn replay(context: &SocketContext, since: &str) {
             }
         };
         for event in &page.events {
-            let replayed = Control::Replayed(OutEvent {
-                bytes: context.format.encode(event),
-                key: EventKey::of(event),
-            });
+            let replayed = Control::Replayed(OutEvent::replayed(context.format, event));
             if context.outbox.send_control(replayed).await.is_err() {
                 return;
             }

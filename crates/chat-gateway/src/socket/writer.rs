@@ -18,6 +18,7 @@ use crate::hub::CloseSignal;
 use bytes::Bytes;
 use chat_proto::WireFormat;
 use fastwebsockets::{Frame, OpCode, Payload};
+use metrics::Histogram;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Stop adding frames to a batch beyond this size.
@@ -94,6 +95,19 @@ impl EventKey {
 pub struct OutEvent {
     pub bytes: Bytes,
     pub key: EventKey,
+    /// When chat-api published it, for a live event: timed from there to its socket write.
+    pub published_at_ms: Option<i64>,
+}
+
+impl OutEvent {
+    /// An event read back for a resume (from the recent-event log or chat-api), not timed.
+    pub fn replayed(format: WireFormat, event: &chat_proto::ServerEvent) -> Self {
+        Self {
+            bytes: format.encode(event),
+            key: EventKey::of(event),
+            published_at_ms: None,
+        }
+    }
 }
 
 pub enum Control {
@@ -130,6 +144,9 @@ pub struct Writer<W> {
     seam: Option<Seam>,
     finished: bool,
     batch: Vec<u8>,
+    /// Publish times of the live events in `batch`, recorded in `delivery` once it is written.
+    published: Vec<i64>,
+    delivery: Histogram,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
@@ -139,6 +156,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         outbox: Arc<Outbox>,
         signal: Arc<CloseSignal>,
         ping_every: Duration,
+        delivery: Histogram,
     ) -> Self {
         Self {
             io,
@@ -150,6 +168,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             seam: None,
             finished: false,
             batch: Vec::new(),
+            published: Vec::new(),
+            delivery,
         }
     }
 
@@ -228,6 +248,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             }
         }
         push_frame(&mut self.batch, self.data_opcode, &event.bytes);
+        if let Some(at_ms) = event.published_at_ms {
+            self.published.push(at_ms);
+        }
     }
 
     /// Takes what is queued, without waiting, up to the batch size: control frames first, then
@@ -284,6 +307,14 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             return Ok(());
         }
         let result = self.io.write_all(&self.batch).await;
+        if result.is_ok() && !self.published.is_empty() {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            for at_ms in self.published.drain(..) {
+                self.delivery
+                    .record((now_ms - at_ms).max(0) as f64 / 1000.0);
+            }
+        }
+        self.published.clear();
         self.batch.clear();
         if self.batch.capacity() > KEEP_BYTES {
             self.batch = Vec::new();

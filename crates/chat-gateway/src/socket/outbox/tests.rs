@@ -11,6 +11,7 @@ fn event(n: u64) -> OutEvent {
     OutEvent {
         bytes: Bytes::from(n.to_string()),
         key: EventKey::Message { chat: 1, seq: n },
+        published_at_ms: None,
     }
 }
 
