@@ -103,6 +103,41 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let SignedUser { id, token } = SignedUser::from_request_parts(parts, state).await?;
+        if state.bus.is_revoked(&token.jti).await? {
+            return Err(revoked_token());
+        }
+        Ok(Self { id, token })
+    }
+}
+
+/// The caller, by a bearer token whose signature and lifetime are valid, not yet checked against
+/// the revocation list: for a handler that checks it in a Redis round trip it makes anyway
+/// (a send, with its rate limit), one round trip fewer on its path than [`AuthUser`].
+pub struct SignedUser {
+    pub id: u64,
+    pub token: UserToken,
+}
+
+impl SignedUser {
+    /// The answer for a token the revocation list does (`true`) or does not hold.
+    pub fn check(&self, revoked: bool) -> Result<(), ApiError> {
+        if revoked {
+            Err(revoked_token())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn revoked_token() -> ApiError {
+    ApiError::unauthorized("token has been revoked")
+}
+
+impl FromRequestParts<AppState> for SignedUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -117,9 +152,6 @@ impl FromRequestParts<AppState> for AuthUser {
                 ApiError::unauthorized("invalid token")
             }
         })?;
-        if state.bus.is_revoked(&token.jti).await? {
-            return Err(ApiError::unauthorized("token has been revoked"));
-        }
         Ok(Self {
             id: token.user_id,
             token,

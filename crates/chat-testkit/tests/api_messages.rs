@@ -549,3 +549,26 @@ async fn send_writer_histograms_count_the_sends() {
     assert_eq!(count("chat_api_send_batch_sends_count"), batches);
     assert!(count("chat_api_send_transaction_seconds_sum") > 0.0);
 }
+
+/// A send checks its token against the revocation list in the same round trip as its rate
+/// limit: a logged-out token is refused and stores nothing; the user's other session sends.
+#[tokio::test]
+async fn a_revoked_token_cannot_send() {
+    let stack = stack().await;
+    let api = stack.api();
+    let (a, _b, chat) = pair(&api).await;
+    let (_, second) = api.login(&a.username, &a.password).await;
+    let resp = api.as_user(&a).post_empty("/v1/auth/logout").await;
+    assert_status(&resp, 204, "logout");
+    let path = format!("/v1/chats/{chat}/messages");
+    let body = |tag: &str| json!({"client_msg_id": unique_client_msg_id(tag), "text": "hi"});
+    let resp = api.as_user(&a).post(&path, &body("revoked")).await;
+    assert_error(&resp, 401, "unauthorized", "send with a revoked token");
+    let resp = api.with_token(&second).post(&path, &body("other")).await;
+    assert_status(&resp, 201, "send with the other session's token");
+    assert_eq!(
+        resp.1["message"]["seq"],
+        json!(1),
+        "the refused send stored nothing"
+    );
+}

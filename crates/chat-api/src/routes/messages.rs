@@ -11,7 +11,7 @@ use chat_store::{NewMessage, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AuthUser, JsonBody, QueryParams, parse_id};
+use crate::extract::{AuthUser, JsonBody, QueryParams, SignedUser, parse_id};
 use crate::routes::chats::chat_not_found;
 use crate::state::AppState;
 
@@ -22,7 +22,7 @@ const MAX_PAGE: u32 = 100;
 
 pub async fn send(
     State(state): State<AppState>,
-    caller: AuthUser,
+    caller: SignedUser,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<SendMessageRequest>,
 ) -> ApiResult<(StatusCode, Json<MessageBody>)> {
@@ -46,16 +46,26 @@ pub async fn send(
             (valid_caption(req.text.as_deref())?, Some(attachment))
         }
     };
-    // The cluster-wide per-user bucket. Redis trouble lets the message through: the limit
-    // protects the service, it must not take it down. The send's pending mark goes out beside
-    // it (one round trip), so that another replica announces the message should this one die
-    // between its commit and its publish (`crate::announce`).
-    let (verdict, ()) = tokio::join!(
+    // The token's revocation check, the cluster-wide per-user bucket and the send's pending
+    // mark go out together, one round trip on the shared Redis connection: each on its own
+    // was a hand-off between processes on a send's path. Redis trouble lets the message
+    // through the limit (it protects the service, it must not take it down), not past the
+    // revocation check. The pending mark lets another replica announce the message should
+    // this one die between its commit and its publish (`crate::announce`).
+    let (revoked, verdict, ()) = tokio::join!(
+        state.bus.is_revoked(&caller.token.jti),
         state
             .bus
             .take_message_token(caller.id, state.limits.messages),
         crate::announce::mark_pending(&state, chat_id)
     );
+    if let Err(e) = revoked
+        .map_err(ApiError::from)
+        .and_then(|r| caller.check(r))
+    {
+        crate::announce::clear_pending(&state, chat_id);
+        return Err(e);
+    }
     match verdict {
         Ok(chat_bus::Verdict::Allowed) => {}
         Ok(chat_bus::Verdict::Limited { retry_after }) => {
