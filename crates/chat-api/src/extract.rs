@@ -120,7 +120,7 @@ pub struct SignedUser {
 }
 
 impl SignedUser {
-    /// The answer for a token the revocation list does (`true`) or does not hold.
+    /// A 401 for a token the revocation list holds (`revoked`: its answer), else `Ok`.
     pub fn check(&self, revoked: bool) -> Result<(), ApiError> {
         if revoked {
             Err(revoked_token())
