@@ -519,7 +519,8 @@ async fn typing_endpoint() {
 }
 
 /// The send writer's histograms count what it did: three sends, each waited once and stored in
-/// a transaction that published, in at most three batches.
+/// a transaction that published, in at most three batches. The writer is MySQL's: on SQLite
+/// (chat-embedded) each send is its own transaction and the series do not exist.
 #[tokio::test]
 async fn send_writer_histograms_count_the_sends() {
     let stack = stack().await;
@@ -537,6 +538,13 @@ async fn send_writer_histograms_count_the_sends() {
     let resp = api.get("/metrics").await;
     assert_status(&resp, 200, "metrics");
     let text = resp.1.as_str().unwrap_or_default().to_string();
+    if stack.is_embedded() {
+        assert!(
+            !text.contains("chat_api_send_"),
+            "SQLite has no send writer to time:\n{text}"
+        );
+        return;
+    }
     let count = |series: &str| -> f64 {
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
