@@ -18,6 +18,9 @@
 //!   lapsed, takes each chat it had pending under the chat's lock and closes that chat's gap; then
 //!   forgets the dead replica. A crash is announced within about `HEARTBEAT_TTL` plus a sweep.
 //!
+//! Edits and deletions are announced by `changes`, with a resolver of their own for a write that
+//! got no answer.
+//!
 //! A send whose COMMIT got no answer is the same case in a live process: it leaves its mark and a
 //! resolver task closes the chat's gap once the database answers (or the chat's next send, or the
 //! sender's retry, does it first). A retry that finds its message stored closes the gap too.
@@ -56,6 +59,8 @@ use chat_store::SendOutcome;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
+
+pub(crate) mod changes;
 
 /// How the resolver tries: soon after the error, then at least once a second (a recipient that
 /// disconnects before the announcement and resumes from a later cursor would miss it, so the

@@ -178,6 +178,8 @@ pub(crate) trait ReceiptQueries {
         message_id: Id,
         change: Change<'_>,
     ) -> Result<UpdateOutcome>;
+    /// The message with this id as it now is, read from the writer (`NotFound` if none).
+    async fn message(&self, message_id: Id) -> Result<Message>;
 }
 
 /// `(chat_id = ? AND user_id = ?{extra}) OR ...` for `n` members.
@@ -357,6 +359,10 @@ where
         let message = message_by_id(self, message_id).await?;
         finish_change(change, changed, message, || self.member_ids(chat_id)).await
     }
+
+    async fn message(&self, message_id: Id) -> Result<Message> {
+        message_by_id(self, message_id).await
+    }
 }
 
 /// The members of each of these chats, in one query.
@@ -499,6 +505,17 @@ impl Store {
         self.backend
             .change_message(me, chat_id, message_id, Change::Delete)
             .await
+    }
+
+    /// A chat's message as it now is, for any member or none (`None` when the chat has no such
+    /// message): what chat-api announces when an edit or deletion got no answer from the
+    /// database and may have been applied.
+    pub async fn message_in_chat(&self, chat_id: Id, message_id: Id) -> Result<Option<Message>> {
+        match self.backend.message(message_id).await {
+            Ok(message) if message.chat_id == chat_id => Ok(Some(message)),
+            Ok(_) | Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -1,11 +1,11 @@
 //! A TCP proxy with a switch, to cut a service's connection to MySQL or Redis and see how it
 //! copes (503 `unavailable`, `/readyz` 503) without touching the shared servers; and, for MySQL,
-//! a one-shot trap that breaks the connection at a COMMIT, after or before the server got it, so
-//! the client cannot know whether its write landed.
+//! one-shot traps that break the connection at a COMMIT, after or before the server got it, or
+//! after a chosen prepared statement ran, so the client cannot know whether its write landed.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,9 +31,13 @@ pub struct TcpProxy {
     addr: SocketAddr,
     down: Arc<AtomicBool>,
     commit_trap: Arc<AtomicU8>,
+    statement_trap: StatementTrap,
     cut: watch::Sender<u64>,
     task: JoinHandle<()>,
 }
+
+/// The SQL text whose next execution loses its answer (see [`TcpProxy::arm_statement_trap`]).
+type StatementTrap = Arc<Mutex<Option<&'static [u8]>>>;
 
 impl TcpProxy {
     /// Starts forwarding to `target` (`host:port`).
@@ -44,6 +48,7 @@ impl TcpProxy {
         let addr = listener.local_addr()?;
         let down = Arc::new(AtomicBool::new(false));
         let commit_trap = Arc::new(AtomicU8::new(NO_TRAP));
+        let statement_trap = StatementTrap::default();
         let (cut, _) = watch::channel(0u64);
         let task = tokio::spawn(accept_loop(
             listener,
@@ -51,6 +56,7 @@ impl TcpProxy {
             Switches {
                 down: down.clone(),
                 commit_trap: commit_trap.clone(),
+                statement_trap: statement_trap.clone(),
                 cut: cut.clone(),
             },
         ));
@@ -58,6 +64,7 @@ impl TcpProxy {
             addr,
             down,
             commit_trap,
+            statement_trap,
             cut,
             task,
         })
@@ -86,6 +93,25 @@ impl TcpProxy {
     pub fn commit_trap_armed(&self) -> bool {
         self.commit_trap.load(Ordering::SeqCst) != NO_TRAP
     }
+
+    /// Arms a one-shot trap for a single-statement write (autocommit, no COMMIT to catch): the
+    /// next connection that prepares a statement containing `sql` runs it and then breaks
+    /// before its answer comes back. sqlx prepares a statement once per connection, so the
+    /// statement must not have run on the pool's connections before.
+    pub fn arm_statement_trap(&self, sql: &'static str) {
+        *self
+            .statement_trap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(sql.as_bytes());
+    }
+
+    /// Whether an armed statement trap is still waiting for its statement.
+    pub fn statement_trap_armed(&self) -> bool {
+        self.statement_trap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
 }
 
 impl Drop for TcpProxy {
@@ -99,7 +125,22 @@ impl Drop for TcpProxy {
 struct Switches {
     down: Arc<AtomicBool>,
     commit_trap: Arc<AtomicU8>,
+    statement_trap: StatementTrap,
     cut: watch::Sender<u64>,
+}
+
+/// MySQL command bytes, after a packet's 4-byte header (3 bytes of length, 1 of sequence).
+const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_EXECUTE: u8 = 0x17;
+
+/// The command byte of the first packet in a client chunk.
+fn command_of(chunk: &[u8]) -> Option<u8> {
+    chunk.get(4).copied()
+}
+
+/// Whether a client chunk prepares a statement containing `sql`.
+fn prepares(chunk: &[u8], sql: &[u8]) -> bool {
+    command_of(chunk) == Some(COM_STMT_PREPARE) && chunk.windows(sql.len()).any(|w| w == sql)
 }
 
 /// A MySQL text-protocol `COM_QUERY` (0x03) of `COMMIT`, as sqlx sends it, or a COMMIT that ends
@@ -122,6 +163,7 @@ async fn accept_loop(listener: TcpListener, target: String, switches: Switches) 
         let target = target.clone();
         let mut cut_rx = switches.cut.subscribe();
         let trap = switches.commit_trap.clone();
+        let statement_trap = switches.statement_trap.clone();
         tokio::spawn(async move {
             let Ok(upstream) = TcpStream::connect(&target).await else {
                 return;
@@ -131,7 +173,9 @@ async fn accept_loop(listener: TcpListener, target: String, switches: Switches) 
             // Set once this connection's COMMIT was let through: its answer must not be.
             let swallow = Arc::new(AtomicBool::new(false));
             tokio::select! {
-                _ = forward_watching_commit(client_read, upstream_write, trap, swallow.clone()) => {}
+                _ = forward_watching_commit(
+                    client_read, upstream_write, trap, statement_trap, swallow.clone(),
+                ) => {}
                 _ = forward_until_swallowed(upstream_read, client_write, swallow) => {}
                 _ = cut_rx.changed() => {}
             }
@@ -141,13 +185,17 @@ async fn accept_loop(listener: TcpListener, target: String, switches: Switches) 
 
 /// Client to server. When a trap is armed and a COMMIT comes, disarms it and either passes the
 /// COMMIT on and marks this connection's next answer to be swallowed, or ends here without it.
+/// When a statement trap is armed and this connection prepares its statement, disarms it and
+/// swallows the answer to the next execution here.
 async fn forward_watching_commit(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     trap: Arc<AtomicU8>,
+    statement_trap: StatementTrap,
     swallow: Arc<AtomicBool>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut trapped_statement_prepared = false;
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
@@ -159,6 +207,16 @@ async fn forward_watching_commit(
                 t if t == CommitTrap::LoseReply as u8 => swallow.store(true, Ordering::SeqCst),
                 t if t == CommitTrap::LoseCommit as u8 => return,
                 _ => {}
+            }
+        }
+        if trapped_statement_prepared && command_of(chunk) == Some(COM_STMT_EXECUTE) {
+            swallow.store(true, Ordering::SeqCst);
+        }
+        {
+            let mut armed = statement_trap.lock().unwrap_or_else(|e| e.into_inner());
+            if armed.is_some_and(|sql| prepares(chunk, sql)) {
+                *armed = None;
+                trapped_statement_prepared = true;
             }
         }
         if to.write_all(chunk).await.is_err() {

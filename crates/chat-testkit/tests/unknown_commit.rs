@@ -1,8 +1,9 @@
 //! A send whose COMMIT got no answer (the MySQL connection broke mid-COMMIT) answers 503, yet
 //! its message may be stored. Recipients that stay connected must still get it live, once, in
 //! seq order: from the sender's retry, from the next send in the chat, or on its own once the
-//! database answers. Offline recipients get its push then, once. A proxy in front of MySQL
-//! breaks the connection at a chosen COMMIT.
+//! database answers. Offline recipients get its push then, once. A deletion whose answer was
+//! lost is announced the same way. A proxy in front of MySQL breaks the connection at a chosen
+//! COMMIT or statement.
 
 use std::time::Duration;
 
@@ -181,4 +182,54 @@ async fn a_message_announced_late_gets_its_offline_push_once() {
         json!(id_of(&retried["message"], "id").to_string())
     );
     assert_eq!(seen[0].body["message"]["token"], json!("tok-late"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_whose_answer_was_lost_is_announced_and_synced() {
+    let stack = stack().await;
+    let api = stack.api();
+    let alice = api.new_user("ucd").await;
+    let bob = api.new_user("uce").await;
+    let as_alice = api.as_user(&alice);
+    let as_bob = api.as_user(&bob);
+    let chat = id_of(&as_alice.private_chat(bob.id).await, "id");
+    let mut bob_ws = WsClient::authed(&stack.gateway_ws_url(0), &bob.token).await;
+
+    let sent = as_alice.send_text(chat, "d1", "to be deleted").await;
+    let message_id = id_of(&sent, "id");
+    let event = bob_ws.recv_until("new_message", LIVE).await;
+    let cursor = event["cursor"].as_str().expect("a cursor").to_string();
+
+    // The deletion's UPDATE runs; its answer never reaches chat-api.
+    stack
+        .mysql_proxy()
+        .arm_statement_trap("SET body = NULL, attachment_id = NULL, deleted_at");
+    let path = format!("/v1/chats/{chat}/messages/{message_id}");
+    let (status, body) = as_alice.delete(&path).await;
+    assert_eq!(status, 503, "no answer to the deletion: {body}");
+    assert!(
+        !stack.mysql_proxy().statement_trap_armed(),
+        "the deletion hit the trap"
+    );
+
+    // Nobody retries: chat-api announces the stored tombstone on its own.
+    let updated = bob_ws.recv_until("message_updated", LIVE).await;
+    assert_eq!(updated["message"]["id"], json!(message_id));
+    assert!(
+        updated["message"]["deleted_at"].is_string(),
+        "the event shows the tombstone: {updated}"
+    );
+
+    // The retry finds it done, and a sync from before the deletion carries it.
+    let (status, body) = as_alice.delete(&path).await;
+    assert_eq!(status, 204, "the retry: {body}");
+    let (status, synced) = as_bob.get(&format!("/v1/sync?since={cursor}")).await;
+    assert_eq!(status, 200, "{synced}");
+    let events = synced["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events.iter().any(|e| e["type"] == json!("message_updated")
+            && e["message"]["id"] == json!(message_id)
+            && e["message"]["deleted_at"].is_string()),
+        "the sync carries the deletion: {synced}"
+    );
 }

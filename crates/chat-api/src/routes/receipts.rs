@@ -4,7 +4,8 @@
 //!
 //! Each change is stored, then published to every member, in a task of its own: a client that
 //! hangs up must not cancel the publish between the commit and the event (sync would still have
-//! it, but live sockets would not).
+//! it, but live sockets would not). A change whose write got no answer is announced once the
+//! database shows it (`crate::announce::changes`).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -15,6 +16,7 @@ use chat_proto::{
 };
 use chat_store::{ReadOutcome, StoreError, UpdateOutcome};
 
+use crate::announce::changes::{self, ExpectedChange, after_failed_change};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, JsonBody, ServiceCaller, parse_id};
 use crate::routes::messages::valid_text;
@@ -114,6 +116,10 @@ pub async fn edit(
             .store
             .edit_message(caller.id, chat_id, message_id, &text)
             .await
+            .inspect_err(|e| {
+                let expected = ExpectedChange::Edit(text.clone());
+                after_failed_change(&state, chat_id, message_id, expected, e);
+            })
             .map_err(message_not_found)?;
         publish_update(&state, &outcome).await;
         Ok::<_, ApiError>(outcome)
@@ -135,6 +141,9 @@ pub async fn delete(
             .store
             .delete_message(caller.id, chat_id, message_id)
             .await
+            .inspect_err(|e| {
+                after_failed_change(&state, chat_id, message_id, ExpectedChange::Delete, e);
+            })
             .map_err(message_not_found)?;
         publish_update(&state, &outcome).await;
         Ok::<_, ApiError>(())
@@ -145,17 +154,9 @@ pub async fn delete(
 
 /// `message_updated` to every member, when something changed.
 async fn publish_update(state: &AppState, outcome: &UpdateOutcome) {
-    let Some(at) = outcome.message.updated_at().filter(|_| outcome.changed) else {
-        return;
-    };
-    metrics::counter!("chat_messages_updated_total").increment(1);
-    let event = ServerEvent::MessageUpdated {
-        message: outcome.message.clone(),
-        cursor: Cursor::after_event(at.timestamp_millis()).to_string(),
-    };
-    state
-        .publish_chat_event(outcome.message.chat_id, &outcome.member_ids, event, None)
-        .await;
+    if outcome.changed {
+        changes::publish_update(state, &outcome.message, &outcome.member_ids).await;
+    }
 }
 
 /// Runs the work in a task the client cannot cancel by hanging up, its publish watched for
