@@ -89,6 +89,8 @@ pub struct Announcer {
     last_published: Mutex<HashMap<u64, u64>>,
     /// Ids of this replica's late-publish entries.
     late_ids: AtomicU64,
+    /// Ids of this replica's pending changes (`changes::ChangeMark`).
+    change_ids: AtomicU64,
     /// This replica's late publishes now (the bus's count reaches the sweeper a tick later).
     late_here: AtomicI64,
     /// Wall-clock ms of the last sweep that found no late publish and no dead replica; 0 when
@@ -108,6 +110,7 @@ impl Announcer {
             replica: format!("{:016x}", rand::random::<u64>()),
             last_published: Mutex::new(HashMap::new()),
             late_ids: AtomicU64::new(0),
+            change_ids: AtomicU64::new(0),
             late_here: AtomicI64::new(0),
             clear_at_ms: AtomicI64::new(0),
         }
@@ -354,8 +357,8 @@ pub(crate) async fn sweep(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-/// Closes the gap of every chat a dead replica had pending, then forgets it (or leaves it for
-/// the next sweep if a chat could not be settled).
+/// Closes the gap of every chat a dead replica had pending and announces its pending changes,
+/// then forgets it (or leaves it for the next sweep if a chat or change could not be settled).
 async fn take_over(state: &AppState, replica: &str) {
     let chats = match state.bus.pending_chats(replica).await {
         Ok(chats) => chats,
@@ -372,11 +375,26 @@ async fn take_over(state: &AppState, replica: &str) {
             .await;
         settled &= matches!(closed, Ok(true));
     }
+    let changes = match state.bus.pending_changes(replica).await {
+        Ok(changes) => changes,
+        Err(e) => {
+            tracing::warn!(error = %e, replica, "reading a dead replica's pending changes failed");
+            return;
+        }
+    };
+    for (_, change) in &changes {
+        settled &= changes::settle(state, change).await;
+    }
     if !settled {
         return;
     }
     match state.bus.forget_replica(replica).await {
-        Ok(()) => tracing::info!(replica, chats = chats.len(), "took over a dead api replica"),
+        Ok(()) => tracing::info!(
+            replica,
+            chats = chats.len(),
+            changes = changes.len(),
+            "took over a dead api replica"
+        ),
         Err(e) => tracing::warn!(error = %e, replica, "forgetting a dead replica failed"),
     }
 }

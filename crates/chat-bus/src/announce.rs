@@ -6,8 +6,11 @@
 //!   the gap from the database first; it advances the watermark with its own publish.
 //! - Each api replica's pending sends: per chat, how many of its sends are between "about to be
 //!   stored" and "published". Marked before the send reaches the database, cleared after.
+//! - Each api replica's pending changes: an edit or deletion between "about to be written" and
+//!   "published", with what it changes, so that another replica can announce it.
 //! - Each replica's heartbeat. A replica whose heartbeat lapsed is dead: another replica takes its
-//!   pending chats, fills each chat's gap under the chat's lock, and forgets it.
+//!   pending chats, fills each chat's gap under the chat's lock, announces its pending changes
+//!   that the database shows, and forgets it.
 //! - Late publishes: one entry per write whose event may reach its channels later than a
 //!   cursor's overlap after the event's time (its commit is slow, or its outcome unknown), until
 //!   it is published. While any is registered, a sync is not answered from the recent-event log,
@@ -18,6 +21,42 @@
 use std::time::Duration;
 
 use crate::{Bus, Result};
+
+/// An edit or deletion that a replica is writing and has not yet published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingChange {
+    pub chat_id: u64,
+    pub message_id: u64,
+    /// The new text of an edit; `None` for a deletion.
+    pub edit: Option<String>,
+}
+
+impl PendingChange {
+    /// `chat:message:d` or `chat:message:e:<text>`, as stored.
+    pub(crate) fn encode(&self) -> String {
+        match &self.edit {
+            None => format!("{}:{}:d", self.chat_id, self.message_id),
+            Some(text) => format!("{}:{}:e:{text}", self.chat_id, self.message_id),
+        }
+    }
+
+    /// The inverse of `encode`; `None` for anything else.
+    pub(crate) fn decode(stored: &str) -> Option<Self> {
+        let mut parts = stored.splitn(4, ':');
+        let chat_id = parts.next()?.parse().ok()?;
+        let message_id = parts.next()?.parse().ok()?;
+        let edit = match (parts.next()?, parts.next()) {
+            ("d", None) => None,
+            ("e", Some(text)) => Some(text.to_string()),
+            _ => return None,
+        };
+        Some(Self {
+            chat_id,
+            message_id,
+            edit,
+        })
+    }
+}
 
 impl Bus {
     /// The chat's announce watermark; `None` if never set or expired.
@@ -41,6 +80,27 @@ impl Bus {
         self.backend.clear_pending(replica, chat_id).await
     }
 
+    /// Registers change `id` of `replica` as pending until [`Bus::clear_change`].
+    pub async fn mark_change(&self, replica: &str, id: u64, change: &PendingChange) -> Result<()> {
+        self.backend
+            .mark_change(replica, id, &change.encode())
+            .await
+    }
+
+    /// Unregisters a pending change (published, or known not written).
+    pub async fn clear_change(&self, replica: &str, id: u64) -> Result<()> {
+        self.backend.clear_change(replica, id).await
+    }
+
+    /// The pending changes of `replica` by id (entries that do not decode are skipped).
+    pub async fn pending_changes(&self, replica: &str) -> Result<Vec<(u64, PendingChange)>> {
+        let stored = self.backend.pending_changes(replica).await?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|(id, stored)| Some((id, PendingChange::decode(&stored)?)))
+            .collect())
+    }
+
     /// Says `replica` is alive for `ttl`, and registers it.
     pub async fn replica_heartbeat(&self, replica: &str, ttl: Duration) -> Result<()> {
         self.backend.replica_heartbeat(replica, ttl).await
@@ -56,7 +116,7 @@ impl Bus {
         self.backend.pending_chats(replica).await
     }
 
-    /// Drops a dead replica's pending sends, its late publishes and its registration.
+    /// Drops a dead replica's pending sends and changes, its late publishes and its registration.
     pub async fn forget_replica(&self, replica: &str) -> Result<()> {
         self.backend.forget_replica(replica).await
     }
@@ -77,5 +137,45 @@ impl Bus {
     /// How many late publishes are registered, every replica's together.
     pub async fn late_publishes(&self) -> Result<u64> {
         self.backend.late_publishes(crate::recent::now_ms()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PendingChange;
+
+    #[test]
+    fn pending_changes_survive_their_encoding() {
+        let changes = [
+            PendingChange {
+                chat_id: 7,
+                message_id: 42,
+                edit: None,
+            },
+            PendingChange {
+                chat_id: 7,
+                message_id: 43,
+                edit: Some("a: text with: colons".into()),
+            },
+            PendingChange {
+                chat_id: 1,
+                message_id: 2,
+                edit: Some(String::new()),
+            },
+        ];
+        for change in changes {
+            assert_eq!(PendingChange::decode(&change.encode()), Some(change));
+        }
+        for bad in [
+            "",
+            "7",
+            "7:42",
+            "7:42:x",
+            "7:42:d:extra",
+            "x:42:d",
+            "7:42:e",
+        ] {
+            assert_eq!(PendingChange::decode(bad), None, "{bad:?}");
+        }
     }
 }

@@ -180,6 +180,14 @@ pub(crate) trait AnnounceBackend {
 
     async fn clear_pending(&self, replica: &str, chat_id: u64) -> Result<()>;
 
+    /// `change` is `PendingChange::encode`'s.
+    async fn mark_change(&self, replica: &str, id: u64, change: &str) -> Result<()>;
+
+    async fn clear_change(&self, replica: &str, id: u64) -> Result<()>;
+
+    /// Id → encoded change.
+    async fn pending_changes(&self, replica: &str) -> Result<Vec<(u64, String)>>;
+
     async fn replica_heartbeat(&self, replica: &str, ttl: Duration) -> Result<()>;
 
     async fn dead_replicas(&self) -> Result<Vec<String>>;

@@ -145,6 +145,12 @@ impl Keys {
         format!("{}:api:{{{replica}}}:pending", self.prefix)
     }
 
+    /// `P:api:{r}:changes`: hash of change id → an edit or deletion of api replica `r` not yet
+    /// published (`crate::PendingChange`).
+    pub fn replica_changes(&self, replica: &str) -> String {
+        format!("{}:api:{{{replica}}}:changes", self.prefix)
+    }
+
     /// `P:api:{r}:alive`: present while api replica `r` heartbeats.
     pub fn replica_alive(&self, replica: &str) -> String {
         format!("{}:api:{{{replica}}}:alive", self.prefix)

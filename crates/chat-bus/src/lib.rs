@@ -45,6 +45,7 @@ mod recent;
 mod redis;
 mod subscriber;
 
+pub use announce::PendingChange;
 pub use bus::Bus;
 pub use config::{BusConfig, RedisArgs, RedisMode};
 pub use jobs::{DeadLetter, Delivery, PUSH_GROUP, PushConsumer, PushStats};

@@ -2,14 +2,16 @@
 //! (`CHAT_TEST_REDIS_URL`) and the local test cluster (`CHAT_TEST_CLUSTER_URL`; `make cluster`):
 //! a logged publish still reaches subscribers, and a read answers "covered from here" exactly
 //! (a channel never written, a new log, a count trim, an invalidation); the late publishes that
-//! keep chat-api's syncs off the log are counted until cleared. The coverage rules in detail
+//! keep chat-api's syncs off the log are counted until cleared, and a replica's pending changes
+//! are kept until cleared or forgotten. The coverage rules in detail
 //! are unit-tested on the memory model (`src/recent/tests.rs`), which the Redis scripts follow.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chat_bus::{
-    Bus, BusConfig, BusError, BusMessage, RECENT_LOG_SKEW_MS, RecentLogConfig, RedisMode, Topic,
+    Bus, BusConfig, BusError, BusMessage, PendingChange, RECENT_LOG_SKEW_MS, RecentLogConfig,
+    RedisMode, Topic,
 };
 
 type TestResult = Result<(), BusError>;
@@ -256,4 +258,49 @@ async fn standalone_late_publishes_are_counted_until_cleared() -> TestResult {
 #[tokio::test]
 async fn cluster_late_publishes_are_counted_until_cleared() -> TestResult {
     late_publishes_are_counted_until_cleared(cluster()).await
+}
+
+async fn pending_changes_are_kept_until_cleared_or_forgotten(bus: Bus) -> TestResult {
+    let delete = PendingChange {
+        chat_id: 7,
+        message_id: 70,
+        edit: None,
+    };
+    let edit = PendingChange {
+        chat_id: 7,
+        message_id: 71,
+        edit: Some("new: text".into()),
+    };
+    bus.mark_change("a", 1, &delete).await?;
+    bus.mark_change("a", 2, &edit).await?;
+    bus.mark_change("ab", 1, &delete).await?;
+    let mut pending = bus.pending_changes("a").await?;
+    pending.sort_by_key(|(id, _)| *id);
+    assert_eq!(pending, [(1, delete.clone()), (2, edit.clone())]);
+    bus.clear_change("a", 1).await?;
+    assert_eq!(bus.pending_changes("a").await?, [(2, edit)]);
+    bus.forget_replica("a").await?;
+    assert!(bus.pending_changes("a").await?.is_empty());
+    assert_eq!(
+        bus.pending_changes("ab").await?,
+        [(1, delete)],
+        "another replica's changes stay"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn memory_pending_changes_are_kept_until_cleared_or_forgotten() -> TestResult {
+    pending_changes_are_kept_until_cleared_or_forgotten(Bus::memory("t").with_recent_log(BOUNDS))
+        .await
+}
+
+#[tokio::test]
+async fn standalone_pending_changes_are_kept_until_cleared_or_forgotten() -> TestResult {
+    pending_changes_are_kept_until_cleared_or_forgotten(standalone()).await
+}
+
+#[tokio::test]
+async fn cluster_pending_changes_are_kept_until_cleared_or_forgotten() -> TestResult {
+    pending_changes_are_kept_until_cleared_or_forgotten(cluster()).await
 }

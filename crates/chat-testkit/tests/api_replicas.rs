@@ -1,6 +1,7 @@
 //! Two chat-api replicas behind the gateways: a replica that dies between a message's COMMIT and
-//! its publish leaves the message to the other one, which announces it live, once, in order; and
-//! the gateways keep forwarding frames while one replica is down.
+//! its publish leaves the message to the other one, which announces it live, once, in order; a
+//! deletion left that way is announced by the other one too; and the gateways keep forwarding
+//! frames while one replica is down.
 
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,51 @@ async fn a_message_whose_replica_died_before_publishing_is_announced_by_the_othe
         Some((3, "a3".into())),
         "no second copy of a2"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_whose_replica_died_before_publishing_is_announced_by_the_other() {
+    let mut stack = Stack::start(StackOptions {
+        apis: 2,
+        proxy_mysql: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let first = chat_testkit::ApiClient::new(&stack.api_url_of(0));
+    let alice = first.new_user("ard").await;
+    let bob = first.new_user("are").await;
+    let chat = id_of(&first.as_user(&alice).private_chat(bob.id).await, "id");
+    let mut bob_ws = WsClient::authed(&stack.gateway_ws_url(0), &bob.token).await;
+    let sent = first.as_user(&alice).send_text(chat, "d1", "d1").await;
+    let message_id = id_of(&sent, "id");
+    bob_ws
+        .recv_until("new_message", Duration::from_secs(10))
+        .await;
+
+    // The first replica's deletion runs and hears nothing back; the replica dies before its own
+    // resolver (a quarter of a second later) can announce it.
+    stack
+        .mysql_proxy()
+        .arm_statement_trap("SET body = NULL, attachment_id = NULL, deleted_at");
+    let (status, body) = first
+        .as_user(&alice)
+        .delete(&format!("/v1/chats/{chat}/messages/{message_id}"))
+        .await;
+    stack.kill_api(0);
+    assert_eq!(status, 503, "{body}");
+    assert!(!stack.mysql_proxy().statement_trap_armed());
+    let killed = Instant::now();
+
+    let updated = bob_ws
+        .recv_until("message_updated", Duration::from_secs(10))
+        .await;
+    assert_eq!(updated["message"]["id"], json!(message_id));
+    assert!(
+        updated["message"]["deleted_at"].is_string(),
+        "the surviving replica announces the tombstone: {updated}"
+    );
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(6), "announced after {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,41 +1,71 @@
 //! Announcing edits and deletions: `message_updated` to every member, and the same for a change
 //! whose database write got no answer.
 //!
-//! An edit or deletion is one guarded `UPDATE`. When its connection breaks after the statement
-//! was sent, the row may have changed with nobody told: the client sees 503, and its retry of a
+//! An edit or deletion is one guarded `UPDATE`, marked pending on the bus (`Bus::mark_change`,
+//! with what it changes) from before the write until after its publish. When its connection
+//! breaks after the statement was sent, the row may have changed with nobody told: the client sees 503, and its retry of a
 //! deletion finds a tombstone, which is "done already" with nothing to announce. The recent-event
 //! log, which only holds what was published, would then never carry that deletion, and members
 //! resuming from it would keep the message. So a change that failed that way registers a late
 //! publish (syncs stay on the database, which has the change, see `crate::announce`) and a
 //! resolver reads the message once the database answers: if the change is there, it is
-//! announced. Announcing it twice (the write did go through and a retry changed it again) is
+//! announced. A replica that dies between the write and the publish leaves its mark, and the
+//! replica that takes it over (`crate::announce::sweep`) does the same once. Announcing it twice (the write did go through and a retry changed it again) is
 //! harmless: clients apply `message_updated` by replacing the message they hold, and the resume
 //! seam drops a repeat of the same message and time.
 
+use std::sync::atomic::Ordering;
+
+use chat_bus::PendingChange;
 use chat_proto::{Cursor, Message, ServerEvent};
 use chat_store::StoreError;
 
 use super::{LateEntry, RESOLVE_FOR, RESOLVE_WAIT};
 use crate::state::AppState;
 
-/// The change a failed write was making, to recognise it in the stored message.
-#[derive(Debug, Clone)]
-pub(crate) enum ExpectedChange {
-    Edit(String),
-    Delete,
+/// Whether `message` shows `change` as its latest change.
+fn shows(message: &Message, change: &PendingChange) -> bool {
+    match &change.edit {
+        None => message.deleted_at.is_some(),
+        Some(text) => {
+            message.deleted_at.is_none()
+                && message.edited_at.is_some()
+                && message.text.as_deref() == Some(text.as_str())
+        }
+    }
 }
 
-impl ExpectedChange {
-    /// Whether `message` shows this change as its latest one.
-    fn shown_by(&self, message: &Message) -> bool {
-        match self {
-            Self::Delete => message.deleted_at.is_some(),
-            Self::Edit(text) => {
-                message.deleted_at.is_none()
-                    && message.edited_at.is_some()
-                    && message.text.as_deref() == Some(text.as_str())
-            }
+/// A change's pending mark on the bus, cleared when dropped (off the caller's path). A mark that
+/// could not be written (Redis is out of reach, and with it the publish) is logged and left out.
+pub(crate) struct ChangeMark {
+    state: AppState,
+    id: Option<u64>,
+}
+
+impl ChangeMark {
+    pub(crate) async fn register(state: &AppState, change: &PendingChange) -> Self {
+        let announcer = &state.announcer;
+        let id = announcer.change_ids.fetch_add(1, Ordering::Relaxed);
+        let marked = state.bus.mark_change(&announcer.replica, id, change).await;
+        if let Err(e) = &marked {
+            tracing::warn!(error = %e, "marking an edit or deletion pending failed");
         }
+        Self {
+            state: state.clone(),
+            id: marked.is_ok().then_some(id),
+        }
+    }
+}
+
+impl Drop for ChangeMark {
+    fn drop(&mut self) {
+        let Some(id) = self.id else { return };
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = state.bus.clear_change(&state.announcer.replica, id).await {
+                tracing::debug!(error = %e, "clearing a pending change failed");
+            }
+        });
     }
 }
 
@@ -56,12 +86,12 @@ pub(crate) async fn publish_update(state: &AppState, message: &Message, member_i
 }
 
 /// After an edit or deletion failed with `err`: when the database may have applied it, keeps a
-/// late publish registered and announces the change once the database shows it.
+/// late publish registered and the change marked, and announces the change once the database
+/// shows it.
 pub(crate) fn after_failed_change(
     state: &AppState,
-    chat_id: u64,
-    message_id: u64,
-    expected: ExpectedChange,
+    change: PendingChange,
+    mark: ChangeMark,
     err: &StoreError,
 ) {
     if !matches!(
@@ -74,49 +104,53 @@ pub(crate) fn after_failed_change(
     let late = LateEntry::register(state);
     let state = state.clone();
     tokio::spawn(async move {
-        resolve_change(&state, chat_id, message_id, &expected).await;
-        drop(late);
+        resolve_change(&state, &change).await;
+        drop((late, mark));
     });
 }
 
-/// Reads the message until the database answers, then announces it if it shows the change.
-async fn resolve_change(
-    state: &AppState,
-    chat_id: u64,
-    message_id: u64,
-    expected: &ExpectedChange,
-) {
+/// Settles the change until the database answers (or `RESOLVE_FOR` passes).
+async fn resolve_change(state: &AppState, change: &PendingChange) {
     let give_up = tokio::time::Instant::now() + RESOLVE_FOR;
     let mut waits = RESOLVE_WAIT.delays();
     while tokio::time::Instant::now() < give_up {
         tokio::time::sleep(waits.next_delay()).await;
-        let message = match state.store.message_in_chat(chat_id, message_id).await {
-            Ok(Some(message)) => message,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, message_id, "resolver: the message is out of reach");
-                continue;
-            }
-        };
-        if !expected.shown_by(&message) {
+        if settle(state, change).await {
             return;
-        }
-        match state.store.member_ids(chat_id).await {
-            Ok(members) => {
-                metrics::counter!("chat_message_changes_announced_late_total").increment(1);
-                publish_update(state, &message, &members).await;
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, chat_id, "resolver: the chat's members are out of reach")
-            }
         }
     }
     tracing::warn!(
-        chat_id,
-        message_id,
+        chat_id = change.chat_id,
+        message_id = change.message_id,
         "gave up announcing an edit or deletion whose write got no answer"
     );
+}
+
+/// Reads the message and announces it if it shows the change. True once the database answered.
+pub(super) async fn settle(state: &AppState, change: &PendingChange) -> bool {
+    let (chat_id, message_id) = (change.chat_id, change.message_id);
+    let message = match state.store.message_in_chat(chat_id, message_id).await {
+        Ok(Some(message)) => message,
+        Ok(None) => return true,
+        Err(e) => {
+            tracing::debug!(error = %e, message_id, "the changed message is out of reach");
+            return false;
+        }
+    };
+    if !shows(&message, change) {
+        return true;
+    }
+    match state.store.member_ids(chat_id).await {
+        Ok(members) => {
+            metrics::counter!("chat_message_changes_announced_late_total").increment(1);
+            publish_update(state, &message, &members).await;
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, chat_id, "the changed message's members are out of reach");
+            false
+        }
+    }
 }
 
 #[cfg(test)]
@@ -144,21 +178,29 @@ mod tests {
         }
     }
 
+    fn change(edit: Option<&str>) -> PendingChange {
+        PendingChange {
+            chat_id: 2,
+            message_id: 1,
+            edit: edit.map(str::to_string),
+        }
+    }
+
     #[test]
     fn a_deletion_is_shown_by_a_tombstone_only() {
-        assert!(ExpectedChange::Delete.shown_by(&message(None, false, true)));
-        assert!(!ExpectedChange::Delete.shown_by(&message(Some("hi"), true, false)));
+        assert!(shows(&message(None, false, true), &change(None)));
+        assert!(!shows(&message(Some("hi"), true, false), &change(None)));
     }
 
     #[test]
     fn an_edit_is_shown_by_its_text_on_an_edited_live_message() {
-        let edit = ExpectedChange::Edit("new".into());
-        assert!(edit.shown_by(&message(Some("new"), true, false)));
-        assert!(!edit.shown_by(&message(Some("old"), true, false)));
+        let edit = change(Some("new"));
+        assert!(shows(&message(Some("new"), true, false), &edit));
+        assert!(!shows(&message(Some("old"), true, false), &edit));
         assert!(
-            !edit.shown_by(&message(Some("new"), false, false)),
+            !shows(&message(Some("new"), false, false), &edit),
             "sent with that text, never edited"
         );
-        assert!(!edit.shown_by(&message(None, true, true)));
+        assert!(!shows(&message(None, true, true), &edit));
     }
 }

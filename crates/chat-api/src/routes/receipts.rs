@@ -10,13 +10,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use chat_bus::PendingChange;
 use chat_proto::{
     Cursor, DeliveredBatch, DeliveredResult, DeliveredResults, EditMessageRequest, ErrorBody,
     MessageBody, ServerEvent, WatermarkRequest,
 };
 use chat_store::{ReadOutcome, StoreError, UpdateOutcome};
 
-use crate::announce::changes::{self, ExpectedChange, after_failed_change};
+use crate::announce::changes::{self, ChangeMark, after_failed_change};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, JsonBody, ServiceCaller, parse_id};
 use crate::routes::messages::valid_text;
@@ -112,16 +113,26 @@ pub async fn edit(
     let (chat_id, message_id) = (parse_id(&id)?, parse_id(&message_id)?);
     let text = valid_text(Some(&req.text))?.to_string();
     let outcome = spawned(state.clone(), async move {
-        let outcome = state
+        let change = PendingChange {
+            chat_id,
+            message_id,
+            edit: Some(text),
+        };
+        let mark = ChangeMark::register(&state, &change).await;
+        let text = change.edit.as_deref().unwrap_or_default();
+        let outcome = match state
             .store
-            .edit_message(caller.id, chat_id, message_id, &text)
+            .edit_message(caller.id, chat_id, message_id, text)
             .await
-            .inspect_err(|e| {
-                let expected = ExpectedChange::Edit(text.clone());
-                after_failed_change(&state, chat_id, message_id, expected, e);
-            })
-            .map_err(message_not_found)?;
+        {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                after_failed_change(&state, change, mark, &e);
+                return Err(message_not_found(e));
+            }
+        };
         publish_update(&state, &outcome).await;
+        drop(mark);
         Ok::<_, ApiError>(outcome)
     })
     .await??;
@@ -137,15 +148,25 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let (chat_id, message_id) = (parse_id(&id)?, parse_id(&message_id)?);
     spawned(state.clone(), async move {
-        let outcome = state
+        let change = PendingChange {
+            chat_id,
+            message_id,
+            edit: None,
+        };
+        let mark = ChangeMark::register(&state, &change).await;
+        let outcome = match state
             .store
             .delete_message(caller.id, chat_id, message_id)
             .await
-            .inspect_err(|e| {
-                after_failed_change(&state, chat_id, message_id, ExpectedChange::Delete, e);
-            })
-            .map_err(message_not_found)?;
+        {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                after_failed_change(&state, change, mark, &e);
+                return Err(message_not_found(e));
+            }
+        };
         publish_update(&state, &outcome).await;
+        drop(mark);
         Ok::<_, ApiError>(())
     })
     .await??;

@@ -1,5 +1,5 @@
 //! The announce bookkeeping in memory, as in Redis (`redis/announce.rs`): watermarks, each
-//! replica's pending counts and heartbeat deadlines. Watermarks and pending counts do not expire
+//! replica's pending counts, pending changes and heartbeat deadlines. Watermarks and pending counts do not expire
 //! here: the embedded mode is one process with one chat-api, whose own sends are all it holds.
 
 use std::collections::HashMap;
@@ -23,6 +23,8 @@ struct State {
     watermarks: HashMap<u64, u64>,
     /// Replica → chat → pending sends.
     pending: HashMap<String, HashMap<u64, i64>>,
+    /// Replica → change id → encoded pending change.
+    changes: HashMap<String, HashMap<u64, String>>,
     /// Replica → heartbeat deadline.
     replicas: HashMap<String, Instant>,
     /// (replica, id) → the wall-clock ms the late publish's entry expires.
@@ -67,6 +69,38 @@ impl AnnounceBackend for MemoryBus {
         Ok(())
     }
 
+    async fn mark_change(&self, replica: &str, id: u64, change: &str) -> Result<()> {
+        let mut state = self.announce.state.lock();
+        state
+            .changes
+            .entry(replica.to_string())
+            .or_default()
+            .insert(id, change.to_string());
+        Ok(())
+    }
+
+    async fn clear_change(&self, replica: &str, id: u64) -> Result<()> {
+        let mut state = self.announce.state.lock();
+        if let Some(changes) = state.changes.get_mut(replica) {
+            changes.remove(&id);
+            if changes.is_empty() {
+                state.changes.remove(replica);
+            }
+        }
+        Ok(())
+    }
+
+    async fn pending_changes(&self, replica: &str) -> Result<Vec<(u64, String)>> {
+        let state = self.announce.state.lock();
+        let mut changes: Vec<(u64, String)> = state
+            .changes
+            .get(replica)
+            .map(|changes| changes.iter().map(|(id, c)| (*id, c.clone())).collect())
+            .unwrap_or_default();
+        changes.sort_unstable();
+        Ok(changes)
+    }
+
     async fn replica_heartbeat(&self, replica: &str, ttl: Duration) -> Result<()> {
         let until = deadline(now(), ttl);
         self.announce
@@ -101,6 +135,7 @@ impl AnnounceBackend for MemoryBus {
     async fn forget_replica(&self, replica: &str) -> Result<()> {
         let mut state = self.announce.state.lock();
         state.pending.remove(replica);
+        state.changes.remove(replica);
         state.replicas.remove(replica);
         state.late.retain(|(of, _), _| of != replica);
         Ok(())

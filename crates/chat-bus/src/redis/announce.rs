@@ -1,5 +1,6 @@
 //! The announce bookkeeping in Redis (see `crate::announce`): `P:chat:{chat}:announced` (a
 //! number, kept a week), `P:api:{replica}:pending` (a hash chat → pending sends),
+//! `P:api:{replica}:changes` (a hash change id → pending edit or deletion),
 //! `P:api:{replica}:alive` (a key with the heartbeat's TTL), `P:api:replicas` (a set) and
 //! `P:api:late` (a sorted set of `replica/id` by expiry). Each command or script touches one
 //! slot.
@@ -97,6 +98,35 @@ impl AnnounceBackend for RedisBus {
         Ok(())
     }
 
+    async fn mark_change(&self, replica: &str, id: u64, change: &str) -> Result<()> {
+        let key = self.keys.replica_changes(replica);
+        let mut conn = self.conn().await?;
+        let _: () = redis::pipe()
+            .hset(&key, id, change)
+            .ignore()
+            .expire(&key, PENDING_TTL.as_secs() as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_change(&self, replica: &str, id: u64) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = conn.hdel(self.keys.replica_changes(replica), id).await?;
+        Ok(())
+    }
+
+    /// `HGETALL`; fields that are not ids are skipped (nothing here writes them).
+    async fn pending_changes(&self, replica: &str) -> Result<Vec<(u64, String)>> {
+        let mut conn = self.conn().await?;
+        let all: Vec<(String, String)> = conn.hgetall(self.keys.replica_changes(replica)).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(id, change)| Some((id.parse().ok()?, change)))
+            .collect())
+    }
+
     async fn replica_heartbeat(&self, replica: &str, ttl: Duration) -> Result<()> {
         let mut alive = redis::cmd("SET");
         alive
@@ -139,9 +169,11 @@ impl AnnounceBackend for RedisBus {
     async fn forget_replica(&self, replica: &str) -> Result<()> {
         let mut pending = redis::cmd("DEL");
         pending.arg(self.keys.replica_pending(replica));
+        let mut changes = redis::cmd("DEL");
+        changes.arg(self.keys.replica_changes(replica));
         let mut register = redis::cmd("SREM");
         register.arg(self.keys.replicas()).arg(replica);
-        let _: Vec<redis::Value> = self.run_all(&[pending, register]).await?;
+        let _: Vec<redis::Value> = self.run_all(&[pending, changes, register]).await?;
         let mut conn = self.conn().await?;
         let _: i64 = FORGET_LATE_SCRIPT
             .key(self.keys.late_publishes())
