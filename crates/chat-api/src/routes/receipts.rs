@@ -110,32 +110,12 @@ pub async fn edit(
     Path((id, message_id)): Path<(String, String)>,
     JsonBody(req): JsonBody<EditMessageRequest>,
 ) -> ApiResult<Json<MessageBody>> {
-    let (chat_id, message_id) = (parse_id(&id)?, parse_id(&message_id)?);
-    let text = valid_text(Some(&req.text))?.to_string();
-    let outcome = spawned(state.clone(), async move {
-        let change = PendingChange {
-            chat_id,
-            message_id,
-            edit: Some(text),
-        };
-        let mark = ChangeMark::register(&state, &change).await;
-        let text = change.edit.as_deref().unwrap_or_default();
-        let outcome = match state
-            .store
-            .edit_message(caller.id, chat_id, message_id, text)
-            .await
-        {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                after_failed_change(&state, change, mark, &e);
-                return Err(message_not_found(e));
-            }
-        };
-        publish_update(&state, &outcome).await;
-        drop(mark);
-        Ok::<_, ApiError>(outcome)
-    })
-    .await??;
+    let change = PendingChange {
+        chat_id: parse_id(&id)?,
+        message_id: parse_id(&message_id)?,
+        edit: Some(valid_text(Some(&req.text))?.to_string()),
+    };
+    let outcome = spawned(state.clone(), store_and_announce(state, caller.id, change)).await??;
     Ok(Json(MessageBody {
         message: outcome.message,
     }))
@@ -146,38 +126,42 @@ pub async fn delete(
     caller: AuthUser,
     Path((id, message_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let (chat_id, message_id) = (parse_id(&id)?, parse_id(&message_id)?);
-    spawned(state.clone(), async move {
-        let change = PendingChange {
-            chat_id,
-            message_id,
-            edit: None,
-        };
-        let mark = ChangeMark::register(&state, &change).await;
-        let outcome = match state
-            .store
-            .delete_message(caller.id, chat_id, message_id)
-            .await
-        {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                after_failed_change(&state, change, mark, &e);
-                return Err(message_not_found(e));
-            }
-        };
-        publish_update(&state, &outcome).await;
-        drop(mark);
-        Ok::<_, ApiError>(())
-    })
-    .await??;
+    let change = PendingChange {
+        chat_id: parse_id(&id)?,
+        message_id: parse_id(&message_id)?,
+        edit: None,
+    };
+    spawned(state.clone(), store_and_announce(state, caller.id, change)).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `message_updated` to every member, when something changed.
-async fn publish_update(state: &AppState, outcome: &UpdateOutcome) {
+/// Stores the caller's edit or deletion and publishes `message_updated` when something changed,
+/// the change marked pending from before its write until after its publish
+/// (`crate::announce::changes`).
+async fn store_and_announce(
+    state: AppState,
+    me: u64,
+    change: PendingChange,
+) -> ApiResult<UpdateOutcome> {
+    let mark = ChangeMark::register(&state, &change).await;
+    let (chat_id, message_id) = (change.chat_id, change.message_id);
+    let store = &state.store;
+    let stored = match &change.edit {
+        Some(text) => store.edit_message(me, chat_id, message_id, text).await,
+        None => store.delete_message(me, chat_id, message_id).await,
+    };
+    let outcome = match stored {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            after_failed_change(&state, change, mark, &e);
+            return Err(message_not_found(e));
+        }
+    };
     if outcome.changed {
-        changes::publish_update(state, &outcome.message, &outcome.member_ids).await;
+        changes::publish_update(&state, &outcome.message, &outcome.member_ids).await;
     }
+    drop(mark);
+    Ok(outcome)
 }
 
 /// Runs the work in a task the client cannot cancel by hanging up, its publish watched for
