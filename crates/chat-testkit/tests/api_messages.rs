@@ -518,9 +518,10 @@ async fn typing_endpoint() {
     assert_error(&resp, 401, "unauthorized", "typing without a token");
 }
 
-/// The send writer's histograms count what it did: three sends, each waited once and stored in
-/// a transaction that published, in at most three batches. The writer is MySQL's: on SQLite
-/// (chat-embedded) each send is its own transaction and the series do not exist.
+/// The send path's histograms count what it did: three sends, each checked once; and the send
+/// writer's, each send waited once and stored in a transaction that published, in at most three
+/// batches. The writer is MySQL's: on SQLite (chat-embedded) each send is its own transaction
+/// and the writer's series do not exist.
 #[tokio::test]
 async fn send_writer_histograms_count_the_sends() {
     let stack = stack().await;
@@ -538,18 +539,26 @@ async fn send_writer_histograms_count_the_sends() {
     let resp = api.get("/metrics").await;
     assert_status(&resp, 200, "metrics");
     let text = resp.1.as_str().unwrap_or_default().to_string();
-    if stack.is_embedded() {
-        assert!(
-            !text.contains("chat_api_send_"),
-            "SQLite has no send writer to time:\n{text}"
-        );
-        return;
-    }
     let count = |series: &str| -> f64 {
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("{series} missing from chat-api's /metrics:\n{text}"))
     };
+    assert_eq!(count("chat_api_send_checked_seconds_count"), 3.0);
+    if stack.is_embedded() {
+        for writer_series in [
+            "chat_api_send_wait_seconds",
+            "chat_api_send_transaction_seconds",
+            "chat_api_send_publish_seconds",
+            "chat_api_send_batch_sends",
+        ] {
+            assert!(
+                !text.contains(writer_series),
+                "SQLite has no send writer to time:\n{text}"
+            );
+        }
+        return;
+    }
     assert_eq!(count("chat_api_send_wait_seconds_count"), 3.0);
     let batches = count("chat_api_send_transaction_seconds_count");
     assert!((1.0..=3.0).contains(&batches), "{batches} transactions");

@@ -1,8 +1,8 @@
 //! Messages: send (idempotent by client_msg_id), history, read watermark, typing.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chat_proto::{
     Attachment, Cursor, ErrorCode, Message, MessageBody, MessageKind, SendMessageRequest,
     ServerEvent,
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, JsonBody, QueryParams, SignedUser, parse_id};
+use crate::routes::RequestStarted;
 use crate::routes::chats::chat_not_found;
 use crate::state::AppState;
 
@@ -22,6 +23,7 @@ const MAX_PAGE: u32 = 100;
 
 pub async fn send(
     State(state): State<AppState>,
+    started: Option<Extension<RequestStarted>>,
     caller: SignedUser,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<SendMessageRequest>,
@@ -90,6 +92,9 @@ pub async fn send(
         reply_to_id: req.reply_to_id,
         client_msg_id: req.client_msg_id,
     };
+    if let Some(Extension(RequestStarted(at))) = started {
+        metrics::histogram!("chat_api_send_checked_seconds").record(at.elapsed());
+    }
     // A task of its own: a client that hangs up must not cancel a send between its commit
     // and its publish (the chat stays locked for that span).
     let outcome = tokio::spawn(crate::announce::watched(

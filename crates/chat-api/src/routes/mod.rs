@@ -186,8 +186,14 @@ async fn cors(req: Request, next: Next) -> Response {
     response
 }
 
-async fn record_metrics(req: Request, next: Next) -> Response {
+/// When the request reached chat-api (put in the request's extensions by `record_metrics`), for
+/// handlers that time a part of it from the start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestStarted(pub Instant);
+
+async fn record_metrics(mut req: Request, next: Next) -> Response {
     let started = Instant::now();
+    req.extensions_mut().insert(RequestStarted(started));
     let method = req.method().as_str().to_owned();
     let route = req
         .extensions()
