@@ -118,8 +118,15 @@ if [ "${LT_REUSE_STACK:-0}" = 1 ]; then
 else
   lt_stack_start
   bin=$(lt_bin_dir)
-  stack_pids="api:${lt_stack_pids[0]}"
-  for i in $(seq 1 $((${#lt_stack_pids[@]} - 1))); do stack_pids+=" gw$i:${lt_stack_pids[$i]}"; done
+  stack_pids=
+  for i in $(seq 0 $((${#lt_stack_pids[@]} - 1))); do
+    if [ "$i" -lt "$lt_api_count" ]; then
+      stack_pids+=" $(lt_api_name $((i + 1))):${lt_stack_pids[$i]}"
+    else
+      stack_pids+=" gw$((i + 1 - lt_api_count)):${lt_stack_pids[$i]}"
+    fi
+  done
+  stack_pids=${stack_pids# }
 fi
 if [ "$driver" = chat-load ] && [ "${LT_NO_BUILD:-0}" != 1 ]; then
   if [ "${LT_PROFILE:-release}" = release ]; then cargo build --release -q -p chat-load; else cargo build -q -p chat-load; fi
@@ -162,7 +169,7 @@ if [ "$driver" = k6 ]; then
 else
   # chat-load reads the NAME=VALUE knobs from the environment (exported above).
   driver_cmd=("$bin/chat-load" "${script%.js}" --vus "$vus" --users-file "$absdir/raw/users.json"
-    --ws-urls "$WS_URLS" --api-url "$API_URL" --results-dir "$absdir" ${gateway_pids:+--gateway-pids "$gateway_pids"})
+    --ws-urls "$WS_URLS" --api-url "${API_URLS:-$API_URL}" --results-dir "$absdir" ${gateway_pids:+--gateway-pids "$gateway_pids"})
   driver_version="chat-load: $("$bin/chat-load" --version 2>/dev/null) ($bin)"
 fi
 {
@@ -242,7 +249,7 @@ set -e
 for p in $stack_pids; do
   name=${p%%:*}
   case $name in
-    api) url=$API_URL ;;
+    api | api[0-9]) n=${name#api}; url=$(echo "${API_URLS:-$API_URL}" | cut -d, -f"${n:-1}") ;;
     gw*) n=${name#gw}; url=$(echo "$WS_URLS" | cut -d, -f"$n" | sed 's#^ws://#http://#; s#/ws$##') ;;
     *) continue ;;
   esac

@@ -5,7 +5,7 @@ usage: cpu.py RESULTS_DIR [RESULTS_DIR ...]
 
 Reads resources.csv (sample.py: cumulative CPU seconds per process every 2 s) and report.json
 (sessions: figures.sessions_authenticated, else figures.auth_ok). The driver is `k6`, or the
-chat-load processes (`load`, `load-w1`, ...) added up; `stack` is chat-api and the gateways.
+chat-load processes (`load`, `load-w1`, ...) added up; `stack` is chat-api (every replica) and the gateways.
 """
 import csv
 import json
@@ -31,7 +31,7 @@ def main(dirs):
         sessions = fig.get("sessions_authenticated") or fig.get("auth_ok") or 0
         names = [c[:-6] for c in rows[0].keys() if c.endswith("_cpu_s")] if rows else []
         driver = sum(used(rows, n) for n in names if n == "k6" or n == "load" or n.startswith("load-w"))
-        stack = sum(used(rows, n) for n in names if n == "api" or n.startswith("gw"))
+        stack = sum(used(rows, n) for n in names if n.startswith("api") or n.startswith("gw"))
         per = lambda x: f"{1e3 * x / sessions:.3f}" if sessions else "-"
         print(f"{os.path.basename(os.path.normpath(d)):<48} {sessions:>9.0f} {driver:>12.2f} {per(driver):>10} "
               f"{stack:>11.2f} {per(stack):>10}")

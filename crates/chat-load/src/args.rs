@@ -88,8 +88,9 @@ pub struct Args {
     #[arg(long, env = "GATEWAY_PIDS", value_delimiter = ',')]
     pub gateway_pids: Vec<u32>,
 
-    /// chat-api's base URL (storm: its `/metrics` is read at the kill and after the reconnects,
-    /// to count the sync requests the storm cost; none: not counted).
+    /// chat-api's base URL, or its replicas' comma-separated (storm: their `/metrics` are read at
+    /// the kill and after the reconnects, to count the sync requests the storm cost; none: not
+    /// counted).
     #[arg(long, env = "API_URL")]
     pub api_url: Option<String>,
 

@@ -124,16 +124,19 @@ impl Counters {
     }
 }
 
-/// Reads chat-api's page (when `api_url` is set) and every reachable gateway's.
-pub fn read(api_url: Option<&str>, ws_urls: &[String]) -> Counters {
+/// Reads the pages of chat-api's replicas (`api_urls`: comma-separated, when set) and of every
+/// reachable gateway.
+pub fn read(api_urls: Option<&str>, ws_urls: &[String]) -> Counters {
     let mut counters = Counters::default();
-    if let Some(page) = api_url.and_then(|u| page(&format!("{}/metrics", u.trim_end_matches('/'))))
-    {
-        counters.sync_requests = sum(
-            &page,
-            "chat_api_http_requests_total",
-            &[("route", "/v1/sync")],
-        );
+    let replicas = api_urls.into_iter().flat_map(|urls| urls.split(','));
+    for url in replicas.map(str::trim).filter(|url| !url.is_empty()) {
+        if let Some(page) = page(&format!("{}/metrics", url.trim_end_matches('/'))) {
+            counters.sync_requests += sum(
+                &page,
+                "chat_api_http_requests_total",
+                &[("route", "/v1/sync")],
+            );
+        }
     }
     for ws in ws_urls {
         let url = metrics_url(ws);
