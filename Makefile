@@ -38,7 +38,7 @@ test: services cluster build ## Unit + e2e (standalone, embedded, cluster), brow
 	LT_PROFILE=debug LT_NO_BUILD=1 LT_RESULTS_ROOT=.tmp/loadtest-results loadtest/smoke.sh
 	LT_PROFILE=debug LT_NO_BUILD=1 LT_RESULTS_ROOT=.tmp/loadtest-results loadtest/smoke-load.sh
 
-chaos: services build ## Chaos suite, full size: 240 clients, >= 10,000 messages, five faults (kill9_api among them) (docs/reliability.md)
+chaos: services build ## Chaos suite, full size: 240 clients, >= 10,000 messages, five faults (kill9_api among them), then the 15,000-client storm (docs/reliability.md)
 	scripts/chaos.sh
 
 # The second and third passes select test targets with --workspace rather than -p chat-testkit:
