@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_proto::Id;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlQueryResult};
+use sqlx::mysql::{
+    MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlQueryResult,
+};
 use sqlx::{MySql, Pool};
 
 use self::chat_lock::MySqlChatLock;
@@ -26,6 +28,12 @@ use crate::users::Seen;
 use crate::{Result, StoreError};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The name of the lock replicas take turns with to migrate, per database (a lock name is at
+/// most 64 characters), as SQL.
+const MIGRATE_LOCK: &str = "LEFT(CONCAT('chat_migrate:', DATABASE()), 64)";
+/// How long a replica waits for another one's migrations.
+const MIGRATE_LOCK_WAIT: Duration = Duration::from_secs(600);
 
 /// An idle connection is pinged before it is handed out only past this: sqlx pings every one by
 /// default, one round trip more on every query, and a send batch is a handful of round trips in a
@@ -61,12 +69,12 @@ pub(crate) struct MySqlBackend {
 impl MySqlBackend {
     /// Records the current checksum of each migration revised in comments only
     /// (`crate::revisions`) where the shipped one is recorded.
-    async fn move_revised_checksums(&self) -> Result<()> {
+    async fn move_revised_checksums(conn: &mut MySqlConnection) -> Result<()> {
         let migrated: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.tables \
              WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await?;
         if migrated == 0 {
             return Ok(());
@@ -80,7 +88,7 @@ impl MySqlBackend {
             .bind(current)
             .bind(version)
             .bind(shipped)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
         }
         Ok(())
@@ -115,12 +123,36 @@ impl Backend for MySqlBackend {
         self.send_writers.store(writers, Ordering::Relaxed);
     }
 
+    /// Migrates under a named lock of the store's own, on one connection: replicas that start
+    /// together on a fresh database take turns. sqlx's migrator takes `GET_LOCK(name, -1)`, which
+    /// MariaDB answers with NULL at once (its timeout must not be negative), so on MariaDB they
+    /// raced and all but one failed their first try.
     async fn migrate(&self) -> Result<()> {
-        self.move_revised_checksums().await?;
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))
+        let mut conn = self.pool.acquire().await?;
+        let locked: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT GET_LOCK({MIGRATE_LOCK}, ?)"))
+                .bind(MIGRATE_LOCK_WAIT.as_secs())
+                .fetch_one(&mut *conn)
+                .await?;
+        if locked != Some(1) {
+            return Err(StoreError::Migration(format!(
+                "another replica held the migration lock for {} s",
+                MIGRATE_LOCK_WAIT.as_secs()
+            )));
+        }
+        let migrated = async {
+            Self::move_revised_checksums(&mut conn).await?;
+            MIGRATOR
+                .run_direct(&mut *conn)
+                .await
+                .map_err(|e| StoreError::Migration(e.to_string()))
+        }
+        .await;
+        // Should this fail, the lock goes with the connection when the pool closes it.
+        let _ = sqlx::query(&format!("SELECT RELEASE_LOCK({MIGRATE_LOCK})"))
+            .execute(&mut *conn)
+            .await;
+        migrated
     }
 
     async fn ping(&self) -> Result<()> {
