@@ -71,12 +71,15 @@ pub async fn run(
                 if count == 0 {
                     return;
                 }
+                let (mut from_users, mut from_chats) = (0u64, 0u64);
                 for message in taken.drain(..) {
                     match message {
                         BusMessage::Payload { user, payload } => {
+                            from_users += 1;
                             dispatch(&gateway, &mut last, user, payload, &mut batch)
                         }
                         BusMessage::ChatPayload { chat, payload } => {
+                            from_chats += 1;
                             dispatch_chat(&gateway, chat, &payload, &mut batch)
                         }
                         BusMessage::Disconnected => {
@@ -88,6 +91,8 @@ pub async fn run(
                         }
                     }
                 }
+                metrics.bus_user_messages.increment(from_users);
+                metrics.bus_chat_messages.increment(from_chats);
                 batch.finish(hub);
             },
             Some(news) = news.recv() => match news {

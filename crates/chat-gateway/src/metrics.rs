@@ -10,6 +10,10 @@ pub struct GatewayMetrics {
     /// Group chat channels subscribed (chats with a member connected here).
     pub chats: Gauge,
     pub events_delivered: Counter,
+    /// Messages read from the bus on users' channels and on group chats' channels: what crosses
+    /// from Redis into this node (the capacity model's Redis deliveries).
+    pub bus_user_messages: Counter,
+    pub bus_chat_messages: Counter,
     pub outbound_overflow: Counter,
     pub auth_failures: Counter,
     pub delivery_seconds: Histogram,
@@ -26,6 +30,8 @@ impl GatewayMetrics {
             users: metrics::gauge!("chat_gateway_users"),
             chats: metrics::gauge!("chat_gateway_group_chats"),
             events_delivered: metrics::counter!("chat_gateway_events_delivered_total"),
+            bus_user_messages: metrics::counter!("chat_gateway_bus_messages_total", "channel" => "user"),
+            bus_chat_messages: metrics::counter!("chat_gateway_bus_messages_total", "channel" => "chat"),
             outbound_overflow: metrics::counter!("chat_gateway_outbound_overflow_total"),
             auth_failures: metrics::counter!("chat_gateway_auth_failures_total"),
             delivery_seconds: metrics::histogram!("chat_delivery_seconds"),

@@ -210,6 +210,37 @@ async fn group_of_five_gets_every_message_once_in_order() {
             ws.label()
         );
     }
+    // Each gateway read each message once from the chat's channel, not once per member it
+    // holds (three users each: 60 in all). The embedded stack runs both gateways in one process,
+    // whose metrics every listener shows.
+    let pages = if stack.is_embedded() {
+        vec![stack.gateway_http_url(0)]
+    } else {
+        vec![stack.gateway_http_url(0), stack.gateway_http_url(1)]
+    };
+    let mut from_chats = 0.0;
+    for page in &pages {
+        from_chats +=
+            gateway_series(page, "chat_gateway_bus_messages_total{channel=\"chat\"}").await;
+    }
+    assert!(
+        (20.0..30.0).contains(&from_chats),
+        "two gateways read {from_chats} messages from chat channels for 10 group messages"
+    );
+}
+
+/// The value of one series on a gateway's `/metrics` page.
+async fn gateway_series(base: &str, series: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("GET {base}/metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("reading {base}/metrics: {e}"));
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing from {base}/metrics:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
