@@ -3,16 +3,18 @@
 //!
 //! An edit or deletion is one guarded `UPDATE`, marked pending on the bus (`Bus::mark_change`,
 //! with what it changes) from before the write until after its publish. When its connection
-//! breaks after the statement was sent, the row may have changed with nobody told: the client sees 503, and its retry of a
-//! deletion finds a tombstone, which is "done already" with nothing to announce. The recent-event
-//! log, which only holds what was published, would then never carry that deletion, and members
-//! resuming from it would keep the message. So a change that failed that way registers a late
-//! publish (syncs stay on the database, which has the change, see `crate::announce`) and a
-//! resolver reads the message once the database answers: if the change is there, it is
-//! announced. A replica that dies between the write and the publish leaves its mark, and the
-//! replica that takes it over (`crate::announce::sweep`) does the same once. Announcing it twice (the write did go through and a retry changed it again) is
+//! breaks after the statement was sent, the row may have changed with nobody told: the client
+//! sees 503, and its retry of a deletion finds a tombstone, which is "done already" with nothing
+//! to announce. The recent-event log, which only holds what was published, would then never
+//! carry that deletion, and members resuming from it would keep the message. So a change that
+//! failed that way registers a late publish (syncs stay on the database, which has the change,
+//! see `crate::announce`) and a resolver reads the message once the database answers: if the
+//! change is there, it is announced. A replica that dies between the write and the publish
+//! leaves its mark, and the replica that takes it over (`crate::announce::sweep`) does the same
+//! once. Announcing it twice (the write did go through and a retry changed it again) is
 //! harmless: clients apply `message_updated` by replacing the message they hold, and the resume
-//! seam drops a repeat of the same message and time.
+//! seam drops a repeat of the same message and time. Announcing an older state after a newer
+//! one is not, so a late announcement reads the message again after publishing it.
 
 use std::sync::atomic::Ordering;
 
@@ -144,11 +146,51 @@ pub(super) async fn settle(state: &AppState, change: &PendingChange) -> bool {
         Ok(members) => {
             metrics::counter!("chat_message_changes_announced_late_total").increment(1);
             publish_update(state, &message, &members).await;
+            let members = &members[..];
+            let read = move || async move {
+                match state.store.message_in_chat(chat_id, message_id).await {
+                    Ok(now) => now,
+                    Err(e) => {
+                        tracing::debug!(error = %e, message_id, "re-reading the changed message failed");
+                        None
+                    }
+                }
+            };
+            let publish =
+                move |now: Message| async move { publish_update(state, &now, members).await };
+            republish_until_still(message, read, publish).await;
             true
         }
         Err(e) => {
             tracing::debug!(error = %e, chat_id, "the changed message's members are out of reach");
             false
+        }
+    }
+}
+
+/// How many times a late announcement reads the message again after publishing it.
+const FOLLOW_UPS: usize = 3;
+
+/// After `published` was announced late: another change committed between its read and its
+/// publish was announced by its own writer, maybe first, and members replace the message they
+/// hold with each `message_updated`, so they would be left with the older state. Reads the
+/// message again and announces what it now is, until a read shows what was last published (or
+/// none answers: then any change after it is its own writer's to announce, after this one).
+async fn republish_until_still<R, P>(
+    mut published: Message,
+    mut read: impl FnMut() -> R,
+    mut publish: impl FnMut(Message) -> P,
+) where
+    R: Future<Output = Option<Message>>,
+    P: Future<Output = ()>,
+{
+    for _ in 0..FOLLOW_UPS {
+        match read().await {
+            Some(now) if now != published => {
+                publish(now.clone()).await;
+                published = now;
+            }
+            _ => return,
         }
     }
 }
@@ -202,5 +244,63 @@ mod tests {
             "sent with that text, never edited"
         );
         assert!(!shows(&message(None, true, true), &edit));
+    }
+
+    /// What `republish_until_still` publishes when its reads return `reads` in turn.
+    fn republished(first: Message, reads: Vec<Option<Message>>) -> Vec<Message> {
+        let reads = std::cell::RefCell::new(std::collections::VecDeque::from(reads));
+        let published = std::cell::RefCell::new(Vec::new());
+        let read = || std::future::ready(reads.borrow_mut().pop_front().flatten());
+        let publish = |m: Message| {
+            published.borrow_mut().push(m);
+            std::future::ready(())
+        };
+        block_on(republish_until_still(first, read, publish));
+        published.into_inner()
+    }
+
+    fn block_on(fut: impl std::future::Future<Output = ()>) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(fut);
+    }
+
+    fn edited(text: &str) -> Message {
+        message(Some(text), true, false)
+    }
+
+    #[test]
+    fn a_late_announcement_that_still_holds_is_not_repeated() {
+        let a = edited("a");
+        assert!(republished(a.clone(), vec![Some(a)]).is_empty());
+    }
+
+    #[test]
+    fn a_change_that_overtook_a_late_announcement_is_announced_after_it() {
+        let (b, deleted) = (edited("b"), message(None, true, true));
+        assert_eq!(
+            republished(
+                edited("a"),
+                vec![
+                    Some(b.clone()),
+                    Some(deleted.clone()),
+                    Some(deleted.clone())
+                ]
+            ),
+            vec![b, deleted],
+            "members are left with the message as it is now"
+        );
+    }
+
+    #[test]
+    fn a_read_that_fails_ends_the_follow_ups() {
+        assert!(republished(edited("a"), vec![None, Some(edited("b"))]).is_empty());
+    }
+
+    #[test]
+    fn the_follow_ups_are_bounded() {
+        let reads = (0..10).map(|i| Some(edited(&i.to_string()))).collect();
+        assert_eq!(republished(edited("a"), reads).len(), FOLLOW_UPS);
     }
 }
