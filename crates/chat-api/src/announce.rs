@@ -294,31 +294,41 @@ impl Drop for LateEntry {
 /// Closes the chat's gap once the database answers, in case no retry and no other send in the
 /// chat comes along to do it; then clears the send's mark.
 async fn resolve(state: AppState, chat_id: u64, send: KnownSend) {
-    let give_up = tokio::time::Instant::now() + RESOLVE_FOR;
-    let mut waits = RESOLVE_WAIT.delays();
-    while tokio::time::Instant::now() < give_up {
-        tokio::time::sleep(waits.next_delay()).await;
-        let settled = state
+    let settled = until_settled(|| async {
+        let closed = state
             .store
             .in_send_order(chat_id, || {
                 close_gap(&state, chat_id, None, &[], Some(&send))
             })
             .await;
-        match settled {
-            Ok(true) => {
-                clear_pending(&state, chat_id);
-                return;
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, chat_id, "resolver: the chat's lock is out of reach")
-            }
+        closed.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, chat_id, "resolver: the chat's lock is out of reach");
+            false
+        })
+    })
+    .await;
+    if settled {
+        clear_pending(&state, chat_id);
+    } else {
+        tracing::warn!(
+            chat_id,
+            "gave up announcing a send with an unknown commit; the next send in the chat will"
+        );
+    }
+}
+
+/// Runs `attempt` after each of `RESOLVE_WAIT`'s delays until it says the write it resolves is
+/// settled, for at most `RESOLVE_FOR`; false when it never did.
+async fn until_settled<F: Future<Output = bool>>(mut attempt: impl FnMut() -> F) -> bool {
+    let give_up = tokio::time::Instant::now() + RESOLVE_FOR;
+    let mut waits = RESOLVE_WAIT.delays();
+    while tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(waits.next_delay()).await;
+        if attempt().await {
+            return true;
         }
     }
-    tracing::warn!(
-        chat_id,
-        "gave up announcing a send with an unknown commit; the next send in the chat will"
-    );
+    false
 }
 
 /// Heartbeats this replica and closes the gaps that dead replicas left, until `shutdown`.

@@ -22,7 +22,7 @@ use chat_bus::PendingChange;
 use chat_proto::{Cursor, Message, ServerEvent};
 use chat_store::StoreError;
 
-use super::{LateEntry, RESOLVE_FOR, RESOLVE_WAIT};
+use super::{LateEntry, until_settled};
 use crate::state::AppState;
 
 /// Whether `message` shows `change` as its latest change.
@@ -113,19 +113,13 @@ pub(crate) fn after_failed_change(
 
 /// Settles the change until the database answers (or `RESOLVE_FOR` passes).
 async fn resolve_change(state: &AppState, change: &PendingChange) {
-    let give_up = tokio::time::Instant::now() + RESOLVE_FOR;
-    let mut waits = RESOLVE_WAIT.delays();
-    while tokio::time::Instant::now() < give_up {
-        tokio::time::sleep(waits.next_delay()).await;
-        if settle(state, change).await {
-            return;
-        }
+    if !until_settled(|| settle(state, change)).await {
+        tracing::warn!(
+            chat_id = change.chat_id,
+            message_id = change.message_id,
+            "gave up announcing an edit or deletion whose write got no answer"
+        );
     }
-    tracing::warn!(
-        chat_id = change.chat_id,
-        message_id = change.message_id,
-        "gave up announcing an edit or deletion whose write got no answer"
-    );
 }
 
 /// Reads the message and announces it if it shows the change. True once the database answered.
