@@ -113,20 +113,9 @@ async fn mysql_migrated_with_the_shipped_text_starts_and_a_foreign_text_does_not
 /// "partially applied".)
 #[tokio::test]
 async fn replicas_migrating_a_fresh_database_together_all_start() {
-    let admin_url = std::env::var("CHAT_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
     for round in 0..3 {
         let name = format!("chat_store_race_{}_{round}", std::process::id());
-        let mut admin = sqlx::MySqlConnection::connect(&admin_url)
-            .await
-            .expect("MariaDB is reachable (set CHAT_TEST_MYSQL_URL)");
-        for sql in [
-            format!("DROP DATABASE IF EXISTS `{name}`"),
-            format!("CREATE DATABASE `{name}`"),
-        ] {
-            sqlx::query(&sql).execute(&mut admin).await.expect(&sql);
-        }
-        let url = format!("{admin_url}/{name}");
+        let (mut admin, url) = common::fresh_mysql_database(&name).await;
         let replicas: Vec<Store> = (0..3)
             .map(|_| Store::connect_lazy(&url, 2).expect("mysql url"))
             .collect();

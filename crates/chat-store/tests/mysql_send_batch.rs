@@ -5,6 +5,8 @@
 //! that MySQL 8's mode 2 takes), a member list the server cuts short, and the session's
 //! statements that ride together in one round trip.
 
+mod common;
+
 use chat_proto::{Chat, Id, MessageKind};
 use chat_store::test_internals::{
     BatchError, InsertFacts, QueuedMessage, RetryCause, WriterSession, chat_lock_name,
@@ -38,19 +40,8 @@ struct Fixture {
 
 impl Fixture {
     async fn new(tag: &str) -> Self {
-        let admin_url = std::env::var("CHAT_TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
         let name = format!("chat_store_{tag}_{}", std::process::id());
-        let mut admin = MySqlConnection::connect(&admin_url)
-            .await
-            .expect("MariaDB is reachable (set CHAT_TEST_MYSQL_URL)");
-        for sql in [
-            format!("DROP DATABASE IF EXISTS `{name}`"),
-            format!("CREATE DATABASE `{name}`"),
-        ] {
-            sqlx::query(&sql).execute(&mut admin).await.expect(&sql);
-        }
-        let url = format!("{admin_url}/{name}");
+        let (mut admin, url) = common::fresh_mysql_database(&name).await;
         let store = Store::connect_lazy(&url, 2).expect("mysql url");
         store.migrate().await.expect("migrations");
         // Ids of seven digits, so that a member list of two is longer than the shortest

@@ -52,30 +52,21 @@ impl TestStore {
     }
 
     pub async fn mysql() -> Self {
-        let admin_url = std::env::var("CHAT_TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
         let name = format!(
             "chat_store_test_{}_{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let mut admin = sqlx::MySqlConnection::connect(&admin_url)
-            .await
-            .expect("MariaDB is reachable (set CHAT_TEST_MYSQL_URL)");
-        sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
-            .execute(&mut admin)
-            .await
-            .expect("drop a stale database");
-        sqlx::query(&format!("CREATE DATABASE `{name}`"))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
+        let (admin, url) = fresh_mysql_database(&name).await;
         let _ = admin.close().await;
-        let store = Store::connect_lazy(&format!("{admin_url}/{name}"), 8).expect("mysql url");
+        let store = Store::connect_lazy(&url, 8).expect("mysql url");
         store.migrate().await.expect("mysql migrations");
         Self {
             store,
-            cleanup: Cleanup::MySql { admin_url, name },
+            cleanup: Cleanup::MySql {
+                admin_url: mysql_admin_url(),
+                name,
+            },
         }
     }
 
@@ -95,6 +86,27 @@ impl TestStore {
             }
         }
     }
+}
+
+/// The test MariaDB's URL with no database in it (`CHAT_TEST_MYSQL_URL`).
+pub fn mysql_admin_url() -> String {
+    std::env::var("CHAT_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// An empty database `name` on the test MariaDB (one a crashed run left is dropped first): an
+/// admin connection, to drop it with when done, and the database's URL.
+pub async fn fresh_mysql_database(name: &str) -> (sqlx::MySqlConnection, String) {
+    let admin_url = mysql_admin_url();
+    let mut admin = sqlx::MySqlConnection::connect(&admin_url)
+        .await
+        .expect("MariaDB is reachable (set CHAT_TEST_MYSQL_URL)");
+    for sql in [
+        format!("DROP DATABASE IF EXISTS `{name}`"),
+        format!("CREATE DATABASE `{name}`"),
+    ] {
+        sqlx::query(&sql).execute(&mut admin).await.expect(&sql);
+    }
+    (admin, format!("{admin_url}/{name}"))
 }
 
 /// Runs each listed body once on SQLite and once on MySQL.
