@@ -117,7 +117,7 @@ k8s-validate: deploy-refs ## kubernetes-validate --strict, CRD schemas, kustomiz
 	bash k8s/validate.sh
 
 # The capacity model (docs/capacity.md): make capacity USERS=1000000 ONLINE=0.3 MSGS_PER_USER_HOUR=20
-# GROUP_MIX=0.1:20 [CONCURRENT=N instead of USERS] [ROUTING=per-chat] [JSON=1]; any other flag of
+# GROUP_MIX=0.1:20 [CONCURRENT=N instead of USERS] [ROUTING=per-user] [JSON=1]; any other flag of
 # `chat-capacity plan --help` through CAPACITY_ARGS="...".
 capacity: ## Capacity plan from measured unit costs: make capacity USERS=1000000 ONLINE=0.3 MSGS_PER_USER_HOUR=20 GROUP_MIX=0.1:20
 	$(CARGO) run -q -p chat-capacity -- $(if $(JSON),--json) plan \

@@ -2,10 +2,10 @@
 """The capacity model's measurements, from loadtest/run.sh results folders (chat-load runs).
 
 usage: capacity.py measure DIR                       what a run did and what each process used (JSON)
-       capacity.py solve CONNECT_A CONNECT_B PAIRS_A PAIRS_B GROUPS FLOOR_BEFORE_US FLOOR_AFTER_US DATE
+       capacity.py solve CONNECT_A CONNECT_B PAIRS_A PAIRS_B GROUPS GROUPS_WIDE FLOOR_BEFORE_US FLOOR_AFTER_US DATE
                                                      unit costs from the calibration runs, as the
                                                      TOML of docs/capacity-units.toml (stdout);
-                                                     each of the five may name repeated runs of
+                                                     each of the six may name repeated runs of
                                                      its shape, DIR,DIR,...
        capacity.py compare PREDICTION.json DIR [--floor-us F --calibration-floor-us C]
                                                      predicted vs measured per process, % error
@@ -15,7 +15,9 @@ usage: capacity.py measure DIR                       what a run did and what eac
                                                      exit 1 when a compared figure is off by > 25%
 
 A run's counts: sessions (report.json sessions_authenticated), messages (msgs_acked), deliveries
-(msgs_received from others + the sender's own echo of each acked message), final replays (one per
+(msgs_received from others + the sender's own echo of each acked message), publishes and Redis
+deliveries to gateways (from the pair and group messages, told apart by how many each reached,
+and the routing: see measure), final replays (one per
 user when FINAL_SYNC is on), socket-seconds (the gateways' open fds above their first sample,
 integrated over resources.csv), the seconds during which sessions arrive (the ramps) and messages
 flow (the sending window). Each process's CPU is its last cumulative sample minus its first; its
@@ -80,6 +82,10 @@ def measure(d):
             socket_s += (max(a - base, 0) + max(b - base, 0)) / 2 * (tb - ta)
     acked = float(fig.get("msgs_acked") or 0)
     received = float(fig.get("msgs_received") or 0)
+    # Group and pair messages apart: a pair's reaches one other member, a group's G - 1.
+    gsize = int(k.get("GROUP_SIZE", 0) or 0)
+    group_msgs = max(received - acked, 0.0) / (gsize - 2) if gsize > 2 else 0.0
+    pair_msgs = max(acked - group_msgs, 0.0)
     vus = float(rep.get("vus") or fig.get("vus") or 0)
     final = script in ("chat", "storm") and k.get("FINAL_SYNC", "1") != "0"
     end = float(k.get("RAMP_S", 30)) + float(k.get("HOLD_S", 120)) if script in ("chat", "storm") else None
@@ -104,9 +110,34 @@ def measure(d):
         "dir": d, "script": script, "vus": vus, "gateways": len(gws), "knobs": k,
         "counts": {"sessions": float(fig.get("sessions_authenticated") or fig.get("auth_ok") or 0),
                    "socket_seconds": socket_s, "messages": acked, "deliveries": received + acked,
+                   # A pair's message is published on its two members' channels, each read by
+                   # its member's gateway; a group's once on its chat's channel, read by every
+                   # gateway holding a member (user k is on gateway k mod n, a group is
+                   # consecutive users).
+                   "publishes": 2 * pair_msgs + group_msgs,
+                   "redis_deliveries": 2 * pair_msgs + group_msgs * min(gsize, len(gws)),
+                   "bus_messages_counted": bus_messages(d),
                    "resumes": vus if final else 0.0, "arrival_s": arrival_s, "sending_s": sending_s},
         "processes": procs,
     }
+
+
+def bus_messages(d):
+    """What the gateways read from Redis, counted by them at the end of the run
+    (chat_gateway_bus_messages_total in logs/gw*-metrics.txt; presence and notices included),
+    or None when the run kept no such count."""
+    logs = os.path.join(d, "logs")
+    if not os.path.isdir(logs):
+        return None
+    total_, seen = 0.0, False
+    for name in sorted(os.listdir(logs)):
+        if not re.fullmatch(r"gw\d+-metrics\.txt", name):
+            continue
+        for line in open(os.path.join(logs, name)):
+            if line.startswith("chat_gateway_bus_messages_total"):
+                total_ += float(line.split()[-1])
+                seen = True
+    return total_ if seen else None
 
 
 # Below this many sockets a gateway the idle cost is taken at this many (chat-capacity units.rs).
@@ -199,12 +230,15 @@ def mean(xs):
     return sum(xs) / len(xs)
 
 
-def solve(connect_a, connect_b, pairs_a, pairs_b, groups):
+def solve(connect_a, connect_b, pairs_a, pairs_b, groups, groups_wide):
     """Unit costs from the calibration runs, each shape a list of repeated runs (the repeats are
     averaged or solved together: a run's CPU moves by 15-30% from one run to the next of the
-    same shape)."""
+    same shape). `groups_wide` is the group shape over more gateways: it changes the Redis
+    deliveries a message and is used for chat-api's and Redis's units only (the others are
+    per process, and its gateways are not the others' count)."""
     cas, cbs = [measure(d) for d in connect_a], [measure(d) for d in connect_b]
     chats = [measure(d) for d in pairs_a + pairs_b + groups]
+    wide = [measure(d) for d in groups_wide]
     conns = cas + cbs
     ngw = len(gw_names(cbs[0]))
     u = {}
@@ -240,17 +274,25 @@ def solve(connect_a, connect_b, pairs_a, pairs_b, groups):
     for name in ("api", "mariadb"):
         u[f"{name}.resume"] = mean(max(total(m, name, "tail_cpu_s"), 0.0) / max(m["counts"]["resumes"], 1.0)
                                    for m in chats)
-    # Messages: the chat runs (two rates of pairs, one of groups, each repeated): per message,
-    # per delivery and per second of sending, least squares over the runs.
-    for name in ("gw", "api", "mariadb", "redis"):
-        eq, ys = [], []
-        for m in chats:
-            k = m["counts"]
-            left = total(m, name) - u[f"{name}.session"] * k["sessions"] - u[f"{name}.arrivals"] * k["arrival_s"] \
-                - idle_share(m, name, u) - u.get(f"{name}.resume", 0.0) * k["resumes"]
-            eq.append((k["messages"], k["deliveries"], k["sending_s"]))
-            ys.append(left)
-        u[f"{name}.message"], u[f"{name}.delivery"], u[f"{name}.sending"] = nnls(eq, ys)
+    # Messages: the chat runs (two rates of pairs, one of groups, each repeated), least squares
+    # over the runs. What each process pays for besides the message and the second of sending:
+    # the gateways and MariaDB, each delivery to a socket; chat-api, each publish; Redis, each
+    # publish and each delivery to a gateway. Pairs publish twice a message to two gateways,
+    # groups once to two or, over four gateways, to four: the three tell Redis's apart.
+    def left(m, name):
+        k = m["counts"]
+        return total(m, name) - u[f"{name}.session"] * k["sessions"] - u[f"{name}.arrivals"] * k["arrival_s"] \
+            - idle_share(m, name, u) - u.get(f"{name}.resume", 0.0) * k["resumes"]
+    for name in ("gw", "mariadb"):
+        eq = [(m["counts"]["messages"], m["counts"]["deliveries"], m["counts"]["sending_s"]) for m in chats]
+        u[f"{name}.message"], u[f"{name}.delivery"], u[f"{name}.sending"] = nnls(eq, [left(m, name) for m in chats])
+    runs = chats + wide
+    eq = [(m["counts"]["messages"], m["counts"]["publishes"], m["counts"]["sending_s"]) for m in runs]
+    u["api.message"], u["api.publish"], u["api.sending"] = nnls(eq, [left(m, "api") for m in runs])
+    eq = [(m["counts"]["messages"], m["counts"]["publishes"], m["counts"]["redis_deliveries"], m["counts"]["sending_s"])
+          for m in runs]
+    u["redis.message"], u["redis.publish"], u["redis.rdelivery"], u["redis.sending"] = \
+        nnls(eq, [left(m, "redis") for m in runs])
     for key in list(u):
         if key not in ("gw.density_exp", "gw.density_ref"):
             u[key] *= 1e6
@@ -296,25 +338,27 @@ def toml_unit(section, name, value, unit, what, command, date, floor):
 
 
 def cmd_solve(argv):
-    connect_a, connect_b, pairs_a, pairs_b, groups = (a.split(",") for a in argv[:5])
-    floor_before, floor_after, date = argv[5:]
-    u, facts = solve(connect_a, connect_b, pairs_a, pairs_b, groups)
+    connect_a, connect_b, pairs_a, pairs_b, groups, groups_wide = (a.split(",") for a in argv[:6])
+    floor_before, floor_after, date = argv[6:]
+    u, facts = solve(connect_a, connect_b, pairs_a, pairs_b, groups, groups_wide)
 
     def command(dirs):
         """The command of a shape's runs (the same command each) and their folders."""
         line = open(os.path.join(dirs[0], "command.txt")).read().splitlines()[1].replace(".js ", " ", 1)
         folders = ", ".join(f"loadtest/results/{os.path.basename(os.path.normpath(d))}" for d in dirs)
         times = "" if len(dirs) == 1 else f", {len(dirs)} runs"
-        return f"DRIVER=chat-load {line} [{folders}{times}]"
-    cmds = [command(runs) for runs in (connect_a, connect_b, pairs_a, pairs_b, groups)]
+        gws = measure(dirs[0])["gateways"]
+        return f"{'' if gws == 2 else f'GATEWAYS={gws} '}DRIVER=chat-load {line} [{folders}{times}]"
+    cmds = [command(runs) for runs in (connect_a, connect_b, pairs_a, pairs_b, groups, groups_wide)]
     conn = f"{cmds[0]} and {cmds[1]}, solved together (loadtest/lib/capacity.py solve)"
     chat = f"{cmds[2]}, {cmds[3]} and {cmds[4]}, solved together (loadtest/lib/capacity.py solve)"
+    chat_wide = f"{cmds[2]}, {cmds[3]}, {cmds[4]} and {cmds[5]}, solved together (loadtest/lib/capacity.py solve)"
     floor = f"write {float(floor_before):.2f} µs before the runs, {float(floor_after):.2f} µs after (chat-write-floor --sockets 999)"
     nofloor = "none: memory does not depend on the VM's speed"
     nofloor_density = "none: a count of the run"
     size = int(measure(connect_a[0])["vus"])
     out = ["# Unit costs of the capacity model (docs/capacity.md). Written by scripts/capacity-calibrate.sh",
-           f"# {size} from {sum(map(len, (connect_a, connect_b, pairs_a, pairs_b, groups)))} chat-load runs and the socket-write floor before and after them; edit by hand",
+           f"# {size} from {sum(map(len, (connect_a, connect_b, pairs_a, pairs_b, groups, groups_wide)))} chat-load runs and the socket-write floor before and after them; edit by hand",
            "# only to record a figure measured by the command named beside it. CPU in µs of one core of this",
            "# machine; chat-capacity reads this file at build time (or --units FILE).",
            "",
@@ -343,9 +387,9 @@ def cmd_solve(argv):
         ("gateway", "msg_rate_bytes", facts["gw_rate_bytes"], "bytes per message/s", "gateway RSS per message a second sent through it (requests and frames in flight; the peak before the final replays)", chat, nofloor),
         ("api", "session_us", u["api.session"], "µs CPU per session", "chat-api: presence notices (online, offline) and their audiences", conn, floor),
         ("api", "arrivals_us_per_s", u["api.arrivals"], "µs CPU per second", "chat-api: " + arrivals, conn, floor),
-        ("api", "sending_us_per_s", u["api.sending"], "µs CPU per second", "chat-api: " + sending, chat, floor),
-        ("api", "message_us", u["api.message"], "µs CPU per message", "chat-api: HTTP, validation, the batch transaction, the ack", chat, floor),
-        ("api", "publish_us", u["api.delivery"], "µs CPU per publish", "chat-api: one member channel's PUBLISH", chat, floor),
+        ("api", "sending_us_per_s", u["api.sending"], "µs CPU per second", "chat-api: " + sending, chat_wide, floor),
+        ("api", "message_us", u["api.message"], "µs CPU per message", "chat-api: HTTP, validation, the batch transaction, the ack", chat_wide, floor),
+        ("api", "publish_us", u["api.publish"], "µs CPU per publish", "chat-api: one publish (a member channel's or a group chat's), with its recent-event log append", chat_wide, floor),
         ("api", "resume_us", u["api.resume"], "µs CPU per replay", "chat-api: a socket's final replay from its cursor (the CPU after the sending window)", chat, floor),
         ("api", "base_rss_mib", facts["api_base_rss"], "MiB", "chat-api peak RSS with sockets connected, no messages", conn, nofloor),
         ("api", "msg_rate_bytes", facts["api_rate_bytes"], "bytes per message/s", "chat-api RSS per message a second through it (requests in flight, busy pool connections; the peak before the final replays)", chat, nofloor),
@@ -357,18 +401,19 @@ def cmd_solve(argv):
         ("mysql", "resume_us", u["mariadb.resume"], "µs CPU per replay", "MariaDB: the sync queries of a final replay", chat, floor),
         ("mysql", "rows_per_message", 3, "rows", "the message INSERT, the chat's counter UPDATE, the sender's read watermark UPDATE",
          "crates/chat-store/src/mysql/send_batch/ (design fact)", "none: a count"),
-        ("redis", "message_us", u["redis.message"], "µs CPU per message", "Redis: a message's commands besides its publishes (rate limit)", chat, floor),
-        ("redis", "publish_us", u["redis.delivery"], "µs CPU per publish", "Redis: one PUBLISH to a subscribed channel and its delivery", chat, floor),
+        ("redis", "message_us", u["redis.message"], "µs CPU per message", "Redis: a message's commands besides its publishes (rate limit)", chat_wide, floor),
+        ("redis", "publish_us", u["redis.publish"], "µs CPU per publish", "Redis: one publish script (the recent-event log append and the PUBLISH), whoever is subscribed", chat_wide, floor),
+        ("redis", "delivery_us", u["redis.rdelivery"], "µs CPU per Redis delivery", "Redis: a published event written to one subscribed gateway", chat_wide, floor),
         ("redis", "session_us", u["redis.session"], "µs CPU per session", "Redis: SUBSCRIBE/UNSUBSCRIBE, presence scripts", conn, floor),
         ("redis", "arrivals_us_per_s", u["redis.arrivals"], "µs CPU per second", "Redis: " + arrivals, conn, floor),
-        ("redis", "sending_us_per_s", u["redis.sending"], "µs CPU per second", "Redis: " + sending, chat, floor),
+        ("redis", "sending_us_per_s", u["redis.sending"], "µs CPU per second", "Redis: " + sending, chat_wide, floor),
         ("redis", "socket_us_per_s", u["redis.socket"], "µs CPU per socket-second",
          "Redis: presence refresh of an idle socket, the marginal cost: the slope of the two connect runs' last holds' CPU rate against their sockets", conn, floor),
         ("redis", "idle_us_per_s", u["redis.idle"], "µs CPU per second",
          "Redis: CPU per second of one process whatever it holds (event loop, timers), the intercept of the two connect runs' "
          "last holds' CPU rate against their sockets; an idle socket costs socket_us_per_s + idle_us_per_s / (sockets on the process). "
          "A shared fixed rate rather than a power of the sockets a gateway: the refresh costs the same per user however batched, "
-         "and the 100,000-socket checks' holds (0.31-0.38 µs a socket-second) follow this form (0.34) where a power through the same two holds gives 0.22-0.27",
+         "and the 100,000-socket check's holds (0.20-0.22 µs a socket-second) follow this form (0.21-0.22) where a power through the same two holds gives 0.12-0.14",
          conn, floor),
         ("wire", "frame_overhead_bytes", 341, "bytes",
          "a new_message JSON frame beyond its text: ids of a large deployment, UUID client id, cursor, 4-byte WebSocket header",
@@ -441,7 +486,7 @@ def main(argv):
     if len(argv) >= 2 and argv[0] == "measure":
         print(json.dumps(measure(argv[1]), indent=2))
         return 0
-    if len(argv) == 9 and argv[0] == "solve":
+    if len(argv) == 10 and argv[0] == "solve":
         cmd_solve(argv[1:])
         return 0
     if len(argv) in (3, 7) and argv[0] == "compare":

@@ -83,8 +83,9 @@ pub struct PlanArgs {
     /// SHARE:SIZE: the share of messages sent to groups, and the members of a group.
     #[arg(long, env = "CAPACITY_GROUP_MIX", default_value = "0.1:20", value_parser = parse_mix)]
     pub group_mix: (f64, f64),
-    /// How group messages reach the gateways.
-    #[arg(long, env = "CAPACITY_ROUTING", value_enum, default_value_t = Routing::PerUser)]
+    /// How group messages reach the gateways: per-chat is what chat-api does; per-user shows
+    /// what publishing to every member's channel would cost.
+    #[arg(long, env = "CAPACITY_ROUTING", value_enum, default_value_t = Routing::PerChat)]
     pub routing: Routing,
     /// Text bytes of a message.
     #[arg(long, env = "CAPACITY_MSG_BYTES", default_value_t = 100.0)]

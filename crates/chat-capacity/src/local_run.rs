@@ -84,7 +84,12 @@ pub struct Counts {
     pub socket_seconds: f64,
     pub messages: f64,
     pub deliveries: f64,
+    /// One per member channel of a private chat, one per group message (its chat's channel).
     pub publishes: f64,
+    /// Published events written to a subscribed gateway: a pair's two members' gateways, and
+    /// each gateway holding a member of a group (chat-load puts user k on gateway k mod n, and a
+    /// group is consecutive users).
+    pub redis_deliveries: f64,
     pub resumes: f64,
     /// Sockets at the peak.
     pub peak_sockets: f64,
@@ -136,6 +141,7 @@ pub fn counts(s: &Shape) -> Result<Counts, ShapeError> {
                 messages: 0.0,
                 deliveries: 0.0,
                 publishes: 0.0,
+                redis_deliveries: 0.0,
                 resumes: 0.0,
                 peak_sockets: v,
                 arrival_s: s.ramp1_s + s.ramp2_s,
@@ -168,7 +174,8 @@ pub fn counts(s: &Shape) -> Result<Counts, ShapeError> {
                 socket_seconds: v * s.ramp_s / 2.0 + v * s.hold_s + v * tail,
                 messages: pair + group,
                 deliveries: pair * 2.0 + group * s.group_size,
-                publishes: pair * 2.0 + group * s.group_size,
+                publishes: pair * 2.0 + group,
+                redis_deliveries: pair * 2.0 + group * s.group_size.min(s.gateways as f64),
                 resumes: if s.final_sync { v } else { 0.0 },
                 peak_sockets: v,
                 arrival_s: s.ramp_s,
@@ -278,6 +285,7 @@ pub fn predict(units: &Units, s: &Shape) -> Result<Prediction, ShapeError> {
         process: "redis".into(),
         cpu_s: (c.messages * r.message_us.value
             + c.publishes * r.publish_us.value
+            + c.redis_deliveries * r.delivery_us.value
             + c.sessions * r.session_us.value
             + c.socket_seconds * r.socket_us_per_s.value
             + c.run_s * r.idle_us_per_s.value)

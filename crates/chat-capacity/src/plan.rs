@@ -2,10 +2,13 @@
 //! write load, memory per gateway pod and egress out. Pure arithmetic over [`Units`]; every
 //! rate it derives is in [`Load`], so a plan can be checked by hand.
 //!
-//! Message fan-out follows the code: chat-api publishes a message to the channel of every member
-//! (`Routing::PerUser`, what is built), or, for groups, once to the chat's channel that each
-//! gateway holding a member subscribes to (`Routing::PerChat`); every socket of every online
-//! member gets the event, the sender's own sockets included.
+//! Message fan-out follows the code: chat-api publishes a private chat's message to the channel
+//! of each member, and a group's once to the chat's channel that each gateway holding a member
+//! subscribes to (`Routing::PerChat`, what is built); `Routing::PerUser` publishes a group's to
+//! every member's channel too, to show what that would cost. Every socket of every online member
+//! gets the event, the sender's own sockets included. Redis pays a message (its rate limit), each
+//! publish (a script that also appends to the channel's recent-event log) and each delivery of a
+//! publish to a subscribed gateway.
 
 use serde::Serialize;
 
@@ -17,9 +20,10 @@ const MIB: f64 = 1024.0 * 1024.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Routing {
-    /// One publish per member to the member's channel (what chat-api does today).
+    /// One publish per member to the member's channel, groups too: for comparison.
     PerUser,
-    /// One publish per message to the chat's channel; each gateway with a member subscribes.
+    /// One publish per group message to the chat's channel, which each gateway with a member
+    /// subscribes to (what chat-api does).
     PerChat,
 }
 
@@ -222,9 +226,6 @@ struct PerMessage {
     deliveries: f64,
     publishes: f64,
     redis_deliveries: f64,
-    /// Publishes as Redis pays for them: on a member's channel each publish, to a subscriber or
-    /// not; on a chat's channel each delivery to a subscribed gateway.
-    redis_cost: f64,
     push_jobs: f64,
 }
 
@@ -245,7 +246,6 @@ fn per_message(w: &Workload, gateways: f64) -> PerMessage {
         deliveries: 0.0,
         publishes: 0.0,
         redis_deliveries: 0.0,
-        redis_cost: 0.0,
         push_jobs: 0.0,
     };
     for (share, members, group) in kinds {
@@ -262,12 +262,6 @@ fn per_message(w: &Workload, gateways: f64) -> PerMessage {
         out.deliveries += share * online_members * d;
         out.publishes += share * publishes;
         out.redis_deliveries += share * redis_deliveries;
-        out.redis_cost += share
-            * publishes.max(if group && w.routing == Routing::PerChat {
-                redis_deliveries
-            } else {
-                0.0
-            });
         out.push_jobs += share * (members - 1.0) * (1.0 - p) * w.push_share;
     }
     out
@@ -539,7 +533,8 @@ pub fn plan(units: &Units, w: &Workload, p: &Policy) -> Result<Plan, PlanError> 
     // Redis: single-threaded, so one core per shard at the target utilization.
     let redis_load = cores(
         messages * ru.message_us.value
-            + messages * pm.redis_cost * ru.publish_us.value
+            + load.publishes_per_s * ru.publish_us.value
+            + load.redis_deliveries_per_s * ru.delivery_us.value
             + sessions * ru.session_us.value
             + sockets * ru.socket_us_per_s.value,
     );

@@ -162,12 +162,13 @@ pub fn prediction_text(p: &Prediction) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "counts: {} sessions, {} socket-seconds, {} messages, {} deliveries, {} publishes, {} final replays",
+        "counts: {} sessions, {} socket-seconds, {} messages, {} deliveries, {} publishes, {} Redis->gateway, {} final replays",
         n(c.sessions),
         n(c.socket_seconds),
         n(c.messages),
         n(c.deliveries),
         n(c.publishes),
+        n(c.redis_deliveries),
         n(c.resumes)
     );
     let _ = writeln!(s, "{:<8} {:>10} {:>10}", "process", "CPU-s", "RSS MiB");

@@ -108,7 +108,8 @@ pub struct Api {
     pub sending_us_per_s: Unit,
     /// CPU per persisted message: HTTP, validation, the batch transaction, the ack.
     pub message_us: Unit,
-    /// CPU per publish of a message (one per member channel, or one per chat channel).
+    /// CPU per publish of a message: one per member channel (a private chat), or one per chat
+    /// channel (a group), each a script that also appends to the channel's recent-event log.
     pub publish_us: Unit,
     /// CPU per resumed socket: the replay from its cursor (`?since=`, a `resume` frame).
     pub resume_us: Unit,
@@ -148,8 +149,13 @@ pub struct Mysql {
 pub struct Redis {
     /// CPU per message besides its publishes (rate limit, revocation check).
     pub message_us: Unit,
-    /// CPU per publish delivered to a subscribed connection.
+    /// CPU per publish: the script that appends the event to the channel's recent-event log
+    /// and publishes it, whoever is subscribed.
     pub publish_us: Unit,
+    /// CPU per Redis delivery: a published event written to one subscribed gateway's
+    /// connection (a member channel has the gateways of the member's sockets, a group's channel
+    /// every gateway holding a member).
+    pub delivery_us: Unit,
     /// CPU per session (subscribe, unsubscribe, presence scripts).
     pub session_us: Unit,
     /// CPU per second of one process while sessions arrive, whatever their rate: the batches
@@ -250,6 +256,7 @@ impl Units {
             ("mysql.rows_per_message", &m.rows_per_message),
             ("redis.message_us", &r.message_us),
             ("redis.publish_us", &r.publish_us),
+            ("redis.delivery_us", &r.delivery_us),
             ("redis.session_us", &r.session_us),
             ("redis.arrivals_us_per_s", &r.arrivals_us_per_s),
             ("redis.sending_us_per_s", &r.sending_us_per_s),

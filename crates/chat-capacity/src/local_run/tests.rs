@@ -31,6 +31,19 @@ fn chat_counts_follow_chat_loads_defaults() {
     // One group message per VU a minute besides the pair's every 10 s.
     assert_eq!(g.messages, 165_000.0 + 15_000.0 * 110.0 / 60.0);
     assert_eq!(g.deliveries, 330_000.0 + 15_000.0 * 110.0 / 60.0 * 10.0);
+    // A pair's message goes to its two members' channels, a group's once to its chat's, which
+    // each gateway holding a member reads: both of two, four of four.
+    let group_msgs = 15_000.0 * 110.0 / 60.0;
+    assert_eq!(c.publishes, 330_000.0);
+    assert_eq!(c.redis_deliveries, 330_000.0);
+    assert_eq!(g.publishes, 330_000.0 + group_msgs);
+    assert_eq!(g.redis_deliveries, 330_000.0 + 2.0 * group_msgs);
+    let four = counts(&Shape {
+        gateways: 4,
+        ..groups
+    })
+    .expect("counts");
+    assert_eq!(four.redis_deliveries, 330_000.0 + 4.0 * group_msgs);
 }
 
 #[test]
@@ -121,6 +134,7 @@ fn redis_pays_its_idle_rate_over_the_whole_run_whatever_the_gateways() {
     let mut u = Units::parse(BUILT_IN).expect("table");
     u.redis.message_us.value = 0.0;
     u.redis.publish_us.value = 0.0;
+    u.redis.delivery_us.value = 0.0;
     u.redis.session_us.value = 0.0;
     u.redis.arrivals_us_per_s.value = 0.0;
     u.redis.sending_us_per_s.value = 0.0;

@@ -11,7 +11,7 @@ fn the_built_in_table_parses_and_every_unit_names_its_command() {
             "{name} says nothing of its floor"
         );
     }
-    assert_eq!(u.all().len(), 36);
+    assert_eq!(u.all().len(), 37);
 }
 
 #[test]
