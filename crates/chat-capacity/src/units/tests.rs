@@ -117,10 +117,11 @@ fn redis_idle_cost_per_socket_falls_with_density_towards_the_marginal_cost() {
 
 #[test]
 fn the_built_in_redis_line_goes_through_the_calibration_holds() {
-    // C1's last holds: 2,000 sockets at 1.33 and 1.66 µs a socket-second; C2's: 20,000 at 0.39
-    // and 0.44 (loadtest/results/20261207T033343Z-connect-2000-chat-load, …034037Z-connect-2000…,
-    // …033508Z-connect-20000… and …034201Z-connect-20000…): the line goes through each size's mean.
+    // C1's last holds: 2,000 sockets at 0.831 µs a socket-second in both runs; C2's: 20,000 at
+    // 0.262 in both (loadtest/results/20261207T155750Z-connect-2000-chat-load,
+    // …160842Z-connect-2000…, …160145Z-connect-20000… and …161007Z-connect-20000…): the line
+    // goes through each size's mean.
     let r = Units::built_in().expect("table").redis;
-    assert!((r.socket_us_per_s_at(2_000.0) - 1.495).abs() < 0.01);
-    assert!((r.socket_us_per_s_at(20_000.0) - 0.416).abs() < 0.01);
+    assert!((r.socket_us_per_s_at(2_000.0) - 0.831).abs() < 0.01);
+    assert!((r.socket_us_per_s_at(20_000.0) - 0.262).abs() < 0.01);
 }
