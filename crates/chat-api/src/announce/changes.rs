@@ -168,8 +168,9 @@ const FOLLOW_UPS: usize = 3;
 /// After `published` was announced late: another change committed between its read and its
 /// publish was announced by its own writer, maybe first, and members replace the message they
 /// hold with each `message_updated`, so they would be left with the older state. Reads the
-/// message again and announces what it now is, until a read shows what was last published (or
-/// none answers: then any change after it is its own writer's to announce, after this one).
+/// message again and announces what it now is, until a read shows what was last published. A
+/// read that fails ends it: the database answered the read before the publish, so that leaves
+/// the race open only if it breaks again within the publish.
 async fn republish_until_still<R, P>(
     mut published: Message,
     mut read: impl FnMut() -> R,
