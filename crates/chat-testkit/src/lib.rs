@@ -7,6 +7,7 @@
 //!   Redis prefix and JWT secret, and kills them when dropped;
 //! - [`PushReceiver`] stands in for the push provider that chat-worker posts to;
 //! - [`ApiClient`] is a thin HTTP client returning `(status, json)`;
+//! - [`metrics_page`] and [`metric_value`] read a process's `/metrics` page;
 //! - [`WsClient`] is a WebSocket client built on `tokio-tungstenite`, an implementation
 //!   independent of the gateway's own, speaking JSON or MessagePack.
 //!
@@ -30,6 +31,7 @@
 mod api;
 pub mod chaos;
 mod db;
+mod metrics;
 mod names;
 mod ports;
 mod process;
@@ -43,6 +45,7 @@ mod ws;
 
 pub use api::{ApiClient, Resp, TEST_PASSWORD, TestUser, assert_error, assert_status};
 pub use db::{TestDb, mysql_admin_url};
+pub use metrics::{metric_value, metrics_page};
 pub use names::{unique_client_msg_id, unique_username};
 pub use proxy::{CommitTrap, TcpProxy};
 pub use push_receiver::{PushReceiver, Received};

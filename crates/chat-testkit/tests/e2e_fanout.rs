@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use chat_testkit::{
-    QUIET, Stack, StackOptions, Value, WAIT, WsClient, assert_status, id_of, json,
-    unique_client_msg_id,
+    QUIET, Stack, StackOptions, Value, WAIT, WsClient, assert_status, id_of, json, metric_value,
+    metrics_page, unique_client_msg_id,
 };
 
 async fn stack() -> Stack {
@@ -220,27 +220,14 @@ async fn group_of_five_gets_every_message_once_in_order() {
     };
     let mut from_chats = 0.0;
     for page in &pages {
-        from_chats +=
-            gateway_series(page, "chat_gateway_bus_messages_total{channel=\"chat\"}").await;
+        let series = "chat_gateway_bus_messages_total{channel=\"chat\"}";
+        from_chats += metric_value(&metrics_page(page).await, series)
+            .unwrap_or_else(|| panic!("{series} missing from {page}/metrics"));
     }
     assert!(
         (20.0..30.0).contains(&from_chats),
         "two gateways read {from_chats} messages from chat channels for 10 group messages"
     );
-}
-
-/// The value of one series on a gateway's `/metrics` page.
-async fn gateway_series(base: &str, series: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap_or_else(|e| panic!("GET {base}/metrics: {e}"))
-        .text()
-        .await
-        .unwrap_or_else(|e| panic!("reading {base}/metrics: {e}"));
-    text.lines()
-        .find_map(|line| line.strip_prefix(series))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{series} missing from {base}/metrics:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

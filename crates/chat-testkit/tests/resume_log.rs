@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chat_testkit::{
     Auth, Format, QUIET, Stack, StackOptions, TestUser, Value, WAIT, WsClient, assert_status,
-    id_of, json,
+    id_of, json, metric_value, metrics_page,
 };
 
 /// Longer than the log's clock allowance (`RECENT_LOG_SKEW_MS`, 5 s).
@@ -30,17 +30,7 @@ fn now_ms() -> u64 {
 
 /// The value of one series on a `/metrics` page (0 when absent).
 async fn series_value(base: &str, series: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
+    metric_value(&metrics_page(base).await, series).unwrap_or(0.0)
 }
 
 /// `chat_gateway_replays_total{source=...}` of gateway 0.

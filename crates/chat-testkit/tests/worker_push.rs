@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chat_testkit::{
     ApiClient, PushReceiver, QUIET, Stack, StackOptions, TestUser, Value, WsClient, assert_status,
-    id_of, json, unique_client_msg_id,
+    id_of, json, metric_value, metrics_page, unique_client_msg_id,
 };
 
 const PUSH_AUTH: &str = "Bearer test-push-credential";
@@ -68,25 +68,6 @@ async fn dead_letters(stack: &Stack) -> Vec<BTreeMap<String, String>> {
         .into_iter()
         .map(|(_, fields)| fields.into_iter().collect())
         .collect()
-}
-
-async fn metrics_of(url: &str) -> String {
-    reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}/metrics: {e}"))
-        .text()
-        .await
-        .unwrap_or_default()
-}
-
-/// The value of a counter or gauge without labels in Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == name).then(|| value.trim().parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
 }
 
 fn job_id(message_id: u64, user_id: u64) -> String {
@@ -201,14 +182,14 @@ async fn only_offline_recipients_with_a_token_get_one_fcm_shaped_push() {
     );
 
     assert_eq!(pending_count(&stack).await, 0, "everything acknowledged");
-    let worker_metrics = metrics_of(&stack.worker_http_url(0)).await;
+    let worker_metrics = metrics_page(&stack.worker_http_url(0)).await;
     assert_eq!(
-        metric(&worker_metrics, "chat_worker_push_deliveries_total"),
-        1.0
+        metric_value(&worker_metrics, "chat_worker_push_deliveries_total"),
+        Some(1.0)
     );
-    let api_metrics = metrics_of(&stack.api_url()).await;
+    let api_metrics = metrics_page(&stack.api_url()).await;
     assert_eq!(
-        metric(&api_metrics, "chat_push_skipped_no_token_total"),
+        metric_value(&api_metrics, "chat_push_skipped_no_token_total").unwrap_or(0.0),
         3.0,
         "dave twice, bob once (after removing his token)"
     );
@@ -406,12 +387,15 @@ async fn endpoint_outage_and_worker_crash_deliver_every_push_exactly_once() {
     }
     assert!(failed_before_kill >= 4, "the outage was exercised");
     assert_eq!(pending_count(&stack).await, 0, "everything acknowledged");
-    let metrics = metrics_of(&stack.worker_http_url(second)).await;
+    let metrics = metrics_page(&stack.worker_http_url(second)).await;
     assert!(
-        metric(&metrics, "chat_worker_push_reclaimed_total") >= 1.0,
+        metric_value(&metrics, "chat_worker_push_reclaimed_total").unwrap_or(0.0) >= 1.0,
         "the second worker reclaimed the first one's jobs:\n{metrics}"
     );
-    assert_eq!(metric(&metrics, "chat_worker_push_deliveries_total"), 6.0);
+    assert_eq!(
+        metric_value(&metrics, "chat_worker_push_deliveries_total"),
+        Some(6.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,26 +476,35 @@ async fn a_job_that_always_fails_is_dead_lettered_after_max_attempts() {
         0,
         "the dead job was acknowledged"
     );
-    let metrics = metrics_of(&stack.worker_http_url(0)).await;
-    assert_eq!(metric(&metrics, "chat_worker_push_dead_letters_total"), 1.0);
-    assert_eq!(metric(&metrics, "chat_worker_push_retries_total"), 2.0);
+    let metrics = metrics_page(&stack.worker_http_url(0)).await;
+    assert_eq!(
+        metric_value(&metrics, "chat_worker_push_dead_letters_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, "chat_worker_push_retries_total"),
+        Some(2.0)
+    );
     // The gauges are sampled every 2 s: the dead-letter stream holds one, nothing waits.
     let mut gauges = String::new();
     for _ in 0..40 {
-        gauges = metrics_of(&stack.worker_http_url(0)).await;
-        if metric(&gauges, "chat_worker_push_dead_letter_length") == 1.0 {
+        gauges = metrics_page(&stack.worker_http_url(0)).await;
+        if metric_value(&gauges, "chat_worker_push_dead_letter_length").unwrap_or(0.0) == 1.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        metric(&gauges, "chat_worker_push_dead_letter_length"),
+        metric_value(&gauges, "chat_worker_push_dead_letter_length").unwrap_or(0.0),
         1.0,
         "{gauges}"
     );
-    assert_eq!(metric(&gauges, "chat_worker_push_queue_length"), 0.0);
     assert_eq!(
-        metric(&gauges, "chat_worker_push_stream_length"),
+        metric_value(&gauges, "chat_worker_push_queue_length").unwrap_or(0.0),
+        0.0
+    );
+    assert_eq!(
+        metric_value(&gauges, "chat_worker_push_stream_length").unwrap_or(0.0),
         2.0,
         "two jobs were queued"
     );
@@ -630,12 +623,15 @@ async fn a_reclaimed_job_that_was_already_delivered_is_acknowledged_not_resent()
         None,
         "the job marked done is not sent again: {counts:?}"
     );
-    let metrics = metrics_of(&stack.worker_http_url(worker)).await;
+    let metrics = metrics_page(&stack.worker_http_url(worker)).await;
     assert_eq!(
-        metric(&metrics, "chat_worker_push_duplicates_skipped_total"),
-        1.0
+        metric_value(&metrics, "chat_worker_push_duplicates_skipped_total"),
+        Some(1.0)
     );
-    assert_eq!(metric(&metrics, "chat_worker_push_reclaimed_total"), 2.0);
+    assert_eq!(
+        metric_value(&metrics, "chat_worker_push_reclaimed_total"),
+        Some(2.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
