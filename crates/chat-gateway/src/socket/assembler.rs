@@ -1,5 +1,5 @@
-//! Reassembles fragmented WebSocket messages with a size limit on the whole message (the
-//! library checks single frames only) and UTF-8 validation of fragmented text.
+//! Reassembles fragmented WebSocket messages with a size limit on the whole message (the frame
+//! reader checks single frames only) and checks that every text message is UTF-8.
 
 use fastwebsockets::OpCode;
 
@@ -46,7 +46,7 @@ impl Assembler {
                     payload: payload.to_vec(),
                 };
                 if fin {
-                    return Ok(Some(message));
+                    return whole(message).map(Some);
                 }
                 self.pending = Some(message);
                 Ok(None)
@@ -63,14 +63,7 @@ impl Assembler {
                 let Some(message) = self.pending.take() else {
                     return Ok(None);
                 };
-                if message.opcode == OpCode::Text && std::str::from_utf8(&message.payload).is_err()
-                {
-                    return Err(CloseCause {
-                        code: close_code::INVALID_DATA,
-                        reason: "text message is not valid UTF-8",
-                    });
-                }
-                Ok(Some(message))
+                whole(message).map(Some)
             }
             _ => Err(CloseCause {
                 code: close_code::PROTOCOL_ERROR,
@@ -86,6 +79,17 @@ impl Assembler {
             Ok(())
         }
     }
+}
+
+/// A message whose last fragment arrived, if it is what its opcode says.
+fn whole(message: Message) -> Result<Message, CloseCause> {
+    if message.opcode == OpCode::Text && std::str::from_utf8(&message.payload).is_err() {
+        return Err(CloseCause {
+            code: close_code::INVALID_DATA,
+            reason: "text message is not valid UTF-8",
+        });
+    }
+    Ok(message)
 }
 
 fn too_large() -> CloseCause {
@@ -161,6 +165,22 @@ mod tests {
         assert!(
             a.push(true, OpCode::Continuation, &[0xac])
                 .expect("ok")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_single_text_frame_must_be_utf8() {
+        let mut a = Assembler::new(100);
+        assert_eq!(
+            a.push(true, OpCode::Text, &[0x68, 0xff])
+                .expect_err("bad utf8")
+                .code,
+            close_code::INVALID_DATA
+        );
+        assert!(
+            a.push(true, OpCode::Binary, &[0x68, 0xff])
+                .expect("binary is not checked")
                 .is_some()
         );
     }

@@ -5,6 +5,7 @@
 //! the write half and the outbound queues). A third, for chat-api calls, starts on demand.
 
 mod assembler;
+mod frames;
 pub mod outbox;
 mod recent;
 mod requests;
@@ -15,17 +16,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use chat_auth::TokenError;
 use chat_proto::{
     ClientFrame, EditMessageRequest, ErrorCode, Reply, SendMessageRequest, WireFormat,
 };
+use fastwebsockets::OpCode;
 use fastwebsockets::upgrade::UpgradeFut;
-use fastwebsockets::{Frame, OpCode, Role, WebSocketError, WebSocketRead};
-use tokio::io::ReadHalf;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use self::assembler::{Assembler, CloseCause, Message};
+use self::frames::{FrameReader, ReadError};
 use self::outbox::Outbox;
 use self::requests::{Request, RequestQueue, SocketContext};
 use self::writer::{Control, Writer, data_opcode};
@@ -53,8 +55,6 @@ pub struct SocketParams {
     pub ip_slot: Option<crate::limits::IpSlot>,
 }
 
-type Io = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
-
 /// Serves one upgraded connection to the end.
 pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketParams) {
     let ws = match upgrade.await {
@@ -64,12 +64,21 @@ pub async fn serve(gateway: Arc<Gateway>, upgrade: UpgradeFut, params: SocketPar
             return;
         }
     };
-    let (read_io, write_io) = tokio::io::split(ws.into_inner());
-    // The writer frames outbound data itself (batched), so only fastwebsockets' reading side is
-    // used; the write half it pairs with is a sink.
-    let (mut reader, _) =
-        fastwebsockets::after_handshake_split(read_io, tokio::io::sink(), Role::Server);
-    reader.set_max_message_size(gateway.config.max_frame_bytes + 1);
+    // Back to the TCP stream (and whatever the client sent right after its upgrade request):
+    // the reader and the writer each own a half, with no lock between them.
+    let parts = match ws
+        .into_inner()
+        .into_inner()
+        .downcast::<TokioIo<TcpStream>>()
+    {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::error!("an upgraded connection is not a TCP stream; closing it");
+            return;
+        }
+    };
+    let (read_io, write_io) = parts.io.into_inner().into_split();
+    let mut reader = FrameReader::new(read_io, parts.read_buf, gateway.config.max_frame_bytes);
 
     let signal = Arc::new(CloseSignal::default());
     let outbox = Arc::new(Outbox::new(CONTROL_QUEUE, gateway.config.outbound_queue));
@@ -118,7 +127,7 @@ struct Identity {
 
 enum Incoming {
     Message(Message),
-    /// A control frame (pong or ping): proof of life, nothing to do.
+    /// A pong: proof of life, nothing to do.
     Alive,
     /// The peer sent a close frame (already answered) or the stream ended.
     Gone,
@@ -143,7 +152,7 @@ const DELIVERED_IN_FLIGHT: usize = 64;
 impl Socket {
     async fn run(
         &mut self,
-        reader: &mut WebSocketRead<ReadHalf<Io>>,
+        reader: &mut FrameReader,
         token: Option<String>,
         since: Option<String>,
     ) {
@@ -226,7 +235,7 @@ impl Socket {
     /// and verifies it. On failure the client gets an error frame and close 4001.
     async fn authenticate(
         &mut self,
-        reader: &mut WebSocketRead<ReadHalf<Io>>,
+        reader: &mut FrameReader,
         token: Option<String>,
     ) -> Option<Identity> {
         let mut since = None;
@@ -297,11 +306,7 @@ impl Socket {
         self.signal.close(close);
     }
 
-    async fn read_until_closed(
-        &mut self,
-        reader: &mut WebSocketRead<ReadHalf<Io>>,
-        identity: &Identity,
-    ) {
+    async fn read_until_closed(&mut self, reader: &mut FrameReader, identity: &Identity) {
         let idle = self.gateway.config.idle_timeout();
         let mut deadline = Instant::now() + idle;
         let signal = self.signal.clone();
@@ -334,37 +339,38 @@ impl Socket {
     }
 
     /// Reads the next whole message or control frame. Pings and close frames are answered
-    /// through the writer (the library hands us those answers to send).
-    async fn next(
-        &mut self,
-        reader: &mut WebSocketRead<ReadHalf<Io>>,
-    ) -> Result<Incoming, CloseCause> {
-        let outbox = self.outbox.clone();
-        let mut answer = move |frame: Frame<'_>| {
-            let sent = outbox.try_control(Control::Frame(
-                frame.opcode,
-                Bytes::copy_from_slice(&frame.payload),
-            ));
-            std::future::ready(sent.map_err(|_| "control queue is full"))
-        };
+    /// through the writer.
+    async fn next(&mut self, reader: &mut FrameReader) -> Result<Incoming, CloseCause> {
         loop {
-            let mut frame = match reader.read_frame(&mut answer).await {
+            let frame = match reader.next_frame().await {
                 Ok(frame) => frame,
-                Err(e) => return classify(e),
+                Err(ReadError::Ended) => return Ok(Incoming::Gone),
+                Err(ReadError::Broken(cause)) => return Err(cause),
             };
-            // RFC 6455 5.1: a server must close on an unmasked client frame. fastwebsockets
-            // does not check; its header formatter shows the mask bit (16 bytes, no payload).
-            let mut head = [0u8; 16];
-            frame.fmt_head(&mut head);
-            if head[1] & 0x80 == 0 {
-                return Err(CloseCause {
-                    code: close_code::PROTOCOL_ERROR,
-                    reason: "client frames must be masked",
-                });
-            }
             match frame.opcode {
-                OpCode::Close => return Ok(Incoming::Gone),
-                OpCode::Ping | OpCode::Pong => return Ok(Incoming::Alive),
+                OpCode::Close => {
+                    frames::close_payload(&frame.payload)?;
+                    // Echoes the peer's code; a full queue means the writer is finishing anyway.
+                    let _ = self
+                        .outbox
+                        .try_control(Control::Frame(OpCode::Close, frame.payload));
+                    return Ok(Incoming::Gone);
+                }
+                OpCode::Ping => {
+                    if self
+                        .outbox
+                        .try_control(Control::Frame(OpCode::Pong, frame.payload))
+                        .is_err()
+                    {
+                        return Err(CloseCause {
+                            code: close_code::TOO_SLOW,
+                            reason: "not reading replies",
+                        });
+                    }
+                    // Answered here, not returned: a ping may come between the fragments of
+                    // the `auth` frame (RFC 6455 5.4).
+                }
+                OpCode::Pong => return Ok(Incoming::Alive),
                 opcode => {
                     if let Some(message) = self.assembler.push(frame.fin, opcode, &frame.payload)? {
                         return Ok(Incoming::Message(message));
@@ -594,19 +600,5 @@ impl Socket {
         if self.outbox.try_control(frame).is_err() {
             self.signal.close(close_code::TOO_SLOW);
         }
-    }
-}
-
-/// Maps a read error to the close code the client should get.
-fn classify(error: WebSocketError) -> Result<Incoming, CloseCause> {
-    let cause = |code, reason| Err(CloseCause { code, reason });
-    match error {
-        WebSocketError::FrameTooLarge => cause(close_code::POLICY, "message too large"),
-        WebSocketError::InvalidUTF8 => cause(close_code::INVALID_DATA, "text is not valid UTF-8"),
-        WebSocketError::UnexpectedEOF
-        | WebSocketError::IoError(_)
-        | WebSocketError::ConnectionClosed => Ok(Incoming::Gone),
-        WebSocketError::SendError(_) => cause(close_code::TOO_SLOW, "not reading replies"),
-        _ => cause(close_code::PROTOCOL_ERROR, "protocol error"),
     }
 }
