@@ -99,8 +99,9 @@ fn read_now(io: &OwnedReadHalf, pending: &mut BytesMut) -> std::io::Result<usize
     Ok(read)
 }
 
-/// Takes one whole frame off the front of `buf`, or `None` when it has not all arrived (then
-/// `buf` has room reserved for the rest of it).
+/// Takes one whole frame off the front of `buf`, or `None` when it has not all arrived. Nothing
+/// is reserved for the rest of a frame: a header alone does not make the gateway allocate the
+/// size it announces, so a slow client holds about what it has sent.
 pub fn parse(buf: &mut BytesMut, max_payload: usize) -> Result<Option<RawFrame>, ReadError> {
     let [first, second, ..] = buf[..] else {
         return Ok(None);
@@ -149,7 +150,6 @@ pub fn parse(buf: &mut BytesMut, max_payload: usize) -> Result<Option<RawFrame>,
     let length = length as usize;
     let head = 2 + length_bytes + 4;
     if buf.len() < head + length {
-        buf.reserve(head + length - buf.len());
         return Ok(None);
     }
     let mask = [buf[head - 4], buf[head - 3], buf[head - 2], buf[head - 1]];

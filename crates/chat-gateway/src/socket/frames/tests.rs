@@ -95,6 +95,10 @@ fn sixteen_and_sixty_four_bit_lengths() {
 #[test]
 fn an_oversize_frame_is_refused_from_its_header() {
     let wire = client_frame(0x82, &[0u8; 2_000]);
+    // A header announcing a large frame reserves nothing for it.
+    let mut header_only = BytesMut::from(&wire[..8]);
+    assert_eq!(parse(&mut header_only, 2_000).expect("valid so far"), None);
+    assert!(header_only.capacity() < 100, "{}", header_only.capacity());
     // Only the header is here: the refusal does not wait for the payload.
     assert_eq!(close_code_of(parsed(&wire[..8], 1_000)), close_code::POLICY);
     assert!(parsed(&wire, 2_000).expect("at the limit").is_some());
