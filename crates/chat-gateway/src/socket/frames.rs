@@ -178,8 +178,8 @@ pub fn close_payload(payload: &[u8]) -> Result<(), CloseCause> {
         [] => Ok(()),
         [_] => Err(protocol("a close payload is a 2-byte code and a reason")),
         [high, low, reason @ ..] => {
-            // The codes fastwebsockets accepts: not 1004-1006, 1014-2999 or 1015 (reserved, or
-            // never sent on the wire), nor outside 1000-4999.
+            // The codes fastwebsockets accepted: the others are reserved, or never sent on the
+            // wire (1005, 1006, 1015).
             let code = u16::from_be_bytes([*high, *low]);
             if !matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999) {
                 return Err(protocol("close code not allowed"));
