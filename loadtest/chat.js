@@ -22,7 +22,10 @@
 // the same client_msg_id after a backoff (counted in sends_refused, threshold count==0), and a VU
 // whose session ends early (auth timeout, server close) reconnects with ?since=<last cursor>, so
 // the gateway replays what it missed and sends it has not seen acked go out again. Both checks
-// therefore span a VU's sessions. Deliveries that arrive by replay are tagged via=replay.
+// therefore span a VU's sessions. Deliveries that arrive by replay are tagged via=replay. The
+// replay stays owed from the cursor the VU held when its session ended until a `synced` settles
+// it: a resume refused as `unavailable` (no id) is asked again from that cursor after a backoff
+// (resumes_refused), however far live events moved on meanwhile.
 //
 // RECEIPTS=1 makes each VU acknowledge what it receives as an app would: after a message from
 // someone else, one {"type":"delivered","chat_id":..,"up_to_seq":<highest seq held>} per chat per
@@ -81,6 +84,7 @@ const expected = new Counter('msgs_expected'); // sum over acked messages of (me
 const received = new Counter('msgs_received'); // new_message from someone else
 const late = new Counter('msgs_late'); // of those, first seen after the end of the test
 const refusedReplays = new Counter('final_replays_refused'); // asked again after a backoff
+const refusedResumes = new Counter('resumes_refused'); // a resume's replay refused, asked again
 const lost = new Counter('msgs_lost'); // seq gaps seen by a socket at the end
 const unacked = new Counter('msgs_unacked'); // sends without ack or error at the end
 const duplicates = new Counter('msgs_duplicate');
@@ -129,6 +133,7 @@ if (SEND_UNTIL_MS <= SEND_FROM_MS) {
 let iterations = 0;
 let chats = null; // chat_id -> {members, kind, seen: {seq: true}, n, max}
 let lastCursor = null; // cursor of the last new_message / message_read / synced processed
+let owedCursor = null; // where the replay owed since a session ended starts, until its `synced`
 let carried = []; // sends of an ended session with no ack yet: re-sent by the next one
 let booksClosed = false; // closeBooks ran
 
@@ -153,7 +158,8 @@ export default function () {
   if (iteration > 0) {
     // A session that saw no event yet has no cursor: c0 replays everything, and this run's
     // chats are new, so that is only what the VU missed.
-    url = withQuery(url, 'since', lastCursor === null ? 'c0' : lastCursor);
+    if (owedCursor === null) owedCursor = lastCursor === null ? 'c0' : lastCursor;
+    url = withQuery(url, 'since', owedCursor);
     replaying = true;
     resumed.add(1);
   }
@@ -174,6 +180,7 @@ export default function () {
   let closingByUs = false;
   let finalSync = false; // the end-of-test replay was asked for
   let finalAttempts = 0;
+  let resumeAttempts = 0;
   let finalSynced = false; // ... and its `synced` came
   let quietTimer = null;
   let openedAt = 0;
@@ -301,7 +308,14 @@ export default function () {
     if (closingByUs || ws.readyState !== 1) return;
     finalAttempts += 1;
     replaying = true;
-    ws.send(JSON.stringify({ type: 'resume', since: lastCursor === null ? 'c0' : lastCursor }));
+    const since = owedCursor !== null ? owedCursor : lastCursor === null ? 'c0' : lastCursor;
+    ws.send(JSON.stringify({ type: 'resume', since }));
+  };
+
+  const askResumeAgain = () => {
+    if (closingByUs || finalSync || owedCursor === null || ws.readyState !== 1) return;
+    replaying = true;
+    ws.send(JSON.stringify({ type: 'resume', since: owedCursor }));
   };
 
   // After the final replay: close once no new_message came for FINAL_QUIET_MS.
@@ -371,6 +385,7 @@ export default function () {
       case 'synced':
         if (f.cursor) lastCursor = f.cursor;
         replaying = false;
+        owedCursor = null;
         if (finalSync) {
           finalSynced = true;
           finishWhenQuiet();
@@ -418,6 +433,14 @@ export default function () {
           refusedReplays.add(1, { code: String(f.code) });
           replaying = false;
           timers.push(setTimeout(askFinalReplay, retryDelayMs(finalAttempts)));
+          break;
+        }
+        if (!f.id && replaying && !finalSync && RETRYABLE_SEND[f.code]) {
+          // The resume's replay was refused: live events flow now, the gap before them is still owed.
+          refusedResumes.add(1, { code: String(f.code) });
+          replaying = false;
+          resumeAttempts += 1;
+          timers.push(setTimeout(askResumeAgain, retryDelayMs(resumeAttempts)));
           break;
         }
         const p = f.id ? pending[f.id] : undefined;
@@ -507,6 +530,7 @@ export function handleSummary(data) {
     msgs_received: rec,
     msgs_late: count(data, 'msgs_late'),
     final_replays_refused: count(data, 'final_replays_refused'),
+    resumes_refused: count(data, 'resumes_refused'),
     msgs_lost_totals: exp - rec,
     msgs_lost_seq_gaps: count(data, 'msgs_lost'),
     msgs_unacked: count(data, 'msgs_unacked'),

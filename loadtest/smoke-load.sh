@@ -2,8 +2,12 @@
 # The CI smoke of chat-load: each scenario for about 10 s against one stack (chat-api and two
 # gateways, started once by loadtest/lib/stack.sh), through loadtest/run.sh with
 # LT_REUSE_STACK=1: churn, chat (pairs and groups of 10), connect, then storm, which kills gateway
-# 1 and therefore runs last. Exits non-zero when any check of any scenario fails (loss, errors,
-# not every user or session authenticated, a dropped client that did not resume), and ends with
+# 1 and therefore runs last. Then storm once more on a stack of its own that refuses resumes
+# (one sync at a time, none queued, no recent-event log, a short replay deadline at the gateways),
+# so a dropped client's replay is refused and asked again from the same cursor: it must still
+# lose nothing, and at least one refusal must have happened. Exits non-zero when any check of any
+# scenario fails (loss, errors, not every user or session authenticated, a dropped client that did
+# not resume), and ends with
 #   chat-load-smoke: N passed, M failed
 #
 # The latency bounds are loose on purpose, as in smoke.sh: in make test this is the debug build on
@@ -40,24 +44,47 @@ runs=(
 passed=0
 failed=0
 summary=()
-for run in "${runs[@]}"; do
-  read -r -a words <<<"$run"
+extra=("$@")
+# One run.sh call (its arguments, after a label); adds its checks to the totals and leaves its
+# results folder in $run_dir.
+one_run() {
+  local label=$1 out rc p=0 f=0
+  shift
   out=$(mktemp)
-  loadtest/run.sh "${words[@]}" "${loose[@]}" "$@" 2>&1 | tee "$out" | grep -vE '^\[ *[0-9]+s\]'
+  loadtest/run.sh "$@" "${loose[@]}" "${extra[@]}" 2>&1 | tee "$out" | grep -vE '^\[ *[0-9]+s\]'
   rc=${PIPESTATUS[0]}
-  dir=$(sed -n 's/^loadtest: \(.*\) ([a-z0-9-]* exit .*/\1/p' "$out" | tail -1)
+  run_dir=$(sed -n 's/^loadtest: \(.*\) ([a-z0-9-]* exit .*/\1/p' "$out" | tail -1)
   rm -f "$out"
-  p=0 f=0
-  if [ -n "$dir" ] && [ -f "$dir/report.json" ]; then
-    read -r p f < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["passed"], r["failed"])' "$dir/report.json")
+  if [ -n "$run_dir" ] && [ -f "$run_dir/report.json" ]; then
+    read -r p f < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["passed"], r["failed"])' "$run_dir/report.json")
   else
     f=1 # no report: the run did not get that far
   fi
   [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1 # the driver or the runner failed without a check
   passed=$((passed + p))
   failed=$((failed + f))
-  summary+=("${words[0]}: $p passed, $f failed")
+  summary+=("$label: $p passed, $f failed")
+}
+for run in "${runs[@]}"; do
+  read -r -a words <<<"$run"
+  one_run "${words[0]}" "${words[@]}"
 done
+
+lt_stack_stop
+refusals=0
+CHAT_SYNC_CONCURRENCY=1 CHAT_SYNC_QUEUE=0 CHAT_RECENT_LOG_SECS=0 CHAT_REPLAY_DEADLINE_MS=1000 \
+  LT_REUSE_STACK=0 LT_STACK_PIDS= one_run "storm, resumes refused" \
+  storm 100 RAMP_S=2 HOLD_S=10 SETTLE_S=1 DRAIN_S=3 SEND_EVERY_S=2 KILL_AT_S=6 RECONNECT_JITTER_S=1 FINAL_SPREAD_S=1
+if [ -n "$run_dir" ] && [ -f "$run_dir/report.json" ]; then
+  refusals=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["figures"].get("resumes_refused") or 0))' "$run_dir/report.json")
+fi
+if [ "$refusals" -gt 0 ]; then
+  passed=$((passed + 1))
+  summary+=("storm, resumes refused: $refusals resumes refused and asked again")
+else
+  failed=$((failed + 1))
+  summary+=("storm, resumes refused: no resume was refused, so asking again went untested")
+fi
 printf '  %s\n' "${summary[@]}"
 echo "chat-load-smoke: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

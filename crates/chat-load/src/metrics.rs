@@ -27,6 +27,10 @@ pub mod name {
     pub const DUPLICATE: &str = "msgs_duplicate";
     pub const REFUSED: &str = "sends_refused";
     pub const REPLAYS_REFUSED: &str = "final_replays_refused";
+    /// A resume's replay refused (`unavailable`): asked again from the same cursor.
+    pub const RESUMES_REFUSED: &str = "resumes_refused";
+    /// A socket refused before `auth_ok` (`unavailable`, then 1012): the client reconnects.
+    pub const AUTH_REFUSED: &str = "auth_refused";
     pub const AUTHED_USERS: &str = "users_authenticated";
     pub const SESSION_AUTH: &str = "session_auth_ms";
     pub const AUTH: &str = "auth_ms";

@@ -309,6 +309,9 @@ pub fn build(args: &Args, timing: &Timing, agg: &Aggregate, facts: &RunFacts) ->
         "driver_peak_rss_mb": facts.driver_peak_rss_mb,
     });
     let mut figures = figures;
+    // Outside the macro above, which is at its recursion limit.
+    figures["resumes_refused"] = json!(agg.count(name::RESUMES_REFUSED));
+    figures["auth_refused"] = json!(agg.count(name::AUTH_REFUSED));
     figures["storm_gateway_delivery_p99_ms"] = json!(
         facts
             .storm_counters

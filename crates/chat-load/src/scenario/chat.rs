@@ -11,11 +11,18 @@
 //! FINAL_SPREAD_S) and closes once it is done and quiet, so a message still on its way counts as
 //! late, not lost.
 //!
+//! A client owes itself a replay from the cursor it held when a session ended, until a `synced`
+//! settles it: a reconnect (or a refused socket) asks again from that cursor, and a replay
+//! refused as `unavailable` is asked again with a `resume` frame after a backoff, however far
+//! live events moved on meanwhile. A client still owed one at the end goes on reconnecting
+//! through the final replays' window, so what it never saw counts as lost only if the server
+//! never gave it.
+//!
 //! storm adds a gateway killed at KILL_AT_S (by the coordinator): each dropped client waits a
 //! random 0–RECONNECT_JITTER_S, reconnects to another gateway and resumes; `resume_ms` is the
-//! time from noticing the drop to the `synced` of the replay. Deliveries are tagged
-//! `client=stayed` for the clients that never dropped, whose live latency is what the kill cost
-//! the others.
+//! time from noticing the drop to the `synced` of the replay, across any further drops and
+//! refusals on the way. Deliveries are tagged `client=stayed` for the clients that never
+//! dropped, whose live latency is what the kill cost the others.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -129,6 +136,9 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
         books.push(Book::new(c, user.group_size.unwrap_or(2), "group"));
     }
     let end = ctx.at(t.end);
+    // A client still owed a replay keeps reconnecting until the final replays are over.
+    let catch_up_until =
+        end + Duration::from_secs_f64(a.final_spread_s.max(0.0) + a.final_sync_timeout_s.max(0.0));
     let send_until = ctx.at(t.send_until);
     let auth_limit = Duration::from_secs_f64(a.auth_timeout_s);
     let pair_every = Duration::from_secs_f64(a.send_every_s.max(0.0));
@@ -143,6 +153,9 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
 
     let mut gw = ctx.gateway_of(k);
     let mut cursor: Option<String> = None;
+    // The cursor of the last session's end while its replay is still owed (no `synced` yet).
+    let mut owed: Option<String> = None;
+    let mut resume_attempts = 0u32;
     let mut outbox: Vec<Out> = Vec::new();
     let mut req = 0u32;
     let mut msg_no = 0u32;
@@ -153,7 +166,8 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
 
     'sessions: loop {
         if session_no > 0 {
-            if Instant::now() + Duration::from_secs(2) >= end {
+            let now = Instant::now();
+            if (owed.is_none() && now + Duration::from_secs(2) >= end) || now >= catch_up_until {
                 break;
             }
             let wait = if dropped_at.is_some() && storm {
@@ -164,7 +178,10 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
             sleep(wait).await;
         }
         session_no += 1;
-        let since = (session_no > 1).then(|| cursor.clone().unwrap_or_else(|| "c0".into()));
+        let since = (session_no > 1).then(|| {
+            owed.get_or_insert_with(|| cursor.clone().unwrap_or_else(|| "c0".into()))
+                .clone()
+        });
         let started = Instant::now();
         let mut conn = match Conn::open(
             &ctx.targets[gw],
@@ -198,6 +215,7 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
         let mut final_asked = false;
         let mut final_attempts = 0u32;
         let mut final_deadline: Option<Instant> = None;
+        let mut resume_at: Option<Instant> = None; // when to ask again for a refused replay
         let mut quiet_until: Option<Instant> = None;
         let mut leave_at: Option<Instant> = None; // RECONNECT_EVERY_S
         let mut ended_by_us = false;
@@ -218,6 +236,7 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                     next_group,
                     final_at,
                     final_deadline,
+                    resume_at,
                     quiet_until,
                     leave_at,
                 ]
@@ -303,6 +322,8 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                                     cursor = Some(c.to_string());
                                 }
                                 replaying = false;
+                                owed = None;
+                                resume_attempts = 0;
                                 if let Some(d) = dropped_at.take() {
                                     ctx.sample(name::RESUME, "", d.elapsed().as_secs_f64() * 1e3);
                                     ctx.sample(name::RESUME_RECONNECT, "", started.elapsed().as_secs_f64() * 1e3);
@@ -336,6 +357,26 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                                     final_at = Some(Instant::now() + retry_delay(final_attempts));
                                     continue;
                                 }
+                                if pos.is_none() && f.id.is_none() && replaying && !final_asked {
+                                    // The resume's replay was refused: the live events flow now, but the
+                                    // gap before them is still owed; ask for it again from the same cursor.
+                                    replaying = false;
+                                    if retryable(&code) {
+                                        ctx.count_tagged(name::RESUMES_REFUSED, format!("code={code}"));
+                                        resume_attempts += 1;
+                                        resume_at = Some(Instant::now() + retry_delay(resume_attempts));
+                                    } else {
+                                        ctx.count_tagged(name::ERRORS, format!("kind=resume,code={code}"));
+                                        owed = None;
+                                    }
+                                    continue;
+                                }
+                                if pos.is_none() && f.id.is_none() && !authed && retryable(&code) {
+                                    // Refused before auth_ok (the gateway could not subscribe in time); the
+                                    // close that follows makes the client reconnect.
+                                    ctx.count_tagged(name::AUTH_REFUSED, format!("code={code}"));
+                                    continue;
+                                }
                                 match pos {
                                     Some(pos) if retryable(&code) => {
                                         ctx.count_tagged(name::REFUSED, format!("code={code}"));
@@ -365,9 +406,12 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                             o.req = None;
                         }
                         if storm {
-                            ctx.count(name::DROPPED, 1.0);
+                            // One drop until its resume is settled, however often it is refused meanwhile.
+                            if dropped_at.is_none() {
+                                ctx.count(name::DROPPED, 1.0);
+                                dropped_at = Some(Instant::now());
+                            }
                             ever_dropped = true;
-                            dropped_at = Some(Instant::now());
                             gw = ctx.other_gateway(gw);
                         }
                         continue 'sessions;
@@ -431,7 +475,8 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                     }
                     if now >= end && !end_seen {
                         end_seen = true;
-                        if a.final_sync == 0 {
+                        // A replay still owed is asked for as a final one, even without FINAL_SYNC.
+                        if a.final_sync == 0 && owed.is_none() {
                             ended_by_us = true;
                         } else {
                             let spread = Duration::from_secs_f64(a.final_spread_s.max(0.0));
@@ -439,12 +484,20 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                             final_deadline = Some(now + spread + Duration::from_secs_f64(a.final_sync_timeout_s));
                         }
                     }
+                    if resume_at.is_some_and(|r| r <= now) && !final_asked {
+                        resume_at = None;
+                        if let Some(since) = owed.as_deref() {
+                            replaying = true;
+                            let _ = conn.send(frames::resume(since)).await;
+                        }
+                    }
                     if final_at.is_some_and(|f| f <= now) {
                         final_at = None;
                         final_asked = true;
                         final_attempts += 1;
                         replaying = true;
-                        let since = cursor.clone().unwrap_or_else(|| "c0".into());
+                        resume_at = None;
+                        let since = owed.clone().or_else(|| cursor.clone()).unwrap_or_else(|| "c0".into());
                         let _ = conn.send(frames::resume(&since)).await;
                     }
                     if quiet_until.is_some_and(|q| q <= now) {
