@@ -435,7 +435,7 @@ export default function () {
           timers.push(setTimeout(askFinalReplay, retryDelayMs(finalAttempts)));
           break;
         }
-        if (!f.id && replaying && !finalSync && RETRYABLE_SEND[f.code]) {
+        if (!f.id && authed && replaying && !finalSync && RETRYABLE_SEND[f.code]) {
           // The resume's replay was refused: live events flow now, the gap before them is still owed.
           refusedResumes.add(1, { code: String(f.code) });
           replaying = false;

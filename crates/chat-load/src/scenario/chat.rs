@@ -357,7 +357,13 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                                     final_at = Some(Instant::now() + retry_delay(final_attempts));
                                     continue;
                                 }
-                                if pos.is_none() && f.id.is_none() && replaying && !final_asked {
+                                if pos.is_none() && f.id.is_none() && !authed && retryable(&code) {
+                                    // Refused before auth_ok (the gateway could not subscribe in time); the
+                                    // close that follows makes the client reconnect.
+                                    ctx.count_tagged(name::AUTH_REFUSED, format!("code={code}"));
+                                    continue;
+                                }
+                                if pos.is_none() && f.id.is_none() && authed && replaying && !final_asked {
                                     // The resume's replay was refused: the live events flow now, but the
                                     // gap before them is still owed; ask for it again from the same cursor.
                                     replaying = false;
@@ -369,12 +375,6 @@ async fn client(ctx: Rc<Ctx>, k: usize) {
                                         ctx.count_tagged(name::ERRORS, format!("kind=resume,code={code}"));
                                         owed = None;
                                     }
-                                    continue;
-                                }
-                                if pos.is_none() && f.id.is_none() && !authed && retryable(&code) {
-                                    // Refused before auth_ok (the gateway could not subscribe in time); the
-                                    // close that follows makes the client reconnect.
-                                    ctx.count_tagged(name::AUTH_REFUSED, format!("code={code}"));
                                     continue;
                                 }
                                 match pos {
